@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs every suite registered in `bench.__main__`."""

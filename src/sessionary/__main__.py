@@ -1,0 +1,3 @@
+from sessionary.cli import main
+
+main()

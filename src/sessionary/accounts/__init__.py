@@ -1,0 +1,1 @@
+"""Accounts, API keys and the Principal that every authenticated route receives."""

@@ -1,0 +1,92 @@
+"""Rules for accounts and keys: keys are shown once, stored hashed, revocable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.keys import generate_key, key_matches, prefix_of
+from sessionary.accounts.models import Account, ApiKey
+from sessionary.accounts.store import AccountStore
+from sessionary.kit.errors import InvalidRequest, NotFound, Unauthorized
+from sessionary.kit.ids import new_id
+from sessionary.kit.models import utcnow
+
+DEFAULT_ACCOUNT_NAME = "default"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: the only moment its plaintext exists outside the caller's hands."""
+
+    key: ApiKey
+    plaintext: str
+
+
+class AccountService:
+    def __init__(self, session: Session) -> None:
+        self.store = AccountStore(session)
+
+    def create_account(self, name: str) -> tuple[Account, IssuedKey]:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidRequest("Account name must be 1 to 200 characters.", param="name")
+        account = self.store.add_account(Account(id=new_id("acct"), name=name, created_at=utcnow()))
+        return account, self.create_key(account.id, name="default")
+
+    def ensure_default_account(self) -> tuple[Account, IssuedKey | None]:
+        """The first account, created with a key when the database has none."""
+        existing = self.store.first_account()
+        if existing is not None:
+            return existing, None
+        return self.create_account(DEFAULT_ACCOUNT_NAME)
+
+    def get_account(self, account_id: str) -> Account:
+        account = self.store.get_account(account_id)
+        if account is None:
+            raise NotFound(f"No account '{account_id}'.", param="account_id")
+        return account
+
+    def create_key(self, account_id: str, name: str | None = None) -> IssuedKey:
+        self.get_account(account_id)
+        new = generate_key()
+        key = self.store.add_key(
+            ApiKey(
+                id=new_id("key"),
+                account_id=account_id,
+                name=name,
+                prefix=new.prefix,
+                key_hash=new.key_hash,
+                created_at=utcnow(),
+            )
+        )
+        return IssuedKey(key, new.plaintext)
+
+    def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        return self.store.list_keys(account_id)
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        key = self.store.get_key(key_id)
+        if key is None:
+            raise NotFound(f"No API key '{key_id}'.", param="key_id")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+        return key
+
+    def authenticate(self, plaintext: str) -> ApiKey:
+        """The live key behind a presented secret, or 401."""
+        prefix = prefix_of(plaintext)
+        if prefix is None:
+            raise Unauthorized("Malformed API key.")
+        key = self.store.key_by_prefix(prefix)
+        if key is None or not key_matches(plaintext, key.key_hash):
+            raise Unauthorized("Invalid API key.")
+        if key.revoked_at is not None:
+            raise Unauthorized("This API key has been revoked.", code="revoked_api_key")
+        return key
+
+    def touch(self, key_id: str, interval: timedelta) -> None:
+        now = utcnow()
+        self.store.touch_key(key_id, now, now - interval)

@@ -1,0 +1,58 @@
+"""SQL for accounts and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.models import Account, ApiKey
+
+
+class AccountStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add_account(self, account: Account) -> Account:
+        self.session.add(account)
+        self.session.flush()
+        return account
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self.session.get(Account, account_id)
+
+    def first_account(self) -> Account | None:
+        return self.session.scalars(select(Account).order_by(Account.id).limit(1)).first()
+
+    def count_accounts(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(Account)) or 0
+
+    def list_accounts(self) -> list[Account]:
+        return list(self.session.scalars(select(Account).order_by(Account.id)))
+
+    def add_key(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def key_by_prefix(self, prefix: str) -> ApiKey | None:
+        return self.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        return self.session.get(ApiKey, key_id)
+
+    def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        query = select(ApiKey).order_by(ApiKey.id)
+        if account_id is not None:
+            query = query.where(ApiKey.account_id == account_id)
+        return list(self.session.scalars(query))
+
+    def touch_key(self, key_id: str, when: datetime, older_than: datetime) -> None:
+        """Record use, but only when the stored time is stale, so most calls write nothing."""
+        self.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < older_than))
+            .values(last_used_at=when)
+        )

@@ -1,0 +1,53 @@
+"""The application factory: settings in, a ready FastAPI app out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from sessionary import __version__
+from sessionary.accounts.routes import router as accounts_router
+from sessionary.config import Settings, load_settings
+from sessionary.kit.db import Database
+from sessionary.kit.errors import install_error_handlers
+from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
+from sessionary.kit.logging import configure_logging
+from sessionary.kit.metrics import Metrics
+from sessionary.ops.routes import router as ops_router
+
+API_ROUTERS: list[APIRouter] = [accounts_router]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    db = Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="Sessionary",
+        version=__version__,
+        summary="Session-bound assistants and semantic search, with accounts and prepaid credits.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.metrics = Metrics()
+
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/v1")
+        # The same routes under /api/v1, kept out of the schema so each operation appears once.
+        app.include_router(router, prefix="/api/v1", include_in_schema=False)
+
+    # Outermost last: the request id exists before the size check can refuse a request.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,21 @@
+"""The `sessionary` command: one typer sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from sessionary.cli import accounts, keys, server
+
+app = typer.Typer(
+    name="sessionary",
+    help="Sessionary: session-bound assistants and semantic search, with prepaid credits.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+server.register(app)
+app.add_typer(accounts.app, name="accounts")
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,42 @@
+"""`sessionary accounts ...`: admin commands that work on the database directly."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from sessionary.accounts.service import AccountService
+from sessionary.cli.common import console, print_json, unit_of_work
+
+app = typer.Typer(help="Accounts (local admin: works on the database directly).")
+
+
+@app.command("create")
+def create(
+    name: str,
+    as_json: bool = typer.Option(False, "--json", help="Print only {account_id, api_key}."),
+) -> None:
+    """Create an account and print its id and a new API key (shown once)."""
+    with unit_of_work() as session:
+        account, issued = AccountService(session).create_account(name)
+    if as_json:
+        print_json({"account_id": account.id, "api_key": issued.plaintext})
+        return
+    console.print(f"Account [bold]{account.name}[/bold]: {account.id}")
+    console.print("API key (shown once):")
+    typer.echo(issued.plaintext)
+
+
+@app.command("list")
+def list_accounts(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List accounts."""
+    with unit_of_work() as session:
+        accounts = AccountService(session).store.list_accounts()
+    rows = [{"id": a.id, "name": a.name, "created_at": a.created_at.isoformat()} for a in accounts]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "name", "created")
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["created_at"])
+    console.print(table)

@@ -1,0 +1,65 @@
+"""`init`, `migrate` and `serve`."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from sessionary.accounts.service import AccountService
+from sessionary.cli.common import console, database, settings, unit_of_work
+from sessionary.kit.migrate import current_revision
+
+
+def init() -> None:
+    """Migrate the database and create the default account (printing its key) if none exists."""
+    with unit_of_work() as session:
+        account, issued = AccountService(session).ensure_default_account()
+        base_url = settings().base_url
+    console.print(f"Sessionary is ready. Base URL: [bold]{base_url}/v1[/bold]", highlight=False)
+    if issued is not None:
+        console.print(f"Created account [bold]{account.name}[/bold] ({account.id}).")
+        console.print("API key (shown once, store it now):", highlight=False)
+        typer.echo(issued.plaintext)
+        console.print(
+            f'Try: curl -H "Authorization: Bearer {issued.plaintext}" {base_url}/v1/me',
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"Account [bold]{account.name}[/bold] ({account.id}) already exists; keys are shown "
+            f"only when created. New key: sessionary keys create {account.id}",
+            highlight=False,
+        )
+
+
+def migrate() -> None:
+    """Apply database migrations up to the newest schema."""
+    with database() as db:
+        console.print(f"Database at revision {current_revision(db)}.")
+
+
+def serve(
+    host: str = typer.Option(None, help="Interface to bind (default from settings: 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+) -> None:
+    """Migrate, then serve the API with uvicorn."""
+    current = settings()
+    with database():
+        pass
+    uvicorn.run(
+        "sessionary.app:create_app",
+        factory=True,
+        host=host or current.host,
+        port=port or current.port,
+        workers=workers,
+        access_log=False,
+        log_level=current.log_level.lower(),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(migrate)
+    app.command()(serve)

@@ -1,0 +1,75 @@
+"""One settings object for the whole server, read from `SESSIONARY_*` environment variables.
+
+Nested groups use `__` (for example `SESSIONARY_LLM__PROVIDER`), so every knob has one name in
+the environment, in a `.env` file and in code.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SESSIONARY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".sessionary"),
+        description="Where the embedded SQLite database and other local state live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means SQLite in data_dir. "
+        "Use postgresql+psycopg://user:pass@host/db for PostgreSQL.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_base_url: str | None = Field(
+        default=None, description="Base URL printed for clients (defaults to http://host:port)."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Requests with a larger body get 413."
+    )
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    log_level: str = "INFO"
+    log_json: bool = Field(default=True, description="JSON log lines (false: readable console).")
+    key_touch_interval_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="API keys' last_used_at is written at most this often, "
+        "so reads do not turn into writes.",
+    )
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The effective database URL, with the psycopg 3 driver for plain PostgreSQL URLs."""
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'sessionary.db').resolve()}"
+        url = self.database_url
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; explicit overrides win (tests and the CLI use them)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

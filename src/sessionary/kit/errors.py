@@ -1,0 +1,216 @@
+"""The one error envelope, `{"error": {"message", "type", "param", "code"}}`, for every failure.
+
+Services raise `ApiError` subclasses (they carry no HTTP objects, only a status number); the
+handlers installed by `install_error_handlers` turn those, FastAPI's validation errors and
+Starlette's own 404/405s into the envelope, so a client never sees another shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sessionary.kit.request_context import current_request_id
+
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_credits",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    422: "idempotency_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_timeout",
+}
+
+
+class ApiError(Exception):
+    """An error with a status and a message meant for the caller."""
+
+    status_code = 400
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = dict(headers or {})
+
+
+class InvalidRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "invalid_api_key"
+
+
+class InsufficientCredits(ApiError):
+    status_code = 402
+    code = "insufficient_credits"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class IdempotencyMismatch(ApiError):
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(ApiError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(ApiError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": error_type(status),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    all_headers = dict(headers or {})
+    request_id = current_request_id()
+    if request_id:
+        all_headers.setdefault("x-request-id", request_id)
+    return JSONResponse(
+        error_body(status, message, param=param, code=code), status_code=status, headers=all_headers
+    )
+
+
+def _param_from_loc(loc: Sequence[Any]) -> str | None:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem, phrased for a person, and the field it concerns."""
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request.", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    param = _param_from_loc(first.get("loc", ()))
+    message = str(first.get("msg", "Invalid value"))
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'." if param else "Missing required body."
+    elif param:
+        message = f"Invalid '{param}': {message}."
+    extra = len(errors) - 1
+    if extra:
+        message += f" ({extra} more problem{'s' if extra > 1 else ''} in the request.)"
+    return message, param
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status_code, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, param = describe_validation_error(exc)
+    return error_response(400, message, param=param, code="invalid_request")
+
+
+_HTTP_ERROR_CODES = {404: "route_not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if status == 404 and (detail is None or detail == "Not Found"):
+        detail = f"No route {request.method} {request.url.path}."
+    elif status == 405:
+        detail = f"Method {request.method} is not allowed on {request.url.path}."
+    return error_response(
+        status,
+        detail or "Request failed.",
+        code=_HTTP_ERROR_CODES.get(status),
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

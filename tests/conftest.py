@@ -1,0 +1,92 @@
+"""Fixtures: every storage test runs on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from sessionary.accounts.service import AccountService
+from sessionary.app import create_app
+from sessionary.config import Settings
+from sessionary.kit.db import Database
+from sessionary.kit.migrate import upgrade
+from tests.support.databases import PostgresFixture
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresFixture]:
+    fixture = PostgresFixture(tmp_path_factory.mktemp("pg"))
+    yield fixture
+    fixture.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that points a server (in-process or not) at this test's database."""
+    env = {"SESSIONARY_DATA_DIR": str(tmp_path / "data"), "SESSIONARY_LOG_LEVEL": "WARNING"}
+    if backend == "postgresql":
+        postgres: PostgresFixture = request.getfixturevalue("postgres")
+        env["SESSIONARY_DATABASE_URL"] = postgres.new_database()
+    return env
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    return Settings(
+        data_dir=Path(settings_env["SESSIONARY_DATA_DIR"]),
+        database_url=settings_env.get("SESSIONARY_DATABASE_URL"),
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+@dataclass
+class Tenant:
+    account_id: str
+    api_key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def make_tenant(db: Database, name: str = "acme") -> Tenant:
+    with db.session() as session:
+        account, issued = AccountService(session).create_account(name)
+    return Tenant(account.id, issued.plaintext, issued.key.id)
+
+
+@pytest.fixture
+def tenant(db: Database) -> Tenant:
+    return make_tenant(db, "tenant-a")
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,75 @@
+"""The admin CLI against a real database (typer's runner)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from sessionary.app import create_app
+from sessionary.cli import app as cli
+from sessionary.config import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in settings_env.items():
+        monkeypatch.setenv(name, value)
+    return settings_env
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_init_creates_the_default_account_once(env: dict[str, str], settings: Settings) -> None:
+    first = invoke("init")
+    key = next(line for line in first.splitlines() if line.startswith("sk_sy_"))
+    assert "http://127.0.0.1:8000/v1" in first
+    second = invoke("init")
+    assert "sk_sy_" not in second
+    assert "already exists" in second
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_accounts_create_json_prints_only_json(env: dict[str, str]) -> None:
+    data = json.loads(invoke("accounts", "create", "shop", "--json"))
+    assert set(data) == {"account_id", "api_key"}
+    assert data["account_id"].startswith("acct_")
+    listed = json.loads(invoke("accounts", "list", "--json"))
+    assert [a["name"] for a in listed] == ["shop"]
+
+
+def test_keys_create_list_revoke(env: dict[str, str], settings: Settings) -> None:
+    account = json.loads(invoke("accounts", "create", "shop", "--json"))
+    created = json.loads(invoke("keys", "create", account["account_id"], "--name", "ci", "--json"))
+    keys = json.loads(invoke("keys", "list", account["account_id"], "--json"))
+    assert {k["id"] for k in keys} >= {created["key_id"]}
+    assert all("hash" not in k and created["api_key"] not in json.dumps(k) for k in keys)
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {created['api_key']}"}
+        assert client.get("/v1/me", headers=headers).status_code == 200
+        invoke("keys", "revoke", created["key_id"])
+        assert client.get("/v1/me", headers=headers).status_code == 401
+    revoked = json.loads(invoke("keys", "list", "--json"))
+    assert next(k for k in revoked if k["id"] == created["key_id"])["revoked_at"]
+
+
+def test_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None:
+    result = runner.invoke(cli, ["keys", "create", "acct_missing"])
+    assert result.exit_code == 1
+    assert "No account 'acct_missing'" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["keys", "revoke", "key_missing"])
+    assert result.exit_code == 1
+
+
+def test_migrate_reports_the_revision(env: dict[str, str]) -> None:
+    assert "revision" in invoke("migrate")
