@@ -32,11 +32,14 @@ def test_init_creates_the_default_account_once(env: dict[str, str], settings: Se
     first = invoke("init")
     key = next(line for line in first.splitlines() if line.startswith("sk_sy_"))
     assert "http://127.0.0.1:8000/v1" in first
+    assert "with 1000 credits" in first
     second = invoke("init")
     assert "sk_sy_" not in second
     assert "already exists" in second
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        credits = client.get("/v1/credits", headers={"Authorization": f"Bearer {key}"}).json()
+        assert credits["remainingCredits"] == 1000
 
 
 def test_accounts_create_json_prints_only_json(env: dict[str, str]) -> None:
@@ -73,3 +76,24 @@ def test_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None
 
 def test_migrate_reports_the_revision(env: dict[str, str]) -> None:
     assert "revision" in invoke("migrate")
+
+
+def test_credits_grant_and_show(env: dict[str, str]) -> None:
+    account = json.loads(invoke("accounts", "create", "shop", "--credits", "12.5", "--json"))
+    account_id = account["account_id"]
+    assert json.loads(invoke("credits", "show", account_id, "--json"))["remainingCredits"] == 12.5
+    granted = json.loads(invoke("credits", "grant", account_id, "0.000001", "--json"))
+    assert granted["remainingCredits"] == 12.500001
+    shown = invoke("credits", "show", account_id)
+    assert "12.500001 credits" in shown
+    assert "Last top-up: 0.000001 credits" in shown
+
+
+@pytest.mark.parametrize("amount", ["0", "-3", "abc", "0.0000001"])
+def test_credits_grant_refuses_bad_amounts(env: dict[str, str], amount: str) -> None:
+    account = json.loads(invoke("accounts", "create", "shop", "--json"))
+    result = runner.invoke(cli, ["credits", "grant", account["account_id"], "--", amount])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    shown = json.loads(invoke("credits", "show", account["account_id"], "--json"))
+    assert shown["remainingCredits"] == 0

@@ -162,6 +162,11 @@ def test_readiness_fails_when_the_database_is_unreachable(tmp_path) -> None:  # 
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert_error(client.get("/readyz"), 503)
         assert client.get("/healthz").status_code == 200
+        # A route that needs the database refuses cleanly instead of failing with a 500.
+        key = "sk_sy_" + "a" * 52
+        response = client.get("/v1/me", headers={"Authorization": f"Bearer {key}"})
+        assert_error(response, 503, "database_unavailable")
+        assert response.headers["retry-after"] == "1"
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient, tenant: Tenant) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 
 from sessionary import __version__
+from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
+from sessionary.billing.middleware import IdempotencyMiddleware
+from sessionary.billing.routes import router as billing_router
 from sessionary.config import Settings, load_settings
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
@@ -17,7 +21,7 @@ from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.ops.routes import router as ops_router
 
-API_ROUTERS: list[APIRouter] = [accounts_router]
+API_ROUTERS: list[APIRouter] = [accounts_router, billing_router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,7 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The same routes under /api/v1, kept out of the schema so each operation appears once.
         app.include_router(router, prefix="/api/v1", include_in_schema=False)
 
-    # Outermost last: the request id exists before the size check can refuse a request.
+    # Outermost last: the request id exists before the size check can refuse a request, and
+    # idempotency sees only bodies within the limit.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        db=db,
+        caller_scope=caller_scope(db),
+        retention=timedelta(hours=settings.idempotency_retention_hours),
+        lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        wait_seconds=settings.idempotency_wait_seconds,
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     return app

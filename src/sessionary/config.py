@@ -6,11 +6,14 @@ the environment, in a `.env` file and in code.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sessionary.billing.pricing import PricingSettings
 
 
 class Settings(BaseSettings):
@@ -39,8 +42,13 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, gt=0, description="Requests with a larger body get 413."
     )
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="Connections kept per process; keep workers x (pool + overflow) under the "
+        "server's max_connections.",
+    )
+    db_max_overflow: int = Field(default=10, ge=0)
     log_level: str = "INFO"
     log_json: bool = Field(default=True, description="JSON log lines (false: readable console).")
     key_touch_interval_seconds: int = Field(
@@ -48,6 +56,32 @@ class Settings(BaseSettings):
         ge=0,
         description="API keys' last_used_at is written at most this often, "
         "so reads do not turn into writes.",
+    )
+
+    idempotency_retention_hours: float = Field(
+        default=24, gt=0, description="How long a POST's answer is replayed to retries."
+    )
+    idempotency_lease_seconds: float = Field(
+        default=600,
+        gt=0,
+        description="A request still running after this long is presumed dead; its key frees.",
+    )
+    idempotency_wait_seconds: float = Field(
+        default=10,
+        ge=0,
+        description="A retry arriving while the first is running waits this long for its answer, "
+        "then gets 409.",
+    )
+    reservation_ttl_seconds: int = Field(
+        default=900,
+        gt=0,
+        description="An unsettled credit reservation (its process died) returns after this long.",
+    )
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    init_credits: Decimal = Field(
+        default=Decimal(1000),
+        ge=0,
+        description="Credits granted to the default account that `sessionary init` creates.",
     )
 
     @cached_property

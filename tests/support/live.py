@@ -41,16 +41,34 @@ def run_cli(args: list[str], env: Mapping[str, str], cwd: Path | None = None) ->
     return done.stdout
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 class LiveServer:
-    def __init__(self, env: Mapping[str, str], workers: int = 1, cwd: Path | None = None) -> None:
+    """`sessionary serve`, or with `app_factory` uvicorn serving that factory (after migrating)."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workers: int = 1,
+        cwd: Path | None = None,
+        app_factory: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(env.get("SESSIONARY_DATA_DIR", ".")) / f"server-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
+        port_args = ["--port", str(self.port), "--workers", str(workers)]
+        if app_factory is None:
+            command = [sys.executable, "-m", "sessionary", "serve", *port_args]
+        else:
+            run_cli(["migrate"], env)
+            command = [sys.executable, "-m", "uvicorn", app_factory, "--factory", *port_args]
+            command += ["--log-level", "warning", "--no-access-log"]
+            cwd = cwd or REPO
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sessionary", "serve", "--port", str(self.port)]
-            + ["--workers", str(workers)],
+            command,
             env=server_env(env),
             cwd=cwd,
             stdout=self._log,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from sessionary.accounts.service import AccountService
+from sessionary.kit.db import Database
 from sessionary.kit.dependencies import AppDatabase, AppSettings
 from sessionary.kit.errors import Unauthorized
 from sessionary.kit.models import utcnow
@@ -59,3 +62,24 @@ def get_principal(request: Request, db: AppDatabase, settings: AppSettings) -> P
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def caller_scope(db: Database) -> Callable[[Headers], str | None]:
+    """Who a request speaks for, as a stable string (idempotency keys are scoped by it).
+
+    None when the credential is missing or invalid: the route itself will answer 401.
+    """
+
+    def scope_of(headers: Headers) -> str | None:
+        header = headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        try:
+            with db.session(write=False) as session:
+                key = AccountService(session).authenticate(token.strip())
+        except Unauthorized:
+            return None
+        return f"account:{key.account_id}"
+
+    return scope_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sessionary.cli import accounts, keys, server
+from sessionary.cli import accounts, credits, keys, server
 
 app = typer.Typer(
     name="sessionary",
@@ -15,6 +15,7 @@ app = typer.Typer(
 server.register(app)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
+app.add_typer(credits.app, name="credits")
 
 
 def main() -> None:

@@ -6,7 +6,10 @@ import typer
 from rich.table import Table
 
 from sessionary.accounts.service import AccountService
+from sessionary.billing.ledger import Owner
+from sessionary.billing.service import CreditsService
 from sessionary.cli.common import console, print_json, unit_of_work
+from sessionary.cli.credits import parse_credits
 
 app = typer.Typer(help="Accounts (local admin: works on the database directly).")
 
@@ -14,11 +17,18 @@ app = typer.Typer(help="Accounts (local admin: works on the database directly)."
 @app.command("create")
 def create(
     name: str,
+    credits: str = typer.Option(None, help="Credits to grant at creation (100 credits = 1 USD)."),
     as_json: bool = typer.Option(False, "--json", help="Print only {account_id, api_key}."),
 ) -> None:
     """Create an account and print its id and a new API key (shown once)."""
+    micro = parse_credits(credits) if credits is not None else None
     with unit_of_work() as session:
         account, issued = AccountService(session).create_account(name)
+        owner = Owner.account(account.id)
+        service = CreditsService(session)
+        service.ledger.open_account(owner)
+        if micro is not None:
+            service.grant(owner, micro, note="initial credits")
     if as_json:
         print_json({"account_id": account.id, "api_key": issued.plaintext})
         return

@@ -6,18 +6,31 @@ import typer
 import uvicorn
 
 from sessionary.accounts.service import AccountService
+from sessionary.billing.ledger import Owner
+from sessionary.billing.money import credits_to_micro
+from sessionary.billing.service import CreditsService
 from sessionary.cli.common import console, database, settings, unit_of_work
 from sessionary.kit.migrate import current_revision
 
 
 def init() -> None:
     """Migrate the database and create the default account (printing its key) if none exists."""
+    current = settings()
     with unit_of_work() as session:
         account, issued = AccountService(session).ensure_default_account()
-        base_url = settings().base_url
+        if issued is not None:
+            owner = Owner.account(account.id)
+            credits = CreditsService(session)
+            credits.ledger.open_account(owner)
+            if current.init_credits > 0:
+                credits.grant(owner, credits_to_micro(current.init_credits), note="initial credits")
+    base_url = current.base_url
     console.print(f"Sessionary is ready. Base URL: [bold]{base_url}/v1[/bold]", highlight=False)
     if issued is not None:
-        console.print(f"Created account [bold]{account.name}[/bold] ({account.id}).")
+        console.print(
+            f"Created account [bold]{account.name}[/bold] ({account.id}) "
+            f"with {current.init_credits:f} credits."
+        )
         console.print("API key (shown once, store it now):", highlight=False)
         typer.echo(issued.plaintext)
         console.print(

@@ -1,0 +1,1 @@
+"""Credits: the ledger, prices, credit headers and idempotent retries."""

@@ -1,0 +1,244 @@
+"""The credits ledger: every movement is an entry, and the cached balance moves with it.
+
+Invariants, held by the database and not by good intentions:
+- the balance equals the sum of the owner's ledger entries (both change in one transaction);
+- the balance is never negative (a CHECK constraint, and conditional UPDATEs that refuse first);
+- entries are never rewritten (triggers refuse UPDATE and DELETE on the ledger);
+- a reservation is closed once: settle and release race on `status = 'open'`, one wins.
+
+Methods only flush; the caller's unit of work commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from sessionary.billing.models import CreditReservation, LedgerEntry
+from sessionary.billing.money import format_credits
+from sessionary.billing.store import LedgerStore
+from sessionary.kit.errors import InsufficientCredits, InvalidRequest, NotFound
+from sessionary.kit.ids import new_id
+from sessionary.kit.models import utcnow
+from sessionary.kit.request_context import current_request_id
+
+EntryKind = Literal["grant", "charge", "refund", "reservation", "release"]
+DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose credits: an account, or an external user (a sub-tenant of `account_id`)."""
+
+    type: str  # "account" | "external_user"
+    id: str
+    account_id: str
+
+    @classmethod
+    def account(cls, account_id: str) -> Owner:
+        return cls("account", account_id, account_id)
+
+    @classmethod
+    def external_user(cls, external_user_id: str, account_id: str) -> Owner:
+        return cls("external_user", external_user_id, account_id)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    owner: Owner
+    amount_micro: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    charged_micro: int
+    remaining_micro: int
+
+
+def insufficient(needed_micro: int, balance_micro: int) -> InsufficientCredits:
+    return InsufficientCredits(
+        f"Insufficient credits: this request needs {format_credits(needed_micro)} credits and "
+        f"the balance is {format_credits(balance_micro)}.",
+        headers={"x-credits-remaining": format_credits(balance_micro)},
+    )
+
+
+class Ledger:
+    def __init__(
+        self, session: Session, *, reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL
+    ) -> None:
+        self.store = LedgerStore(session)
+        self.reservation_ttl = reservation_ttl
+
+    # Reading
+
+    def balance(self, owner: Owner) -> int:
+        row = self.store.get_balance(owner.type, owner.id)
+        return row.balance_micro if row else 0
+
+    def last_top_up(self, owner: Owner) -> LedgerEntry | None:
+        row = self.store.get_balance(owner.type, owner.id)
+        if row is None or row.last_top_up_entry_id is None:
+            return None
+        return self.store.entry(row.last_top_up_entry_id)
+
+    def ledger_sum(self, owner: Owner) -> int:
+        return self.store.ledger_sum(owner.type, owner.id)
+
+    # Moving credits
+
+    def open_account(self, owner: Owner) -> None:
+        """Make sure the owner has a balance row (zero) so charges can find it."""
+        self.store.ensure_balance(owner.type, owner.id, owner.account_id)
+
+    def grant(self, owner: Owner, micro: int, *, note: str | None = None) -> int:
+        if micro <= 0:
+            raise InvalidRequest("A grant must be a positive amount of credits.", param="credits")
+        self.open_account(owner)
+        return self._move(owner, "grant", micro, note=note, top_up=True)
+
+    def refund(self, owner: Owner, micro: int, *, note: str | None = None) -> int:
+        if micro <= 0:
+            raise InvalidRequest("A refund must be a positive amount of credits.", param="credits")
+        self.open_account(owner)
+        return self._move(owner, "refund", micro, note=note)
+
+    def charge(
+        self,
+        owner: Owner,
+        micro: int,
+        *,
+        route: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Settlement:
+        """Charge now, or 402 when the balance cannot cover it."""
+        if micro < 0:
+            raise ValueError("a charge is not negative")
+        if micro == 0:
+            return Settlement(0, self.balance(owner))
+        remaining = self._move(owner, "charge", -micro, route=route, model=model, usage=usage)
+        return Settlement(micro, remaining)
+
+    def reserve(self, owner: Owner, micro: int, *, route: str | None = None) -> Reservation:
+        """Set aside the worst case of a request before the expensive work, or 402."""
+        if micro < 0:
+            raise ValueError("a reservation is not negative")
+        self.release_expired(owner)
+        reservation_id = new_id("rsv")
+        self._move(owner, "reservation", -micro, route=route, reservation_id=reservation_id)
+        now = utcnow()
+        self.store.add_reservation(
+            CreditReservation(
+                id=reservation_id,
+                owner_type=owner.type,
+                owner_id=owner.id,
+                account_id=owner.account_id,
+                amount_micro=micro,
+                status="open",
+                request_id=current_request_id(),
+                route=route,
+                created_at=now,
+                expires_at=now + self.reservation_ttl,
+            )
+        )
+        return Reservation(reservation_id, owner, micro)
+
+    def settle(
+        self,
+        reservation_id: str,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Settlement:
+        """Turn a reservation into the actual charge: release it, then charge what was used.
+
+        The charge never exceeds what the owner has after the release (the reservation was the
+        agreed worst case); a reservation already released by expiry is charged from the balance
+        as far as it goes.
+        """
+        row = self.store.close_reservation(reservation_id, "settled")
+        if row is None:
+            existing = self.store.get_reservation(reservation_id)
+            if existing is None:
+                raise NotFound(f"No reservation '{reservation_id}'.")
+            owner = Owner(existing.owner_type, existing.owner_id, existing.account_id)
+            route = existing.route
+        else:
+            owner = Owner(row.owner_type, row.owner_id, row.account_id)
+            route = row.route
+            self._move(owner, "release", row.amount_micro, route=route, reservation_id=row.id)
+        charge = min(max(actual_micro, 0), self.balance(owner))
+        if charge == 0:
+            return Settlement(0, self.balance(owner))
+        remaining = self._move(
+            owner,
+            "charge",
+            -charge,
+            route=route,
+            model=model,
+            usage=usage,
+            reservation_id=reservation_id,
+        )
+        return Settlement(charge, remaining)
+
+    def release(self, reservation_id: str) -> int | None:
+        """Give a reservation back (the request failed); None when it was already closed."""
+        row = self.store.close_reservation(reservation_id, "released")
+        if row is None:
+            return None
+        owner = Owner(row.owner_type, row.owner_id, row.account_id)
+        return self._move(
+            owner, "release", row.amount_micro, route=row.route, reservation_id=row.id
+        )
+
+    def release_expired(self, owner: Owner | None = None) -> int:
+        """Release reservations whose request died without settling (a crash, a kill -9)."""
+        owner_key = (owner.type, owner.id) if owner else None
+        expired = self.store.expired_open_reservations(utcnow(), owner_key)
+        return sum(1 for rid in expired if self.release(rid) is not None)
+
+    def _move(
+        self,
+        owner: Owner,
+        kind: EntryKind,
+        amount_micro: int,
+        *,
+        route: str | None = None,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        note: str | None = None,
+        reservation_id: str | None = None,
+        top_up: bool = False,
+    ) -> int:
+        entry_id = new_id("led")
+        remaining = self.store.add_to_balance(
+            owner.type, owner.id, amount_micro, top_up_entry_id=entry_id if top_up else None
+        )
+        if remaining is None:
+            raise insufficient(-amount_micro, self.balance(owner))
+        self.store.append(
+            LedgerEntry(
+                id=entry_id,
+                owner_type=owner.type,
+                owner_id=owner.id,
+                account_id=owner.account_id,
+                kind=kind,
+                amount_micro=amount_micro,
+                balance_after_micro=remaining,
+                reservation_id=reservation_id,
+                request_id=current_request_id(),
+                route=route,
+                model=model,
+                usage=json.dumps(usage, sort_keys=True) if usage is not None else None,
+                note=note,
+                created_at=utcnow(),
+            )
+        )
+        return remaining

@@ -1,0 +1,70 @@
+"""Reserve → work → settle, or release on any failure: how a billed request spends credits.
+
+The reservation commits in its own short transaction *before* the expensive call, so no database
+lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
+expires back to the owner. A request that fails is not charged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement
+from sessionary.kit.db import Database
+
+log = structlog.get_logger("sessionary.billing")
+
+
+class Meter:
+    def __init__(self, db: Database, reservation: Reservation) -> None:
+        self.db = db
+        self.reservation = reservation
+        self.settlement: Settlement | None = None
+
+    def settle(
+        self,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> Settlement:
+        """Charge actual usage; pass `session` to commit it with the request's other writes."""
+        if session is not None:
+            self.settlement = Ledger(session).settle(
+                self.reservation.id, actual_micro, model=model, usage=usage
+            )
+        else:
+            with self.db.session() as own:
+                self.settlement = Ledger(own).settle(
+                    self.reservation.id, actual_micro, model=model, usage=usage
+                )
+        return self.settlement
+
+    def release(self) -> None:
+        try:
+            with self.db.session() as own:
+                Ledger(own).release(self.reservation.id)
+        except Exception:  # the reservation then expires back to its owner
+            log.exception("release_failed", reservation_id=self.reservation.id)
+
+
+@contextmanager
+def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Iterator[Meter]:
+    """Hold `worst_case_micro` (402 if the balance cannot) for the duration of the block.
+
+    Leaving the block without `settle` - by an exception or by forgetting - releases the hold.
+    """
+    with db.session() as session:
+        reservation = Ledger(session).reserve(owner, worst_case_micro, route=route)
+    meter = Meter(db, reservation)
+    try:
+        yield meter
+    finally:
+        if meter.settlement is None:
+            meter.release()

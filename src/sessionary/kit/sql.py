@@ -1,0 +1,22 @@
+"""Small SQL helpers that differ by dialect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+
+def insert_ignoring_conflict(session: Session, model: Any, values: Mapping[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on either engine; True when a row was inserted.
+
+    Decided by RETURNING, not rowcount: drivers disagree on the rowcount of a skipped insert.
+    """
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    first_key = inspect(model).primary_key[0]
+    stmt = insert(model).values(**values).on_conflict_do_nothing().returning(first_key)
+    return session.execute(stmt).first() is not None

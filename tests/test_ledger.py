@@ -1,0 +1,128 @@
+"""The ledger on both engines: movements, 402, and the invariants enforced by the database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from sessionary.billing.ledger import Ledger, Owner
+from sessionary.billing.money import credits_to_micro
+from sessionary.kit.db import Database
+from sessionary.kit.errors import InsufficientCredits, InvalidRequest
+
+ACME = Owner.account("acct_acme")
+USER = Owner.external_user("eu_one", "acct_acme")
+
+
+def check_invariants(db: Database, *owners: Owner) -> None:
+    with db.session(write=False) as session:
+        ledger = Ledger(session)
+        for owner in owners:
+            assert ledger.balance(owner) == ledger.ledger_sum(owner)
+            assert ledger.balance(owner) >= 0
+
+
+def test_grant_charge_refund(db: Database) -> None:
+    with db.session() as session:
+        ledger = Ledger(session)
+        assert ledger.grant(ACME, credits_to_micro(10)) == 10_000_000
+        settlement = ledger.charge(ACME, 2_500_000, route="/v1/x", usage={"tokens": 3})
+        assert (settlement.charged_micro, settlement.remaining_micro) == (2_500_000, 7_500_000)
+        assert ledger.refund(ACME, 500_000) == 8_000_000
+    check_invariants(db, ACME)
+
+
+def test_account_and_external_user_balances_are_separate(db: Database) -> None:
+    with db.session() as session:
+        ledger = Ledger(session)
+        ledger.grant(ACME, 100)
+        ledger.grant(USER, 7)
+        assert (ledger.balance(ACME), ledger.balance(USER)) == (100, 7)
+    check_invariants(db, ACME, USER)
+
+
+def test_charge_beyond_the_balance_is_402_and_changes_nothing(db: Database) -> None:
+    with db.session() as session:
+        Ledger(session).grant(ACME, 1_000)
+    with pytest.raises(InsufficientCredits) as refused, db.session() as session:
+        Ledger(session).charge(ACME, 1_001)
+    assert refused.value.headers["x-credits-remaining"] == "0.001"
+    with db.session(write=False) as session:
+        assert Ledger(session).balance(ACME) == 1_000
+    with pytest.raises(InsufficientCredits), db.session() as session:
+        Ledger(session).charge(Owner.account("acct_never_funded"), 1)
+    check_invariants(db, ACME)
+
+
+def test_grants_must_be_positive(db: Database) -> None:
+    with pytest.raises(InvalidRequest), db.session() as session:
+        Ledger(session).grant(ACME, 0)
+    with pytest.raises(InvalidRequest), db.session() as session:
+        Ledger(session).grant(ACME, -5)
+
+
+def test_reserve_settle_release(db: Database) -> None:
+    with db.session() as session:
+        ledger = Ledger(session)
+        ledger.grant(ACME, 1_000)
+        held = ledger.reserve(ACME, 600)
+        assert ledger.balance(ACME) == 400
+        with pytest.raises(InsufficientCredits):
+            ledger.reserve(ACME, 401)
+        settled = ledger.settle(held.id, 250)
+        assert (settled.charged_micro, settled.remaining_micro) == (250, 750)
+        # Closed once: neither a second settle nor a release moves credits again.
+        assert ledger.release(held.id) is None
+        again = ledger.reserve(ACME, 700)
+        assert ledger.release(again.id) == 750
+        assert ledger.release(again.id) is None
+        assert ledger.store.count_open_reservations() == 0
+    check_invariants(db, ACME)
+
+
+def test_settle_never_charges_more_than_the_owner_has(db: Database) -> None:
+    with db.session() as session:
+        ledger = Ledger(session)
+        ledger.grant(ACME, 100)
+        held = ledger.reserve(ACME, 100)
+        settled = ledger.settle(held.id, 5_000)
+        assert (settled.charged_micro, settled.remaining_micro) == (100, 0)
+    check_invariants(db, ACME)
+
+
+def test_expired_reservations_return_to_their_owner(db: Database) -> None:
+    with db.session() as session:
+        ledger = Ledger(session, reservation_ttl=timedelta(seconds=-1))
+        ledger.grant(ACME, 1_000)
+        stranded = ledger.reserve(ACME, 900)  # its process "died": never settled
+        assert ledger.balance(ACME) == 100
+    with db.session() as session:
+        ledger = Ledger(session)
+        ledger.reserve(ACME, 950)  # the sweep before reserving gives the 900 back first
+        assert ledger.store.get_reservation(stranded.id).status == "released"  # type: ignore[union-attr]
+        # A late settle of the swept reservation charges from what is left, never below zero.
+        late = ledger.settle(stranded.id, 80)
+        assert late.charged_micro == 50
+        assert ledger.balance(ACME) == 0
+    check_invariants(db, ACME)
+
+
+def test_the_database_refuses_a_negative_balance(db: Database) -> None:
+    with db.session() as session:
+        Ledger(session).grant(ACME, 10)
+    with pytest.raises(IntegrityError), db.session() as session:
+        session.execute(text("UPDATE credit_balances SET balance_micro = -1"))
+
+
+@pytest.mark.parametrize(
+    "statement", ["UPDATE credit_ledger SET amount_micro = 0", "DELETE FROM credit_ledger"]
+)
+def test_the_ledger_is_append_only(db: Database, statement: str) -> None:
+    with db.session() as session:
+        Ledger(session).grant(ACME, 10)
+    with pytest.raises(DBAPIError, match="append-only"), db.session() as session:
+        session.execute(text(statement))
+    check_invariants(db, ACME)
