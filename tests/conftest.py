@@ -35,7 +35,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     """The environment that points a server (in-process or not) at this test's database."""
-    env = {"SESSIONARY_DATA_DIR": str(tmp_path / "data"), "SESSIONARY_LOG_LEVEL": "WARNING"}
+    env = {
+        "SESSIONARY_DATA_DIR": str(tmp_path / "data"),
+        "SESSIONARY_LOG_LEVEL": "WARNING",
+        "SESSIONARY_PRELOAD_MODELS": "false",
+    }
     if backend == "postgresql":
         postgres: PostgresFixture = request.getfixturevalue("postgres")
         env["SESSIONARY_DATABASE_URL"] = postgres.new_database()
@@ -48,6 +52,7 @@ def settings(settings_env: dict[str, str]) -> Settings:
         data_dir=Path(settings_env["SESSIONARY_DATA_DIR"]),
         database_url=settings_env.get("SESSIONARY_DATABASE_URL"),
         log_level="WARNING",
+        preload_models=False,
     )
 
 

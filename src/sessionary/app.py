@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from sessionary import __version__
 from sessionary.accounts.principal import caller_scope
@@ -20,17 +21,27 @@ from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.ops.routes import router as ops_router
+from sessionary.providers.container import Providers
+from sessionary.providers.routes import router as models_router
 
-API_ROUTERS: list[APIRouter] = [accounts_router, billing_router]
+API_ROUTERS: list[APIRouter] = [accounts_router, billing_router, models_router]
+
+
+def build_providers(settings: Settings) -> Providers:
+    """Fails fast (ProviderUnavailable) when a configured provider cannot load."""
+    return Providers.build(settings.llm, settings.embeddings, settings.images)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     db = Database(settings)
+    providers = build_providers(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.preload_models:
+            await run_in_threadpool(providers.load)
         yield
         db.dispose()
 
@@ -43,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics()
+    app.state.providers = providers
 
     install_error_handlers(app)
     app.include_router(ops_router)

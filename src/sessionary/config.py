@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionary.billing.pricing import PricingSettings
+from sessionary.providers.settings import ProviderSettings
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
         description="An unsettled credit reservation (its process died) returns after this long.",
     )
     pricing: PricingSettings = Field(default_factory=PricingSettings)
+    llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
+    embeddings: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
+    images: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="none"))
+    preload_models: bool = Field(
+        default=True,
+        description="Load model weights at startup (false: on first use).",
+    )
     init_credits: Decimal = Field(
         default=Decimal(1000),
         ge=0,

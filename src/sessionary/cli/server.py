@@ -6,10 +6,12 @@ import typer
 import uvicorn
 
 from sessionary.accounts.service import AccountService
+from sessionary.app import build_providers
 from sessionary.billing.ledger import Owner
 from sessionary.billing.money import credits_to_micro
 from sessionary.billing.service import CreditsService
-from sessionary.cli.common import console, database, settings, unit_of_work
+from sessionary.cli.common import console, database, fail, settings, unit_of_work
+from sessionary.kit.errors import ApiError
 from sessionary.kit.migrate import current_revision
 
 
@@ -57,10 +59,14 @@ def serve(
     port: int = typer.Option(None, help="Port (default from settings: 8000)."),
     workers: int = typer.Option(1, min=1, help="Worker processes."),
 ) -> None:
-    """Migrate, then serve the API with uvicorn."""
+    """Migrate, check the providers, then serve the API with uvicorn."""
     current = settings()
     with database():
         pass
+    try:  # fail here, in one line, rather than in every worker
+        build_providers(current)
+    except ApiError as exc:
+        fail(exc.message)
     uvicorn.run(
         "sessionary.app:create_app",
         factory=True,

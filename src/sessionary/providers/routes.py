@@ -1,0 +1,59 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the configured models in OpenAI's shape."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from sessionary.accounts.principal import Caller
+from sessionary.kit.errors import NotFound
+from sessionary.providers.container import Providers
+
+router = APIRouter(tags=["models"])
+
+# Models have no creation date of their own here; a fixed one keeps the answer stable.
+_CREATED = 1_735_689_600  # 2025-01-01
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = _CREATED
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+def get_providers(request: Request) -> Providers:
+    providers: Providers = request.app.state.providers
+    return providers
+
+
+AppProviders = Annotated[Providers, Depends(get_providers)]
+
+
+def _models(providers: Providers) -> list[ModelObject]:
+    seen: dict[str, ModelObject] = {}
+    for slot in (providers.llm, providers.embeddings, providers.images):
+        if slot is not None:
+            owner = "sessionary" if type(slot).__module__.endswith(".local") else "openai"
+            seen.setdefault(slot.name, ModelObject(id=slot.name, owned_by=owner))
+    return list(seen.values())
+
+
+@router.get("/models", response_model=ModelList, summary="The configured models")
+def list_models(caller: Caller, providers: AppProviders) -> ModelList:
+    return ModelList(data=_models(providers))
+
+
+@router.get("/models/{model_id:path}", response_model=ModelObject, summary="One configured model")
+def retrieve_model(model_id: str, caller: Caller, providers: AppProviders) -> ModelObject:
+    for model in _models(providers):
+        if model.id == model_id:
+            return model
+    raise NotFound(f"No model '{model_id}' is configured.", param="model")

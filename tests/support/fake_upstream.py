@@ -1,0 +1,88 @@
+"""A stand-in for a paid cloud API at its HTTP boundary: images, and injected faults.
+
+Chat and embeddings are tested against a real OpenAI-compatible server (llama-cpp-python's);
+this fake only answers what no local server can (images) and misbehaves on purpose (slow, 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.support.live import free_port
+
+# A 1x1 transparent PNG: a real image, small enough to read in a test.
+PNG_1X1 = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
+    )
+).decode()
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.delay_seconds = 0.0
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        app = Starlette(
+            routes=[
+                Route("/v1/images/generations", self.generate, methods=["POST"]),
+                Route("/v1/images/edits", self.edit, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.fail, methods=["POST"]),
+                Route("/v1/responses", self.not_found, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    async def generate(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.calls.append({"route": "generate", "body": body})
+        return JSONResponse(
+            {
+                "created": 0,
+                "data": [{"b64_json": PNG_1X1, "revised_prompt": f"revised: {body['prompt']}"}],
+            }
+        )
+
+    async def edit(self, request: Request) -> JSONResponse:
+        form = await request.form()
+        image = form.get("image")
+        data = await image.read() if hasattr(image, "read") else b""
+        self.calls.append({"route": "edit", "prompt": form.get("prompt"), "image_bytes": len(data)})
+        return JSONResponse({"created": 0, "data": [{"b64_json": PNG_1X1}]})
+
+    async def chat(self, request: Request) -> JSONResponse:
+        self.calls.append({"route": "chat"})
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+            return JSONResponse({"error": {"message": "late"}}, status_code=500)
+        return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+
+    async def fail(self, request: Request) -> JSONResponse:
+        self.calls.append({"route": "embeddings"})
+        return JSONResponse({"error": {"message": "boom"}}, status_code=503)
+
+    async def not_found(self, request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"message": "no"}}, status_code=404)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
