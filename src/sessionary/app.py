@@ -12,6 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from sessionary import __version__
 from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
+from sessionary.assistant.responses_routes import router as responses_router
+from sessionary.assistant.routes import router as assistant_router
 from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
 from sessionary.config import Settings, load_settings
@@ -24,7 +26,13 @@ from sessionary.ops.routes import router as ops_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
 
-API_ROUTERS: list[APIRouter] = [accounts_router, billing_router, models_router]
+API_ROUTERS: list[APIRouter] = [
+    accounts_router,
+    billing_router,
+    models_router,
+    assistant_router,
+    responses_router,
+]
 
 
 def build_providers(settings: Settings) -> Providers:

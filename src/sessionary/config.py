@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
     embeddings: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
     images: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="none"))
+    default_max_output_tokens: int = Field(
+        default=1024,
+        ge=1,
+        description="Output cap of an assistant turn that names none (also its credit hold).",
+    )
     preload_models: bool = Field(
         default=True,
         description="Load model weights at startup (false: on first use).",

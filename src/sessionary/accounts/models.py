@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sessionary.kit.models import Base, UtcDateTime, utcnow
@@ -16,6 +16,8 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    assistant_model: Mapped[str | None] = mapped_column(String(200))
 
 
 class ApiKey(Base):

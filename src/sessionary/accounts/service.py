@@ -49,6 +49,16 @@ class AccountService:
             raise NotFound(f"No account '{account_id}'.", param="account_id")
         return account
 
+    def set_assistant(
+        self, account_id: str, *, system_prompt: str | None, model: str | None
+    ) -> Account:
+        """Store or clear (None / "") the account's prompt; change its model when one is given."""
+        account = self.get_account(account_id)
+        account.system_prompt = system_prompt or None
+        if model:
+            account.assistant_model = model
+        return account
+
     def create_key(self, account_id: str, name: str | None = None) -> IssuedKey:
         self.get_account(account_id)
         new = generate_key()

@@ -7,6 +7,7 @@ from sessionary.billing.money import format_credits
 
 CHARGED = "x-credits-charged"
 REMAINING = "x-credits-remaining"
+RESERVED = "x-credits-reserved"  # on streams, whose charge is known only at the end
 
 
 def credit_headers(settlement: Settlement) -> dict[str, str]:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import structlog
 from sqlalchemy.orm import Session
 
@@ -68,3 +70,36 @@ def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) ->
     finally:
         if meter.settlement is None:
             meter.release()
+
+
+async def reserve(db: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Meter:
+    """The same hold as `metered`, for async code that settles or releases it explicitly."""
+
+    def hold() -> Reservation:
+        with db.session() as session:
+            return Ledger(session).reserve(owner, worst_case_micro, route=route)
+
+    return Meter(db, await anyio.to_thread.run_sync(hold))
+
+
+async def release(meter: Meter) -> None:
+    """Give the hold back, even when the caller is being cancelled (a client hung up)."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(meter.release)
+
+
+async def settle(
+    meter: Meter, actual_micro: int, *, model: str | None, usage: dict[str, Any] | None
+) -> Settlement:
+    """`Meter.settle` in its own transaction, off the event loop."""
+    return await anyio.to_thread.run_sync(
+        lambda: meter.settle(actual_micro, model=model, usage=usage)
+    )
+
+
+async def balance_of(db: Database, owner: Owner) -> int:
+    def read() -> int:
+        with db.session(write=False) as session:
+            return Ledger(session).balance(owner)
+
+    return await anyio.to_thread.run_sync(read)

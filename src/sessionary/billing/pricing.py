@@ -1,8 +1,9 @@
 """The one module that decides prices. Routes never compute money; they ask this module.
 
 Assistant turns: (input_tokens x input price + output_tokens x output price) per model, in USD,
-x 100 credits/USD x 2.5. `/chat/enhance`: 20 credits. Embedding routes: $1 per million input tokens
-(x 2.5 on the plain-text route). Reads and deletes are free.
+x 100 credits/USD x 2.5; a generated image adds its per-image price (by quality) x 2.5.
+`/chat/enhance`: 20 credits. Embedding routes: $1 per million input tokens (x 2.5 on the
+plain-text route). Reads and deletes are free.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class PricingSettings(BaseModel):
     enhance_credits: Decimal = Field(default=Decimal(20), ge=0)
     embedding_usd_per_million: Decimal = Field(default=Decimal(1), ge=0)
     plain_text_embedding_multiplier: Decimal = Field(default=Decimal("2.5"), ge=0)
+    image_usd: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "low": Decimal("0.011"),
+            "medium": Decimal("0.042"),
+            "high": Decimal("0.167"),
+            "auto": Decimal("0.042"),
+        },
+        description="USD per generated image by quality (an assistant turn: x the multiplier).",
+    )
 
 
 class Pricing:
@@ -71,6 +81,12 @@ class Pricing:
             Decimal(input_tokens) * price.input_usd_per_million
             + Decimal(output_tokens) * price.output_usd_per_million
         ) / MILLION
+        return usd_to_micro(usd * self.settings.assistant_multiplier)
+
+    def image(self, quality: str) -> int:
+        """Micro-credits for one generated image; unknown qualities cost as `auto`."""
+        table = self.settings.image_usd
+        usd = table.get(quality, table.get("auto", Decimal(0)))
         return usd_to_micro(usd * self.settings.assistant_multiplier)
 
     def enhance(self) -> int:

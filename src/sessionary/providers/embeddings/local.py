@@ -70,7 +70,10 @@ class SentenceTransformerEmbeddings:
                 raise ProviderUnavailable(
                     f"The local embedding model could not load from '{self.path}': {exc}"
                 ) from exc
-            self.dimension = int(self._model.get_sentence_embedding_dimension() or 384)
+            dimension = getattr(self._model, "get_embedding_dimension", None) or (
+                self._model.get_sentence_embedding_dimension
+            )
+            self.dimension = int(dimension() or 384)
             self.max_input_tokens = int(self._model.max_seq_length)
         return self._model
 

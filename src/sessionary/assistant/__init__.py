@@ -1,0 +1,1 @@
+"""Assistant turns: prompt resolution, orchestration, Responses payloads, SSE streaming, enhance."""

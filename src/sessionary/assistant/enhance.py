@@ -1,0 +1,74 @@
+"""`/chat/enhance`: rewrite a message keeping its intent, in a chosen language and length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessionary.kit.errors import InvalidRequest
+from sessionary.providers.base import ChatMessage, ChatModel, ChatRequest
+
+ISO_639_1 = {
+    "ar": "Arabic", "bn": "Bengali", "cs": "Czech", "da": "Danish", "de": "German",
+    "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian", "fi": "Finnish",
+    "fr": "French", "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian",
+    "it": "Italian", "ja": "Japanese", "ko": "Korean", "ms": "Malay", "nb": "Norwegian",
+    "nl": "Dutch", "nn": "Norwegian", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese",
+    "ro": "Romanian", "ru": "Russian", "sv": "Swedish", "th": "Thai", "tr": "Turkish",
+    "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "zh": "Chinese",
+}  # fmt: skip
+DEFAULT_MAX_WORDS = 120
+
+
+def language_name(value: str | None) -> str | None:
+    """An ISO 639-1 code or a language name; None means: keep the message's own language."""
+    if value is None or not value.strip() or value.strip().lower() == "auto":
+        return None
+    text = value.strip()
+    code = text.lower().split("-")[0].split("_")[0]
+    if code in ISO_639_1:
+        return ISO_639_1[code]
+    if text.replace(" ", "").isalpha() and len(text) > 2:
+        return text.title()
+    raise InvalidRequest(
+        f"Unknown language '{value}': use an ISO 639-1 code (such as 'fr') or a name.",
+        param="language",
+    )
+
+
+def enhance_request(
+    message: Any, language: str | None, maxwords: int | None, metadata: dict[str, Any] | None
+) -> tuple[ChatRequest, int]:
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidRequest("'message' must be a non-empty string.", param="message")
+    if len(message) > 20_000:
+        raise InvalidRequest("'message' is longer than 20000 characters.", param="message")
+    words = maxwords or DEFAULT_MAX_WORDS
+    rules = [
+        "Rewrite the user's message so it is clearer and more engaging, keeping its meaning "
+        "and intent.",
+        f"Use at most {words} words.",
+        "Reply with the rewritten message only: no preamble, no quotes, no explanation.",
+    ]
+    target = language_name(language)
+    if target:
+        rules.append(f"Write it in {target}.")
+    if metadata:
+        context = ", ".join(f"{k}: {v}" for k, v in list(metadata.items())[:16])
+        rules.append(f"Context: {context}.")
+    request = ChatRequest(
+        [ChatMessage("system", " ".join(rules)), ChatMessage("user", message.strip())],
+        max_output_tokens=min(words * 3 + 16, 4096),
+        temperature=0.3,
+    )
+    return request, words
+
+
+def tidy(text: str, max_words: int) -> str:
+    cleaned = text.strip().strip('"').strip("“”").strip()
+    words = cleaned.split()
+    return " ".join(words[:max_words]) if len(words) > max_words else cleaned
+
+
+async def enhance(chat: ChatModel, request: ChatRequest, max_words: int) -> str:
+    result = await chat.generate(request)
+    return tidy(result.text, max_words) or request.messages[-1].text

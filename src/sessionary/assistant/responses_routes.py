@@ -1,0 +1,85 @@
+"""OpenAI's Responses API over the same sessions: create, retrieve, delete, input items."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+
+from sessionary.accounts.principal import Caller
+from sessionary.assistant.dependencies import Turns
+from sessionary.assistant.routes import answer_turn
+from sessionary.assistant.schemas import ResponsesRequest
+from sessionary.conversations.service import ConversationService, check_id
+from sessionary.kit.dependencies import AppSettings, DbSession
+from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.pagination import PageParams, envelope, paginate
+
+router = APIRouter(tags=["responses"])
+
+
+def _conversation_id(value: str | dict[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    raw = value.get("id") if isinstance(value, dict) else value
+    return check_id(raw, "conversation")
+
+
+@router.post("/responses", summary="Create a model response (OpenAI Responses API)")
+async def create_response(
+    body: ResponsesRequest, caller: Caller, turns: Turns, settings: AppSettings
+) -> Response:
+    conversation = _conversation_id(body.conversation)
+    if conversation is not None and body.previous_response_id is not None:
+        raise InvalidRequest(
+            "Use either 'conversation' or 'previous_response_id', not both.",
+            param="conversation",
+        )
+    return await answer_turn(
+        turns,
+        caller,
+        body,
+        route="/v1/responses",
+        session_id=conversation,
+        session_kind="response",
+        default_truncation="disabled",
+        default_max_output_tokens=settings.default_max_output_tokens,
+    )
+
+
+@router.get("/responses/{response_id}", summary="Retrieve a stored response")
+def retrieve_response(response_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    row = ConversationService(session).owned_response(caller, response_id)
+    payload: dict[str, Any] = json.loads(row.payload_json)
+    return payload
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored response")
+def delete_response(response_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    ConversationService(session).delete_response(caller, response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.get("/responses/{response_id}/input_items", summary="The input items of a response")
+def input_items(
+    response_id: str,
+    caller: Caller,
+    session: DbSession,
+    page: PageParams = Depends(),
+) -> dict[str, Any]:
+    conversations = ConversationService(session)
+    row = conversations.owned_response(caller, response_id)
+    messages = conversations.input_messages(row)
+    chosen, has_more = paginate(messages, lambda m: m.id, page)
+    data = [
+        {
+            "id": m.id,
+            "type": "message",
+            "role": m.role,
+            "status": m.status,
+            "content": json.loads(m.content_json),
+        }
+        for m in chosen
+    ]
+    return envelope(data, has_more)

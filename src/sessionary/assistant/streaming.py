@@ -1,0 +1,175 @@
+"""A turn as Server-Sent Events, with the Responses API's full event lifecycle.
+
+created → in_progress → output_item.added → content_part.added → output_text.delta… →
+output_text.done → content_part.done → output_item.done → completed (or incomplete); image turns
+send the image_generation_call events instead; a failure sends `response.failed`, and nothing is
+charged. A client that hangs up stops the generation and pays for what was produced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+
+from sessionary.assistant.payloads import message_item
+from sessionary.assistant.turns import Turn, TurnService
+from sessionary.billing.metering import Meter, release
+from sessionary.billing.money import credits_number
+from sessionary.kit.errors import ApiError
+from sessionary.kit.ids import new_id
+from sessionary.providers.base import StreamDone, TextDelta, Usage
+
+log = structlog.get_logger("sessionary.assistant")
+
+
+class EventWriter:
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    def __call__(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def stream_turn(service: TurnService, turn: Turn, meter: Meter) -> AsyncIterator[bytes]:
+    event = EventWriter()
+    session_id = turn.session_id
+    pending = service.payload(
+        turn, session_id=session_id, status="in_progress", output=[], usage=None
+    )
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    produced: list[str] = []
+    settled = False
+    try:
+        if turn.image is not None:
+            async for chunk in _image_events(service, turn, meter, event):
+                yield chunk
+            settled = True
+            return
+        item_id = new_id("msg")
+        yield event(
+            "response.output_item.added",
+            output_index=0,
+            item={**message_item(item_id, "", "in_progress"), "content": []},
+        )
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        yield event(
+            "response.content_part.added",
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            part=part,
+        )
+        done: StreamDone | None = None
+        async for piece in service.providers.chat().stream(service.chat_request(turn)):
+            if isinstance(piece, TextDelta):
+                produced.append(piece.text)
+                yield event(
+                    "response.output_text.delta",
+                    item_id=item_id,
+                    output_index=0,
+                    content_index=0,
+                    delta=piece.text,
+                    logprobs=[],
+                )
+            else:
+                done = piece
+        assert done is not None
+        text = done.result.text
+        yield event(
+            "response.output_text.done",
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        yield event(
+            "response.content_part.done",
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            part={**part, "text": text},
+        )
+        item = message_item(item_id, text)
+        yield event("response.output_item.done", output_index=0, item=item)
+        status = "incomplete" if done.result.finish_reason == "length" else "completed"
+        payload, settlement = await service.commit(turn, meter, [item], done.result.usage, status)
+        settled = True
+        payload["credits"] = {
+            "charged": credits_number(settlement.charged_micro),
+            "remaining": credits_number(settlement.remaining_micro),
+        }
+        kind = "response.incomplete" if status == "incomplete" else "response.completed"
+        yield event(kind, response=payload)
+    except Exception as exc:
+        await release(meter)
+        settled = True
+        if isinstance(exc, ApiError):
+            error = {"code": exc.code or "server_error", "message": exc.message}
+        else:
+            log.exception("stream_failed", response_id=turn.response_id)
+            error = {"code": "server_error", "message": "Internal server error."}
+        failed = service.payload(
+            turn, session_id=session_id, status="failed", output=[], usage=None, error=error
+        )
+        yield event("response.failed", response=failed)
+    finally:
+        if not settled:  # the client left (or something broke): bill what was produced
+            await _settle_partial(service, turn, meter, produced)
+
+
+async def _image_events(
+    service: TurnService, turn: Turn, meter: Meter, event: EventWriter
+) -> AsyncIterator[bytes]:
+    assert turn.image is not None
+    item_id = new_id("ig")
+    options = turn.image.options
+    placeholder = {
+        "id": item_id,
+        "type": "image_generation_call",
+        "status": "in_progress",
+        "result": None,
+        "revised_prompt": None,
+    }
+    yield event("response.output_item.added", output_index=0, item=placeholder)
+    yield event("response.image_generation_call.in_progress", output_index=0, item_id=item_id)
+    yield event("response.image_generation_call.generating", output_index=0, item_id=item_id)
+    item, usage = await service.make_image(turn)
+    item["id"] = item_id
+    if options.get("partial_images"):
+        yield event(
+            "response.image_generation_call.partial_image",
+            output_index=0,
+            item_id=item_id,
+            partial_image_index=0,
+            partial_image_b64=item["result"],
+        )
+    yield event("response.image_generation_call.completed", output_index=0, item_id=item_id)
+    yield event("response.output_item.done", output_index=0, item=item)
+    payload, settlement = await service.commit(turn, meter, [item], usage, "completed", images=1)
+    payload["credits"] = {
+        "charged": credits_number(settlement.charged_micro),
+        "remaining": credits_number(settlement.remaining_micro),
+    }
+    yield event("response.completed", response=payload)
+
+
+async def _settle_partial(
+    service: TurnService, turn: Turn, meter: Meter, produced: list[str]
+) -> None:
+    with anyio.CancelScope(shield=True):
+        if not produced:
+            await anyio.to_thread.run_sync(meter.release)
+            return
+        # The local model streams one token a delta; count them as the output produced.
+        charge = service.cost(turn, Usage(turn.input_tokens, len(produced)), 0)
+        await anyio.to_thread.run_sync(
+            lambda: meter.settle(charge, model=turn.model, usage={"cancelled": True})
+        )

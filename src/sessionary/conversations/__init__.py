@@ -1,0 +1,1 @@
+"""Sessions: the one conversation object, with its messages and stored responses."""

@@ -1,0 +1,66 @@
+"""Tables of the conversations domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from sessionary.kit.models import Base, UtcDateTime, utcnow
+
+
+class ConversationSession(Base):
+    __tablename__ = "conversation_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    external_user_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(200))
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    last_response_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ConversationMessage(Base):
+    __tablename__ = "conversation_messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("conversation_sessions.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    # The message's parts in the Responses shape ({"type": "input_text", ...}), as JSON.
+    content_json: Mapped[str] = mapped_column(Text)
+    # What a text-only model reads of it.
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="completed")
+    response_id: Mapped[str | None] = mapped_column(String(40))
+    assistant_id: Mapped[str | None] = mapped_column(String(40))
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    attachments_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class StoredResponse(Base):
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("conversation_sessions.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    external_user_id: Mapped[str | None] = mapped_column(String(40))
+    previous_response_id: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    # The whole Responses payload as answered, so a GET returns exactly the same object.
+    payload_json: Mapped[str] = mapped_column(Text)
+    input_message_ids: Mapped[str] = mapped_column(Text)
+    has_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

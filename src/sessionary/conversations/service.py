@@ -1,0 +1,144 @@
+"""Rules for sessions: who may use one, what history a turn sees, and how a turn is recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.principal import Principal
+from sessionary.conversations.models import (
+    ConversationMessage,
+    ConversationSession,
+    StoredResponse,
+)
+from sessionary.conversations.store import ConversationStore
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
+from sessionary.kit.ids import new_id
+from sessionary.kit.metadata import dump
+from sessionary.kit.models import utcnow
+
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be stored: its parts in the Responses shape, and its plain text."""
+
+    role: str
+    parts: list[dict[str, Any]]
+    text: str
+
+
+def check_id(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not _ID_SHAPE.match(value):
+        raise InvalidRequest(f"'{param}' must be a non-empty id string.", param=param)
+    return value
+
+
+class ConversationService:
+    def __init__(self, session: Session) -> None:
+        self.store = ConversationStore(session)
+
+    def create_session(
+        self,
+        caller: Principal,
+        *,
+        kind: str,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        session_id: str | None = None,
+    ) -> ConversationSession:
+        now = utcnow()
+        return self.store.add_session(
+            ConversationSession(
+                id=session_id or new_id("sess"),
+                account_id=caller.account_id,
+                external_user_id=None,
+                kind=kind,
+                name=name,
+                metadata_json=dump(metadata),
+                status="active",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def owned_session(self, caller: Principal, session_id: str, param: str) -> ConversationSession:
+        row = self.store.get_session(check_id(session_id, param))
+        if row is None:
+            raise NotFound(f"No session '{session_id}'.", param=param)
+        if row.account_id != caller.account_id:
+            raise Forbidden(
+                "This session belongs to another account.", param=param, code="session_forbidden"
+            )
+        return row
+
+    def owned_response(self, caller: Principal, response_id: str) -> StoredResponse:
+        row = self.store.get_response(check_id(response_id, "response_id"))
+        if row is None:
+            raise NotFound(f"No response '{response_id}'.", param="response_id")
+        if row.account_id != caller.account_id:
+            raise Forbidden("This response belongs to another account.", param="response_id")
+        return row
+
+    def history(
+        self, session: ConversationSession, *, through_response: str | None = None
+    ) -> list[ConversationMessage]:
+        """The session's messages, or only those up to a given response (a branch point)."""
+        if through_response is None:
+            return self.store.messages(session.id)
+        last = self.store.last_message_of_response(through_response)
+        return self.store.messages(session.id, up_to_id=last.id) if last else []
+
+    def record_turn(
+        self,
+        session: ConversationSession,
+        response_id: str,
+        inputs: Sequence[NewMessage],
+        outputs: Sequence[NewMessage],
+    ) -> list[str]:
+        """Append the turn's messages; returns the ids of its inputs (for input_items)."""
+        now = utcnow()
+        rows: list[ConversationMessage] = []
+        for message in [*inputs, *outputs]:
+            rows.append(
+                ConversationMessage(
+                    id=new_id("msg"),
+                    session_id=session.id,
+                    role=message.role,
+                    content_json=json.dumps(message.parts),
+                    text=message.text,
+                    status="completed",
+                    response_id=response_id,
+                    created_at=now,
+                )
+            )
+        self.store.add_messages(rows)
+        session.last_response_id = response_id
+        session.updated_at = now
+        return [row.id for row in rows[: len(inputs)]]
+
+    def store_response(self, row: StoredResponse) -> None:
+        self.store.add_response(row)
+
+    def delete_response(self, caller: Principal, response_id: str) -> None:
+        self.owned_response(caller, response_id)
+        self.store.delete_response(response_id)
+
+    def latest_image(self, session: ConversationSession) -> str | None:
+        row = self.store.latest_image_response(session.id)
+        if row is None:
+            return None
+        for item in reversed(json.loads(row.payload_json).get("output", [])):
+            if item.get("type") == "image_generation_call" and item.get("result"):
+                return str(item["result"])
+        return None
+
+    def input_messages(self, response: StoredResponse) -> list[ConversationMessage]:
+        ids = json.loads(response.input_message_ids)
+        return self.store.messages_by_ids(response.session_id, ids)

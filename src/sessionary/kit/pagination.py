@@ -1,0 +1,52 @@
+"""OpenAI's cursor pagination: `after` / `before` ids, `limit`, `order`, and the list envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from sessionary.kit.errors import InvalidRequest
+
+T = TypeVar("T")
+Order = Literal["asc", "desc"]
+
+
+class PageParams(BaseModel):
+    after: str | None = None
+    before: str | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    order: Order = "desc"
+
+
+def paginate(
+    items: Sequence[T], key: Callable[[T], str], params: PageParams
+) -> tuple[list[T], bool]:
+    """One page of items (already in ascending id order) and whether more follow it."""
+    ordered = list(items) if params.order == "asc" else list(reversed(items))
+    ids = [key(item) for item in ordered]
+    start, end = 0, len(ordered)
+    if params.after is not None:
+        if params.after not in ids:
+            raise InvalidRequest(f"No item '{params.after}' to page after.", param="after")
+        start = ids.index(params.after) + 1
+    if params.before is not None:
+        if params.before not in ids:
+            raise InvalidRequest(f"No item '{params.before}' to page before.", param="before")
+        end = ids.index(params.before)
+    window = ordered[start:end]
+    if params.before is not None and params.after is None:
+        # The page just before the cursor, as Stripe's ending_before.
+        return window[-params.limit :], len(window) > params.limit
+    return window[: params.limit], len(window) > params.limit
+
+
+def envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
