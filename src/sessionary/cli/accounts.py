@@ -50,3 +50,26 @@ def list_accounts(as_json: bool = typer.Option(False, "--json")) -> None:
     for row in rows:
         table.add_row(row["id"], row["name"], row["created_at"])
     console.print(table)
+
+
+@app.command("set-assistant")
+def set_assistant(
+    account_id: str,
+    model: str = typer.Option(None, help="The model the account's assistant turns use."),
+    system_prompt: str = typer.Option(
+        None, "--system-prompt", help="The account's system prompt ('' clears it)."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Set an account's assistant model and/or system prompt."""
+    with unit_of_work() as session:
+        service = AccountService(session)
+        account = service.get_account(account_id)
+        prompt = account.system_prompt if system_prompt is None else system_prompt
+        account = service.set_assistant(account_id, system_prompt=prompt, model=model)
+        shown = {"model": account.assistant_model, "system_prompt": account.system_prompt}
+    if as_json:
+        print_json({"account_id": account_id, **shown})
+        return
+    console.print(f"{account_id}: model {shown['model'] or '(server default)'}", highlight=False)
+    console.print(f"system prompt: {shown['system_prompt'] or '(default)'}", highlight=False)
