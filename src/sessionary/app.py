@@ -16,13 +16,16 @@ from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
 from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
+from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.config import Settings, load_settings
+from sessionary.conversations.routes import router as threads_router
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
 from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.ops.routes import router as ops_router
+from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
 
@@ -32,6 +35,9 @@ API_ROUTERS: list[APIRouter] = [
     models_router,
     assistant_router,
     responses_router,
+    threads_router,
+    profiles_router,
+    chatkit_router,
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
-from sessionary.accounts.principal import Caller
+from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.assistant.dependencies import Turns
 from sessionary.assistant.routes import answer_turn
 from sessionary.assistant.schemas import ResponsesRequest
@@ -28,7 +28,7 @@ def _conversation_id(value: str | dict[str, Any] | None) -> str | None:
 
 @router.post("/responses", summary="Create a model response (OpenAI Responses API)")
 async def create_response(
-    body: ResponsesRequest, caller: Caller, turns: Turns, settings: AppSettings
+    body: ResponsesRequest, caller: SessionCaller, turns: Turns, settings: AppSettings
 ) -> Response:
     conversation = _conversation_id(body.conversation)
     if conversation is not None and body.previous_response_id is not None:
@@ -49,7 +49,9 @@ async def create_response(
 
 
 @router.get("/responses/{response_id}", summary="Retrieve a stored response")
-def retrieve_response(response_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def retrieve_response(
+    response_id: str, caller: SessionCaller, session: DbSession
+) -> dict[str, Any]:
     row = ConversationService(session).owned_response(caller, response_id)
     payload: dict[str, Any] = json.loads(row.payload_json)
     return payload
@@ -64,7 +66,7 @@ def delete_response(response_id: str, caller: Caller, session: DbSession) -> dic
 @router.get("/responses/{response_id}/input_items", summary="The input items of a response")
 def input_items(
     response_id: str,
-    caller: Caller,
+    caller: SessionCaller,
     session: DbSession,
     page: PageParams = Depends(),
 ) -> dict[str, Any]:

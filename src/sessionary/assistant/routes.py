@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from sessionary.accounts.principal import Caller, Principal
+from sessionary.accounts.identity import Principal
+from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.accounts.service import AccountService
 from sessionary.assistant.dependencies import Turns
 from sessionary.assistant.enhance import enhance, enhance_request
@@ -121,7 +122,7 @@ async def answer_turn(
 
 @router.post("/assistant/completion", summary="An assistant turn on a session (Responses payload)")
 async def completion(
-    body: CompletionRequest, caller: Caller, turns: Turns, settings: AppSettings
+    body: CompletionRequest, caller: SessionCaller, turns: Turns, settings: AppSettings
 ) -> Response:
     if body.session_id is None:
         raise InvalidRequest("Missing required parameter: 'session_id'.", param="session_id")

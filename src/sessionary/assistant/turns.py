@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from sessionary.accounts.principal import Principal
+from sessionary.accounts.identity import Principal
 from sessionary.accounts.service import AccountService
 from sessionary.assistant.inputs import images_of, normalise_input, to_chat
 from sessionary.assistant.payloads import image_item, message_item, response_object
@@ -23,10 +23,11 @@ from sessionary.assistant.schemas import TurnRequest
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter, release, reserve
 from sessionary.billing.pricing import Pricing
+from sessionary.chatkit.store import ChatKitStore
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage, check_id
 from sessionary.kit.db import Database
-from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.errors import Forbidden, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
 from sessionary.kit.models import utcnow
@@ -150,6 +151,13 @@ class TurnService:
                 else []
             )
             image = self._image_plan(request, inputs, history_rows, conversations, session)
+        if session is None and caller.session_scope is not None:
+            raise Forbidden(
+                "A client secret makes turns on its own session only: pass it as the conversation.",
+                param="conversation",
+                code="client_secret_forbidden",
+            )
+        chatkit = ChatKitStore(db_session).get(session.id) if session is not None else None
         if not inputs and not history_rows:
             raise InvalidRequest(
                 "input is required: this session has no history to answer from yet.",
@@ -178,9 +186,14 @@ class TurnService:
             session_exists=session is not None,
             session_kind=session.kind if session else session_kind,
             previous_response_id=previous,
-            model=request.model or account.assistant_model or chat.name,
+            model=request.model
+            or (chatkit and chatkit.model)
+            or account.assistant_model
+            or chat.name,
             instructions=request.instructions,
-            system_prompt=system_prompt_for(account, request.instructions),
+            system_prompt=system_prompt_for(
+                account, request.instructions or (chatkit.instructions if chatkit else None)
+            ),
             history=history,
             inputs=inputs,
             json_schema=json_schema_of(request.text),

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from sessionary.accounts.principal import Principal
+from sessionary.accounts.identity import Principal
 from sessionary.conversations.models import (
     ConversationMessage,
     ConversationSession,
@@ -76,7 +76,17 @@ class ConversationService:
             raise Forbidden(
                 "This session belongs to another account.", param=param, code="session_forbidden"
             )
+        if caller.session_scope is not None and caller.session_scope != row.id:
+            raise Forbidden(
+                "This client secret is valid for its own session only.",
+                param=param,
+                code="session_forbidden",
+            )
         return row
+
+    def soft_delete(self, session: ConversationSession) -> None:
+        """Hidden from every face at once (thread, ChatKit thread, conversation)."""
+        session.deleted_at = utcnow()
 
     def owned_response(self, caller: Principal, response_id: str) -> StoredResponse:
         row = self.store.get_response(check_id(response_id, "response_id"))
@@ -84,6 +94,10 @@ class ConversationService:
             raise NotFound(f"No response '{response_id}'.", param="response_id")
         if row.account_id != caller.account_id:
             raise Forbidden("This response belongs to another account.", param="response_id")
+        if caller.session_scope is not None and caller.session_scope != row.session_id:
+            raise Forbidden(
+                "This client secret is valid for its own session only.", param="response_id"
+            )
         return row
 
     def history(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from sessionary.conversations.models import (
     ConversationMessage,
@@ -29,6 +30,29 @@ class ConversationStore:
         row = self.session.get(ConversationSession, session_id)
         return row if row is not None and row.deleted_at is None else None
 
+    def sessions_of(
+        self,
+        account_id: str,
+        kind: str,
+        *,
+        after: str | None,
+        before: str | None,
+        limit: int,
+        order: str,
+        session_ids: Sequence[str] | None = None,
+    ) -> list[ConversationSession]:
+        query = (
+            select(ConversationSession)
+            .where(ConversationSession.account_id == account_id)
+            .where(ConversationSession.kind == kind)
+            .where(ConversationSession.deleted_at.is_(None))
+        )
+        if session_ids is not None:
+            query = query.where(ConversationSession.id.in_(list(session_ids)))
+        return list(
+            self.session.scalars(_page(query, ConversationSession.id, after, before, limit, order))
+        )
+
     # Messages
 
     def add_messages(self, rows: Sequence[ConversationMessage]) -> None:
@@ -46,6 +70,33 @@ class ConversationStore:
         if up_to_id is not None:
             query = query.where(ConversationMessage.id <= up_to_id)
         return list(self.session.scalars(query))
+
+    def page_messages(
+        self,
+        session_id: str,
+        *,
+        after: str | None,
+        before: str | None,
+        limit: int,
+        order: str,
+        run_id: str | None = None,
+    ) -> list[ConversationMessage]:
+        """Up to limit + 1 messages (the extra one tells whether more follow)."""
+        query = select(ConversationMessage).where(ConversationMessage.session_id == session_id)
+        if run_id is not None:
+            query = query.where(ConversationMessage.run_id == run_id)
+        return list(
+            self.session.scalars(_page(query, ConversationMessage.id, after, before, limit, order))
+        )
+
+    def get_message(self, session_id: str, message_id: str) -> ConversationMessage | None:
+        row = self.session.get(ConversationMessage, message_id)
+        return row if row is not None and row.session_id == session_id else None
+
+    def delete_message(self, message_id: str) -> None:
+        self.session.execute(
+            delete(ConversationMessage).where(ConversationMessage.id == message_id)
+        )
 
     def messages_by_ids(self, session_id: str, ids: Sequence[str]) -> list[ConversationMessage]:
         if not ids:
@@ -87,3 +138,25 @@ class ConversationStore:
             .order_by(StoredResponse.id.desc())
             .limit(1)
         ).first()
+
+
+def _page(
+    query: Select[Any],
+    column: InstrumentedAttribute[str],
+    after: str | None,
+    before: str | None,
+    limit: int,
+    order: str,
+) -> Select[Any]:
+    """Cursor pagination on a sortable id: `after` / `before` bound the window in list order."""
+    if order == "asc":
+        if after is not None:
+            query = query.where(column > after)
+        if before is not None:
+            query = query.where(column < before)
+        return query.order_by(column.asc()).limit(limit + 1)
+    if after is not None:
+        query = query.where(column < after)
+    if before is not None:
+        query = query.where(column > before)
+    return query.order_by(column.desc()).limit(limit + 1)

@@ -35,10 +35,9 @@ def paginate(
         if params.before not in ids:
             raise InvalidRequest(f"No item '{params.before}' to page before.", param="before")
         end = ids.index(params.before)
+    # `before` bounds the window rather than paging backwards: the SDKs page forward with
+    # `after=last_id` and keep the original `before`, so the first page must start at the top.
     window = ordered[start:end]
-    if params.before is not None and params.after is None:
-        # The page just before the cursor, as Stripe's ending_before.
-        return window[-params.limit :], len(window) > params.limit
     return window[: params.limit], len(window) > params.limit
 
 

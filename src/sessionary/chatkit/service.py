@@ -1,0 +1,178 @@
+"""Rules for ChatKit sessions: creation from a workflow, client secrets, expiry, rate limits."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.identity import Principal
+from sessionary.accounts.keys import generate_key, key_matches, prefix_of
+from sessionary.chatkit.models import ChatKitSession
+from sessionary.chatkit.store import ChatKitStore
+from sessionary.conversations.service import ConversationService
+from sessionary.kit.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from sessionary.kit.ids import new_id
+from sessionary.kit.models import utcnow
+from sessionary.profiles.service import ProfileService, render_instructions
+
+SECRET_TYPE = "ek_"  # noqa: S105 - the visible type prefix of client secrets, not a secret
+WINDOW = timedelta(minutes=1)
+DEFAULT_WORKFLOW = "default"
+
+StateValue = str | int | bool | float
+
+
+class Workflow(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(default=None, max_length=100)
+    state_variables: dict[str, StateValue] | None = Field(default=None, max_length=64)
+    tracing: dict[str, Any] | None = None
+
+
+class ExpiresAfter(BaseModel):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(ge=1, le=600)
+
+
+class RateLimits(BaseModel):
+    max_requests_per_1_minute: int = Field(default=10, ge=1, le=10_000)
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    user: str = Field(min_length=1, max_length=512)
+    workflow: Workflow
+    chatkit_configuration: dict[str, Any] | None = None
+    expires_after: ExpiresAfter | None = None
+    rate_limits: RateLimits | None = None
+
+
+def _configuration(given: dict[str, Any] | None) -> dict[str, Any]:
+    given = given or {}
+    titling = given.get("automatic_thread_titling") or {}
+    upload = given.get("file_upload") or {}
+    history = given.get("history") or {}
+    return {
+        "automatic_thread_titling": {"enabled": bool(titling.get("enabled", True))},
+        "file_upload": {
+            "enabled": bool(upload.get("enabled", False)),
+            "max_file_size": upload.get("max_file_size", 512),
+            "max_files": upload.get("max_files", 10),
+        },
+        "history": {
+            "enabled": bool(history.get("enabled", True)),
+            "recent_threads": history.get("recent_threads"),
+        },
+    }
+
+
+def status_of(row: ChatKitSession) -> str:
+    if row.status == "cancelled":
+        return "cancelled"
+    return "expired" if utcnow() >= row.expires_at else "active"
+
+
+def session_object(row: ChatKitSession, client_secret: str | None = None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "chatkit.session",
+        # The secret exists in plaintext only in the answer that created it.
+        "client_secret": client_secret or f"{row.secret_prefix}…",
+        "expires_at": int(row.expires_at.timestamp()),
+        "max_requests_per_1_minute": row.max_requests_per_minute,
+        "rate_limits": {"max_requests_per_1_minute": row.max_requests_per_minute},
+        "status": status_of(row),
+        "user": row.user,
+        "workflow": json.loads(row.workflow_json),
+        "chatkit_configuration": json.loads(row.configuration_json),
+    }
+
+
+class ChatKitService:
+    def __init__(self, session: Session) -> None:
+        self.store = ChatKitStore(session)
+        self.session = session
+
+    def create(self, caller: Principal, body: SessionCreate) -> tuple[ChatKitSession, str]:
+        instructions = model = None
+        temperature = None
+        if body.workflow.id != DEFAULT_WORKFLOW:
+            profile = ProfileService(self.session).store.get(body.workflow.id)
+            if profile is None or profile.account_id != caller.account_id:
+                raise NotFound(f"Workflow '{body.workflow.id}' not found.", param="workflow.id")
+            instructions = render_instructions(profile.instructions, body.workflow.state_variables)
+            model, temperature = profile.model, profile.temperature
+        session_id = new_id("cksess")
+        ConversationService(self.session).create_session(
+            caller, kind="chatkit", session_id=session_id
+        )
+        secret = generate_key(SECRET_TYPE)
+        now = utcnow()
+        seconds = body.expires_after.seconds if body.expires_after else 600
+        limit = (body.rate_limits or RateLimits()).max_requests_per_1_minute
+        workflow = {
+            "id": body.workflow.id,
+            "version": body.workflow.version,
+            "state_variables": body.workflow.state_variables,
+            "tracing": {"enabled": bool((body.workflow.tracing or {}).get("enabled", True))},
+        }
+        row = self.store.add(
+            ChatKitSession(
+                id=session_id,
+                account_id=caller.account_id,
+                user=body.user,
+                workflow_json=json.dumps(workflow),
+                configuration_json=json.dumps(_configuration(body.chatkit_configuration)),
+                instructions=instructions,
+                model=model,
+                temperature=temperature,
+                secret_prefix=secret.prefix,
+                secret_hash=secret.key_hash,
+                max_requests_per_minute=limit,
+                status="active",
+                created_at=now,
+                expires_at=now + timedelta(seconds=seconds),
+            )
+        )
+        return row, secret.plaintext
+
+    def owned(self, caller: Principal, session_id: str) -> ChatKitSession:
+        row = self.store.get(session_id)
+        if row is None:
+            raise NotFound(f"No ChatKit session '{session_id}'.", param="session_id")
+        if row.account_id != caller.account_id:
+            raise Forbidden("This ChatKit session belongs to another account.", param="session_id")
+        return row
+
+    def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
+        row = self.owned(caller, session_id)
+        row.status = "cancelled"
+        return row
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal of a client secret, counting this request against its rate limit."""
+        prefix = prefix_of(secret, SECRET_TYPE)
+        row = self.store.by_prefix(prefix, lock=True) if prefix else None
+        if row is None or not key_matches(secret, row.secret_hash):
+            raise Unauthorized("Invalid client secret.", code="invalid_client_secret")
+        state = status_of(row)
+        if state != "active":
+            raise Unauthorized(f"This client secret is {state}.", code=f"client_secret_{state}")
+        now = utcnow()
+        bucket = f"chatkit:{row.id}"
+        used, oldest = self.store.hits_since(bucket, now - WINDOW)
+        if used >= row.max_requests_per_minute:
+            wait = math.ceil(((oldest or now) + WINDOW - now).total_seconds())
+            raise RateLimited(
+                f"Rate limit of {row.max_requests_per_minute} requests a minute reached.",
+                headers={"Retry-After": str(max(wait, 1))},
+            )
+        self.store.prune_hits(bucket, now - WINDOW)
+        self.store.add_hit(bucket, now)
+        return Principal(account_id=row.account_id, api_key_id=None, session_scope=row.id)

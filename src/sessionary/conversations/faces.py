@@ -1,0 +1,108 @@
+"""How one stored session and its messages look through each API: thread, thread.message,
+ChatKit thread and items. Messages are stored in the Responses shape; these render them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sessionary.conversations.models import ConversationMessage, ConversationSession
+from sessionary.kit.metadata import load
+
+
+def unix(when: Any) -> int:
+    return int(when.timestamp())
+
+
+def thread_object(session: ConversationSession) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "object": "thread",
+        "created_at": unix(session.created_at),
+        "metadata": load(session.metadata_json) or {},
+        "tool_resources": {},
+    }
+
+
+def _thread_content(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind in ("input_text", "output_text"):
+        return {"type": "text", "text": {"value": part.get("text", ""), "annotations": []}}
+    if kind == "input_image":
+        return {
+            "type": "image_url",
+            "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")},
+        }
+    if kind == "image_file":
+        return {
+            "type": "image_file",
+            "image_file": {"file_id": part["file_id"], "detail": part.get("detail", "auto")},
+        }
+    if kind == "image_generation_call" and part.get("result"):
+        fmt = part.get("output_format") or "png"
+        return {
+            "type": "image_url",
+            "image_url": {"url": f"data:image/{fmt};base64,{part['result']}", "detail": "auto"},
+        }
+    return None
+
+
+def message_object(message: ConversationMessage) -> dict[str, Any]:
+    parts = json.loads(message.content_json)
+    created = unix(message.created_at)
+    return {
+        "id": message.id,
+        "object": "thread.message",
+        "created_at": created,
+        "thread_id": message.session_id,
+        "status": message.status,
+        "completed_at": created if message.status == "completed" else None,
+        "incomplete_at": None,
+        "incomplete_details": None,
+        "role": message.role if message.role in ("user", "assistant") else "user",
+        "content": [c for c in (_thread_content(p) for p in parts) if c is not None],
+        "assistant_id": message.assistant_id,
+        "run_id": message.run_id,
+        "attachments": load(message.attachments_json) or [],
+        "metadata": load(message.metadata_json) or {},
+    }
+
+
+def chatkit_thread(session: ConversationSession, user: str) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "object": "chatkit.thread",
+        "created_at": unix(session.created_at),
+        "status": {"type": "active"},
+        "title": session.name,
+        "user": user,
+    }
+
+
+def chatkit_item(message: ConversationMessage) -> dict[str, Any]:
+    parts = json.loads(message.content_json)
+    base = {
+        "id": message.id,
+        "object": "chatkit.thread_item",
+        "created_at": unix(message.created_at),
+        "thread_id": message.session_id,
+    }
+    if message.role == "assistant":
+        texts = [p.get("text", "") for p in parts if p.get("type") == "output_text"]
+        return {
+            **base,
+            "type": "chatkit.assistant_message",
+            "content": [{"type": "output_text", "text": t, "annotations": []} for t in texts]
+            or [{"type": "output_text", "text": message.text, "annotations": []}],
+        }
+    return {
+        **base,
+        "type": "chatkit.user_message",
+        "content": [
+            {"type": "input_text", "text": p.get("text", "")}
+            for p in parts
+            if p.get("type") == "input_text"
+        ],
+        "attachments": [],
+        "inference_options": None,
+    }

@@ -1,0 +1,124 @@
+"""`/v1/threads` and `/v1/threads/{id}/messages`: OpenAI's Assistants face of sessions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
+
+from sessionary.accounts.principal import Caller
+from sessionary.conversations.faces import message_object, thread_object
+from sessionary.conversations.threads import ThreadService
+from sessionary.kit.dependencies import DbSession
+from sessionary.kit.pagination import envelope
+
+router = APIRouter(tags=["threads"])
+
+
+class ThreadCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    messages: list[Any] | None = None
+    metadata: Any = None
+    tool_resources: dict[str, Any] | None = None
+
+
+class ThreadUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: Any = None
+    tool_resources: dict[str, Any] | None = None
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Any = None
+    content: Any = None
+    attachments: Any = None
+    metadata: Any = None
+
+
+class MessageUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: Any = None
+
+
+@router.post("/threads", summary="Create a thread (a session)")
+def create_thread(
+    caller: Caller, session: DbSession, body: ThreadCreate | None = None
+) -> dict[str, Any]:
+    body = body or ThreadCreate()
+    return thread_object(ThreadService(session).create(caller, body.messages, body.metadata))
+
+
+@router.get("/threads/{thread_id}", summary="Retrieve a thread")
+def get_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    return thread_object(ThreadService(session).get(caller, thread_id))
+
+
+@router.post("/threads/{thread_id}", summary="Update a thread's metadata")
+def update_thread(
+    thread_id: str, body: ThreadUpdate, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    return thread_object(ThreadService(session).update(caller, thread_id, body.metadata))
+
+
+@router.delete("/threads/{thread_id}", summary="Delete a thread")
+def delete_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    deleted = ThreadService(session).delete(caller, thread_id)
+    return {"id": deleted, "object": "thread.deleted", "deleted": True}
+
+
+@router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
+def create_message(
+    thread_id: str, body: MessageCreate, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    threads = ThreadService(session)
+    thread = threads.get(caller, thread_id)
+    row = threads.add_message(
+        thread,
+        role=body.role,
+        content=body.content,
+        attachments=body.attachments,
+        metadata=body.metadata,
+    )
+    return message_object(row)
+
+
+@router.get("/threads/{thread_id}/messages", summary="List a thread's messages")
+def list_messages(
+    thread_id: str,
+    caller: Caller,
+    session: DbSession,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "desc",
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    rows, has_more = ThreadService(session).list_messages(
+        caller, thread_id, after=after, before=before, limit=limit, order=order, run_id=run_id
+    )
+    return envelope([message_object(r) for r in rows], has_more)
+
+
+@router.get("/threads/{thread_id}/messages/{message_id}", summary="Retrieve a message")
+def get_message(
+    thread_id: str, message_id: str, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    return message_object(ThreadService(session).message(caller, thread_id, message_id))
+
+
+@router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message's metadata")
+def update_message(
+    thread_id: str, message_id: str, body: MessageUpdate, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    row = ThreadService(session).update_message(caller, thread_id, message_id, body.metadata)
+    return message_object(row)
+
+
+@router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
+def delete_message(
+    thread_id: str, message_id: str, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    deleted = ThreadService(session).delete_message(caller, thread_id, message_id)
+    return {"id": deleted, "object": "thread.message.deleted", "deleted": True}

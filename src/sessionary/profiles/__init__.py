@@ -1,0 +1,1 @@
+"""Assistant profiles: named instructions, model and tools; a ChatKit workflow names one."""

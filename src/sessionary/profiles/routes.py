@@ -1,0 +1,57 @@
+"""`/v1/assistants`: assistant profiles."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+
+from sessionary.accounts.principal import Caller
+from sessionary.assistant.dependencies import Turns
+from sessionary.kit.dependencies import DbSession
+from sessionary.kit.pagination import PageParams, envelope, paginate
+from sessionary.profiles.service import ProfileFields, ProfileService, profile_object
+
+router = APIRouter(tags=["assistants"])
+
+
+@router.post("/assistants", summary="Create an assistant profile")
+def create_assistant(
+    body: ProfileFields, caller: Caller, session: DbSession, turns: Turns
+) -> dict[str, Any]:
+    default_model = turns.providers.chat().name
+    return profile_object(ProfileService(session).create(caller, body, default_model))
+
+
+@router.get("/assistants", summary="List assistant profiles")
+def list_assistants(
+    caller: Caller,
+    session: DbSession,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    rows = ProfileService(session).of_account(caller)
+    page, has_more = paginate(
+        rows, lambda r: r.id, PageParams(after=after, before=before, limit=limit, order=order)
+    )
+    return envelope([profile_object(r) for r in page], has_more)
+
+
+@router.get("/assistants/{assistant_id}", summary="Retrieve an assistant profile")
+def get_assistant(assistant_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    return profile_object(ProfileService(session).owned(caller, assistant_id))
+
+
+@router.post("/assistants/{assistant_id}", summary="Update an assistant profile")
+def update_assistant(
+    assistant_id: str, body: ProfileFields, caller: Caller, session: DbSession
+) -> dict[str, Any]:
+    return profile_object(ProfileService(session).update(caller, assistant_id, body))
+
+
+@router.delete("/assistants/{assistant_id}", summary="Delete an assistant profile")
+def delete_assistant(assistant_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    deleted = ProfileService(session).delete(caller, assistant_id)
+    return {"id": deleted, "object": "assistant.deleted", "deleted": True}
