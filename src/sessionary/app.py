@@ -28,6 +28,7 @@ from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
+from sessionary.search.routes import router as search_router
 
 API_ROUTERS: list[APIRouter] = [
     accounts_router,
@@ -38,6 +39,7 @@ API_ROUTERS: list[APIRouter] = [
     threads_router,
     profiles_router,
     chatkit_router,
+    search_router,
 ]
 
 

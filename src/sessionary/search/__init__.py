@@ -1,0 +1,1 @@
+"""Embedding templates: JSON records in, natural-language search with extracted filters out."""

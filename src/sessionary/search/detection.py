@@ -1,0 +1,209 @@
+"""What kind of field each record path holds, so filters can be extracted and validated.
+
+Kinds: `number`, `boolean`, `date` (ISO), `categorical` (few distinct short strings), `tags`
+(lists of strings), `text` (free text, searched semantically), `id`. Numeric pairs such as
+`min_age` / `max_age` become a range named `age`. An explicit `filterable` flag overrides the
+detection either way. A schema merges with the schema of a later batch (update_embedding).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from sessionary.search.records import ID_KEYS, FlatRecord, flag_of, fold
+
+MAX_CATEGORIES = 200
+SMALL_CATEGORY_COUNT = 20
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]*)?$")
+_RANGE = re.compile(r"^(?:(min|max)_(.+)|(.+)_(min|max))$")
+
+TYPE_OF_KIND = {
+    "number": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "categorical": "string",
+    "tags": "array",
+    "range": "range",
+}
+
+
+def _kind(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "number"
+    if all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in values):
+        return "tags"
+    if all(isinstance(v, str) for v in values):
+        if all(_ISO_DATE.match(v) for v in values):
+            return "date"
+        return "string"
+    return "mixed"
+
+
+def _field(values: list[Any]) -> dict[str, Any]:
+    kind = _kind(values)
+    info: dict[str, Any] = {"count": len(values)}
+    if kind == "number":
+        info.update(
+            kind="number",
+            min=min(values),
+            max=max(values),
+            integer=all(float(v).is_integer() for v in values),
+        )
+    elif kind == "date":
+        info.update(kind="date", min=min(values), max=max(values))
+    elif kind == "boolean":
+        info.update(kind="boolean")
+    elif kind == "tags":
+        tags = sorted({t for v in values for t in v})
+        info.update(
+            kind="tags" if len(tags) <= MAX_CATEGORIES else "text", values=tags[:MAX_CATEGORIES]
+        )
+    elif kind == "string":
+        distinct = sorted(set(values))
+        avg_words = sum(len(v.split()) for v in values) / len(values)
+        short = avg_words <= 4 and max(len(v) for v in values) <= 80
+        few = len(distinct) <= SMALL_CATEGORY_COUNT or (
+            len(distinct) <= MAX_CATEGORIES and len(distinct) <= 0.2 * len(values)
+        )
+        if short and few:
+            info.update(kind="categorical", values=distinct)
+        else:
+            info.update(kind="text", sample=distinct[:5])
+    else:
+        info.update(kind="text")
+    return info
+
+
+def detect(records: Iterable[FlatRecord], options: dict[str, dict[str, bool]]) -> dict[str, Any]:
+    collected: dict[str, list[Any]] = {}
+    forced: dict[str, bool] = {}
+    for record in records:
+        for path, value in record.values.items():
+            if value is None or value == "":
+                continue
+            collected.setdefault(path, []).append(value)
+            explicit = flag_of(path, "filterable", record, options)
+            if explicit is not None:
+                forced[path] = explicit
+    fields = {}
+    for path, values in collected.items():
+        info = _field(values) if path not in ID_KEYS else {"kind": "id", "count": len(values)}
+        if path in forced:
+            info["filterable"] = forced[path]
+        fields[path] = info
+    return finish({"fields": fields})
+
+
+def finish(schema: dict[str, Any]) -> dict[str, Any]:
+    """Apply `filterable` overrides and find range pairs."""
+    fields = schema["fields"]
+    for info in fields.values():
+        if info.get("filterable") is True and info["kind"] == "text":
+            info["kind"] = "categorical"
+            info.setdefault("values", info.pop("sample", []))
+    ranges: dict[str, dict[str, str]] = {}
+    for path, info in fields.items():
+        match = _RANGE.match(path)
+        if info["kind"] != "number" or not match:
+            continue
+        bound = match.group(1) or match.group(4)
+        name = match.group(2) or match.group(3)
+        other = path.replace(bound, "max" if bound == "min" else "min", 1)
+        if fields.get(other, {}).get("kind") == "number":
+            ranges.setdefault(name, {})[bound] = path
+    schema["ranges"] = {k: v for k, v in ranges.items() if set(v) == {"min", "max"}}
+    return schema
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: dict(v) for k, v in old.get("fields", {}).items()}
+    for path, info in new["fields"].items():
+        mine = fields.get(path)
+        if mine is None or mine["kind"] != info["kind"]:
+            if mine is not None and {mine["kind"], info["kind"]} == {"categorical", "text"}:
+                fields[path] = {"kind": "text", "count": mine["count"] + info["count"]}
+                continue
+            fields[path] = info
+            continue
+        mine["count"] += info["count"]
+        if info["kind"] in ("number", "date"):
+            mine["min"] = min(mine["min"], info["min"])
+            mine["max"] = max(mine["max"], info["max"])
+            if info["kind"] == "number":
+                mine["integer"] = mine["integer"] and info["integer"]
+        if info["kind"] in ("categorical", "tags"):
+            values = sorted(set(mine["values"]) | set(info["values"]))
+            if len(values) > MAX_CATEGORIES:
+                fields[path] = {"kind": "text", "count": mine["count"]}
+            else:
+                mine["values"] = values
+        if "filterable" in info:
+            mine["filterable"] = info["filterable"]
+    return finish({"fields": fields})
+
+
+def structured_paths(schema: dict[str, Any]) -> set[str]:
+    out = set()
+    for path, info in schema["fields"].items():
+        if info.get("filterable") is False:
+            continue
+        if info["kind"] in ("number", "boolean", "date", "categorical", "tags"):
+            out.add(path)
+    return out
+
+
+def wordy_paths(schema: dict[str, Any]) -> set[str]:
+    """Fields searched by default: words, not numbers or flags."""
+    return {
+        p
+        for p, info in schema["fields"].items()
+        if info["kind"] in ("text", "categorical", "tags", "date")
+    }
+
+
+def describe(schema: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """`structured_fields` and `unstructured_fields` as the API answers them."""
+    structured = []
+    for path in sorted(structured_paths(schema)):
+        info = schema["fields"][path]
+        stats: dict[str, Any] = {"count": info["count"]}
+        for key in ("min", "max", "integer"):
+            if key in info:
+                stats[key] = info[key]
+        samples = info.get("values", [])[:5] if "values" in info else []
+        if info["kind"] == "categorical":
+            stats["distinct"] = len(info["values"])
+        structured.append(
+            {
+                "key": path,
+                "type": TYPE_OF_KIND[info["kind"]],
+                "kind": info["kind"],
+                "sampleValues": samples,
+                "stats": stats,
+            }
+        )
+    for name, bounds in sorted(schema.get("ranges", {}).items()):
+        structured.append(
+            {
+                "key": name,
+                "type": "range",
+                "kind": "range",
+                "sampleValues": [],
+                "stats": {"min_field": bounds["min"], "max_field": bounds["max"]},
+            }
+        )
+    unstructured = sorted(p for p, i in schema["fields"].items() if i["kind"] == "text")
+    return structured, unstructured
+
+
+def canonical(schema: dict[str, Any], path: str, value: str) -> str | None:
+    """The stored spelling of a categorical value given in any case or accents."""
+    wanted = fold(value)
+    for known in schema["fields"].get(path, {}).get("values", []):
+        if fold(known) == wanted:
+            return str(known)
+    return None

@@ -1,0 +1,168 @@
+"""Validated filters, and their translation to SQL over a document's folded filter values.
+
+A condition is a value (equality; strings compare case- and accent-insensitively), `{"min",
+"max"}` (inclusive), `{"in": [...]}`, `{"ne": v}`, or true / false. A range name (`age` for
+`min_age` / `max_age`) takes a number that must fall inside the record's own range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlalchemy.sql.elements import ColumnElement
+
+from sessionary.kit.errors import InvalidRequest
+from sessionary.search.detection import canonical, structured_paths
+from sessionary.search.models import SearchDocument
+from sessionary.search.records import fold
+
+Condition = Any
+
+
+def _number(value: Any, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"'{param}' needs a number.", param=param)
+    return float(value)
+
+
+def validate(raw: Any, schema: dict[str, Any], param: str) -> dict[str, Condition]:
+    """Filters checked against the schema: unknown fields and wrong types are a 400 naming them."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"'{param}' must be an object of field conditions.", param=param)
+    known = structured_paths(schema)
+    ranges = schema.get("ranges", {})
+    out: dict[str, Condition] = {}
+    for key, condition in raw.items():
+        where = f"{param}.{key}"
+        if key in ranges:
+            out[key] = _number(condition, where)
+            continue
+        if key not in known:
+            raise InvalidRequest(f"Unknown filter field '{key}' for this template.", param=where)
+        kind = schema["fields"][key]["kind"]
+        out[key] = _validate_condition(condition, kind, schema, key, where)
+    return out
+
+
+def _validate_condition(
+    condition: Any, kind: str, schema: dict[str, Any], key: str, where: str
+) -> Condition:
+    if isinstance(condition, dict):
+        extra = set(condition) - {"min", "max", "in", "ne", "gte", "lte"}
+        if extra or not condition:
+            raise InvalidRequest(f"'{where}' takes min, max, in or ne.", param=where)
+        cleaned: dict[str, Any] = {}
+        for op, value in condition.items():
+            op = {"gte": "min", "lte": "max"}.get(op, op)
+            if op in ("min", "max"):
+                if kind == "date":
+                    cleaned[op] = _scalar(value, "date", schema, key, where)
+                else:
+                    if kind != "number":
+                        raise InvalidRequest(
+                            f"'{where}' is not numeric: min/max do not apply.", param=where
+                        )
+                    cleaned[op] = _number(value, where)
+            elif op == "in":
+                if not isinstance(value, list) or not value:
+                    raise InvalidRequest(f"'{where}.in' needs a non-empty list.", param=where)
+                cleaned["in"] = [_scalar(v, kind, schema, key, where) for v in value]
+            else:
+                cleaned["ne"] = _scalar(value, kind, schema, key, where)
+        return cleaned
+    return _scalar(condition, kind, schema, key, where)
+
+
+def _scalar(value: Any, kind: str, schema: dict[str, Any], key: str, where: str) -> Any:
+    if kind == "number":
+        return _number(value, where)
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"'{where}' needs true or false.", param=where)
+        return value
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{where}' needs a string.", param=where)
+    if kind == "categorical":
+        return canonical(schema, key, value) or value
+    return value
+
+
+def to_sql(filters: dict[str, Condition], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    ranges = schema.get("ranges", {})
+    for key, condition in filters.items():
+        if key in ranges:
+            low = SearchDocument.folded[ranges[key]["min"]].as_float()
+            high = SearchDocument.folded[ranges[key]["max"]].as_float()
+            clauses.append(and_(low <= condition, high >= condition))
+            continue
+        kind = schema["fields"][key]["kind"]
+        clauses.append(_clause(key, kind, condition))
+    return clauses
+
+
+def _column(key: str, kind: str) -> Any:
+    element = SearchDocument.folded[key]
+    if kind == "number":
+        return element.as_float()
+    if kind == "boolean":
+        return element.as_boolean()
+    return element.as_string()
+
+
+def _fold(value: Any) -> Any:
+    return fold(value) if isinstance(value, str) else value
+
+
+def _clause(key: str, kind: str, condition: Condition) -> ColumnElement[bool]:
+    column = _column(key, kind)
+    if kind == "tags":
+        # A tag condition matches when the record's list holds one of the values.
+        values = condition.get("in", []) if isinstance(condition, dict) else [condition]
+        text = SearchDocument.folded[key].as_string()  # the list as JSON text on both engines
+        return or_(*[text.contains(f'"{_fold(v)}"') for v in values])
+    if isinstance(condition, dict):
+        parts = []
+        if "min" in condition:
+            parts.append(column >= condition["min"])
+        if "max" in condition:
+            parts.append(column <= condition["max"])
+        if "in" in condition:
+            parts.append(column.in_([_fold(v) for v in condition["in"]]))
+        if "ne" in condition:
+            parts.append(or_(column.is_(None), column != _fold(condition["ne"])))
+        return and_(*parts)
+    equal: ColumnElement[bool] = column == _fold(condition)
+    return equal
+
+
+def matches(
+    record_filters: dict[str, Any], filters: dict[str, Condition], schema: dict[str, Any]
+) -> bool:
+    """The same conditions in Python (used to check results, and by tests)."""
+    for key, condition in filters.items():
+        ranges = schema.get("ranges", {})
+        if key in ranges:
+            low, high = (
+                record_filters.get(ranges[key]["min"]),
+                record_filters.get(ranges[key]["max"]),
+            )
+            if low is None or high is None or not low <= condition <= high:
+                return False
+            continue
+        value = _fold(record_filters.get(key))
+        if isinstance(condition, dict):
+            if "min" in condition and (value is None or value < condition["min"]):
+                return False
+            if "max" in condition and (value is None or value > condition["max"]):
+                return False
+            if "in" in condition and value not in [_fold(v) for v in condition["in"]]:
+                return False
+            if "ne" in condition and value == _fold(condition["ne"]):
+                return False
+        elif value != _fold(condition):
+            return False
+    return True

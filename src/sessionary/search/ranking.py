@@ -1,0 +1,121 @@
+"""Scoring: dense (cosine), lexical (BM25) and their fusion by reciprocal rank.
+
+On SQLite the template's vectors are held in memory as one float32 matrix and scored exactly with
+NumPy (recall 1.0); the cache is keyed by the template's version, which every write bumps in the
+database, so every process sees a change at its next search. PostgreSQL ranks in SQL (pgvector).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sessionary.search.store import SearchStore
+
+RRF_K = 60
+_CACHE_TEMPLATES = 8
+
+
+@dataclass
+class TemplateIndex:
+    version: int
+    ids: list[str]
+    matrix: np.ndarray
+    texts: list[str]
+    position: dict[str, int] = field(default_factory=dict)
+    _bm25: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+
+    def dense(
+        self, query: np.ndarray, candidates: Sequence[str] | None, k: int
+    ) -> list[tuple[str, float]]:
+        if not self.ids:
+            return []
+        rows = (
+            np.arange(len(self.ids))
+            if candidates is None
+            else np.fromiter(
+                (self.position[c] for c in candidates if c in self.position), dtype=np.int64
+            )
+        )
+        if rows.size == 0:
+            return []
+        scores = self.matrix[rows] @ query.astype(np.float32)
+        top = _top(scores, k)
+        return [(self.ids[rows[i]], float(scores[i])) for i in top]
+
+    def lexical(
+        self, query: str, candidates: Sequence[str] | None, k: int
+    ) -> list[tuple[str, float]]:
+        import bm25s
+
+        with self._lock:
+            if self._bm25 is None:
+                retriever = bm25s.BM25()
+                corpus = bm25s.tokenize(self.texts, stopwords="en", show_progress=False)
+                retriever.index(corpus, show_progress=False)
+                self._bm25 = retriever
+        terms = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        if not terms:
+            return []
+        scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
+        if candidates is not None:
+            mask = np.zeros(len(self.ids), dtype=bool)
+            mask[[self.position[c] for c in candidates if c in self.position]] = True
+            scores = np.where(mask, scores, -np.inf)
+        top = [i for i in _top(scores, k) if np.isfinite(scores[i]) and scores[i] > 0]
+        return [(self.ids[i], float(scores[i])) for i in top]
+
+
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    if k >= scores.size:
+        order = np.argsort(-scores, kind="stable")
+    else:
+        part = np.argpartition(-scores, k)[:k]
+        order = part[np.argsort(-scores[part], kind="stable")]
+    return [int(i) for i in order]
+
+
+class IndexCache:
+    """Process-wide: a few templates' matrices, reloaded when their version moves."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, TemplateIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: SearchStore, template_id: str, version: int) -> TemplateIndex:
+        with self._lock:
+            entry = self._entries.get(template_id)
+            if entry is not None and entry.version == version:
+                self._entries.move_to_end(template_id)
+                return entry
+        ids, vectors, texts = store.all_vectors(template_id)
+        matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
+        entry = TemplateIndex(version, ids, matrix, texts)
+        with self._lock:
+            self._entries[template_id] = entry
+            while len(self._entries) > _CACHE_TEMPLATES:
+                self._entries.popitem(last=False)
+        return entry
+
+
+INDEXES = IndexCache()
+
+
+def fuse(
+    rankings: Sequence[Sequence[tuple[str, float]]], k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: each list gives 1 / (k + rank) to its items."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, (doc_id, _) in enumerate(ranking, start=1):
+            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))

@@ -1,0 +1,392 @@
+"""Rules for embedding templates: ingest records, and search them with extracted filters.
+
+Embedding happens before any write transaction, so no lock is held while the model works;
+documents, counts, hash and version then change in one transaction (the template row locked on
+PostgreSQL, the database's write lock on SQLite), so racing upserts of the same ids never
+duplicate. Inputs are billed at the embedding price through the ledger (reserve, then settle).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+
+from sessionary.accounts.identity import Principal
+from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.metering import Meter, release, reserve
+from sessionary.billing.pricing import Pricing
+from sessionary.kit.db import Database
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from sessionary.kit.ids import new_id
+from sessionary.kit.models import utcnow
+from sessionary.providers.container import Providers
+from sessionary.search import detection
+from sessionary.search.extraction import Extractor
+from sessionary.search.filters import to_sql, validate
+from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.ranking import INDEXES, fuse
+from sessionary.search.records import Document, build_document, flatten, parse_field_options
+from sessionary.search.store import SearchStore
+
+MAX_RECORDS_PER_CALL = 10_000
+MAX_RECORD_BYTES = 100_000
+MAX_LIMIT = 100
+
+
+@dataclass
+class Ingested:
+    template: EmbeddingTemplate
+    settlement: Settlement
+
+
+@dataclass
+class Found:
+    template: EmbeddingTemplate
+    filters: dict[str, Any]
+    hits: list[tuple[SearchDocument, float]]
+    settlement: Settlement
+    semantic_query: str
+
+
+def check_records(records: Any) -> list[dict[str, Any]]:
+    if not isinstance(records, list) or not records:
+        raise InvalidRequest("'records' must be a non-empty array of objects.", param="records")
+    if len(records) > MAX_RECORDS_PER_CALL:
+        raise InvalidRequest(
+            f"At most {MAX_RECORDS_PER_CALL} records per call; send more with update_embedding.",
+            param="records",
+        )
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InvalidRequest("Each record must be a JSON object.", param=f"records[{index}]")
+        if len(json.dumps(record, default=str)) > MAX_RECORD_BYTES:
+            raise PayloadTooLarge(
+                f"records[{index}] is larger than {MAX_RECORD_BYTES} bytes.",
+                param=f"records[{index}]",
+            )
+    return records
+
+
+def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
+    structured, unstructured = detection.describe(template.schema)
+    return {
+        "template_id": template.id,
+        "name": template.name,
+        "template_hash": template.template_hash,
+        "hash_link": f"embedding_template:{template.template_hash}",
+        "record_count": template.record_count,
+        "status": template.status,
+        "structured_fields": structured,
+        "unstructured_fields": unstructured,
+        "embedding_model": template.embedding_model,
+        "dimension": template.dimension,
+        "created_at": template.created_at.isoformat(),
+        "updated_at": template.updated_at.isoformat(),
+    }
+
+
+class SearchService:
+    def __init__(self, db: Database, providers: Providers, pricing: Pricing) -> None:
+        self.db = db
+        self.providers = providers
+        self.pricing = pricing
+
+    # Access
+
+    def owned(
+        self, store: SearchStore, caller: Principal, template_id: Any, *, lock: bool = False
+    ) -> EmbeddingTemplate:
+        if not isinstance(template_id, str) or not template_id:
+            raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
+        template = store.get_template(template_id, lock=lock)
+        if template is None:
+            raise NotFound(f"No embedding template '{template_id}'.", param="template_id")
+        if template.account_id != caller.account_id:
+            raise Forbidden("This template belongs to another account.", param="template_id")
+        return template
+
+    # Embedding, billed
+
+    async def _embed(
+        self, owner: Owner, texts: list[str], route: str, *, plain_text: bool = False
+    ) -> tuple[np.ndarray, Meter, int]:
+        embedder = self.providers.embedder()
+        # A token is at least one character; two more for the model's special tokens.
+        worst = self.pricing.embedding(sum(len(t) + 2 for t in texts), plain_text=plain_text)
+        meter = await reserve(self.db, owner, worst, route=route)
+        try:
+            batch = await embedder.embed(texts)
+        except BaseException:
+            await release(meter)
+            raise
+        return np.asarray(batch.vectors, dtype=np.float32), meter, batch.input_tokens
+
+    # Ingest
+
+    async def ingest(
+        self,
+        caller: Principal,
+        *,
+        route: str,
+        records: Any,
+        field_options: Any,
+        name: str | None = None,
+        template_id: str | None = None,
+        plain_text: bool = False,
+    ) -> Ingested:
+        rows = check_records(records)
+        given_options = parse_field_options(field_options) if field_options is not None else None
+        flat = [flatten(record, i) for i, record in enumerate(rows)]
+        if len({r.source_id for r in flat}) != len(flat):
+            raise InvalidRequest("Two records in this call share an id.", param="records")
+        existing = None
+        if template_id is not None:
+            existing = await anyio.to_thread.run_sync(
+                lambda: self._read_template(caller, template_id)
+            )
+        options = (
+            given_options
+            if given_options is not None
+            else (existing.field_options if existing else {})
+        )
+        schema = detection.detect(flat, options)
+        if existing is not None:
+            schema = detection.merge(existing.schema, schema)
+        structured = detection.structured_paths(schema)
+        wordy = detection.wordy_paths(schema)
+        documents = [build_document(r, options, structured, wordy) for r in flat]
+        owner = Owner.account(caller.account_id)
+        vectors, meter, tokens = await self._embed(
+            owner, [d.text for d in documents], route, plain_text=plain_text
+        )
+        price = self.pricing.embedding(tokens, plain_text=plain_text)
+
+        def store_all() -> Ingested:
+            with self.db.session() as session:
+                store = SearchStore(session)
+                if template_id is None:
+                    template = store.add_template(
+                        self._new_template(caller, name, options, schema, vectors)
+                    )
+                else:
+                    template = self.owned(store, caller, template_id, lock=True)
+                    template.schema = detection.merge(template.schema, schema)
+                    template.field_options = options
+                self._upsert(store, template, documents, vectors)
+                settlement = meter.settle(
+                    price,
+                    session=session,
+                    model=self.providers.embedder().name,
+                    usage={"input_tokens": tokens, "records": len(documents)},
+                )
+                return Ingested(template, settlement)
+
+        try:
+            return await anyio.to_thread.run_sync(store_all)
+        except BaseException:
+            await release(meter)
+            raise
+
+    def _read_template(self, caller: Principal, template_id: str) -> EmbeddingTemplate:
+        with self.db.session(write=False) as session:
+            return self.owned(SearchStore(session), caller, template_id)
+
+    def _new_template(
+        self,
+        caller: Principal,
+        name: str | None,
+        options: dict[str, Any],
+        schema: dict[str, Any],
+        vectors: np.ndarray,
+    ) -> EmbeddingTemplate:
+        now = utcnow()
+        return EmbeddingTemplate(
+            id=new_id("tmpl"),
+            account_id=caller.account_id,
+            external_user_id=None,
+            name=name,
+            field_options=options,
+            schema=schema,
+            embedding_model=self.providers.embedder().name,
+            dimension=int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            template_hash="",
+            record_count=0,
+            version=0,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _upsert(
+        self,
+        store: SearchStore,
+        template: EmbeddingTemplate,
+        documents: list[Document],
+        vectors: np.ndarray,
+    ) -> None:
+        known = store.existing(template.id, [d.source_id for d in documents])
+        fresh: list[SearchDocument] = []
+        for document, vector in zip(documents, vectors, strict=True):
+            row = known.get(document.source_id)
+            if row is None:
+                row = SearchDocument(
+                    id=new_id("doc"),
+                    template_id=template.id,
+                    source_id=document.source_id,
+                    created_at=utcnow(),
+                )
+                fresh.append(row)
+            row.record, row.filters, row.folded = document.record, document.filters, document.folded
+            row.text, row.content_hash, row.embedding = document.text, document.content_hash, vector
+        store.add_documents(fresh)
+        self._touch(store, template)
+
+    def _touch(self, store: SearchStore, template: EmbeddingTemplate) -> None:
+        template.record_count = store.count(template.id)
+        template.template_hash = store.content_digest(
+            template.id, json.dumps(template.field_options, sort_keys=True)
+        )
+        template.version += 1
+        template.updated_at = utcnow()
+
+    # Delete
+
+    def delete(
+        self, caller: Principal, template_id: Any, source_ids: list[str] | None
+    ) -> tuple[EmbeddingTemplate, int]:
+        with self.db.session() as session:
+            store = SearchStore(session)
+            template = self.owned(store, caller, template_id, lock=True)
+            deleted = store.delete_documents(template.id, source_ids)
+            self._touch(store, template)
+            return template, deleted
+
+    # Search
+
+    def _plan(
+        self,
+        caller: Principal,
+        template_id: Any,
+        term: str | None,
+        params: Any,
+        forced: Any,
+        search_date: date | None,
+        extract: bool,
+    ) -> tuple[EmbeddingTemplate, dict[str, Any], str]:
+        with self.db.session(write=False) as session:
+            template = self.owned(SearchStore(session), caller, template_id)
+        filters: dict[str, Any] = {}
+        semantic = term or ""
+        if extract and term:
+            filters, rest = Extractor(template.schema).extract(term, search_date)
+            semantic = rest or term
+        filters.update(validate(params, template.schema, "search_params"))
+        filters.update(validate(forced, template.schema, "structured_filters"))
+        return template, filters, semantic
+
+    async def search(
+        self,
+        caller: Principal,
+        *,
+        template_id: Any,
+        term: str | None,
+        text_for_embedding: str | None = None,
+        params: Any = None,
+        forced: Any = None,
+        search_date: date | None = None,
+        limit: int = 10,
+        num_candidates: int | None = None,
+        rerank: bool = False,
+        extract: bool = True,
+        route: str,
+    ) -> Found:
+        limit = max(1, min(limit, MAX_LIMIT))
+        template, filters, semantic = await anyio.to_thread.run_sync(
+            lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
+        )
+        query_text = text_for_embedding or semantic
+        vectors, meter, tokens = await self._embed(
+            Owner.account(caller.account_id), [query_text], route
+        )
+        try:
+            hits = await anyio.to_thread.run_sync(
+                lambda: self._rank(
+                    template, filters, vectors[0], semantic, limit, num_candidates, rerank
+                )
+            )
+            settlement = await anyio.to_thread.run_sync(
+                lambda: meter.settle(
+                    self.pricing.embedding(tokens),
+                    model=template.embedding_model,
+                    usage={"input_tokens": tokens},
+                )
+            )
+        except BaseException:
+            await release(meter)
+            raise
+        return Found(template, filters, hits, settlement, semantic)
+
+    def _rank(
+        self,
+        template: EmbeddingTemplate,
+        filters: dict[str, Any],
+        query: np.ndarray,
+        text: str,
+        limit: int,
+        num_candidates: int | None,
+        rerank: bool,
+    ) -> list[tuple[SearchDocument, float]]:
+        pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
+        with self.db.session(write=False) as session:
+            store = SearchStore(session)
+            where = to_sql(filters, template.schema)
+            index = None
+            candidates = store.candidate_ids(template.id, where) if where else None
+            if store.dialect == "postgresql":
+                dense = store.nearest(template.id, where, query, pool)
+            else:
+                index = INDEXES.get(store, template.id, template.version)
+                dense = index.dense(query, candidates, pool)
+            ranked = dense
+            if rerank:
+                index = index or INDEXES.get(store, template.id, template.version)
+                lexical = index.lexical(text, candidates, pool)
+                ranked = fuse([dense, lexical])
+            chosen = ranked[:limit]
+            rows = store.documents([doc_id for doc_id, _ in chosen])
+            return [(rows[doc_id], score) for doc_id, score in chosen if doc_id in rows]
+
+    # Reading
+
+    def list(
+        self, caller: Principal, limit: int, offset: int
+    ) -> tuple[list[EmbeddingTemplate], int]:
+        with self.db.session(write=False) as session:
+            return SearchStore(session).templates_of(caller.account_id, None, limit, offset)
+
+    def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
+        with self.db.session(write=False) as session:
+            return self.owned(SearchStore(session), caller, template_id)
+
+
+def passages(text: str, size: int = 1200, overlap: int = 150) -> list[str]:
+    """Long texts split on paragraph, then sentence, boundaries into passages of about `size`."""
+    text = text.strip()
+    if len(text) <= size:
+        return [text] if text else []
+    out, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = max(text.rfind("\n\n", start, end), text.rfind(". ", start, end))
+            if cut > start + size // 2:
+                end = cut + 1
+        out.append(text[start:end].strip())
+        if end >= len(text):
+            break
+        start = max(end - overlap, start + 1)
+    return [p for p in out if p]

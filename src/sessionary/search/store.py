@@ -1,0 +1,145 @@
+"""SQL for templates and their documents."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import delete, func, select, type_coerce
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from sessionary.search.models import EmbeddingTemplate, SearchDocument
+
+
+class SearchStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    # Templates
+
+    def add_template(self, row: EmbeddingTemplate) -> EmbeddingTemplate:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get_template(self, template_id: str, *, lock: bool = False) -> EmbeddingTemplate | None:
+        query = select(EmbeddingTemplate).where(EmbeddingTemplate.id == template_id)
+        if lock:  # writers of one template queue up (SQLite's write lock already does this)
+            query = query.with_for_update()
+        return self.session.scalars(query).first()
+
+    def templates_of(
+        self, account_id: str, external_user_id: str | None, limit: int, offset: int
+    ) -> tuple[list[EmbeddingTemplate], int]:
+        query = select(EmbeddingTemplate).where(EmbeddingTemplate.account_id == account_id)
+        query = query.where(
+            EmbeddingTemplate.external_user_id.is_(None)
+            if external_user_id is None
+            else EmbeddingTemplate.external_user_id == external_user_id
+        )
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self.session.scalars(
+            query.order_by(EmbeddingTemplate.created_at.desc(), EmbeddingTemplate.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows), int(total)
+
+    # Documents
+
+    def existing(self, template_id: str, source_ids: Sequence[str]) -> dict[str, SearchDocument]:
+        found: dict[str, SearchDocument] = {}
+        ids = list(source_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for row in self.session.scalars(
+                select(SearchDocument)
+                .where(SearchDocument.template_id == template_id)
+                .where(SearchDocument.source_id.in_(chunk))
+            ):
+                found[row.source_id] = row
+        return found
+
+    def add_documents(self, rows: Sequence[SearchDocument]) -> None:
+        self.session.add_all(rows)
+        self.session.flush()
+
+    def count(self, template_id: str) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count()).where(SearchDocument.template_id == template_id)
+            )
+            or 0
+        )
+
+    def content_digest(self, template_id: str, extra: str) -> str:
+        digest = hashlib.sha256(extra.encode())
+        for content_hash in self.session.scalars(
+            select(SearchDocument.content_hash)
+            .where(SearchDocument.template_id == template_id)
+            .order_by(SearchDocument.source_id)
+        ):
+            digest.update(content_hash.encode())
+        return digest.hexdigest()
+
+    def delete_documents(self, template_id: str, source_ids: Sequence[str] | None) -> int:
+        stmt = delete(SearchDocument).where(SearchDocument.template_id == template_id)
+        if source_ids is not None:
+            stmt = stmt.where(SearchDocument.source_id.in_(list(source_ids)))
+        result = self.session.execute(stmt)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # Search
+
+    def candidate_ids(self, template_id: str, where: list[ColumnElement[bool]]) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(SearchDocument.id)
+                .where(SearchDocument.template_id == template_id)
+                .where(*where)
+            )
+        )
+
+    def all_vectors(self, template_id: str) -> tuple[list[str], list[np.ndarray], list[str]]:
+        ids, vectors, texts = [], [], []
+        for row in self.session.execute(
+            select(SearchDocument.id, SearchDocument.embedding, SearchDocument.text)
+            .where(SearchDocument.template_id == template_id)
+            .order_by(SearchDocument.id)
+        ):
+            ids.append(row[0])
+            vectors.append(row[1])
+            texts.append(row[2])
+        return ids, vectors, texts
+
+    def nearest(
+        self, template_id: str, where: list[ColumnElement[bool]], query: np.ndarray, k: int
+    ) -> list[tuple[str, float]]:
+        """PostgreSQL: pgvector ranks by cosine distance, exact over the filtered candidates."""
+        vector = type_coerce(SearchDocument.embedding, Vector())
+        distance = vector.cosine_distance(query.astype(np.float32).tolist())
+        rows = self.session.execute(
+            select(SearchDocument.id, distance.label("distance"))
+            .where(SearchDocument.template_id == template_id)
+            .where(*where)
+            .order_by("distance", SearchDocument.id)
+            .limit(k)
+        )
+        return [(row[0], 1.0 - float(row[1])) for row in rows]
+
+    def documents(self, ids: Sequence[str]) -> dict[str, SearchDocument]:
+        if not ids:
+            return {}
+        return {
+            row.id: row
+            for row in self.session.scalars(
+                select(SearchDocument).where(SearchDocument.id.in_(list(ids)))
+            )
+        }
