@@ -11,7 +11,7 @@ from sessionary.accounts.principal import Caller
 from sessionary.billing.headers import credit_headers
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.errors import InvalidRequest
-from sessionary.search.detection import structured_paths
+from sessionary.search.detection import structured_paths, wordy_paths
 from sessionary.search.records import build_document, flatten
 from sessionary.search.schemas import (
     CreateTemplate,
@@ -258,8 +258,9 @@ async def similar_to_embedding(body: SimilarBody, caller: Caller, request: Reque
             raise InvalidRequest("Send search_term or search_json.", param="search_term")
         template = searcher.status(caller, body.template_id)
         record = flatten(body.search_json, 0)
+        wordy = wordy_paths(template.schema)
         text = build_document(
-            record, template.field_options, structured_paths(template.schema), set()
+            record, template.field_options, structured_paths(template.schema), wordy
         ).text
     limit = max(body.limit, body.min_results or 0)
     found = await searcher.search(
