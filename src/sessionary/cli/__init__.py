@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sessionary.cli import accounts, credits, keys, server
+from sessionary.cli import accounts, credits, keys, server, templates
 
 app = typer.Typer(
     name="sessionary",
@@ -16,6 +16,7 @@ server.register(app)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(credits.app, name="credits")
+app.add_typer(templates.app, name="templates")
 
 
 def main() -> None:
