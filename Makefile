@@ -38,16 +38,17 @@ test: install-dev tests/js/node_modules/.installed
 	$(PY) -m pytest
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
 
+## Benchmarks: rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick for a short run).
 bench: install-dev
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """`make bench`: run the suites and rewrite docs/BENCHMARKS.md.
 
-`python -m bench [--quick] [--only NAME ...]`
+`python -m bench [--quick] [--only NAME ...]`: with --only, the other suites' sections of the
+report are kept as they were.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import re
 
 from bench.common import REPO, machine
 
-SUITES = ["providers"]
+SUITES = ["providers", "search"]
+REPORT = REPO / "docs" / "BENCHMARKS.md"
+_MARK = re.compile(r"<!-- suite:(\w+) -->\n(.*?)<!-- /suite -->\n", re.S)
 
 
 def main() -> None:
@@ -19,22 +23,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller inputs")
     parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
     args = parser.parse_args()
-    chosen = args.only or SUITES
-    sections = []
-    for name in chosen:
+    sections = dict(_MARK.findall(REPORT.read_text())) if REPORT.exists() else {}
+    for name in args.only or SUITES:
         print(f"running {name} ...", flush=True)
-        sections.append(importlib.import_module(f"bench.{name}").run(args.quick))
+        stamp = f"Measured {dt.date.today().isoformat()} on {machine()}" + (
+            " (quick mode)." if args.quick else "."
+        )
+        body = importlib.import_module(f"bench.{name}").run(args.quick)
+        sections[name] = f"{body}\n\n{stamp}\n"
     header = [
         "# Benchmarks",
         "",
-        f"Measured {dt.date.today().isoformat()} on {machine()}.",
-        f"Command: `make bench`{' (quick mode)' if args.quick else ''}. "
-        "Every figure is a median of several runs, "
-        "and every comparison was measured side by side in the same run.",
+        "Command: `make bench` (`make bench BENCH_ARGS=--quick` for a short run). Every figure is "
+        "a median of several runs, and every comparison was measured side by side in one run on "
+        "the same machine.",
         "",
     ]
-    report = "\n".join(header) + "\n\n".join(sections) + "\n"
-    (REPO / "docs" / "BENCHMARKS.md").write_text(report)
+    blocks = [
+        f"<!-- suite:{name} -->\n{sections[name]}<!-- /suite -->\n"
+        for name in SUITES
+        if name in sections
+    ]
+    report = "\n".join(header) + "\n".join(blocks)
+    REPORT.write_text(report)
     print(report)
 
 

@@ -395,3 +395,27 @@ def app(settings: Settings, db: Database) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def test_every_list_route_validates_its_page_parameters(
+    client: TestClient, funded: Tenant, sdk: openai.OpenAI
+) -> None:
+    thread = sdk.beta.threads.create()
+    response_id = client.post(
+        "/v1/responses", json={"input": "hi", "max_output_tokens": 4}, headers=funded.headers
+    ).json()["id"]
+    chat = sdk.beta.chatkit.sessions.create(user="u", workflow={"id": "default"})
+    routes = [
+        f"/v1/threads/{thread.id}/messages",
+        "/v1/assistants",
+        "/v1/chatkit/threads",
+        f"/v1/chatkit/threads/{chat.id}/items",
+        f"/v1/responses/{response_id}/input_items",
+    ]
+    for route in routes:
+        assert (
+            client.get(f"{route}?limit=100&order=asc", headers=funded.headers).status_code == 200
+        ), route
+        for bad in ("limit=0", "limit=101", "limit=x", "order=sideways"):
+            error = assert_error(client.get(f"{route}?{bad}", headers=funded.headers), 400)
+            assert error["param"] == bad.split("=")[0], route

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.assistant.dependencies import Turns
@@ -14,7 +14,7 @@ from sessionary.assistant.schemas import ResponsesRequest
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
-from sessionary.kit.pagination import PageParams, envelope, paginate
+from sessionary.kit.pagination import Page, envelope, paginate
 
 router = APIRouter(tags=["responses"])
 
@@ -65,10 +65,7 @@ def delete_response(response_id: str, caller: Caller, session: DbSession) -> dic
 
 @router.get("/responses/{response_id}/input_items", summary="The input items of a response")
 def input_items(
-    response_id: str,
-    caller: SessionCaller,
-    session: DbSession,
-    page: PageParams = Depends(),
+    response_id: str, caller: SessionCaller, session: DbSession, page: Page
 ) -> dict[str, Any]:
     conversations = ConversationService(session)
     row = conversations.owned_response(caller, response_id)

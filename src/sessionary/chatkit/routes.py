@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.chatkit.service import ChatKitService, SessionCreate, session_object
@@ -12,7 +12,7 @@ from sessionary.conversations.faces import chatkit_item, chatkit_thread
 from sessionary.conversations.service import ConversationService
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import NotFound
-from sessionary.kit.pagination import envelope
+from sessionary.kit.pagination import Page, envelope
 
 router = APIRouter(tags=["chatkit"])
 
@@ -30,27 +30,18 @@ def cancel_session(session_id: str, caller: Caller, session: DbSession) -> dict[
 
 @router.get("/chatkit/threads", summary="List ChatKit threads")
 def list_threads(
-    caller: Caller,
-    session: DbSession,
-    after: str | None = None,
-    before: str | None = None,
-    limit: int = Query(default=20, ge=1, le=100),
-    order: Literal["asc", "desc"] = "desc",
-    user: str | None = None,
+    caller: Caller, session: DbSession, page: Page, user: str | None = None
 ) -> dict[str, Any]:
     chatkit = ChatKitService(session)
     users = {row.id: row.user for row in chatkit.store.of_account(caller.account_id, user)}
     rows = ConversationService(session).store.sessions_of(
         caller.account_id,
         "chatkit",
-        after=after,
-        before=before,
-        limit=limit,
-        order=order,
         session_ids=list(users),
+        **page.model_dump(),
     )
-    data = [chatkit_thread(r, users[r.id]) for r in rows[:limit]]
-    return envelope(data, len(rows) > limit)
+    data = [chatkit_thread(r, users[r.id]) for r in rows[: page.limit]]
+    return envelope(data, len(rows) > page.limit)
 
 
 def _thread(caller: Any, session: DbSession, thread_id: str) -> tuple[Any, str]:
@@ -76,16 +67,8 @@ def delete_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[st
 
 @router.get("/chatkit/threads/{thread_id}/items", summary="List a ChatKit thread's items")
 def list_items(
-    thread_id: str,
-    caller: SessionCaller,
-    session: DbSession,
-    after: str | None = None,
-    before: str | None = None,
-    limit: int = Query(default=20, ge=1, le=100),
-    order: Literal["asc", "desc"] = "desc",
+    thread_id: str, caller: SessionCaller, session: DbSession, page: Page
 ) -> dict[str, Any]:
     row, _ = _thread(caller, session, thread_id)
-    messages = ConversationService(session).store.page_messages(
-        row.id, after=after, before=before, limit=limit, order=order
-    )
-    return envelope([chatkit_item(m) for m in messages[:limit]], len(messages) > limit)
+    messages = ConversationService(session).store.page_messages(row.id, **page.model_dump())
+    return envelope([chatkit_item(m) for m in messages[: page.limit]], len(messages) > page.limit)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from sessionary.accounts.principal import Caller
 from sessionary.conversations.faces import message_object, thread_object
 from sessionary.conversations.threads import ThreadService
 from sessionary.kit.dependencies import DbSession
-from sessionary.kit.pagination import envelope
+from sessionary.kit.pagination import Page, envelope
 
 router = APIRouter(tags=["threads"])
 
@@ -86,17 +86,16 @@ def create_message(
 
 @router.get("/threads/{thread_id}/messages", summary="List a thread's messages")
 def list_messages(
-    thread_id: str,
-    caller: Caller,
-    session: DbSession,
-    after: str | None = None,
-    before: str | None = None,
-    limit: int = Query(default=20, ge=1, le=100),
-    order: Literal["asc", "desc"] = "desc",
-    run_id: str | None = None,
+    thread_id: str, caller: Caller, session: DbSession, page: Page, run_id: str | None = None
 ) -> dict[str, Any]:
     rows, has_more = ThreadService(session).list_messages(
-        caller, thread_id, after=after, before=before, limit=limit, order=order, run_id=run_id
+        caller,
+        thread_id,
+        after=page.after,
+        before=page.before,
+        limit=page.limit,
+        order=page.order,
+        run_id=run_id,
     )
     return envelope([message_object(r) for r in rows], has_more)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from sessionary.kit.errors import InvalidRequest
@@ -18,6 +19,19 @@ class PageParams(BaseModel):
     before: str | None = None
     limit: int = Field(default=20, ge=1, le=100)
     order: Order = "desc"
+
+
+def page_params(
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Order = "desc",
+) -> PageParams:
+    return PageParams(after=after, before=before, limit=limit, order=order)
+
+
+# The query parameters of every cursor-paginated list route.
+Page = Annotated[PageParams, Depends(page_params)]
 
 
 def paginate(

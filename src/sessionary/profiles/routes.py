@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from sessionary.accounts.principal import Caller
 from sessionary.assistant.dependencies import Turns
 from sessionary.kit.dependencies import DbSession
-from sessionary.kit.pagination import PageParams, envelope, paginate
+from sessionary.kit.pagination import Page, envelope, paginate
 from sessionary.profiles.service import ProfileFields, ProfileService, profile_object
 
 router = APIRouter(tags=["assistants"])
@@ -24,19 +24,10 @@ def create_assistant(
 
 
 @router.get("/assistants", summary="List assistant profiles")
-def list_assistants(
-    caller: Caller,
-    session: DbSession,
-    after: str | None = None,
-    before: str | None = None,
-    limit: int = Query(default=20, ge=1, le=100),
-    order: Literal["asc", "desc"] = "desc",
-) -> dict[str, Any]:
+def list_assistants(caller: Caller, session: DbSession, page: Page) -> dict[str, Any]:
     rows = ProfileService(session).of_account(caller)
-    page, has_more = paginate(
-        rows, lambda r: r.id, PageParams(after=after, before=before, limit=limit, order=order)
-    )
-    return envelope([profile_object(r) for r in page], has_more)
+    chosen, has_more = paginate(rows, lambda r: r.id, page)
+    return envelope([profile_object(r) for r in chosen], has_more)
 
 
 @router.get("/assistants/{assistant_id}", summary="Retrieve an assistant profile")
