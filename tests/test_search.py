@@ -391,3 +391,55 @@ def test_limits_ownership_and_credits(client: TestClient, funded: Tenant, db: Da
     assert (
         client.get("/v1/chat/embedding_templates", headers=broke.headers).json()["templates"] == []
     )
+
+
+def test_postgres_uses_hnsw_beyond_the_exact_limit(
+    settings, db: Database, tenant: Tenant, backend: str
+) -> None:  # type: ignore[no-untyped-def]
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only")
+    from sqlalchemy import text
+
+    from sessionary.app import create_app
+
+    grant(db, tenant, 100_000_000)
+    records = [
+        {
+            "id": f"r{i}",
+            "city": ["Austin", "Dallas", "Houston"][i % 3],
+            "price": 1000 + 10 * i,
+            "description": f"Home number {i} with {['a garden', 'a pool', 'a balcony', 'a view'][i % 4]}.",
+        }
+        for i in range(120)
+    ]
+    approximate = TestClient(create_app(settings.model_copy(update={"search_exact_limit": 10})))
+    exact = TestClient(create_app(settings))
+    template = create(approximate, tenant, records)["template_id"]
+    with db.session(write=False) as session:
+        indexes = set(
+            session.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'search_documents'")
+            ).scalars()
+        )
+    assert "ix_search_documents_hnsw_384" in indexes
+    for query in ("a home with a pool", "balcony in Dallas", "garden in Houston under 1800"):
+        body = {"template_id": template, "search_term": query, "limit": 10}
+        ann = post(approximate, tenant, "search_against_embedding", body).json()
+        full = post(exact, tenant, "search_against_embedding", body).json()
+        assert ann["structured_filters"] == full["structured_filters"]
+        assert [r["id"] for r in ann["results"]] == [r["id"] for r in full["results"]], (
+            query
+        )  # recall 1 here
+        for result in ann["results"]:
+            if "city" in ann["structured_filters"]:
+                assert result["structured_filters"]["city"] == ann["structured_filters"]["city"]
+    with db.session(write=False) as session:
+        plan = "\n".join(
+            session.execute(
+                text(
+                    "EXPLAIN SELECT id FROM search_documents WHERE vector_dims(embedding) = 384 "
+                    "ORDER BY embedding::vector(384) <=> (SELECT embedding::vector(384) FROM search_documents LIMIT 1) LIMIT 5"
+                )
+            ).scalars()
+        )
+    assert "ix_search_documents_hnsw_384" in plan

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Output cap of an assistant turn that names none (also its credit hold).",
     )
+    search_exact_limit: int = Field(
+        default=20_000,
+        ge=0,
+        description="PostgreSQL scores up to this many candidates exactly; beyond, it uses HNSW.",
+    )
     preload_models: bool = Field(
         default=True,
         description="Load model weights at startup (false: on first use).",

@@ -40,7 +40,10 @@ _TEXT_KEYS = (
 
 def service(request: Request) -> SearchService:
     state = request.app.state
-    return SearchService(state.db, state.providers, Pricing(state.settings.pricing))
+    settings = state.settings
+    return SearchService(
+        state.db, state.providers, Pricing(settings.pricing), settings.search_exact_limit
+    )
 
 
 def _ingest_answer(ingested: Any) -> JSONResponse:

@@ -36,6 +36,8 @@ from sessionary.search.store import SearchStore
 MAX_RECORDS_PER_CALL = 10_000
 MAX_RECORD_BYTES = 100_000
 MAX_LIMIT = 100
+# Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
+EXACT_SEARCH_LIMIT = 20_000
 
 
 @dataclass
@@ -91,10 +93,17 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
 
 
 class SearchService:
-    def __init__(self, db: Database, providers: Providers, pricing: Pricing) -> None:
+    def __init__(
+        self,
+        db: Database,
+        providers: Providers,
+        pricing: Pricing,
+        exact_limit: int = EXACT_SEARCH_LIMIT,
+    ) -> None:
         self.db = db
         self.providers = providers
         self.pricing = pricing
+        self.exact_limit = exact_limit
 
     # Access
 
@@ -178,6 +187,8 @@ class SearchService:
                     template.schema = detection.merge(template.schema, schema)
                     template.field_options = options
                 self._upsert(store, template, documents, vectors)
+                if store.dialect == "postgresql" and template.record_count > self.exact_limit:
+                    store.ensure_vector_index(template.dimension)
                 settlement = meter.settle(
                     price,
                     session=session,
@@ -345,15 +356,26 @@ class SearchService:
             store = SearchStore(session)
             where = to_sql(filters, template.schema)
             index = None
-            candidates = store.candidate_ids(template.id, where) if where else None
-            if store.dialect == "postgresql":
-                dense = store.nearest(template.id, where, query, pool)
+            postgres = store.dialect == "postgresql"
+            candidates = store.candidate_ids(template.id, where) if where and not postgres else None
+            if postgres:
+                count = (
+                    store.count_candidates(template.id, where) if where else template.record_count
+                )
+                if count > self.exact_limit:
+                    dense = store.approximate_nearest(
+                        template.id, where, query, pool, template.dimension
+                    )
+                else:
+                    dense = store.nearest(template.id, where, query, pool)
             else:
                 index = INDEXES.get(store, template.id, template.version)
                 dense = index.dense(query, candidates, pool)
             ranked = dense
             if rerank:
                 index = index or INDEXES.get(store, template.id, template.version)
+                if postgres and where:
+                    candidates = store.candidate_ids(template.id, where)
                 lexical = index.lexical(text, candidates, pool)
                 ranked = fuse([dense, lexical])
             chosen = ranked[:limit]

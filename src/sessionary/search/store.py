@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import delete, func, select, type_coerce
+from sqlalchemy import cast, delete, func, select, text, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -133,6 +133,53 @@ class SearchStore:
             .limit(k)
         )
         return [(row[0], 1.0 - float(row[1])) for row in rows]
+
+    def count_candidates(self, template_id: str, where: list[ColumnElement[bool]]) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(SearchDocument)
+                .where(SearchDocument.template_id == template_id)
+                .where(*where)
+            )
+            or 0
+        )
+
+    def ensure_vector_index(self, dimension: int) -> None:
+        """PostgreSQL: an HNSW index over the vectors of one dimension (built once, then kept
+        up to date by inserts). Partial on `vector_dims`, so templates of other models coexist."""
+        self.session.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS ix_search_documents_hnsw_{int(dimension)} "
+                "ON search_documents USING hnsw "
+                f"((embedding::vector({int(dimension)})) vector_cosine_ops) "
+                f"WHERE vector_dims(embedding) = {int(dimension)}"
+            )
+        )
+
+    def approximate_nearest(
+        self,
+        template_id: str,
+        where: list[ColumnElement[bool]],
+        query: np.ndarray,
+        k: int,
+        dimension: int,
+    ) -> list[tuple[str, float]]:
+        """PostgreSQL: the HNSW index, with iterative scans so filters still fill the page."""
+        self.session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        self.session.execute(text(f"SET LOCAL hnsw.ef_search = {max(64, 2 * int(k))}"))
+        vector = cast(SearchDocument.embedding, Vector(dimension))
+        distance = vector.cosine_distance(query.astype(np.float32).tolist())
+        rows = self.session.execute(
+            select(SearchDocument.id, distance.label("distance"))
+            .where(SearchDocument.template_id == template_id)
+            .where(func.vector_dims(SearchDocument.embedding) == dimension)
+            .where(*where)
+            .order_by(distance)
+            .limit(k)
+        )
+        found = [(row[0], 1.0 - float(row[1])) for row in rows]
+        return sorted(found, key=lambda item: (-item[1], item[0]))  # relaxed order: re-sort
 
     def documents(self, ids: Sequence[str]) -> dict[str, SearchDocument]:
         if not ids:
