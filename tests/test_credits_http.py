@@ -83,3 +83,37 @@ def test_failed_request_is_not_charged(billed: TestClient, db: Database, tenant:
     with db.session(write=False) as session:
         kinds = [e.kind for e in Ledger(session).store.entries("account", tenant.account_id)]
     assert kinds == ["release", "reservation", "grant"]
+
+
+def test_metrics_count_committed_credits_only(
+    billed: TestClient, db: Database, tenant: Tenant
+) -> None:
+    def charged() -> float:
+        for line in billed.get("/metrics").text.splitlines():
+            if (
+                line.startswith("sessionary_credits_total{")
+                and 'kind="charge"' in line
+                and PROBE_ROUTE in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    grant(db, tenant, 10_000_000)
+    before = charged()
+    assert (
+        billed.post(PROBE_ROUTE, json={"cost_micro": 1_500_000}, headers=tenant.headers).status_code
+        == 200
+    )
+    assert charged() == pytest.approx(before + 1.5)
+    # A failed request reserved and released, and charged nothing: the counter does not move.
+    assert (
+        billed.post(
+            PROBE_ROUTE, json={"cost_micro": 1_000_000, "fail": True}, headers=tenant.headers
+        ).status_code
+        == 502
+    )
+    assert charged() == pytest.approx(before + 1.5)
+    assert (
+        'sessionary_credits_total{kind="grant",owner_type="account",route=""}'
+        in billed.get("/metrics").text
+    )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from sessionary.billing import telemetry
 from sessionary.billing.models import CreditReservation, LedgerEntry
 from sessionary.billing.money import format_credits
 from sessionary.billing.store import LedgerStore
@@ -223,6 +224,7 @@ class Ledger:
         )
         if remaining is None:
             raise insufficient(-amount_micro, self.balance(owner))
+        telemetry.note(self.store.session, kind, owner.type, route, amount_micro)
         self.store.append(
             LedgerEntry(
                 id=entry_id,

@@ -1,4 +1,5 @@
-"""Prometheus metrics, one registry per app so several apps (tests) never collide.
+"""Prometheus metrics: HTTP figures in one registry per app (several apps in one test process
+never collide), and domain figures (credits) in one process-wide registry that domains record into.
 
 Each server process keeps its own figures; with several workers, scrape each or run one per port.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+DOMAIN_REGISTRY = CollectorRegistry()
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -32,4 +34,4 @@ class Metrics:
         self.latency.labels(method, route).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + generate_latest(DOMAIN_REGISTRY)
