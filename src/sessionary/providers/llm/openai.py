@@ -24,6 +24,7 @@ from sessionary.providers.base import (
 )
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.telemetry import count_tokens, observed
 
 SLOT = "LLM"
 
@@ -131,6 +132,12 @@ class OpenAIChat:
     # The protocol
 
     async def generate(self, request: ChatRequest) -> ChatResult:
+        with observed("chat", self.name):
+            result = await self._generate(request)
+        count_tokens("chat", self.name, result.usage.input_tokens, result.usage.output_tokens)
+        return result
+
+    async def _generate(self, request: ChatRequest) -> ChatResult:
         with upstream_errors(self.label, self.timeout):
             if await self._responses_available():
                 response = await self.clients.get().responses.create(
@@ -160,6 +167,14 @@ class OpenAIChat:
             )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        with observed("chat", self.name):
+            async for event in self._stream(request):
+                if isinstance(event, StreamDone):
+                    usage = event.result.usage
+                    count_tokens("chat", self.name, usage.input_tokens, usage.output_tokens)
+                yield event
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         with upstream_errors(self.label, self.timeout):
             if await self._responses_available():
                 async for event in self._stream_responses(request):
