@@ -36,7 +36,7 @@ def init() -> None:
         console.print("API key (shown once, store it now):", highlight=False)
         typer.echo(issued.plaintext)
         console.print(
-            f'Try: curl -H "Authorization: Bearer {issued.plaintext}" {base_url}/v1/me',
+            f'Try: curl -H "Authorization: Bearer {issued.plaintext}" {base_url}/v1/credits',
             highlight=False,
             soft_wrap=True,
         )
