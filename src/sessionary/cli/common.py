@@ -42,6 +42,12 @@ def database(migrate: bool = True) -> Iterator[Database]:
         db.dispose()
 
 
+def migrate_database() -> None:
+    """Bring the schema up to date (and fail in one line if the database cannot be reached)."""
+    with database():
+        pass
+
+
 @contextmanager
 def unit_of_work() -> Iterator[Session]:
     """A migrated database and one committed transaction, for admin commands."""

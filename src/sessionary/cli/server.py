@@ -10,7 +10,14 @@ from sessionary.app import build_providers
 from sessionary.billing.ledger import Owner
 from sessionary.billing.money import credits_to_micro
 from sessionary.billing.service import CreditsService
-from sessionary.cli.common import console, database, fail, settings, unit_of_work
+from sessionary.cli.common import (
+    console,
+    database,
+    fail,
+    migrate_database,
+    settings,
+    unit_of_work,
+)
 from sessionary.kit.errors import ApiError
 from sessionary.kit.migrate import current_revision
 
@@ -61,8 +68,7 @@ def serve(
 ) -> None:
     """Migrate, check the providers, then serve the API with uvicorn."""
     current = settings()
-    with database():
-        pass
+    migrate_database()
     try:  # fail here, in one line, rather than in every worker
         build_providers(current)
     except ApiError as exc:

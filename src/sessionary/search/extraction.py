@@ -312,13 +312,6 @@ class Extractor:
             if path is None and "$" in token:
                 path = self._money_field()
             taken = [i]
-            if (
-                path is not None
-                and unit is not None
-                and unit_at < len(tokens)
-                and tokens[unit_at] == token
-            ):
-                pass
             if path is not None:
                 taken.append(unit_at)
                 taken += [j for j in range(max(0, i - 4), i) if tokens[j] in words(path)]
