@@ -463,3 +463,35 @@ def test_another_accounts_responses_are_forbidden(
     )
     assert_error(conversation, 403)
     assert client.get(f"/v1/responses/{mine['id']}", headers=funded.headers).status_code == 200
+
+
+def test_a_responses_capable_upstream_decides_on_images(
+    settings: Settings, db: Database, funded: Tenant, fake_images: FakeUpstream
+) -> None:
+    fake_images.responses_mode = "image"
+    try:
+        llm = ProviderSettings(
+            provider="openai", base_url=fake_images.base_url, model="gpt-test", api="responses"
+        )
+        with TestClient(
+            create_app(settings.model_copy(update={"llm": llm})), raise_server_exceptions=False
+        ) as client:
+            session_id = new_session(client, funded)
+            answer = complete(
+                client,
+                funded,
+                session_id=session_id,
+                input="Draw me a fox if you like.",
+                tools=[{"type": "image_generation", "size": "1024x1024"}],
+            )
+    finally:
+        fake_images.responses_mode = "missing"
+    assert answer.status_code == 200, answer.text
+    sent = next(c for c in reversed(fake_images.calls) if c["route"] == "responses")["body"]
+    assert sent["tools"] == [{"type": "image_generation", "size": "1024x1024"}]  # passed through
+    output = answer.json()["output"]
+    assert [item["type"] for item in output] == ["image_generation_call", "message"]
+    assert output[0]["result"] == PNG_1X1
+    assert answer.json()["output_text"] == "Here is your fox."
+    # gpt-test is priced at the fallback; the image adds its per-image price (auto), x 2.5.
+    assert float(answer.headers["x-credits-charged"]) >= 0.042 * 100 * 2.5

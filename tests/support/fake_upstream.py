@@ -33,6 +33,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.delay_seconds = 0.0
+        # "missing": no Responses API here (404); "image": a model that chose to draw.
+        self.responses_mode = "missing"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
@@ -41,7 +43,7 @@ class FakeUpstream:
                 Route("/v1/images/edits", self.edit, methods=["POST"]),
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/embeddings", self.fail, methods=["POST"]),
-                Route("/v1/responses", self.not_found, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -80,8 +82,48 @@ class FakeUpstream:
         self.calls.append({"route": "embeddings"})
         return JSONResponse({"error": {"message": "boom"}}, status_code=503)
 
-    async def not_found(self, request: Request) -> JSONResponse:
-        return JSONResponse({"error": {"message": "no"}}, status_code=404)
+    async def responses(self, request: Request) -> JSONResponse:
+        if self.responses_mode == "missing":
+            return JSONResponse({"error": {"message": "no"}}, status_code=404)
+        body = await request.json()
+        self.calls.append({"route": "responses", "body": body})
+        return JSONResponse(
+            {
+                "id": "resp_upstream",
+                "object": "response",
+                "created_at": 1,
+                "status": "completed",
+                "model": body["model"],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "output": [
+                    {
+                        "id": "ig_upstream",
+                        "type": "image_generation_call",
+                        "status": "completed",
+                        "result": PNG_1X1,
+                        "revised_prompt": "a red fox in snow",
+                    },
+                    {
+                        "id": "msg_upstream",
+                        "type": "message",
+                        "role": "assistant",
+                        "status": "completed",
+                        "content": [
+                            {"type": "output_text", "text": "Here is your fox.", "annotations": []}
+                        ],
+                    },
+                ],
+                "usage": {
+                    "input_tokens": 12,
+                    "output_tokens": 5,
+                    "total_tokens": 17,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            }
+        )
 
     def stop(self) -> None:
         self.server.should_exit = True

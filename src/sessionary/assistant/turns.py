@@ -92,6 +92,13 @@ def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
     raise InvalidRequest(f"Unsupported text.format type '{kind}'.", param="text.format.type")
 
 
+def offered_image_tools(request: TurnRequest) -> tuple[dict[str, Any], ...]:
+    """image_generation tools offered without forcing: a Responses-capable model may use them."""
+    if forced_image_tool(request) is not None:
+        return ()
+    return tuple(t for t in request.tools or [] if t.get("type") == "image_generation")
+
+
 def forced_image_tool(request: TurnRequest) -> dict[str, Any] | None:
     """The image_generation tool when the request forces it (the local model cannot choose)."""
     tool = next((t for t in request.tools or [] if t.get("type") == "image_generation"), None)
@@ -266,9 +273,8 @@ class TurnService:
         return micro
 
     async def reserve(self, turn: Turn) -> Meter:
-        worst = self.cost(
-            turn, Usage(turn.input_tokens, turn.max_output_tokens), 1 if turn.image else 0
-        )
+        images = 1 if turn.image or offered_image_tools(turn.request) else 0
+        worst = self.cost(turn, Usage(turn.input_tokens, turn.max_output_tokens), images)
         return await reserve(self.db, turn.owner, worst, route=turn.route)
 
     # Calling the provider
@@ -280,6 +286,7 @@ class TurnService:
             temperature=turn.request.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
+            tools=offered_image_tools(turn.request),
         )
 
     async def make_image(self, turn: Turn) -> tuple[dict[str, Any], Usage]:
@@ -316,8 +323,15 @@ class TurnService:
             await release(meter)
             raise
         status = "incomplete" if result.finish_reason == "length" else "completed"
-        output = [message_item(new_id("msg"), result.text)]
-        return await self.commit(turn, meter, output, result.usage, status)
+        images = [
+            {**item, "id": item.get("id") or new_id("ig")}
+            for item in result.items
+            if item.get("type") == "image_generation_call"
+        ][:1]  # at most the one image the reservation covers
+        output = images + (
+            [message_item(new_id("msg"), result.text)] if result.text or not images else []
+        )
+        return await self.commit(turn, meter, output, result.usage, status, images=len(images))
 
     # Recording
 

@@ -36,6 +36,9 @@ class ChatRequest:
     top_p: float | None = None
     # A JSON Schema the answer must satisfy, or {} for "any JSON object"; None for free text.
     json_schema: dict[str, Any] | None = None
+    # Hosted tools (image_generation) for a Responses-capable upstream to use if it decides to;
+    # providers that cannot pass them on ignore them.
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class ChatResult:
     usage: Usage
     finish_reason: FinishReason
     model: str
+    # Output items besides the message (image_generation_call), as the upstream made them.
+    items: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

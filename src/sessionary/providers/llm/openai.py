@@ -105,6 +105,8 @@ class OpenAIChat:
         }
         if request.max_output_tokens is not None:
             kwargs["max_output_tokens"] = request.max_output_tokens
+        if request.tools:
+            kwargs["tools"] = list(request.tools)
         if request.json_schema is not None:
             kwargs["text"] = {
                 "format": {"type": "json_schema", "name": "answer", "schema": request.json_schema}
@@ -151,6 +153,11 @@ class OpenAIChat:
                     else Usage(_estimate_tokens(request.messages), 0),
                     finish_reason="length" if response.status == "incomplete" else "stop",
                     model=self.name,
+                    items=tuple(
+                        item.model_dump(exclude_none=True)
+                        for item in response.output
+                        if item.type == "image_generation_call"
+                    ),
                 )
             completion = await self.clients.get().chat.completions.create(
                 **self._chat_kwargs(request)
