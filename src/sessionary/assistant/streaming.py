@@ -67,7 +67,9 @@ async def stream_turn(service: TurnService, turn: Turn, meter: Meter) -> AsyncIt
             part=part,
         )
         done: StreamDone | None = None
-        async for piece in service.providers.chat().stream(service.chat_request(turn)):
+        # Streams do not offer hosted tools yet: an upstream image could not be shown or billed.
+        request = service.chat_request(turn, offer_tools=False)
+        async for piece in service.providers.chat().stream(request):
             if isinstance(piece, TextDelta):
                 produced.append(piece.text)
                 yield event(

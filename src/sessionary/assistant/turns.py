@@ -279,14 +279,14 @@ class TurnService:
 
     # Calling the provider
 
-    def chat_request(self, turn: Turn) -> ChatRequest:
+    def chat_request(self, turn: Turn, *, offer_tools: bool = True) -> ChatRequest:
         return ChatRequest(
             turn.messages(),
             max_output_tokens=turn.max_output_tokens,
             temperature=turn.request.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
-            tools=offered_image_tools(turn.request),
+            tools=offered_image_tools(turn.request) if offer_tools else (),
         )
 
     async def make_image(self, turn: Turn) -> tuple[dict[str, Any], Usage]:
