@@ -1,4 +1,6 @@
-"""Validated filters, and their translation to SQL over a document's folded filter values.
+"""Validated filters, and the same conditions checked in Python.
+
+The store translates them to SQL over a document's folded filter values (`SearchStore.where`).
 
 A condition is a value (equality; strings compare case- and accent-insensitively), `{"min",
 "max"}` (inclusive), `{"in": [...]}`, `{"ne": v}`, or true / false. A range name (`age` for
@@ -9,13 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_
-from sqlalchemy.sql.elements import ColumnElement
-
 from sessionary.kit.errors import InvalidRequest
 from sessionary.search.detection import canonical, structured_paths
-from sessionary.search.models import SearchDocument
-from sessionary.search.records import fold
+from sessionary.search.records import fold_value as _fold
 
 Condition = Any
 
@@ -88,55 +86,6 @@ def _scalar(value: Any, kind: str, schema: dict[str, Any], key: str, where: str)
     if kind == "categorical":
         return canonical(schema, key, value) or value
     return value
-
-
-def to_sql(filters: dict[str, Condition], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = []
-    ranges = schema.get("ranges", {})
-    for key, condition in filters.items():
-        if key in ranges:
-            low = SearchDocument.folded[ranges[key]["min"]].as_float()
-            high = SearchDocument.folded[ranges[key]["max"]].as_float()
-            clauses.append(and_(low <= condition, high >= condition))
-            continue
-        kind = schema["fields"][key]["kind"]
-        clauses.append(_clause(key, kind, condition))
-    return clauses
-
-
-def _column(key: str, kind: str) -> Any:
-    element = SearchDocument.folded[key]
-    if kind == "number":
-        return element.as_float()
-    if kind == "boolean":
-        return element.as_boolean()
-    return element.as_string()
-
-
-def _fold(value: Any) -> Any:
-    return fold(value) if isinstance(value, str) else value
-
-
-def _clause(key: str, kind: str, condition: Condition) -> ColumnElement[bool]:
-    column = _column(key, kind)
-    if kind == "tags":
-        # A tag condition matches when the record's list holds one of the values.
-        values = condition.get("in", []) if isinstance(condition, dict) else [condition]
-        text = SearchDocument.folded[key].as_string()  # the list as JSON text on both engines
-        return or_(*[text.contains(f'"{_fold(v)}"') for v in values])
-    if isinstance(condition, dict):
-        parts = []
-        if "min" in condition:
-            parts.append(column >= condition["min"])
-        if "max" in condition:
-            parts.append(column <= condition["max"])
-        if "in" in condition:
-            parts.append(column.in_([_fold(v) for v in condition["in"]]))
-        if "ne" in condition:
-            parts.append(or_(column.is_(None), column != _fold(condition["ne"])))
-        return and_(*parts)
-    equal: ColumnElement[bool] = column == _fold(condition)
-    return equal
 
 
 def matches(

@@ -27,7 +27,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.container import Providers
 from sessionary.search import detection
 from sessionary.search.extraction import Extractor
-from sessionary.search.filters import to_sql, validate
+from sessionary.search.filters import validate
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
@@ -354,7 +354,7 @@ class SearchService:
         pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
         with self.db.session(write=False) as session:
             store = SearchStore(session)
-            where = to_sql(filters, template.schema)
+            where = store.where(filters, template.schema)
             index = None
             postgres = store.dialect == "postgresql"
             candidates = store.candidate_ids(template.id, where) if where and not postgres else None

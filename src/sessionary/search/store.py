@@ -4,14 +4,62 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import cast, delete, func, select, text, type_coerce
+from sqlalchemy import and_, cast, delete, func, or_, select, text, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.records import fold_value as _fold
+
+
+def filter_clauses(filters: dict[str, Any], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """The conditions of `search.filters` as SQL over a document's folded filter values."""
+    clauses: list[ColumnElement[bool]] = []
+    ranges = schema.get("ranges", {})
+    for key, condition in filters.items():
+        if key in ranges:
+            low = SearchDocument.folded[ranges[key]["min"]].as_float()
+            high = SearchDocument.folded[ranges[key]["max"]].as_float()
+            clauses.append(and_(low <= condition, high >= condition))
+            continue
+        kind = schema["fields"][key]["kind"]
+        clauses.append(_clause(key, kind, condition))
+    return clauses
+
+
+def _column(key: str, kind: str) -> Any:
+    element = SearchDocument.folded[key]
+    if kind == "number":
+        return element.as_float()
+    if kind == "boolean":
+        return element.as_boolean()
+    return element.as_string()
+
+
+def _clause(key: str, kind: str, condition: Any) -> ColumnElement[bool]:
+    column = _column(key, kind)
+    if kind == "tags":
+        # A tag condition matches when the record's list holds one of the values.
+        values = condition.get("in", []) if isinstance(condition, dict) else [condition]
+        listed = SearchDocument.folded[key].as_string()  # the list as JSON text on both engines
+        return or_(*[listed.contains(f'"{_fold(v)}"') for v in values])
+    if isinstance(condition, dict):
+        parts = []
+        if "min" in condition:
+            parts.append(column >= condition["min"])
+        if "max" in condition:
+            parts.append(column <= condition["max"])
+        if "in" in condition:
+            parts.append(column.in_([_fold(v) for v in condition["in"]]))
+        if "ne" in condition:
+            parts.append(or_(column.is_(None), column != _fold(condition["ne"])))
+        return and_(*parts)
+    equal: ColumnElement[bool] = column == _fold(condition)
+    return equal
 
 
 class SearchStore:
@@ -97,6 +145,10 @@ class SearchStore:
         return int(getattr(result, "rowcount", 0) or 0)
 
     # Search
+
+    @staticmethod
+    def where(filters: dict[str, Any], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
+        return filter_clauses(filters, schema)
 
     def candidate_ids(self, template_id: str, where: list[ColumnElement[bool]]) -> list[str]:
         return list(
