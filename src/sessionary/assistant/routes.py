@@ -30,6 +30,7 @@ from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.metadata import check_metadata, load
 from sessionary.kit.request_context import current_request_id
+from sessionary.providers.container import is_local
 
 router = APIRouter(tags=["assistant"])
 
@@ -63,7 +64,7 @@ def set_system_prompt(
     body: SystemPromptRequest, caller: Caller, session: DbSession, turns: Turns
 ) -> dict[str, Any]:
     chat = turns.providers.chat()
-    if body.model and type(chat).__module__.endswith(".local") and body.model != chat.name:
+    if body.model and is_local(chat) and body.model != chat.name:
         raise InvalidRequest(
             f"Model '{body.model}' is not available here; the configured model is '{chat.name}'.",
             param="model",

@@ -10,6 +10,11 @@ from sessionary.providers.base import ChatModel, EmbeddingModel, ImageModel
 from sessionary.providers.settings import ProviderSettings
 
 
+def is_local(provider: object) -> bool:
+    """Whether a provider runs here (its model is fixed by its files) rather than on a server."""
+    return type(provider).__module__.endswith(".local")
+
+
 @dataclass
 class Providers:
     llm: ChatModel | None

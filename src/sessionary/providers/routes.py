@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from sessionary.accounts.principal import Caller
 from sessionary.kit.errors import NotFound
-from sessionary.providers.container import Providers
+from sessionary.providers.container import Providers, is_local
 
 router = APIRouter(tags=["models"])
 
@@ -41,7 +41,7 @@ def _models(providers: Providers) -> list[ModelObject]:
     seen: dict[str, ModelObject] = {}
     for slot in (providers.llm, providers.embeddings, providers.images):
         if slot is not None:
-            owner = "sessionary" if type(slot).__module__.endswith(".local") else "openai"
+            owner = "sessionary" if is_local(slot) else "openai"
             seen.setdefault(slot.name, ModelObject(id=slot.name, owned_by=owner))
     return list(seen.values())
 
