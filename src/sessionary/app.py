@@ -19,6 +19,8 @@ from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.config import Settings, load_settings
 from sessionary.conversations.routes import router as threads_router
+from sessionary.external.routes import root_router as external_root_router
+from sessionary.external.routes import router as external_router
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
 from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
@@ -28,6 +30,7 @@ from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
+from sessionary.search.embeddings_routes import router as embeddings_router
 from sessionary.search.routes import router as search_router
 
 API_ROUTERS: list[APIRouter] = [
@@ -40,6 +43,8 @@ API_ROUTERS: list[APIRouter] = [
     profiles_router,
     chatkit_router,
     search_router,
+    embeddings_router,
+    external_router,
 ]
 
 
@@ -74,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(ops_router)
+    # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
+    app.include_router(external_root_router)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v1")
         # The same routes under /api/v1, kept out of the schema so each operation appears once.

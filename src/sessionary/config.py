@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     log_level: str = "INFO"
     log_json: bool = Field(default=True, description="JSON log lines (false: readable console).")
+    login_token_ttl_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="How long a login token may be exchanged (once) for an auth token.",
+    )
+    auth_token_ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        description="How long an auth token (from a login token) stays valid unless revoked.",
+    )
+    login_url: str | None = Field(
+        default=None,
+        description="Template of the loginUrl answered with a login token, with {token} and "
+        "{redirect}; by default this server's /users/verify_token?loginToken={token}.",
+    )
     key_touch_interval_seconds: int = Field(
         default=60,
         ge=0,

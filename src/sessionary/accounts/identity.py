@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from sessionary.kit.errors import Forbidden
 
 
 @dataclass(frozen=True)
@@ -11,3 +13,32 @@ class Principal:
     api_key_id: str | None
     # A ChatKit client secret speaks for one session only (turns and reads on it).
     session_scope: str | None = None
+    # Set when the caller is (or acts for) one external user of the account: its own key, an
+    # auth token, or the account key naming the user in the body of an external-user route.
+    external_user_id: str | None = None
+
+    @property
+    def is_account(self) -> bool:
+        """The account itself: neither a client secret nor one of its external users."""
+        return self.session_scope is None and self.external_user_id is None
+
+    def acting_for(self, external_user_id: str) -> Principal:
+        return replace(self, external_user_id=external_user_id)
+
+    def check_reach(
+        self, account_id: str, external_user_id: str | None, what: str, param: str | None = None
+    ) -> None:
+        """403 unless the caller may use an object owned by (account, external user).
+
+        An account reaches every object of its own external users (it manages them); an external
+        user reaches only its own objects.
+        """
+        if account_id != self.account_id:
+            raise Forbidden(
+                f"This {what} belongs to another account.", param=param, code=f"{what}_forbidden"
+            )
+        if self.external_user_id is not None and external_user_id != self.external_user_id:
+            owner = "another external user" if external_user_id else "the account"
+            raise Forbidden(
+                f"This {what} belongs to {owner}.", param=param, code=f"{what}_forbidden"
+            )

@@ -14,6 +14,11 @@ import string
 from dataclasses import dataclass
 
 ACCOUNT_KEY_TYPE = "sk_sy_"
+# An external user's own key: same shape, its own visible type.
+EXTERNAL_KEY_TYPE = "sk_eu_"
+# Login tokens (single use, minutes) and the auth tokens they are exchanged for.
+LOGIN_TOKEN_TYPE = "lt_sy_"  # noqa: S105 - a visible type prefix, not a secret
+AUTH_TOKEN_TYPE = "at_sy_"  # noqa: S105 - a visible type prefix, not a secret
 _ALPHABET = string.ascii_letters + string.digits
 LOOKUP_LENGTH = 12
 SECRET_LENGTH = 40

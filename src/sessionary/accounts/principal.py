@@ -1,4 +1,5 @@
-"""Who is calling: `Authorization: Bearer <key>` turned into the calling account."""
+"""Who is calling: `Authorization: Bearer <key or auth token>` (and `x-external-user-api-key`)
+turned into a Principal: the account, one of its external users, or a ChatKit client secret."""
 
 from __future__ import annotations
 
@@ -8,33 +9,69 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
 from sessionary.accounts.identity import Principal
+from sessionary.accounts.keys import AUTH_TOKEN_TYPE
 from sessionary.accounts.service import AccountService
+from sessionary.accounts.tokens import TokenService
 from sessionary.chatkit.service import SECRET_TYPE as CLIENT_SECRET_TYPE
 from sessionary.chatkit.service import ChatKitService
 from sessionary.kit.db import Database
 from sessionary.kit.dependencies import AppDatabase, AppSettings
 from sessionary.kit.errors import Forbidden, Unauthorized
-from sessionary.kit.models import utcnow
 
 log = structlog.get_logger("sessionary.auth")
 
 
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization")
+EXTERNAL_KEY_HEADER = "x-external-user-api-key"
+
+
+def _credentials(headers: Headers) -> tuple[str | None, str | None]:
+    """(bearer token, external user key header); 401 for a malformed Authorization header."""
+    external = headers.get(EXTERNAL_KEY_HEADER, "").strip() or None
+    header = headers.get("authorization")
     if not header:
-        raise Unauthorized(
-            "Missing API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
-        )
+        if external is None:
+            raise Unauthorized(
+                "Missing API key. Send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
+            )
+        return None, external
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized(
             "Malformed Authorization header. Expected 'Bearer <key>'.", code="invalid_api_key"
         )
-    return token
+    return token, external
+
+
+def identify(session: Session, token: str | None, external_key: str | None) -> Principal:
+    """The principal behind an account key, an external user's key or an auth token, optionally
+    narrowed to one external user by `x-external-user-api-key`. Reads only."""
+    accounts = AccountService(session)
+    principal: Principal | None = None
+    if token is not None:
+        if token.startswith(AUTH_TOKEN_TYPE):
+            row = TokenService(session).authenticate(token)
+            principal = Principal(row.account_id, None, external_user_id=row.external_user_id)
+        else:
+            key = accounts.authenticate(token)
+            principal = Principal(key.account_id, key.id, external_user_id=key.external_user_id)
+    if external_key is None:
+        assert principal is not None
+        return principal
+    user_key = accounts.authenticate(external_key)
+    if user_key.external_user_id is None:
+        raise Unauthorized(
+            f"{EXTERNAL_KEY_HEADER} must hold an external user's key (sk_eu_...).",
+            code="invalid_external_user_key",
+        )
+    if principal is not None:
+        principal.check_reach(user_key.account_id, user_key.external_user_id, "external_user")
+    return Principal(user_key.account_id, user_key.id, external_user_id=user_key.external_user_id)
 
 
 def get_any_principal(request: Request, db: AppDatabase, settings: AppSettings) -> Principal:
@@ -43,28 +80,48 @@ def get_any_principal(request: Request, db: AppDatabase, settings: AppSettings) 
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
-    token = bearer_token(request)
-    if token.startswith(CLIENT_SECRET_TYPE):
+    token, external_key = _credentials(request.headers)
+    if token is not None and token.startswith(CLIENT_SECRET_TYPE):
         # A write: every request with a client secret counts against its rate limit.
         with db.session() as session:
             principal = ChatKitService(session).authenticate(token)
         structlog.contextvars.bind_contextvars(account_id=principal.account_id)
         return principal
     with db.session(write=False) as session:
-        key = AccountService(session).authenticate(token)
-    interval = timedelta(seconds=settings.key_touch_interval_seconds)
-    if key.last_used_at is None or key.last_used_at < utcnow() - interval:
-        try:
-            with db.session() as touch_session:
-                AccountService(touch_session).touch(key.id, interval)
-        except Exception:  # last_used_at is bookkeeping; never fail a request over it
-            log.warning("key_touch_failed", key_id=key.id, exc_info=True)
-    structlog.contextvars.bind_contextvars(account_id=key.account_id)
-    return Principal(account_id=key.account_id, api_key_id=key.id)
+        principal = identify(session, token, external_key)
+    if principal.api_key_id is not None:
+        _touch(db, principal.api_key_id, timedelta(seconds=settings.key_touch_interval_seconds))
+    structlog.contextvars.bind_contextvars(
+        account_id=principal.account_id, external_user_id=principal.external_user_id
+    )
+    return principal
+
+
+def _touch(db: Database, key_id: str, interval: timedelta) -> None:
+    try:
+        with db.session() as touch_session:
+            AccountService(touch_session).touch(key_id, interval)
+    except Exception:  # last_used_at is bookkeeping; never fail a request over it
+        log.warning("key_touch_failed", key_id=key_id, exc_info=True)
 
 
 def get_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -> Principal:
-    """Account-level callers only: a ChatKit client secret is refused here."""
+    """Account-level callers only: client secrets and external users are refused here."""
+    if principal.session_scope is not None:
+        raise Forbidden(
+            "A ChatKit client secret may only make turns and reads on its own session.",
+            code="client_secret_forbidden",
+        )
+    if principal.external_user_id is not None:
+        raise Forbidden(
+            "This route is for the account's own key; an external user may not call it.",
+            code="account_only",
+        )
+    return principal
+
+
+def get_user_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -> Principal:
+    """The account or one of its external users; a ChatKit client secret is refused."""
     if principal.session_scope is not None:
         raise Forbidden(
             "A ChatKit client secret may only make turns and reads on its own session.",
@@ -73,7 +130,10 @@ def get_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -
     return principal
 
 
+# Account-level routes (prompts, users, grants, profiles, ChatKit sessions).
 Caller = Annotated[Principal, Depends(get_principal)]
+# Routes an external user may call on its own objects (sessions, templates, credits).
+UserCaller = Annotated[Principal, Depends(get_user_principal)]
 # Routes that a ChatKit client secret may also call (turns and reads on its session).
 SessionCaller = Annotated[Principal, Depends(get_any_principal)]
 
@@ -81,19 +141,20 @@ SessionCaller = Annotated[Principal, Depends(get_any_principal)]
 def caller_scope(db: Database) -> Callable[[Headers], str | None]:
     """Who a request speaks for, as a stable string (idempotency keys are scoped by it).
 
-    None when the credential is missing or invalid: the route itself will answer 401.
+    None when the credential is missing or invalid: the route itself will answer 401/403.
     """
 
     def scope_of(headers: Headers) -> str | None:
-        header = headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
         try:
+            token, external_key = _credentials(headers)
+            if token is not None and token.startswith(CLIENT_SECRET_TYPE):
+                return None
             with db.session(write=False) as session:
-                key = AccountService(session).authenticate(token.strip())
-        except Unauthorized:
+                principal = identify(session, token, external_key)
+        except (Unauthorized, Forbidden):
             return None
-        return f"account:{key.account_id}"
+        if principal.external_user_id is not None:
+            return f"external_user:{principal.external_user_id}"
+        return f"account:{principal.account_id}"
 
     return scope_of

@@ -1,18 +1,67 @@
-"""HTTP routes of the accounts domain."""
+"""HTTP routes of the accounts domain: who am I, login tokens, auth token revocation."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
+from typing import Any
 
-from sessionary.accounts.principal import Caller
-from sessionary.accounts.schemas import WhoAmI
+from fastapi import APIRouter, Request
+
+from sessionary.accounts.keys import AUTH_TOKEN_TYPE
+from sessionary.accounts.principal import Caller, UserCaller
+from sessionary.accounts.schemas import RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
-from sessionary.kit.dependencies import DbSession
+from sessionary.accounts.tokens import IssuedToken, TokenService
+from sessionary.config import Settings
+from sessionary.kit.dependencies import AppSettings, DbSession
+from sessionary.kit.errors import InvalidRequest
 
 router = APIRouter(tags=["accounts"])
 
 
-@router.get("/me", response_model=WhoAmI, summary="The account behind the presented key")
-def who_am_i(caller: Caller, session: DbSession) -> WhoAmI:
+@router.get("/me", response_model=WhoAmI, summary="The account (or external user) calling")
+def who_am_i(caller: UserCaller, session: DbSession) -> WhoAmI:
     account = AccountService(session).get_account(caller.account_id)
-    return WhoAmI(account_id=account.id, name=account.name, api_key_id=caller.api_key_id)
+    return WhoAmI(
+        account_id=account.id,
+        name=account.name,
+        api_key_id=caller.api_key_id,
+        external_user_id=caller.external_user_id,
+    )
+
+
+def login_token_answer(issued: IssuedToken, request: Request, settings: Settings) -> dict[str, Any]:
+    """The samsar-js shape, with a loginUrl built from SESSIONARY_LOGIN_URL (or this server)."""
+    row = issued.row
+    template = settings.login_url or (
+        str(request.base_url).rstrip("/") + "/users/verify_token?loginToken={token}"
+    )
+    return {
+        "loginToken": issued.plaintext,
+        "expiresInSeconds": settings.login_token_ttl_seconds,
+        "expiresAt": row.expires_at.isoformat(),
+        "loginUrl": template.format(token=issued.plaintext, redirect=row.redirect or ""),
+    }
+
+
+@router.post("/create_login_token", summary="A short-lived, single-use login token")
+def create_login_token(
+    caller: Caller, session: DbSession, settings: AppSettings, request: Request
+) -> dict[str, Any]:
+    ttl = timedelta(seconds=settings.login_token_ttl_seconds)
+    issued = TokenService(session).create_login_token(caller, ttl)
+    return login_token_answer(issued, request, settings)
+
+
+@router.post("/auth_tokens/revoke", summary="Revoke an auth token (its own, or the account's)")
+def revoke_auth_token(
+    caller: UserCaller, session: DbSession, request: Request, body: RevokeToken | None = None
+) -> dict[str, Any]:
+    token = body.auth_token if body else None
+    if token is None:
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        token = bearer.strip() if scheme.lower() == "bearer" else None
+    if not token or not token.startswith(AUTH_TOKEN_TYPE):
+        raise InvalidRequest("Name the auth token to revoke as authToken.", param="authToken")
+    row = TokenService(session).revoke(caller, token)
+    return {"revoked": True, "expiresAt": row.expires_at.isoformat()}

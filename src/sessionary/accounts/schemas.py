@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class KeyInfo(BaseModel):
@@ -20,4 +20,13 @@ class WhoAmI(BaseModel):
     object: str = "account"
     account_id: str
     name: str
-    api_key_id: str
+    api_key_id: str | None
+    external_user_id: str | None = None
+
+
+class RevokeToken(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    auth_token: str | None = Field(
+        default=None, max_length=200, validation_alias=AliasChoices("authToken", "auth_token")
+    )

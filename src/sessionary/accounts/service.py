@@ -7,7 +7,13 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from sessionary.accounts.keys import generate_key, key_matches, prefix_of
+from sessionary.accounts.keys import (
+    ACCOUNT_KEY_TYPE,
+    EXTERNAL_KEY_TYPE,
+    generate_key,
+    key_matches,
+    prefix_of,
+)
 from sessionary.accounts.models import Account, ApiKey
 from sessionary.accounts.store import AccountStore
 from sessionary.kit.errors import InvalidRequest, NotFound, Unauthorized
@@ -59,9 +65,12 @@ class AccountService:
             account.assistant_model = model
         return account
 
-    def create_key(self, account_id: str, name: str | None = None) -> IssuedKey:
+    def create_key(
+        self, account_id: str, name: str | None = None, *, external_user_id: str | None = None
+    ) -> IssuedKey:
+        """A new key for the account, or for one of its external users (type sk_eu_)."""
         self.get_account(account_id)
-        new = generate_key()
+        new = generate_key(EXTERNAL_KEY_TYPE if external_user_id else ACCOUNT_KEY_TYPE)
         key = self.store.add_key(
             ApiKey(
                 id=new_id("key"),
@@ -70,9 +79,19 @@ class AccountService:
                 prefix=new.prefix,
                 key_hash=new.key_hash,
                 created_at=utcnow(),
+                external_user_id=external_user_id,
             )
         )
         return IssuedKey(key, new.plaintext)
+
+    def live_external_keys(self, external_user_id: str) -> list[ApiKey]:
+        return self.store.live_keys_of_external_user(external_user_id)
+
+    def rotate_external_key(self, account_id: str, external_user_id: str) -> IssuedKey:
+        """Revoke the user's live keys and issue a new one, in one transaction."""
+        for old in self.store.live_keys_of_external_user(external_user_id):
+            old.revoked_at = utcnow()
+        return self.create_key(account_id, "external user", external_user_id=external_user_id)
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         return self.store.list_keys(account_id)
@@ -86,8 +105,11 @@ class AccountService:
         return key
 
     def authenticate(self, plaintext: str) -> ApiKey:
-        """The live key behind a presented secret, or 401."""
-        prefix = prefix_of(plaintext)
+        """The live key (an account's or an external user's) behind a presented secret, or 401."""
+        key_type = (
+            EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
+        )
+        prefix = prefix_of(plaintext, key_type)
         if prefix is None:
             raise Unauthorized("Malformed API key.")
         key = self.store.key_by_prefix(prefix)

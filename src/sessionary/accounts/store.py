@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from sessionary.accounts.models import Account, ApiKey
+from sessionary.accounts.models import Account, ApiKey, ClientToken
 
 
 class AccountStore:
@@ -56,3 +56,34 @@ class AccountStore:
             .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < older_than))
             .values(last_used_at=when)
         )
+
+    def live_keys_of_external_user(self, external_user_id: str) -> list[ApiKey]:
+        return list(
+            self.session.scalars(
+                select(ApiKey)
+                .where(ApiKey.external_user_id == external_user_id)
+                .where(ApiKey.revoked_at.is_(None))
+                .order_by(ApiKey.id)
+            )
+        )
+
+    # Login and auth tokens
+
+    def add_token(self, token: ClientToken) -> ClientToken:
+        self.session.add(token)
+        self.session.flush()
+        return token
+
+    def token_by_prefix(self, prefix: str) -> ClientToken | None:
+        return self.session.scalars(select(ClientToken).where(ClientToken.prefix == prefix)).first()
+
+    def use_login_token(self, token_id: str, now: datetime) -> bool:
+        """Mark a login token used; False when another request used it first (single use)."""
+        result = self.session.execute(
+            update(ClientToken)
+            .where(ClientToken.id == token_id)
+            .where(ClientToken.used_at.is_(None))
+            .values(used_at=now)
+            .returning(ClientToken.id)
+        )
+        return result.first() is not None

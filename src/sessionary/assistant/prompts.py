@@ -9,8 +9,11 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def system_prompt_for(account: Account, instructions: str | None = None) -> str:
-    """The request's instructions, else the account's prompt, else the default."""
+def system_prompt_for(
+    account: Account, instructions: str | None = None, user_prompt: str | None = None
+) -> str:
+    """The request's instructions, else the external user's prompt, else the account's, else
+    the default."""
     if instructions:
         return instructions
-    return account.system_prompt or DEFAULT_SYSTEM_PROMPT
+    return user_prompt or account.system_prompt or DEFAULT_SYSTEM_PROMPT

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from sessionary.accounts.principal import Caller, SessionCaller
+from sessionary.accounts.principal import SessionCaller, UserCaller
 from sessionary.assistant.dependencies import Turns
 from sessionary.assistant.routes import answer_turn
 from sessionary.assistant.schemas import ResponsesRequest
@@ -58,7 +58,7 @@ def retrieve_response(
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
-def delete_response(response_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def delete_response(response_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
     ConversationService(session).delete_response(caller, response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 

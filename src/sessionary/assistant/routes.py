@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from sessionary.accounts.identity import Principal
-from sessionary.accounts.principal import Caller, SessionCaller
+from sessionary.accounts.principal import Caller, SessionCaller, UserCaller
 from sessionary.accounts.service import AccountService
 from sessionary.assistant.dependencies import Turns
 from sessionary.assistant.enhance import enhance, enhance_request
@@ -25,6 +25,7 @@ from sessionary.billing.headers import REMAINING, RESERVED, credit_headers
 from sessionary.billing.ledger import Owner
 from sessionary.billing.metering import balance_of, release, reserve, settle
 from sessionary.billing.money import format_credits
+from sessionary.conversations.models import ConversationSession
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
@@ -39,7 +40,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.post("/assistant/session", summary="Create a blank assistant session")
 def create_session(
-    caller: Caller, session: DbSession, body: NewSessionRequest | None = None
+    caller: UserCaller, session: DbSession, body: NewSessionRequest | None = None
 ) -> dict[str, Any]:
     body = body or NewSessionRequest()
     row = ConversationService(session).create_session(
@@ -48,6 +49,10 @@ def create_session(
         name=body.session_name,
         metadata=check_metadata(body.metadata),
     )
+    return session_answer(row)
+
+
+def session_answer(row: ConversationSession) -> dict[str, Any]:
     return {
         "session_id": row.id,
         "request_id": current_request_id(),
@@ -141,12 +146,11 @@ async def completion(
 
 
 @router.post("/chat/enhance", summary="Rewrite a message keeping its intent (20 credits)")
-async def enhance_message(body: EnhanceRequest, caller: Caller, turns: Turns) -> JSONResponse:
+async def enhance_message(body: EnhanceRequest, caller: UserCaller, turns: Turns) -> JSONResponse:
     request, max_words = enhance_request(body.message, body.language, body.maxwords, body.metadata)
     chat = turns.providers.chat()
     price = turns.pricing.enhance()
-    owner = Owner.account(caller.account_id)
-    meter = await reserve(turns.db, owner, price, route="/v1/chat/enhance")
+    meter = await reserve(turns.db, Owner.of(caller), price, route="/v1/chat/enhance")
     try:
         content = await enhance(chat, request, max_words)
         settlement = await settle(meter, price, model=chat.name, usage={"requests": 1})

@@ -173,5 +173,7 @@ async def _settle_partial(
         # The local model streams one token a delta; count them as the output produced.
         charge = service.cost(turn, Usage(turn.input_tokens, len(produced)), 0)
         await anyio.to_thread.run_sync(
-            lambda: meter.settle(charge, model=turn.model, usage={"cancelled": True})
+            lambda: meter.settle(
+                charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id
+            )
         )

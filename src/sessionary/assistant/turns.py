@@ -26,6 +26,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.store import ChatKitStore
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage, check_id
+from sessionary.external.store import ExternalUserStore
 from sessionary.kit.db import Database
 from sessionary.kit.errors import Forbidden, InvalidRequest
 from sessionary.kit.ids import new_id
@@ -70,7 +71,7 @@ class Turn:
 
     @property
     def owner(self) -> Owner:
-        return Owner.account(self.caller.account_id)
+        return Owner.of(self.caller)
 
     def messages(self) -> list[ChatMessage]:
         new = [to_chat(m, with_images=True) for m in self.inputs]
@@ -135,6 +136,11 @@ class TurnService:
         inputs = normalise_input(request.input)
         with self.db.session(write=False) as db_session:
             account = AccountService(db_session).get_account(caller.account_id)
+            user = (
+                ExternalUserStore(db_session).get(caller.external_user_id)
+                if caller.external_user_id
+                else None
+            )
             conversations = ConversationService(db_session)
             session: ConversationSession | None = None
             previous = request.previous_response_id
@@ -193,13 +199,16 @@ class TurnService:
             session_exists=session is not None,
             session_kind=session.kind if session else session_kind,
             previous_response_id=previous,
-            model=request.model
+            # An external user's turns run on the account's model, whatever the request names.
+            model=(None if user else request.model)
             or (chatkit and chatkit.model)
             or account.assistant_model
             or chat.name,
             instructions=request.instructions,
             system_prompt=system_prompt_for(
-                account, request.instructions or (chatkit.instructions if chatkit else None)
+                account,
+                request.instructions or (chatkit.instructions if chatkit else None),
+                user.system_prompt if user else None,
             ),
             history=history,
             inputs=inputs,
@@ -386,7 +395,11 @@ class TurnService:
                     turn, session_id=session.id, status=status, output=output, usage=usage
                 )
                 settlement = meter.settle(
-                    charge, session=db_session, model=turn.model, usage=payload["usage"]
+                    charge,
+                    session=db_session,
+                    model=turn.model,
+                    usage=payload["usage"],
+                    subject_id=turn.response_id,
                 )
                 if turn.request.store:
                     self._record(conversations, session, turn, payload, output)
@@ -419,6 +432,7 @@ class TurnService:
                 id=turn.response_id,
                 session_id=session.id,
                 account_id=turn.caller.account_id,
+                external_user_id=turn.caller.external_user_id,
                 previous_response_id=turn.previous_response_id,
                 model=turn.model,
                 status=payload["status"],

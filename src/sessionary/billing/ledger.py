@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from sessionary.accounts.identity import Principal
 from sessionary.billing import telemetry
 from sessionary.billing.models import CreditReservation, LedgerEntry
 from sessionary.billing.money import format_credits
@@ -47,12 +48,26 @@ class Owner:
     def external_user(cls, external_user_id: str, account_id: str) -> Owner:
         return cls("external_user", external_user_id, account_id)
 
+    @classmethod
+    def of(cls, caller: Principal) -> Owner:
+        """Who pays for a caller's request: its external user when it has one, else the account."""
+        if caller.external_user_id is not None:
+            return cls.external_user(caller.external_user_id, caller.account_id)
+        return cls.account(caller.account_id)
+
 
 @dataclass(frozen=True)
 class Reservation:
     id: str
     owner: Owner
     amount_micro: int
+
+
+@dataclass(frozen=True)
+class KindTotal:
+    count: int
+    amount_micro: int
+    latest: datetime | None
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,13 @@ class Ledger:
     def ledger_sum(self, owner: Owner) -> int:
         return self.store.ledger_sum(owner.type, owner.id)
 
+    def totals(self, owner: Owner) -> dict[str, KindTotal]:
+        """Per entry kind: how many entries, their summed amount and the latest one's time."""
+        return {
+            kind: KindTotal(count, amount, latest)
+            for kind, count, amount, latest in self.store.totals(owner.type, owner.id)
+        }
+
     # Moving credits
 
     def open_account(self, owner: Owner) -> None:
@@ -117,13 +139,16 @@ class Ledger:
         route: str | None = None,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
     ) -> Settlement:
         """Charge now, or 402 when the balance cannot cover it."""
         if micro < 0:
             raise ValueError("a charge is not negative")
         if micro == 0:
             return Settlement(0, self.balance(owner))
-        remaining = self._move(owner, "charge", -micro, route=route, model=model, usage=usage)
+        remaining = self._move(
+            owner, "charge", -micro, route=route, model=model, usage=usage, subject_id=subject_id
+        )
         return Settlement(micro, remaining)
 
     def reserve(self, owner: Owner, micro: int, *, route: str | None = None) -> Reservation:
@@ -157,6 +182,7 @@ class Ledger:
         *,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
     ) -> Settlement:
         """Turn a reservation into the actual charge: release it, then charge what was used.
 
@@ -186,6 +212,7 @@ class Ledger:
             model=model,
             usage=usage,
             reservation_id=reservation_id,
+            subject_id=subject_id,
         )
         return Settlement(charge, remaining)
 
@@ -217,6 +244,7 @@ class Ledger:
         note: str | None = None,
         reservation_id: str | None = None,
         top_up: bool = False,
+        subject_id: str | None = None,
     ) -> int:
         entry_id = new_id("led")
         remaining = self.store.add_to_balance(
@@ -240,6 +268,7 @@ class Ledger:
                 model=model,
                 usage=json.dumps(usage, sort_keys=True) if usage is not None else None,
                 note=note,
+                subject_id=subject_id,
                 created_at=utcnow(),
             )
         )

@@ -35,16 +35,21 @@ class Meter:
         model: str | None = None,
         usage: dict[str, Any] | None = None,
         session: Session | None = None,
+        subject_id: str | None = None,
     ) -> Settlement:
         """Charge actual usage; pass `session` to commit it with the request's other writes."""
         if session is not None:
             self.settlement = Ledger(session).settle(
-                self.reservation.id, actual_micro, model=model, usage=usage
+                self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
             )
         else:
             with self.db.session() as own:
                 self.settlement = Ledger(own).settle(
-                    self.reservation.id, actual_micro, model=model, usage=usage
+                    self.reservation.id,
+                    actual_micro,
+                    model=model,
+                    usage=usage,
+                    subject_id=subject_id,
                 )
         return self.settlement
 
@@ -89,11 +94,16 @@ async def release(meter: Meter) -> None:
 
 
 async def settle(
-    meter: Meter, actual_micro: int, *, model: str | None, usage: dict[str, Any] | None
+    meter: Meter,
+    actual_micro: int,
+    *,
+    model: str | None,
+    usage: dict[str, Any] | None,
+    subject_id: str | None = None,
 ) -> Settlement:
     """`Meter.settle` in its own transaction, off the event loop."""
     return await anyio.to_thread.run_sync(
-        lambda: meter.settle(actual_micro, model=model, usage=usage)
+        lambda: meter.settle(actual_micro, model=model, usage=usage, subject_id=subject_id)
     )
 
 

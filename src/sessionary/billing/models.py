@@ -43,6 +43,8 @@ class LedgerEntry(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     usage: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(String(500))
+    # What the charge paid for (a response, a template, a utility type): the request library.
+    subject_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 

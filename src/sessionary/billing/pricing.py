@@ -3,7 +3,9 @@
 Assistant turns: (input_tokens x input price + output_tokens x output price) per model, in USD,
 x 100 credits/USD x 2.5; a generated image adds its per-image price (by quality) x 2.5.
 `/chat/enhance`: 20 credits. Embedding routes: $1 per million input tokens (x 2.5 on the
-plain-text route). Reads and deletes are free.
+plain-text route). Usage incurred elsewhere and charged to an external user (TTS, STT, crawls):
+units x the utility table's USD price (or an explicit USD cost) x the caller's multiplier.
+Reads and deletes are free.
 """
 
 from __future__ import annotations
@@ -43,6 +45,20 @@ DEFAULT_MODEL_PRICES: dict[str, ModelPrice] = {
 }
 
 
+class UtilityPrice(BaseModel):
+    unit: str = Field(description="What one unit is: 'characters', 'minutes' or 'crawl_credits'.")
+    units_per_price: Decimal = Field(default=Decimal(1), gt=0)
+    usd: Decimal = Field(ge=0, description="USD per `units_per_price` units.")
+
+
+# What third-party usage costs, per unit, as the vendors list it.
+DEFAULT_UTILITY_PRICES: dict[str, UtilityPrice] = {
+    "tts": UtilityPrice(unit="characters", units_per_price=Decimal(1000), usd=Decimal("0.30")),
+    "stt": UtilityPrice(unit="minutes", usd=Decimal("0.0067")),
+    "crawl": UtilityPrice(unit="crawl_credits", usd=Decimal("0.001")),
+}
+
+
 class PricingSettings(BaseModel):
     """`SESSIONARY_PRICING__...`; `models` takes JSON: {"name": {"input_usd_per_million": ..}}."""
 
@@ -63,6 +79,13 @@ class PricingSettings(BaseModel):
             "auto": Decimal("0.042"),
         },
         description="USD per generated image by quality (an assistant turn: x the multiplier).",
+    )
+    utilities: dict[str, UtilityPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_UTILITY_PRICES),
+        description="Prices of usage charged through /external_users/utils/usage_charge.",
+    )
+    max_utility_charge_credits: Decimal = Field(
+        default=Decimal(100_000), gt=0, description="The most one usage charge may cost."
     )
 
 
@@ -97,3 +120,9 @@ class Pricing:
         if plain_text:
             usd *= self.settings.plain_text_embedding_multiplier
         return usd_to_micro(usd)
+
+    def utility(self, utility_type: str) -> UtilityPrice | None:
+        return self.settings.utilities.get(utility_type)
+
+    def utility_usd(self, price: UtilityPrice, units: Decimal) -> Decimal:
+        return units * price.usd / price.units_per_price

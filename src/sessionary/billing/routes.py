@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sessionary.accounts.principal import Caller
+from sessionary.accounts.principal import UserCaller
 from sessionary.billing.ledger import Owner
 from sessionary.billing.schemas import CreditsBalance
 from sessionary.billing.service import CreditsService
@@ -14,5 +14,5 @@ router = APIRouter(tags=["credits"])
 
 
 @router.get("/credits", response_model=CreditsBalance, summary="The caller's remaining credits")
-def get_credits(caller: Caller, session: DbSession) -> CreditsBalance:
-    return CreditsService(session).balance(Owner.account(caller.account_id))
+def get_credits(caller: UserCaller, session: DbSession) -> CreditsBalance:
+    return CreditsService(session).balance(Owner.of(caller))

@@ -79,6 +79,20 @@ class LedgerStore:
         )
         return int(total or 0)
 
+    def totals(self, owner_type: str, owner_id: str) -> list[tuple[str, int, int, datetime | None]]:
+        rows = self.session.execute(
+            select(
+                LedgerEntry.kind,
+                func.count(),
+                func.coalesce(func.sum(LedgerEntry.amount_micro), 0),
+                func.max(LedgerEntry.created_at),
+            )
+            .where(LedgerEntry.owner_type == owner_type)
+            .where(LedgerEntry.owner_id == owner_id)
+            .group_by(LedgerEntry.kind)
+        )
+        return [(str(k), int(c), int(a), latest) for k, c, a, latest in rows]
+
     def entries(self, owner_type: str, owner_id: str, limit: int = 100) -> list[LedgerEntry]:
         return list(
             self.session.scalars(

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from sessionary.accounts.principal import Caller
+from sessionary.accounts.principal import UserCaller
 from sessionary.conversations.faces import message_object, thread_object
 from sessionary.conversations.threads import ThreadService
 from sessionary.kit.dependencies import DbSession
@@ -44,33 +44,33 @@ class MessageUpdate(BaseModel):
 
 @router.post("/threads", summary="Create a thread (a session)")
 def create_thread(
-    caller: Caller, session: DbSession, body: ThreadCreate | None = None
+    caller: UserCaller, session: DbSession, body: ThreadCreate | None = None
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
     return thread_object(ThreadService(session).create(caller, body.messages, body.metadata))
 
 
 @router.get("/threads/{thread_id}", summary="Retrieve a thread")
-def get_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def get_thread(thread_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
     return thread_object(ThreadService(session).get(caller, thread_id))
 
 
 @router.post("/threads/{thread_id}", summary="Update a thread's metadata")
 def update_thread(
-    thread_id: str, body: ThreadUpdate, caller: Caller, session: DbSession
+    thread_id: str, body: ThreadUpdate, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     return thread_object(ThreadService(session).update(caller, thread_id, body.metadata))
 
 
 @router.delete("/threads/{thread_id}", summary="Delete a thread")
-def delete_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def delete_thread(thread_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
     deleted = ThreadService(session).delete(caller, thread_id)
     return {"id": deleted, "object": "thread.deleted", "deleted": True}
 
 
 @router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
 def create_message(
-    thread_id: str, body: MessageCreate, caller: Caller, session: DbSession
+    thread_id: str, body: MessageCreate, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     threads = ThreadService(session)
     thread = threads.get(caller, thread_id)
@@ -86,7 +86,7 @@ def create_message(
 
 @router.get("/threads/{thread_id}/messages", summary="List a thread's messages")
 def list_messages(
-    thread_id: str, caller: Caller, session: DbSession, page: Page, run_id: str | None = None
+    thread_id: str, caller: UserCaller, session: DbSession, page: Page, run_id: str | None = None
 ) -> dict[str, Any]:
     rows, has_more = ThreadService(session).list_messages(
         caller,
@@ -102,14 +102,14 @@ def list_messages(
 
 @router.get("/threads/{thread_id}/messages/{message_id}", summary="Retrieve a message")
 def get_message(
-    thread_id: str, message_id: str, caller: Caller, session: DbSession
+    thread_id: str, message_id: str, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     return message_object(ThreadService(session).message(caller, thread_id, message_id))
 
 
 @router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message's metadata")
 def update_message(
-    thread_id: str, message_id: str, body: MessageUpdate, caller: Caller, session: DbSession
+    thread_id: str, message_id: str, body: MessageUpdate, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     row = ThreadService(session).update_message(caller, thread_id, message_id, body.metadata)
     return message_object(row)
@@ -117,7 +117,7 @@ def update_message(
 
 @router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
 def delete_message(
-    thread_id: str, message_id: str, caller: Caller, session: DbSession
+    thread_id: str, message_id: str, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     deleted = ThreadService(session).delete_message(caller, thread_id, message_id)
     return {"id": deleted, "object": "thread.message.deleted", "deleted": True}

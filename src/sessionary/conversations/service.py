@@ -58,7 +58,7 @@ class ConversationService:
             ConversationSession(
                 id=session_id or new_id("sess"),
                 account_id=caller.account_id,
-                external_user_id=None,
+                external_user_id=caller.external_user_id,
                 kind=kind,
                 name=name,
                 metadata_json=dump(metadata),
@@ -72,10 +72,7 @@ class ConversationService:
         row = self.store.get_session(check_id(session_id, param))
         if row is None:
             raise NotFound(f"No session '{session_id}'.", param=param)
-        if row.account_id != caller.account_id:
-            raise Forbidden(
-                "This session belongs to another account.", param=param, code="session_forbidden"
-            )
+        caller.check_reach(row.account_id, row.external_user_id, "session", param)
         if caller.session_scope is not None and caller.session_scope != row.id:
             raise Forbidden(
                 "This client secret is valid for its own session only.",
@@ -92,8 +89,7 @@ class ConversationService:
         row = self.store.get_response(check_id(response_id, "response_id"))
         if row is None:
             raise NotFound(f"No response '{response_id}'.", param="response_id")
-        if row.account_id != caller.account_id:
-            raise Forbidden("This response belongs to another account.", param="response_id")
+        caller.check_reach(row.account_id, row.external_user_id, "response", "response_id")
         if caller.session_scope is not None and caller.session_scope != row.session_id:
             raise Forbidden(
                 "This client secret is valid for its own session only.", param="response_id"

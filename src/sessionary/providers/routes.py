@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from sessionary.accounts.principal import Caller
+from sessionary.accounts.principal import UserCaller
 from sessionary.kit.errors import NotFound
 from sessionary.providers.container import Providers, is_local
 
@@ -47,12 +47,12 @@ def _models(providers: Providers) -> list[ModelObject]:
 
 
 @router.get("/models", response_model=ModelList, summary="The configured models")
-def list_models(caller: Caller, providers: AppProviders) -> ModelList:
+def list_models(caller: UserCaller, providers: AppProviders) -> ModelList:
     return ModelList(data=_models(providers))
 
 
 @router.get("/models/{model_id:path}", response_model=ModelObject, summary="One configured model")
-def retrieve_model(model_id: str, caller: Caller, providers: AppProviders) -> ModelObject:
+def retrieve_model(model_id: str, caller: UserCaller, providers: AppProviders) -> ModelObject:
     for model in _models(providers):
         if model.id == model_id:
             return model

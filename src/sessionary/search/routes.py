@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from sessionary.accounts.principal import Caller
+from sessionary.accounts.identity import Principal
+from sessionary.accounts.principal import UserCaller
 from sessionary.billing.headers import credit_headers
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.errors import InvalidRequest
@@ -47,6 +48,10 @@ def service(request: Request) -> SearchService:
 
 
 def _ingest_answer(ingested: Any) -> JSONResponse:
+    return JSONResponse(ingest_payload(ingested), headers=credit_headers(ingested.settlement))
+
+
+def ingest_payload(ingested: Any) -> dict[str, Any]:
     summary = template_summary(ingested.template)
     keys = (
         "template_id",
@@ -59,11 +64,13 @@ def _ingest_answer(ingested: Any) -> JSONResponse:
         "embedding_model",
         "name",
     )
-    return JSONResponse({k: summary[k] for k in keys}, headers=credit_headers(ingested.settlement))
+    return {k: summary[k] for k in keys}
 
 
 @router.post("/create_embedding", summary="Create an embedding template from JSON records")
-async def create_embedding(body: CreateTemplate, caller: Caller, request: Request) -> JSONResponse:
+async def create_embedding(
+    body: CreateTemplate, caller: UserCaller, request: Request
+) -> JSONResponse:
     if body.records is None and body.urls:
         raise InvalidRequest(
             "URL crawling is not available on this server: send the records themselves.",
@@ -82,7 +89,7 @@ async def create_embedding(body: CreateTemplate, caller: Caller, request: Reques
 
 
 @router.post("/create_embedding_from_url", summary="Not available: no crawling here")
-def create_embedding_from_url(caller: Caller) -> None:
+def create_embedding_from_url(caller: UserCaller) -> None:
     raise InvalidRequest(
         "URL crawling is not available on this server: send the records themselves "
         "(create_embedding) or the text (generate_embeddings_from_plain_text).",
@@ -92,7 +99,9 @@ def create_embedding_from_url(caller: Caller) -> None:
 
 
 @router.post("/update_embedding", summary="Upsert records into a template")
-async def update_embedding(body: UpdateTemplate, caller: Caller, request: Request) -> JSONResponse:
+async def update_embedding(
+    body: UpdateTemplate, caller: UserCaller, request: Request
+) -> JSONResponse:
     if body.template_id is None:
         raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
     if body.records is None:
@@ -146,18 +155,26 @@ def plain_text_records(body: PlainText) -> list[dict[str, Any]]:
     summary="A template from plain text (split into passages)",
 )
 async def generate_from_plain_text(
-    body: PlainText, caller: Caller, request: Request
+    body: PlainText, caller: UserCaller, request: Request
 ) -> JSONResponse:
+    ingested = await ingest_plain_text(
+        body, caller, request, "/v1/chat/generate_embeddings_from_plain_text"
+    )
+    return _ingest_answer(ingested)
+
+
+async def ingest_plain_text(
+    body: PlainText, caller: Principal, request: Request, route: str
+) -> Any:
     options = body.field_options or {"content": {"filterable": False}, "url": {"filterable": False}}
-    ingested = await service(request).ingest(
+    return await service(request).ingest(
         caller,
-        route="/v1/chat/generate_embeddings_from_plain_text",
+        route=route,
         records=plain_text_records(body),
         field_options=options,
         name=body.name,
         plain_text=True,
     )
-    return _ingest_answer(ingested)
 
 
 def _deleted(template: Any, deleted: int) -> dict[str, Any]:
@@ -170,13 +187,13 @@ def _deleted(template: Any, deleted: int) -> dict[str, Any]:
 
 
 @router.post("/delete_embeddings", summary="Empty a template (free)")
-def delete_embeddings(body: TemplateRef, caller: Caller, request: Request) -> dict[str, Any]:
+def delete_embeddings(body: TemplateRef, caller: UserCaller, request: Request) -> dict[str, Any]:
     template, deleted = service(request).delete(caller, body.template_id, None)
     return _deleted(template, deleted)
 
 
 @router.post("/delete_embedding", summary="Delete records by id (free)")
-def delete_embedding(body: DeleteRecords, caller: Caller, request: Request) -> dict[str, Any]:
+def delete_embedding(body: DeleteRecords, caller: UserCaller, request: Request) -> dict[str, Any]:
     ids: list[Any] = []
     if body.source_id is not None:
         ids.append(body.source_id)
@@ -237,20 +254,22 @@ async def _search(body: SearchBody, caller: Any, request: Request, route: str) -
 
 @router.post("/search_against_embedding", summary="Natural-language search in a template")
 async def search_against_embedding(
-    body: SearchBody, caller: Caller, request: Request
+    body: SearchBody, caller: UserCaller, request: Request
 ) -> JSONResponse:
     return await _search(body, caller, request, "/v1/chat/search_against_embedding")
 
 
 @router.post("/search_against_embeddings", summary="Alias of search_against_embedding")
 async def search_against_embeddings(
-    body: SearchBody, caller: Caller, request: Request
+    body: SearchBody, caller: UserCaller, request: Request
 ) -> JSONResponse:
     return await _search(body, caller, request, "/v1/chat/search_against_embeddings")
 
 
 @router.post("/similar_to_embedding", summary="Records similar to a text or a JSON record")
-async def similar_to_embedding(body: SimilarBody, caller: Caller, request: Request) -> JSONResponse:
+async def similar_to_embedding(
+    body: SimilarBody, caller: UserCaller, request: Request
+) -> JSONResponse:
     searcher = service(request)
     term = (
         body.search_term if isinstance(body.search_term, str) and body.search_term.strip() else None
@@ -290,7 +309,7 @@ async def similar_to_embedding(body: SimilarBody, caller: Caller, request: Reque
 
 @router.get("/embedding_templates", summary="List templates")
 def embedding_templates(
-    caller: Caller,
+    caller: UserCaller,
     request: Request,
     limit: int = Query(default=50, ge=1, le=100),
     offset: int = Query(default=0, ge=0),
@@ -309,7 +328,7 @@ def embedding_templates(
 
 @router.get("/embedding_status", summary="Whether a template has embeddings")
 def embedding_status(
-    caller: Caller, request: Request, template_id: str | None = None
+    caller: UserCaller, request: Request, template_id: str | None = None
 ) -> dict[str, Any]:
     if not template_id:
         raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")

@@ -18,10 +18,10 @@ import numpy as np
 
 from sessionary.accounts.identity import Principal
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve
+from sessionary.billing.metering import Meter, release, reserve, settle
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
-from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from sessionary.kit.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
 from sessionary.providers.container import Providers
@@ -115,8 +115,9 @@ class SearchService:
         template = store.get_template(template_id, lock=lock)
         if template is None:
             raise NotFound(f"No embedding template '{template_id}'.", param="template_id")
-        if template.account_id != caller.account_id:
-            raise Forbidden("This template belongs to another account.", param="template_id")
+        caller.check_reach(
+            template.account_id, template.external_user_id, "template", "template_id"
+        )
         return template
 
     # Embedding, billed
@@ -134,6 +135,21 @@ class SearchService:
             await release(meter)
             raise
         return np.asarray(batch.vectors, dtype=np.float32), meter, batch.input_tokens
+
+    async def embed_raw(
+        self, caller: Principal, texts: list[str], route: str
+    ) -> tuple[np.ndarray, int, Settlement]:
+        """Vectors for texts, billed to the caller at the embedding price (no template)."""
+        model = self.providers.embedder().name
+        vectors, meter, tokens = await self._embed(Owner.of(caller), texts, route)
+        try:
+            settlement = await settle(
+                meter, self.pricing.embedding(tokens), model=model, usage={"input_tokens": tokens}
+            )
+        except BaseException:
+            await release(meter)
+            raise
+        return vectors, tokens, settlement
 
     # Ingest
 
@@ -169,7 +185,7 @@ class SearchService:
         structured = detection.structured_paths(schema)
         wordy = detection.wordy_paths(schema)
         documents = [build_document(r, options, structured, wordy) for r in flat]
-        owner = Owner.account(caller.account_id)
+        owner = Owner.of(caller)
         vectors, meter, tokens = await self._embed(
             owner, [d.text for d in documents], route, plain_text=plain_text
         )
@@ -194,6 +210,7 @@ class SearchService:
                     session=session,
                     model=self.providers.embedder().name,
                     usage={"input_tokens": tokens, "records": len(documents)},
+                    subject_id=template.id,
                 )
                 return Ingested(template, settlement)
 
@@ -219,7 +236,7 @@ class SearchService:
         return EmbeddingTemplate(
             id=new_id("tmpl"),
             account_id=caller.account_id,
-            external_user_id=None,
+            external_user_id=caller.external_user_id,
             name=name,
             field_options=options,
             schema=schema,
@@ -320,9 +337,7 @@ class SearchService:
             lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
         )
         query_text = text_for_embedding or semantic
-        vectors, meter, tokens = await self._embed(
-            Owner.account(caller.account_id), [query_text], route
-        )
+        vectors, meter, tokens = await self._embed(Owner.of(caller), [query_text], route)
         try:
             hits = await anyio.to_thread.run_sync(
                 lambda: self._rank(
@@ -334,6 +349,7 @@ class SearchService:
                     self.pricing.embedding(tokens),
                     model=template.embedding_model,
                     usage={"input_tokens": tokens},
+                    subject_id=template.id,
                 )
             )
         except BaseException:
@@ -388,7 +404,9 @@ class SearchService:
         self, caller: Principal, limit: int, offset: int
     ) -> tuple[list[EmbeddingTemplate], int]:
         with self.db.session(write=False) as session:
-            return SearchStore(session).templates_of(caller.account_id, None, limit, offset)
+            return SearchStore(session).templates_of(
+                caller.account_id, caller.external_user_id, limit, offset
+            )
 
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
