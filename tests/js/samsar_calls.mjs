@@ -1,5 +1,6 @@
 // Runs samsar-js methods against a server and prints their results as JSON.
-// Input (stdin): {"baseUrl", "apiKey", "authToken"?, "calls": [{"method", "args": [...]}]}
+// Input (stdin): {"baseUrl", "apiKey", "authToken"?, "externalUserApiKey"?,
+//                 "calls": [{"method", "args": [...]}]}
 // Output (stdout): one result per call: {ok, status, data, creditsCharged, creditsRemaining}
 // or {ok: false, status, message, body}.
 import { SamsarClient } from 'samsar-js';
@@ -10,6 +11,7 @@ const plan = JSON.parse(Buffer.concat(chunks).toString('utf8'));
 const client = new SamsarClient({
   apiKey: plan.apiKey,
   authToken: plan.authToken,
+  externalUserApiKey: plan.externalUserApiKey,
   baseUrl: plan.baseUrl,
   timeoutMs: 120000,
 });

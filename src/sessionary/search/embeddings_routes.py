@@ -56,12 +56,17 @@ def texts_of(value: str | list[Any]) -> list[str]:
     return texts
 
 
+def same_model(asked: str, served: str) -> bool:
+    """Case-insensitive, with or without the hub owner ('sentence-transformers/...')."""
+    return asked.lower().rsplit("/", 1)[-1] == served.lower().rsplit("/", 1)[-1]
+
+
 async def answer_embeddings(
     body: EmbeddingsRequest, caller: Principal, request: Request, route: str
 ) -> JSONResponse:
     search = service(request)
     embedder = search.providers.embedder()
-    if body.model is not None and body.model != embedder.name:
+    if body.model is not None and not same_model(body.model, embedder.name):
         raise InvalidRequest(
             f"The model '{body.model}' is not served here; the embedding model is "
             f"'{embedder.name}'.",
