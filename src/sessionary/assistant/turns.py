@@ -164,13 +164,13 @@ class TurnService:
                 else []
             )
             image = self._image_plan(request, inputs, history_rows, conversations, session)
+            chatkit = ChatKitStore(db_session).get(session.id) if session is not None else None
         if session is None and caller.session_scope is not None:
             raise Forbidden(
                 "A client secret makes turns on its own session only: pass it as the conversation.",
                 param="conversation",
                 code="client_secret_forbidden",
             )
-        chatkit = ChatKitStore(db_session).get(session.id) if session is not None else None
         if not inputs and not history_rows:
             raise InvalidRequest(
                 "input is required: this session has no history to answer from yet.",

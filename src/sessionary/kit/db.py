@@ -73,9 +73,13 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
-        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        # A closed session refuses reuse: touching it after its block would otherwise check out
+        # a connection that nothing returns to the pool (found under load, not in review).
+        self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
         self._reader = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}),
+            expire_on_commit=False,
+            close_resets_only=False,
         )
 
     @contextmanager
