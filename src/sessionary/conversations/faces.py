@@ -24,6 +24,19 @@ def thread_object(session: ConversationSession) -> dict[str, Any]:
     }
 
 
+def session_object(session: ConversationSession) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "object": "session",
+        "kind": session.kind,
+        "name": session.name,
+        "created_at": unix(session.created_at),
+        "updated_at": unix(session.updated_at),
+        "last_response_id": session.last_response_id,
+        "metadata": load(session.metadata_json) or {},
+    }
+
+
 def _thread_content(part: dict[str, Any]) -> dict[str, Any] | None:
     kind = part.get("type")
     if kind in ("input_text", "output_text"):

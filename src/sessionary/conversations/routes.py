@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from sessionary.accounts.principal import UserCaller
-from sessionary.conversations.faces import message_object, thread_object
+from sessionary.conversations.faces import message_object, session_object, thread_object
+from sessionary.conversations.service import ConversationService
 from sessionary.conversations.threads import ThreadService
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.pagination import Page, envelope
@@ -40,6 +41,14 @@ class MessageCreate(BaseModel):
 class MessageUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     metadata: Any = None
+
+
+@router.get("/sessions", summary="List the caller's sessions (every face: assistant, thread, ...)")
+def list_sessions(caller: UserCaller, session: DbSession, page: Page) -> dict[str, Any]:
+    rows, has_more = ConversationService(session).list_sessions(
+        caller, after=page.after, before=page.before, limit=page.limit, order=page.order
+    )
+    return envelope([session_object(r) for r in rows], has_more)
 
 
 @router.post("/threads", summary="Create a thread (a session)")

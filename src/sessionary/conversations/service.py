@@ -81,6 +81,20 @@ class ConversationService:
             )
         return row
 
+    def list_sessions(
+        self, caller: Principal, *, after: str | None, before: str | None, limit: int, order: str
+    ) -> tuple[list[ConversationSession], bool]:
+        """The caller's own sessions (the account's, or one external user's), every kind."""
+        rows = self.store.page_sessions(
+            caller.account_id,
+            caller.external_user_id,
+            after=after,
+            before=before,
+            limit=limit,
+            order=order,
+        )
+        return rows[:limit], len(rows) > limit
+
     def soft_delete(self, session: ConversationSession) -> None:
         """Hidden from every face at once (thread, ChatKit thread, conversation)."""
         session.deleted_at = utcnow()

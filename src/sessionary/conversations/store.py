@@ -89,6 +89,31 @@ class ConversationStore:
             self.session.scalars(_page(query, ConversationMessage.id, after, before, limit, order))
         )
 
+    def page_sessions(
+        self,
+        account_id: str,
+        external_user_id: str | None,
+        *,
+        after: str | None,
+        before: str | None,
+        limit: int,
+        order: str,
+    ) -> list[ConversationSession]:
+        """Up to limit + 1 live sessions of one owner (the account's own, or one user's)."""
+        query = (
+            select(ConversationSession)
+            .where(ConversationSession.account_id == account_id)
+            .where(ConversationSession.deleted_at.is_(None))
+            .where(
+                ConversationSession.external_user_id.is_(None)
+                if external_user_id is None
+                else ConversationSession.external_user_id == external_user_id
+            )
+        )
+        return list(
+            self.session.scalars(_page(query, ConversationSession.id, after, before, limit, order))
+        )
+
     def get_message(self, session_id: str, message_id: str) -> ConversationMessage | None:
         row = self.session.get(ConversationMessage, message_id)
         return row if row is not None and row.session_id == session_id else None
