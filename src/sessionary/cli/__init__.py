@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from sessionary.cli import accounts, credits, keys, server, templates
+from sessionary.cli import (
+    accounts,
+    chat,
+    credits,
+    external_users,
+    keys,
+    server,
+    sessions,
+    templates,
+)
 
 app = typer.Typer(
     name="sessionary",
@@ -17,6 +26,9 @@ app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(credits.app, name="credits")
 app.add_typer(templates.app, name="templates")
+app.add_typer(external_users.app, name="external-users")
+app.add_typer(sessions.app, name="sessions")
+app.command("chat")(chat.chat)
 
 
 def main() -> None:

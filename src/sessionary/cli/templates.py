@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sessionary.cli.common import console, fail, print_json
-from sessionary.cli.remote import API_KEY_OPTION, BASE_URL_OPTION, Remote
+from sessionary.cli.remote import API_KEY_OPTION, BASE_URL_OPTION, JSON_OPTION, remote
 
 app = typer.Typer(help="Embedding templates on a running server.")
 
@@ -65,14 +66,13 @@ def import_records(
     batch_size: int = typer.Option(1000, min=1, max=10_000, help="Records per request."),
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Import a .json, .jsonl or .csv file into a template, in batches."""
     records = read_records(file)
     if not records:
         fail("The file holds no records.")
-    remote = Remote(base_url, api_key)
-    charged = 0.0
+    charged = Decimal(0)
     answer: dict[str, Any] = {}
     columns = (
         TextColumn("{task.description}"),
@@ -80,29 +80,23 @@ def import_records(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, disable=as_json) as progress:
+    with (
+        remote(base_url, api_key) as client,
+        Progress(*columns, console=console, disable=as_json) as progress,
+    ):
         task = progress.add_task(f"Importing {file.name}", total=len(records))
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
             if template is None:
-                response = remote.call(
-                    "POST",
-                    "/chat/create_embedding",
-                    json={"name": name or file.stem, "records": batch},
-                )
-                template = response.json()["template_id"]
+                result = client.create_embedding(batch, name=name or file.stem)
+                template = result.data.template_id
             else:
-                response = remote.call(
-                    "POST",
-                    "/chat/update_embedding",
-                    json={"template_id": template, "records": batch},
-                )
-            answer = response.json()
-            charged += float(response.headers.get("x-credits-charged", 0))
+                result = client.update_embedding(template, batch)
+            answer = result.data.model_dump(mode="json")
+            charged += result.credits_charged or 0
             progress.advance(task, len(batch))
-    remote.close()
     if as_json:
-        print_json({**answer, "credits_charged": round(charged, 6)})
+        print_json({**answer, "credits_charged": float(charged)})
         return
     console.print(
         f"Template [bold]{template}[/bold]: {answer['record_count']} records, {charged:g} credits."
@@ -124,13 +118,12 @@ def search(
     rerank: bool = typer.Option(False, "--rerank", help="Fuse lexical and vector rankings."),
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Search a template in plain language; shows the results and the filters applied."""
-    remote = Remote(base_url, api_key)
-    body = {"template_id": template, "search_term": query, "limit": limit, "rerank": rerank}
-    answer = remote.call("POST", "/chat/search_against_embedding", json=body).json()
-    remote.close()
+    with remote(base_url, api_key) as client:
+        found = client.search_against_embedding(template, query, limit=limit, rerank=rerank)
+    answer = found.data.model_dump(mode="json")
     if as_json:
         print_json(answer)
         return
@@ -140,7 +133,7 @@ def search(
     console.print(f"Semantic query: {semantic}", highlight=False, soft_wrap=True)
     table = Table("id", "score", "record")
     for result in answer["results"]:
-        preview = json.dumps(result.get("record", {}), ensure_ascii=False)
+        preview = json.dumps(result.get("record") or {}, ensure_ascii=False)
         table.add_row(
             str(result["id"]),
             f"{result['score']:.3f}",
@@ -153,12 +146,11 @@ def search(
 def list_templates(
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List templates."""
-    remote = Remote(base_url, api_key)
-    answer = remote.call("GET", "/chat/embedding_templates", params={"limit": 100}).json()
-    remote.close()
+    with remote(base_url, api_key) as client:
+        answer = client.list_embedding_templates(limit=100).data.model_dump(mode="json")
     if as_json:
         print_json(answer)
         return
@@ -179,12 +171,11 @@ def status(
     template: str,
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Whether a template has embeddings, and how many."""
-    remote = Remote(base_url, api_key)
-    answer = remote.call("GET", "/chat/embedding_status", params={"template_id": template}).json()
-    remote.close()
+    with remote(base_url, api_key) as client:
+        answer = client.get_embedding_status(template).data.model_dump(mode="json")
     if as_json:
         print_json(answer)
         return
@@ -194,7 +185,6 @@ def status(
 @app.command("delete")
 def delete(template: str, base_url: str = BASE_URL_OPTION, api_key: str = API_KEY_OPTION) -> None:
     """Remove every record of a template (the template stays, empty)."""
-    remote = Remote(base_url, api_key)
-    answer = remote.call("POST", "/chat/delete_embeddings", json={"template_id": template}).json()
-    remote.close()
+    with remote(base_url, api_key) as client:
+        answer = client.delete_embeddings(template).data.model_dump(mode="json")
     console.print(f"Deleted {answer['deleted_count']} records from {answer['template_id']}.")
