@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -20,6 +21,13 @@ from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement
 from sessionary.kit.db import Database
 
 log = structlog.get_logger("sessionary.billing")
+
+
+def _hold(db: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
+    """Reserve in a short transaction of its own; expires after the configured TTL."""
+    ttl = timedelta(seconds=db.settings.reservation_ttl_seconds)
+    with db.session() as session:
+        return Ledger(session, reservation_ttl=ttl).reserve(owner, worst_case_micro, route=route)
 
 
 class Meter:
@@ -67,9 +75,7 @@ def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) ->
 
     Leaving the block without `settle` - by an exception or by forgetting - releases the hold.
     """
-    with db.session() as session:
-        reservation = Ledger(session).reserve(owner, worst_case_micro, route=route)
-    meter = Meter(db, reservation)
+    meter = Meter(db, _hold(db, owner, worst_case_micro, route))
     try:
         yield meter
     finally:
@@ -80,11 +86,9 @@ def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) ->
 async def reserve(db: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Meter:
     """The same hold as `metered`, for async code that settles or releases it explicitly."""
 
-    def hold() -> Reservation:
-        with db.session() as session:
-            return Ledger(session).reserve(owner, worst_case_micro, route=route)
-
-    return Meter(db, await anyio.to_thread.run_sync(hold))
+    return Meter(
+        db, await anyio.to_thread.run_sync(lambda: _hold(db, owner, worst_case_micro, route))
+    )
 
 
 async def release(meter: Meter) -> None:

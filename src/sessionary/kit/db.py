@@ -71,6 +71,7 @@ class Database:
     """One engine and two session factories: writers (BEGIN IMMEDIATE on SQLite) and readers."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
         # A closed session refuses reuse: touching it after its block would otherwise check out
