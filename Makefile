@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run install install-dev test lint format bench clean
+.PHONY: run install install-dev test lint format bench reliability fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,18 @@ lint: install-dev
 format: install-dev
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
+
+## The long versions of the reliability suite (docs/RELIABILITY.md): more kills, more fuzzing.
+reliability: install-dev tests/js/node_modules/.installed
+	SESSIONARY_CRASH_CYCLES=30 SESSIONARY_FUZZ_EXAMPLES=50 $(PY) -m pytest -s \
+		tests/test_authz_openapi.py tests/test_external_authz.py tests/test_crash_safety.py \
+		tests/test_fuzz.py tests/test_hostile_input.py tests/test_concurrent_spending.py \
+		tests/test_external_concurrency.py tests/test_idempotency.py tests/test_secrets.py \
+		tests/test_providers_remote.py tests/test_threads_chatkit.py
+
+## schemathesis with many examples per operation.
+fuzz: install-dev
+	SESSIONARY_FUZZ_EXAMPLES=200 $(PY) -m pytest -s tests/test_fuzz.py
 
 ## Benchmarks: rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick for a short run).
 bench: install-dev

@@ -26,6 +26,7 @@ from sessionary.kit.errors import install_error_handlers
 from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
+from sessionary.kit.openapi import install_openapi
 from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.providers = providers
 
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(ops_router)
     # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
     app.include_router(external_root_router)

@@ -14,6 +14,7 @@ from sessionary.assistant.schemas import ResponsesRequest
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
 
 router = APIRouter(tags=["responses"])
@@ -50,7 +51,7 @@ async def create_response(
 
 @router.get("/responses/{response_id}", summary="Retrieve a stored response")
 def retrieve_response(
-    response_id: str, caller: SessionCaller, session: DbSession
+    response_id: ObjectId, caller: SessionCaller, session: DbSession
 ) -> dict[str, Any]:
     row = ConversationService(session).owned_response(caller, response_id)
     payload: dict[str, Any] = json.loads(row.payload_json)
@@ -58,14 +59,16 @@ def retrieve_response(
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
-def delete_response(response_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
+def delete_response(
+    response_id: ObjectId, caller: UserCaller, session: DbSession
+) -> dict[str, Any]:
     ConversationService(session).delete_response(caller, response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
 @router.get("/responses/{response_id}/input_items", summary="The input items of a response")
 def input_items(
-    response_id: str, caller: SessionCaller, session: DbSession, page: Page
+    response_id: ObjectId, caller: SessionCaller, session: DbSession, page: Page
 ) -> dict[str, Any]:
     conversations = ConversationService(session)
     row = conversations.owned_response(caller, response_id)

@@ -19,13 +19,14 @@ class TurnRequest(BaseModel):
     instructions: str | None = Field(default=None, max_length=100_000)
     previous_response_id: str | None = None
     max_output_tokens: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=MAX_OUTPUT_TOKENS_LIMIT,
         validation_alias=AliasChoices("max_output_tokens", "max_tokens"),
     )
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     reasoning: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     metadata: dict[str, Any] | None = None
@@ -79,5 +80,9 @@ class EnhanceRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     language: str | None = Field(default=None, max_length=64)
     maxwords: int | None = Field(
-        default=None, ge=1, le=2000, validation_alias=AliasChoices("maxwords", "maxWords")
+        strict=True,
+        default=None,
+        ge=1,
+        le=2000,
+        validation_alias=AliasChoices("maxwords", "maxWords"),
     )

@@ -12,6 +12,7 @@ from sessionary.conversations.faces import chatkit_item, chatkit_thread
 from sessionary.conversations.service import ConversationService
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import NotFound
+from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope
 
 router = APIRouter(tags=["chatkit"])
@@ -24,7 +25,7 @@ def create_session(body: SessionCreate, caller: Caller, session: DbSession) -> d
 
 
 @router.post("/chatkit/sessions/{session_id}/cancel", summary="Cancel a ChatKit session")
-def cancel_session(session_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def cancel_session(session_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
     return session_object(ChatKitService(session).cancel(caller, session_id))
 
 
@@ -44,7 +45,7 @@ def list_threads(
     return envelope(data, len(rows) > page.limit)
 
 
-def _thread(caller: Any, session: DbSession, thread_id: str) -> tuple[Any, str]:
+def _thread(caller: Any, session: DbSession, thread_id: ObjectId) -> tuple[Any, str]:
     row = ConversationService(session).owned_session(caller, thread_id, "thread_id")
     chatkit = ChatKitService(session).store.get(row.id)
     if chatkit is None:
@@ -53,13 +54,13 @@ def _thread(caller: Any, session: DbSession, thread_id: str) -> tuple[Any, str]:
 
 
 @router.get("/chatkit/threads/{thread_id}", summary="Retrieve a ChatKit thread")
-def get_thread(thread_id: str, caller: SessionCaller, session: DbSession) -> dict[str, Any]:
+def get_thread(thread_id: ObjectId, caller: SessionCaller, session: DbSession) -> dict[str, Any]:
     row, user = _thread(caller, session, thread_id)
     return chatkit_thread(row, user)
 
 
 @router.delete("/chatkit/threads/{thread_id}", summary="Delete a ChatKit thread")
-def delete_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def delete_thread(thread_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
     row, _ = _thread(caller, session, thread_id)
     ConversationService(session).soft_delete(row)
     return {"id": row.id, "object": "chatkit.thread.deleted", "deleted": True}
@@ -67,7 +68,7 @@ def delete_thread(thread_id: str, caller: Caller, session: DbSession) -> dict[st
 
 @router.get("/chatkit/threads/{thread_id}/items", summary="List a ChatKit thread's items")
 def list_items(
-    thread_id: str, caller: SessionCaller, session: DbSession, page: Page
+    thread_id: ObjectId, caller: SessionCaller, session: DbSession, page: Page
 ) -> dict[str, Any]:
     row, _ = _thread(caller, session, thread_id)
     messages = ConversationService(session).store.page_messages(row.id, **page.model_dump())

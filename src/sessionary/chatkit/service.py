@@ -37,11 +37,11 @@ class Workflow(BaseModel):
 
 class ExpiresAfter(BaseModel):
     anchor: Literal["created_at"] = "created_at"
-    seconds: int = Field(ge=1, le=600)
+    seconds: int = Field(ge=1, le=600, strict=True)
 
 
 class RateLimits(BaseModel):
-    max_requests_per_1_minute: int = Field(default=10, ge=1, le=10_000)
+    max_requests_per_1_minute: int = Field(default=10, ge=1, le=10_000, strict=True)
 
 
 class SessionCreate(BaseModel):

@@ -12,6 +12,7 @@ from sessionary.conversations.faces import message_object, session_object, threa
 from sessionary.conversations.service import ConversationService
 from sessionary.conversations.threads import ThreadService
 from sessionary.kit.dependencies import DbSession
+from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope
 
 router = APIRouter(tags=["threads"])
@@ -60,26 +61,26 @@ def create_thread(
 
 
 @router.get("/threads/{thread_id}", summary="Retrieve a thread")
-def get_thread(thread_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
+def get_thread(thread_id: ObjectId, caller: UserCaller, session: DbSession) -> dict[str, Any]:
     return thread_object(ThreadService(session).get(caller, thread_id))
 
 
 @router.post("/threads/{thread_id}", summary="Update a thread's metadata")
 def update_thread(
-    thread_id: str, body: ThreadUpdate, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, body: ThreadUpdate, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     return thread_object(ThreadService(session).update(caller, thread_id, body.metadata))
 
 
 @router.delete("/threads/{thread_id}", summary="Delete a thread")
-def delete_thread(thread_id: str, caller: UserCaller, session: DbSession) -> dict[str, Any]:
+def delete_thread(thread_id: ObjectId, caller: UserCaller, session: DbSession) -> dict[str, Any]:
     deleted = ThreadService(session).delete(caller, thread_id)
     return {"id": deleted, "object": "thread.deleted", "deleted": True}
 
 
 @router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
 def create_message(
-    thread_id: str, body: MessageCreate, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, body: MessageCreate, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     threads = ThreadService(session)
     thread = threads.get(caller, thread_id)
@@ -95,7 +96,11 @@ def create_message(
 
 @router.get("/threads/{thread_id}/messages", summary="List a thread's messages")
 def list_messages(
-    thread_id: str, caller: UserCaller, session: DbSession, page: Page, run_id: str | None = None
+    thread_id: ObjectId,
+    caller: UserCaller,
+    session: DbSession,
+    page: Page,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     rows, has_more = ThreadService(session).list_messages(
         caller,
@@ -111,14 +116,18 @@ def list_messages(
 
 @router.get("/threads/{thread_id}/messages/{message_id}", summary="Retrieve a message")
 def get_message(
-    thread_id: str, message_id: str, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     return message_object(ThreadService(session).message(caller, thread_id, message_id))
 
 
 @router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message's metadata")
 def update_message(
-    thread_id: str, message_id: str, body: MessageUpdate, caller: UserCaller, session: DbSession
+    thread_id: ObjectId,
+    message_id: ObjectId,
+    body: MessageUpdate,
+    caller: UserCaller,
+    session: DbSession,
 ) -> dict[str, Any]:
     row = ThreadService(session).update_message(caller, thread_id, message_id, body.metadata)
     return message_object(row)
@@ -126,7 +135,7 @@ def update_message(
 
 @router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
 def delete_message(
-    thread_id: str, message_id: str, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, session: DbSession
 ) -> dict[str, Any]:
     deleted = ThreadService(session).delete_message(caller, thread_id, message_id)
     return {"id": deleted, "object": "thread.message.deleted", "deleted": True}

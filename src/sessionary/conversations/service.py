@@ -18,11 +18,11 @@ from sessionary.conversations.models import (
 )
 from sessionary.conversations.store import ConversationStore
 from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
-from sessionary.kit.ids import new_id
+from sessionary.kit.ids import ID_PATTERN, new_id
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
 
-_ID_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_ID_SHAPE = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,7 @@ class UtilityChargeRequest(_Scoped):
         default=None, max_length=1_000_000, validation_alias=_alias("text", "content")
     )
     characters: int | None = Field(
+        strict=True,
         default=None,
         ge=0,
         le=1_000_000_000,

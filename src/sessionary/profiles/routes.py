@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from sessionary.accounts.principal import Caller
 from sessionary.assistant.dependencies import Turns
 from sessionary.kit.dependencies import DbSession
+from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
 from sessionary.profiles.service import ProfileFields, ProfileService, profile_object
 
@@ -31,18 +32,18 @@ def list_assistants(caller: Caller, session: DbSession, page: Page) -> dict[str,
 
 
 @router.get("/assistants/{assistant_id}", summary="Retrieve an assistant profile")
-def get_assistant(assistant_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def get_assistant(assistant_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
     return profile_object(ProfileService(session).owned(caller, assistant_id))
 
 
 @router.post("/assistants/{assistant_id}", summary="Update an assistant profile")
 def update_assistant(
-    assistant_id: str, body: ProfileFields, caller: Caller, session: DbSession
+    assistant_id: ObjectId, body: ProfileFields, caller: Caller, session: DbSession
 ) -> dict[str, Any]:
     return profile_object(ProfileService(session).update(caller, assistant_id, body))
 
 
 @router.delete("/assistants/{assistant_id}", summary="Delete an assistant profile")
-def delete_assistant(assistant_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+def delete_assistant(assistant_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
     deleted = ProfileService(session).delete(caller, assistant_id)
     return {"id": deleted, "object": "assistant.deleted", "deleted": True}

@@ -28,8 +28,8 @@ class ProfileFields(BaseModel):
     instructions: str | None = Field(default=None, max_length=256_000)
     model: str | None = Field(default=None, max_length=200)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     metadata: Any = None
 
 

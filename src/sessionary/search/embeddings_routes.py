@@ -32,7 +32,7 @@ class EmbeddingsRequest(BaseModel):
     input: str | list[Any]
     model: str | None = Field(default=None, max_length=200)
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+    dimensions: int | None = Field(default=None, ge=1, le=65_536, strict=True)
     user: str | None = Field(default=None, max_length=256)
 
 

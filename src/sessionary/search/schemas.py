@@ -71,8 +71,9 @@ class SearchBody(TemplateRef):
     search_date: date | None = _alias("search_date", "searchDate")
     structured_filters: Any = _alias("structured_filters", "filters", "structuredFilters")
     search_params: Any = _alias("search_params", "searchParams")
-    limit: int = Field(default=10, ge=1, le=100)
+    limit: int = Field(default=10, ge=1, le=100, strict=True)
     num_candidates: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=10_000,
@@ -87,5 +88,9 @@ class SearchBody(TemplateRef):
 class SimilarBody(SearchBody):
     search_json: Any = _alias("search_json", "searchJson", "search_record", "searchRecord")
     min_results: int | None = Field(
-        default=None, ge=1, le=100, validation_alias=AliasChoices("min_results", "minResults")
+        strict=True,
+        default=None,
+        ge=1,
+        le=100,
+        validation_alias=AliasChoices("min_results", "minResults"),
     )
