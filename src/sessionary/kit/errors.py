@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
 
 from sessionary.kit.request_context import current_request_id
+from sessionary.kit.routing import allowed_methods
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -206,22 +206,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = getattr(exc, "headers", None)
     if status == 405:
         detail = f"Method {request.method} is not allowed on {request.url.path}."
-        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        headers = {
+            **(headers or {}),
+            "Allow": ", ".join(allowed_methods(request.app, request.scope)),
+        }
     return error_response(
         status, detail or "Request failed.", code=_HTTP_ERROR_CODES.get(status), headers=headers
     )
-
-
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (FastAPI makes one route per method, and
-    Starlette's own Allow names only the first route that matched the path)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, BaseRoute) and getattr(route, "methods", None):
-            match, _ = route.matches(request.scope)
-            if match != Match.NONE:
-                methods |= set(route.methods)  # type: ignore[attr-defined]
-    return sorted(methods)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
