@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.live import free_port
@@ -33,6 +35,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.delay_seconds = 0.0
+        # "fail": chat answers 500; "drop": a stream sends two chunks, then the connection dies.
+        self.chat_mode = "fail"
         # "missing": no Responses API here (404); "image": a model that chose to draw.
         self.responses_mode = "missing"
         self.port = free_port()
@@ -71,12 +75,27 @@ class FakeUpstream:
         self.calls.append({"route": "edit", "prompt": form.get("prompt"), "image_bytes": len(data)})
         return JSONResponse({"created": 0, "data": [{"b64_json": PNG_1X1}]})
 
-    async def chat(self, request: Request) -> JSONResponse:
+    async def chat(self, request: Request) -> Response:
         self.calls.append({"route": "chat"})
+        if self.chat_mode == "drop":
+            return StreamingResponse(self._dropped_stream(), media_type="text/event-stream")
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
             return JSONResponse({"error": {"message": "late"}}, status_code=500)
         return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+
+    async def _dropped_stream(self) -> AsyncIterator[bytes]:
+        for text in ("Hel", "lo"):
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+            }
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            await asyncio.sleep(0.05)
+        raise ConnectionResetError("the upstream went away mid-stream")
 
     async def fail(self, request: Request) -> JSONResponse:
         self.calls.append({"route": "embeddings"})
