@@ -115,6 +115,7 @@ def measure(
 def sessionary(
     stub: str, work: Path, database_url: str | None, total: int, runs: int
 ) -> dict[str, dict[int, dict[str, float]]]:
+    work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
         "SESSIONARY_DATA_DIR": str(work / "data"),
