@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sessionary.cli import app
-from tests.support.live import LiveServer, free_port, run_cli, server_env
+from tests.support.live import free_port, initialised_server, server_env
 from tests.test_search_listings import DATA
 
 pytestmark = pytest.mark.slow
@@ -22,16 +22,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = {
-        "SESSIONARY_DATA_DIR": str(tmp_path_factory.mktemp("cli-remote") / "data"),
-        "SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS": "12",
-    }
-    key = next(line for line in run_cli(["init"], env).splitlines() if line.startswith("sk_sy_"))
-    live = LiveServer(env)
-    try:
+    data = tmp_path_factory.mktemp("cli-remote") / "data"
+    with initialised_server(data, SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS="12") as (live, key):
         yield {"SESSIONARY_BASE_URL": f"{live.base_url}/v1", "SESSIONARY_API_KEY": key}
-    finally:
-        live.stop()
 
 
 def cli(

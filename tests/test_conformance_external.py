@@ -11,7 +11,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.support.live import LiveServer, run_cli
+from tests.support.live import LiveServer, initialised_server
 from tests.support.samsar import samsar
 
 pytestmark = pytest.mark.slow
@@ -42,17 +42,9 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    env = {
-        "SESSIONARY_DATA_DIR": str(tmp_path_factory.mktemp("external") / "data"),
-        "SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS": "16",
-    }
-    output = run_cli(["init"], env)
-    key = next(line for line in output.splitlines() if line.startswith("sk_sy_"))
-    server = LiveServer(env)
-    try:
+    data = tmp_path_factory.mktemp("external") / "data"
+    with initialised_server(data, SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS="16") as (server, key):
         yield Running(server, key)
-    finally:
-        server.stop()
 
 
 def ok(result: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from sessionary.client import (
     Sessionary,
 )
 from tests.support.flaky_proxy import FlakyProxy
-from tests.support.live import LiveServer, free_port, run_cli
+from tests.support.live import LiveServer, free_port, initialised_server
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +52,9 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    env = {
-        "SESSIONARY_DATA_DIR": str(tmp_path_factory.mktemp("sdk") / "data"),
-        "SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS": "12",
-    }
-    output = run_cli(["init"], env)
-    key = next(line for line in output.splitlines() if line.startswith("sk_sy_"))
-    server = LiveServer(env)
-    try:
+    data = tmp_path_factory.mktemp("sdk") / "data"
+    with initialised_server(data, SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS="12") as (server, key):
         yield Running(server, key)
-    finally:
-        server.stop()
 
 
 def test_assistant_and_credit_methods(running: Running) -> None:

@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -99,3 +100,16 @@ class LiveServer:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
         self._log.close()
+
+
+@contextmanager
+def initialised_server(data_dir: Path, **env: str) -> Iterator[tuple[LiveServer, str]]:
+    """`sessionary init` (printing the default account's key), then a served process with it."""
+    settings = {"SESSIONARY_DATA_DIR": str(data_dir), **env}
+    output = run_cli(["init"], settings)
+    key = next(line for line in output.splitlines() if line.startswith("sk_sy_"))
+    server = LiveServer(settings)
+    try:
+        yield server, key
+    finally:
+        server.stop()
