@@ -52,7 +52,7 @@ reliability: install-dev tests/js/node_modules/.installed
 		tests/test_authz_openapi.py tests/test_external_authz.py tests/test_crash_safety.py \
 		tests/test_fuzz.py tests/test_hostile_input.py tests/test_concurrent_spending.py \
 		tests/test_external_concurrency.py tests/test_idempotency.py tests/test_secrets.py \
-		tests/test_concurrent_upserts.py \
+		tests/test_concurrent_upserts.py tests/test_postgres_restart.py tests/test_upstream_faults.py \
 		tests/test_providers_remote.py tests/test_threads_chatkit.py
 
 ## schemathesis with many examples per operation.
