@@ -222,6 +222,30 @@ def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[st
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
+def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
+    """p50 latency and throughput against concurrency, one line per path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, result in series.items():
+        latency.plot(LEVELS, [result[c]["p50_ms"] for c in LEVELS], marker="o", label=name)
+        throughput.plot(LEVELS, [result[c]["rps"] for c in LEVELS], marker="o", label=name)
+    latency.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p50 latency (ms)")
+    throughput.set(xscale="log", xlabel="concurrent clients", ylabel="requests / s")
+    for axes in (latency, throughput):
+        axes.set_xticks(LEVELS, [str(c) for c in LEVELS])
+        axes.grid(alpha=0.3)
+    throughput.legend(fontsize=7, loc="upper left")
+    figure.suptitle("Gateway overhead in front of an instant upstream")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def run(quick: bool) -> str:
     total, runs = (100, 1) if quick else (400, 3)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
@@ -284,10 +308,19 @@ def run(quick: bool) -> str:
             direct_responses,
         ),
     ]
+    series = {
+        "stub directly": direct_responses,
+        "Sessionary /v1/responses (SQLite)": on_sqlite["responses"],
+        "Sessionary /v1/responses (PostgreSQL)": on_postgres["responses"],
+        "Sessionary /v1/assistant/completion (SQLite)": on_sqlite["completion"],
+    }
     if isinstance(proxied, str):
         lines += ["", f"LiteLLM proxy: not measured ({proxied})."]
     else:
         lines.append(_row(f"LiteLLM {LITELLM_VERSION} proxy (master key)", proxied, direct_chat))
+        series[f"LiteLLM {LITELLM_VERSION} proxy"] = proxied
+    plot(series, REPO / "docs" / "bench" / "gateway.png")
+    lines += ["", "![Gateway overhead](bench/gateway.png)"]
     lines += [
         "",
         "Sessionary runs with its ledger (reserve, settle), the caller's key check and the "

@@ -59,6 +59,75 @@ def chat(runs: int) -> dict[str, Any]:
     }
 
 
+def through_http(runs: int) -> dict[str, Any]:
+    """tokens/s of a whole `/v1/assistant/completion` (auth, ledger, storage) on `sessionary
+    serve`, against raw llama-cpp-python on the same prompt, alternating."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+    from llama_cpp import Llama
+
+    from bench.gateway import free_port, start, stop
+
+    work = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    port = free_port()
+    env = {
+        "SESSIONARY_DATA_DIR": str(work / "data"),
+        "SESSIONARY_PORT": str(port),
+        "SESSIONARY_LOG_LEVEL": "WARNING",
+        "SESSIONARY_LLM__N_CTX": "2048",
+    }
+    cli = [sys.executable, "-m", "sessionary"]
+    init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
+    key = next(line for line in init.stdout.splitlines() if line.startswith("sk_sy_"))
+    server = start([*cli, "serve"], env, f"http://127.0.0.1:{port}/readyz", work / "server.log")
+    raw = Llama(model_path=str(bundled_gguf()), n_ctx=2048, verbose=False)
+    messages = [{"role": m.role, "content": m.text} for m in PROMPT]
+    try:
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=300,
+        )
+        client.post("/assistant/set_system_prompt", json={"system_prompt": PROMPT[0].text})
+
+        def http_once() -> float:
+            session = client.post("/assistant/session", json={}).json()["session_id"]
+            body = {
+                "session_id": session,
+                "input": PROMPT[1].text,
+                "max_output_tokens": MAX_TOKENS,
+                "temperature": 0,
+            }
+            seconds, answer = timed(lambda: client.post("/assistant/completion", json=body))
+            return float(answer.json()["usage"]["output_tokens"]) / seconds
+
+        def raw_once() -> float:
+            seconds, answer = timed(
+                lambda: raw.create_chat_completion(
+                    messages=messages, max_tokens=MAX_TOKENS, temperature=0
+                )
+            )
+            return answer["usage"]["completion_tokens"] / seconds
+
+        http_once(), raw_once()
+        raw_rates, http_rates = [], []
+        for _ in range(runs):
+            raw_rates.append(raw_once())
+            http_rates.append(http_once())
+        client.close()
+    finally:
+        stop(server)
+    return {
+        "raw_tokens_per_s": median(raw_rates),
+        "http_tokens_per_s": median(http_rates),
+        "ratio": median(http_rates) / median(raw_rates),
+    }
+
+
 def embeddings(runs: int, count: int) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -97,6 +166,7 @@ def embeddings(runs: int, count: int) -> dict[str, Any]:
 def run(quick: bool) -> str:
     chat_figures = chat(runs=3 if quick else 7)
     embed_figures = embeddings(runs=3 if quick else 7, count=500 if quick else 2000)
+    http_figures = through_http(runs=3 if quick else 7)
     return "\n".join(
         [
             "## Local providers against the raw libraries",
@@ -108,6 +178,9 @@ def run(quick: bool) -> str:
             f"| chat, SmolLM2-135M Q4_1, {MAX_TOKENS} tokens, tokens/s | "
             f"{chat_figures['raw_tokens_per_s']:.1f} | {chat_figures['provider_tokens_per_s']:.1f} "
             f"| **{chat_figures['ratio']:.3f}** |",
+            f"| chat through `POST /v1/assistant/completion` on `sessionary serve` (key check, "
+            f"ledger, storage), tokens/s | {http_figures['raw_tokens_per_s']:.1f} "
+            f"| {http_figures['http_tokens_per_s']:.1f} | **{http_figures['ratio']:.3f}** |",
             f"| embeddings, all-MiniLM-L6-v2, {embed_figures['sentences']} sentences, sentences/s "
             f"| {embed_figures['raw_sentences_per_s']:.0f} "
             f"| {embed_figures['provider_sentences_per_s']:.0f} "

@@ -253,9 +253,7 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         figures = quality(embedder, workdir)
-        ingest = ingestion(
-            providers.embedder(), workdir, 1000 if quick else 3000, 3 if quick else 5
-        )
+        ingest = ingestion(providers.embedder(), workdir, 1000 if quick else 10_000, 3)
         urls: dict[str, str | None] = {"SQLite": None}
         server = None
         try:
@@ -294,7 +292,7 @@ def run(quick: bool) -> str:
         "",
         f"Hybrid nDCG@10 is {verdict} the better of the two ({best:.4f}).",
         "",
-        f"**Ingestion** ({'1,000' if quick else '3,000'} listings, medians of alternating runs): "
+        f"**Ingestion** ({'1,000' if quick else '10,000'} listings, medians of alternating runs): "
         "raw "
         f"sentence-transformers {ingest['raw']:.0f} records/s; `create_embedding`'s service path "
         f"{ingest['service']:.0f} records/s; ratio **{ingest['ratio']:.3f}** (target ≥ 0.8).",
