@@ -78,6 +78,7 @@ def through_http(runs: int) -> dict[str, Any]:
         "SESSIONARY_DATA_DIR": str(work / "data"),
         "SESSIONARY_PORT": str(port),
         "SESSIONARY_LOG_LEVEL": "WARNING",
+        "SESSIONARY_LLM__PROVIDER": "local",
         "SESSIONARY_LLM__N_CTX": "2048",
     }
     cli = [sys.executable, "-m", "sessionary"]
