@@ -28,6 +28,12 @@ log = structlog.get_logger("sessionary.auth")
 EXTERNAL_KEY_HEADER = "x-external-user-api-key"
 
 
+def bearer_of(headers: Headers) -> str | None:
+    """The bearer token of a well-formed Authorization header, else None."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def _credentials(headers: Headers) -> tuple[str | None, str | None]:
     """(bearer token, external user key header); 401 for a malformed Authorization header."""
     external = headers.get(EXTERNAL_KEY_HEADER, "").strip() or None

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.principal import Caller, UserCaller
+from sessionary.accounts.principal import Caller, UserCaller, bearer_of
 from sessionary.accounts.schemas import RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import IssuedToken, TokenService
@@ -58,9 +58,7 @@ def revoke_auth_token(
     caller: UserCaller, session: DbSession, request: Request, body: RevokeToken | None = None
 ) -> dict[str, Any]:
     token = body.auth_token if body else None
-    if token is None:
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        token = bearer.strip() if scheme.lower() == "bearer" else None
+    token = token or bearer_of(request.headers)
     if not token or not token.startswith(AUTH_TOKEN_TYPE):
         raise InvalidRequest("Name the auth token to revoke as authToken.", param="authToken")
     row = TokenService(session).revoke(caller, token)

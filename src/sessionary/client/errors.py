@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 
-def _credits(headers: httpx.Headers | None, name: str) -> Decimal | None:
+def credits_header(headers: httpx.Headers | None, name: str) -> Decimal | None:
     value = headers.get(name) if headers is not None else None
     return Decimal(value) if value else None
 
@@ -47,7 +47,7 @@ class APIStatusError(SessionaryError):
         self.param: str | None = error.get("param")
         self.code: str | None = error.get("code")
         self.request_id = response.headers.get("x-request-id")
-        self.credits_remaining = _credits(response.headers, "x-credits-remaining")
+        self.credits_remaining = credits_header(response.headers, "x-credits-remaining")
 
     def __str__(self) -> str:
         return f"{self.status_code}: {self.message}"

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from sessionary.client.errors import SessionaryError, error_for
+from sessionary.client.errors import SessionaryError, credits_header, error_for
 from sessionary.client.operations import Call
 
 T = TypeVar("T", bound=BaseModel)
@@ -36,13 +36,11 @@ class Result(Generic[T]):
 
     @property
     def credits_charged(self) -> Decimal | None:
-        value = self.headers.get("x-credits-charged")
-        return Decimal(value) if value else None
+        return credits_header(self.headers, "x-credits-charged")
 
     @property
     def credits_remaining(self) -> Decimal | None:
-        value = self.headers.get("x-credits-remaining")
-        return Decimal(value) if value else None
+        return credits_header(self.headers, "x-credits-remaining")
 
     @property
     def request_id(self) -> str | None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.principal import Caller, UserCaller, identify
+from sessionary.accounts.principal import Caller, UserCaller, bearer_of, identify
 from sessionary.accounts.routes import login_token_answer
 from sessionary.accounts.tokens import TokenService
 from sessionary.assistant.dependencies import Turns
@@ -21,6 +21,7 @@ from sessionary.billing.headers import credit_headers
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.money import credits_number
 from sessionary.billing.pricing import Pricing
+from sessionary.billing.service import CreditsService
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.external.models import ExternalUser
 from sessionary.external.schemas import (
@@ -98,21 +99,8 @@ def user_session(body: UserSessionRequest, caller: Caller, session: DbSession) -
 def user_credits(caller: UserCaller, session: DbSession, request: Request) -> dict[str, Any]:
     users = ExternalUserService(session)
     _, user = users.resolve(caller, identity_from_query(request.query_params))
-    top_up = users.ledger.last_top_up(users.owner(user))
-    return users.with_summary(
-        user,
-        {
-            "remainingCredits": credits_number(users.balance(user)),
-            "lastTopUp": {
-                "id": top_up.id,
-                "creditsApplied": credits_number(top_up.amount_micro),
-                "paymentDate": top_up.created_at.isoformat(),
-                "billingReason": top_up.note,
-            }
-            if top_up
-            else None,
-        },
-    )
+    balance = CreditsService(session).balance(users.owner(user))
+    return users.with_summary(user, balance.model_dump())
 
 
 @router.post("/credits/grant", summary="Move credits from the account to an external user")
@@ -365,9 +353,7 @@ def verify_token(
                 "authToken": issued.plaintext,
                 "expiresAt": row.expires_at.isoformat(),
             }
-    if auth_token is None:
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        auth_token = bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else None
+    auth_token = auth_token or bearer_of(request.headers)
     if auth_token is None:
         raise Unauthorized("Send loginToken or authToken.", code="missing_token")
     with db.session(write=False) as session:

@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.service import AccountService
 from sessionary.billing.ledger import Ledger, Owner, Settlement
-from sessionary.billing.money import CREDITS_PER_USD, credits_number, usd_to_micro
+from sessionary.billing.money import (
+    CREDITS_PER_USD,
+    credits_number,
+    credits_to_micro,
+    usd_to_micro,
+)
 from sessionary.billing.pricing import Pricing
 from sessionary.external.models import ExternalUser, LibraryMark
 from sessionary.external.schemas import ExternalUserIdentity, UtilityChargeRequest
@@ -176,7 +181,7 @@ class ExternalUserService:
 
         402 when the account cannot fund it; both movements commit together or not at all.
         """
-        micro = credits * 1_000_000
+        micro = credits_to_micro(credits)
         account = Owner.account(user.account_id)
         left = self.ledger.charge(
             account, micro, route="/v1/external_users/credits/grant", subject_id=user.id
@@ -209,7 +214,7 @@ class ExternalUserService:
         usd *= body.pricing_multiplier
         micro = usd_to_micro(usd)
         ceiling = pricing.settings.max_utility_charge_credits
-        if micro > ceiling * 1_000_000:
+        if micro > credits_to_micro(ceiling):
             raise InvalidRequest(
                 f"One usage charge costs at most {ceiling} credits.", param="cost_usd"
             )
