@@ -17,11 +17,6 @@ class Principal:
     # auth token, or the account key naming the user in the body of an external-user route.
     external_user_id: str | None = None
 
-    @property
-    def is_account(self) -> bool:
-        """The account itself: neither a client secret nor one of its external users."""
-        return self.session_scope is None and self.external_user_id is None
-
     def acting_for(self, external_user_id: str) -> Principal:
         return replace(self, external_user_id=external_user_id)
 
