@@ -175,7 +175,7 @@ class UtilityChargeRequest(_Scoped):
         default=None, max_length=200, validation_alias=_alias("model", "model_id", "modelId")
     )
     text: str | None = Field(
-        default=None, max_length=1_000_000, validation_alias=_alias("text", "content")
+        default=None, max_length=100_000, validation_alias=_alias("text", "content")
     )
     characters: int | None = Field(
         strict=True,
