@@ -3,6 +3,8 @@ turned into a Principal: the account, one of its external users, or a ChatKit cl
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
@@ -103,7 +105,18 @@ def get_any_principal(request: Request, db: AppDatabase, settings: AppSettings) 
     return principal
 
 
+# key id -> when this process last wrote its last_used_at (monotonic seconds). Without it every
+# request would open a write transaction only to find the stored time fresh.
+_touched: dict[str, float] = {}
+
+
 def _touch(db: Database, key_id: str, interval: timedelta) -> None:
+    now = time.monotonic()
+    if now - _touched.get(key_id, -math.inf) < interval.total_seconds():
+        return
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[key_id] = now
     try:
         with db.session() as touch_session:
             AccountService(touch_session).touch(key_id, interval)

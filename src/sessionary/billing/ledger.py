@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.billing import telemetry
-from sessionary.billing.models import CreditReservation, LedgerEntry
+from sessionary.billing.models import LedgerEntry
 from sessionary.billing.money import format_credits
 from sessionary.billing.store import LedgerStore
 from sessionary.kit.errors import InsufficientCredits, InvalidRequest, NotFound
@@ -94,8 +94,7 @@ class Ledger:
     # Reading
 
     def balance(self, owner: Owner) -> int:
-        row = self.store.get_balance(owner.type, owner.id)
-        return row.balance_micro if row else 0
+        return self.store.balance_micro(owner.type, owner.id)
 
     def last_top_up(self, owner: Owner) -> LedgerEntry | None:
         row = self.store.get_balance(owner.type, owner.id)
@@ -160,18 +159,19 @@ class Ledger:
         self._move(owner, "reservation", -micro, route=route, reservation_id=reservation_id)
         now = utcnow()
         self.store.add_reservation(
-            CreditReservation(
-                id=reservation_id,
-                owner_type=owner.type,
-                owner_id=owner.id,
-                account_id=owner.account_id,
-                amount_micro=micro,
-                status="open",
-                request_id=current_request_id(),
-                route=route,
-                created_at=now,
-                expires_at=now + self.reservation_ttl,
-            )
+            {
+                "id": reservation_id,
+                "owner_type": owner.type,
+                "owner_id": owner.id,
+                "account_id": owner.account_id,
+                "amount_micro": micro,
+                "status": "open",
+                "request_id": current_request_id(),
+                "route": route,
+                "created_at": now,
+                "expires_at": now + self.reservation_ttl,
+                "closed_at": None,
+            }
         )
         return Reservation(reservation_id, owner, micro)
 
@@ -197,13 +197,16 @@ class Ledger:
                 raise NotFound(f"No reservation '{reservation_id}'.")
             owner = Owner(existing.owner_type, existing.owner_id, existing.account_id)
             route = existing.route
+            available = self.balance(owner)
         else:
             owner = Owner(row.owner_type, row.owner_id, row.account_id)
             route = row.route
-            self._move(owner, "release", row.amount_micro, route=route, reservation_id=row.id)
-        charge = min(max(actual_micro, 0), self.balance(owner))
+            available = self._move(
+                owner, "release", row.amount_micro, route=route, reservation_id=row.id
+            )
+        charge = min(max(actual_micro, 0), available)
         if charge == 0:
-            return Settlement(0, self.balance(owner))
+            return Settlement(0, available)
         remaining = self._move(
             owner,
             "charge",
@@ -254,22 +257,22 @@ class Ledger:
             raise insufficient(-amount_micro, self.balance(owner))
         telemetry.note(self.store.session, kind, owner.type, route, amount_micro)
         self.store.append(
-            LedgerEntry(
-                id=entry_id,
-                owner_type=owner.type,
-                owner_id=owner.id,
-                account_id=owner.account_id,
-                kind=kind,
-                amount_micro=amount_micro,
-                balance_after_micro=remaining,
-                reservation_id=reservation_id,
-                request_id=current_request_id(),
-                route=route,
-                model=model,
-                usage=json.dumps(usage, sort_keys=True) if usage is not None else None,
-                note=note,
-                subject_id=subject_id,
-                created_at=utcnow(),
-            )
+            {
+                "id": entry_id,
+                "owner_type": owner.type,
+                "owner_id": owner.id,
+                "account_id": owner.account_id,
+                "kind": kind,
+                "amount_micro": amount_micro,
+                "balance_after_micro": remaining,
+                "reservation_id": reservation_id,
+                "request_id": current_request_id(),
+                "route": route,
+                "model": model,
+                "usage": json.dumps(usage, sort_keys=True) if usage is not None else None,
+                "note": note,
+                "subject_id": subject_id,
+                "created_at": utcnow(),
+            }
         )
         return remaining

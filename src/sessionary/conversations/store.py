@@ -13,6 +13,7 @@ from sessionary.conversations.models import (
     ConversationSession,
     StoredResponse,
 )
+from sessionary.kit.sql import insert_rows
 
 
 class ConversationStore:
@@ -56,8 +57,7 @@ class ConversationStore:
     # Messages
 
     def add_messages(self, rows: Sequence[ConversationMessage]) -> None:
-        self.session.add_all(rows)
-        self.session.flush()
+        insert_rows(self.session, rows)
 
     def messages(
         self, session_id: str, *, up_to_id: str | None = None
@@ -146,8 +146,7 @@ class ConversationStore:
     # Responses
 
     def add_response(self, row: StoredResponse) -> None:
-        self.session.add(row)
-        self.session.flush()
+        insert_rows(self.session, [row])
 
     def get_response(self, response_id: str) -> StoredResponse | None:
         return self.session.get(StoredResponse, response_id)
