@@ -45,7 +45,15 @@ def main() -> None:
         for name in SUITES
         if name in sections
     ]
-    report = "\n".join(header) + "\n".join(blocks)
+    headlines = [
+        line.removeprefix("**Headline**: ")
+        for name in SUITES
+        if name in sections
+        for line in sections[name].splitlines()
+        if line.startswith("**Headline**: ")
+    ]
+    closing = ["", "## In short", "", *(f"- {line}" for line in headlines), ""]
+    report = "\n".join(header) + "\n".join(blocks) + "\n".join(closing)
     REPORT.write_text(report)
     print(report)
 

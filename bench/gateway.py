@@ -222,6 +222,27 @@ def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[st
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
+def headline(
+    ours: dict[int, dict[str, float]],
+    base: dict[int, dict[str, float]],
+    proxied: dict[int, dict[str, float]] | str,
+    proxied_base: dict[int, dict[str, float]],
+) -> str:
+    added = ours[1]["p50_ms"] - base[1]["p50_ms"]
+    text = (
+        f"**Headline**: Sessionary adds {added:.1f} ms (p50, one client) to a Responses call "
+        f"with auth, ledger and storage on SQLite, and serves {ours[16]['rps']:.0f} req/s at 16 "
+        "clients"
+    )
+    if isinstance(proxied, str):
+        return text + "."
+    theirs = proxied[1]["p50_ms"] - proxied_base[1]["p50_ms"]
+    return (
+        text + f"; the LiteLLM proxy adds {theirs:.1f} ms with no database "
+        f"(ratio {added / theirs:.2f}) and serves {proxied[16]['rps']:.0f} req/s."
+    )
+
+
 def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
     """p50 latency and throughput against concurrency, one line per path."""
     import matplotlib
@@ -320,6 +341,7 @@ def run(quick: bool) -> str:
         lines.append(_row(f"LiteLLM {LITELLM_VERSION} proxy (master key)", proxied, direct_chat))
         series[f"LiteLLM {LITELLM_VERSION} proxy"] = proxied
     plot(series, REPO / "docs" / "bench" / "gateway.png")
+    lines += ["", headline(on_sqlite["responses"], direct_responses, proxied, direct_chat)]
     lines += ["", "![Gateway overhead](bench/gateway.png)"]
     lines += [
         "",

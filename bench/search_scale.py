@@ -515,6 +515,26 @@ def _base_vectors(
 # The report
 
 
+def headline(rows: list[dict[str, Any]], top: int) -> str:
+    """One tier, unfiltered and filtered: Sessionary on SQLite against the others."""
+    cell = {(r["engine"], r["kind"]): r for r in rows if r["records"] == top}
+    parts = []
+    for kind in ("unfiltered", "filtered"):
+        ours = cell.get(("Sessionary, SQLite", kind))
+        if ours is None:
+            continue
+        others = ", ".join(
+            f"{engine} {r['p50']:.1f} ms (recall {r['recall']:.3f})"
+            for engine in ENGINES[1:]
+            if (r := cell.get((engine, kind))) is not None
+        )
+        parts.append(
+            f"{kind}: Sessionary on SQLite {ours['p50']:.1f} ms (recall {ours['recall']:.3f}); "
+            f"{others}"
+        )
+    return f"**Headline**: at {top:,} records, p50 of a search, " + "; ".join(parts) + "."
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """p50 latency against records, unfiltered and filtered, one line per engine."""
     import matplotlib
@@ -570,6 +590,10 @@ def run(quick: bool) -> str:
             f"{memory} | {r['stored_bytes']:,.0f} |"
         )
     lines += ["", "![Search latency against records](bench/search_scale.png)", ""]
+    largest = max(r["records"] for r in rows)
+    with_chroma = max((r["records"] for r in rows if r["engine"] == "Chroma"), default=largest)
+    for size in sorted({with_chroma, largest}):
+        lines += [headline(rows, size), ""]
     for engine, why in measured["notes"].items():
         lines.append(f"{engine}: not measured ({why}).")
     lines += [
