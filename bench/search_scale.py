@@ -605,7 +605,8 @@ def run(quick: bool) -> str:
         "resident growth while loading; PostgreSQL keeps vectors in its own shared buffers, so "
         'only its stored size (table and indexes) is given. "Load" is the time to bring the '
         "tier in: Sessionary's ingestion up to 100k (row by row into a live HNSW index on "
-        "PostgreSQL), an SQL copy of the rows for 1M; COPY then one index build for plain "
+        "PostgreSQL; on SQLite the first tier also embeds each distinct listing once), an SQL "
+        "copy of the rows for 1M; COPY then one index build for plain "
         "pgvector; `collection.add` for Chroma.",
         "",
         "Chroma at 1M is not in the run: it adds about 1,200 records/s here (86 s for 100k), "
