@@ -443,3 +443,60 @@ def test_postgres_uses_hnsw_beyond_the_exact_limit(
             ).scalars()
         )
     assert "ix_search_documents_hnsw_384" in plan
+
+
+def test_column_filters_answer_what_sql_answers(
+    client: TestClient, funded: Tenant, db: Database, backend: str
+) -> None:
+    """SQLite filters from cached columns select exactly the rows the SQL selects."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only")
+    import numpy as np
+
+    from sessionary.search.filters import column_mask, validate
+    from sessionary.search.ranking import INDEXES
+    from sessionary.search.store import SearchStore
+
+    cities = ["Zürich", "zurich", "ZÜRICH", "Oslo", "Bergen", None]
+    records = []
+    for i in range(60):
+        record: dict[str, Any] = {
+            "id": f"h{i}",
+            "price": None if i % 7 == 0 else 900 + 100 * (i % 13),
+            "pets": None if i % 5 == 0 else i % 2 == 0,
+            "description": f"Home {i} with {['a garden', 'a pool', 'a view'][i % 3]}.",
+        }
+        if cities[i % 6] is not None:
+            record["city"] = cities[i % 6]
+        records.append({k: v for k, v in record.items() if v is not None})
+    template_id = create(client, funded, records)["template_id"]
+    conditions: list[dict[str, Any]] = [
+        {"city": "zurich"},
+        {"city": "OSLO"},
+        {"city": {"in": ["Bergen", "zürich"]}},
+        {"city": {"ne": "oslo"}},
+        {"price": 1500},
+        {"price": {"min": 1200, "max": 1800}},
+        {"price": {"gte": 1000}},
+        {"price": {"ne": 1500}},
+        {"price": {"in": [900, 2100]}},
+        {"pets": True},
+        {"pets": False},
+        {"pets": {"ne": True}},
+        {"city": "zurich", "price": {"max": 1500}, "pets": True},
+    ]
+    with db.session(write=False) as session:
+        store = SearchStore(session)
+        template = store.get_template(template_id)
+        assert template is not None
+        assert {"city", "price", "pets"} <= set(template.schema["fields"])
+        index = INDEXES.get(store, template.id, template.version)
+        columns = index.columns(lambda key: store.folded_values(template.id, key))
+        for raw in conditions:
+            filters = validate(raw, template.schema, "search_params")
+            keep = column_mask(filters, template.schema, columns)
+            assert keep is not None, raw
+            by_columns = {index.ids[i] for i in np.flatnonzero(keep)}
+            by_sql = set(store.candidate_ids(template.id, store.where(filters, template.schema)))
+            assert by_columns == by_sql, raw
+            assert by_sql and len(by_sql) < len(records), raw  # each case tells rows apart

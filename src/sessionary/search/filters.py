@@ -9,7 +9,9 @@ A condition is a value (equality; strings compare case- and accent-insensitively
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from sessionary.kit.errors import InvalidRequest
 from sessionary.search.detection import canonical, structured_paths
@@ -115,3 +117,84 @@ def matches(
         elif value != _fold(condition):
             return False
     return True
+
+
+class Columns(Protocol):
+    """A template's folded filter values, one array per field (None when not available)."""
+
+    def values(self, key: str) -> np.ndarray | None: ...
+
+    def numbers(self, key: str) -> np.ndarray | None: ...
+
+
+def column_mask(
+    filters: dict[str, Condition], schema: dict[str, Any], columns: Columns
+) -> np.ndarray | None:
+    """The conditions evaluated over whole columns instead of row by row in SQL.
+
+    It answers what the SQL of `filter_clauses` answers on SQLite, for the conditions whose
+    meaning is plain in both: numbers (equality, min/max, in, ne), strings and booleans
+    (equality, in, ne). Anything else (tags, min/max on dates, range pairs, a number column
+    holding text) gives None, and the caller asks the database instead.
+    """
+    keep: np.ndarray | None = None
+    for key, condition in filters.items():
+        if key in schema.get("ranges", {}):
+            return None
+        kind = schema["fields"][key]["kind"]
+        if kind == "number":
+            numbers = columns.numbers(key)
+            part = None if numbers is None else _numeric_mask(numbers, condition)
+        elif kind == "tags":
+            return None
+        else:
+            values = columns.values(key)
+            part = None if values is None else _exact_mask(values, condition)
+        if part is None:
+            return None
+        keep = part if keep is None else keep & part
+    return keep
+
+
+def as_numbers(values: np.ndarray) -> np.ndarray | None:
+    """A column as floats (NaN for missing), or None when it holds anything but numbers."""
+    if any(v is not None and not isinstance(v, int | float) for v in values):
+        return None
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _numeric_mask(numbers: np.ndarray, condition: Condition) -> np.ndarray:
+    if not isinstance(condition, dict):
+        equal: np.ndarray = numbers == float(condition)
+        return equal
+    keep = np.ones(len(numbers), dtype=bool)
+    if "min" in condition:
+        keep &= numbers >= condition["min"]
+    if "max" in condition:
+        keep &= numbers <= condition["max"]
+    if "in" in condition:
+        keep &= np.isin(numbers, [float(v) for v in condition["in"]])
+    if "ne" in condition:
+        keep &= np.isnan(numbers) | (numbers != float(condition["ne"]))
+    return keep
+
+
+def _exact_mask(values: np.ndarray, condition: Condition) -> np.ndarray | None:
+    def equal(wanted: Any) -> np.ndarray:
+        target = _fold(wanted)
+        # SQLite's JSON values: text equals text only; true and 1 are the same number.
+        same = str if isinstance(target, str) else int | float
+        return np.fromiter(
+            (isinstance(v, same) and v == target for v in values), dtype=bool, count=len(values)
+        )
+
+    if not isinstance(condition, dict):
+        return equal(condition)
+    if "min" in condition or "max" in condition:
+        return None
+    keep = np.ones(len(values), dtype=bool)
+    if "in" in condition:
+        keep &= np.logical_or.reduce([equal(v) for v in condition["in"]])
+    if "ne" in condition:
+        keep &= ~equal(condition["ne"])
+    return keep

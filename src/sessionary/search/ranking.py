@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from sessionary.search.filters import Columns, as_numbers
 from sessionary.search.store import SearchStore
 
 RRF_K = 60
@@ -28,33 +29,35 @@ class TemplateIndex:
     matrix: np.ndarray
     texts: list[str]
     position: dict[str, int] = field(default_factory=dict)
+    column_cache: dict[Any, np.ndarray | None] = field(default_factory=dict)
     _bm25: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.position = {doc_id: i for i, doc_id in enumerate(self.ids)}
 
-    def dense(
-        self, query: np.ndarray, candidates: Sequence[str] | None, k: int
-    ) -> list[tuple[str, float]]:
-        if not self.ids:
-            return []
-        rows = (
-            np.arange(len(self.ids))
-            if candidates is None
-            else np.fromiter(
-                (self.position[c] for c in candidates if c in self.position), dtype=np.int64
-            )
+    def rows_of(self, candidates: Sequence[str]) -> np.ndarray:
+        """Row positions of document ids (ids of other versions are skipped)."""
+        return np.fromiter(
+            (self.position[c] for c in candidates if c in self.position), dtype=np.int64
         )
-        if rows.size == 0:
+
+    def columns(self, load: Callable[[str], list[tuple[str, Any]]]) -> Columns:
+        """This version's filter columns, each read once with `load` (id, folded value)."""
+        return _ColumnView(self, load)
+
+    def dense(self, query: np.ndarray, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+        """Cosine scores over all rows, or over `rows` (positions) only."""
+        if not self.ids or (rows is not None and rows.size == 0):
             return []
-        scores = self.matrix[rows] @ query.astype(np.float32)
+        matrix = self.matrix if rows is None else self.matrix[rows]
+        scores = matrix @ query.astype(np.float32)
         top = _top(scores, k)
+        if rows is None:
+            return [(self.ids[i], float(scores[i])) for i in top]
         return [(self.ids[rows[i]], float(scores[i])) for i in top]
 
-    def lexical(
-        self, query: str, candidates: Sequence[str] | None, k: int
-    ) -> list[tuple[str, float]]:
+    def lexical(self, query: str, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         import bm25s
 
         with self._lock:
@@ -67,12 +70,43 @@ class TemplateIndex:
         if not terms:
             return []
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
-        if candidates is not None:
+        if rows is not None:
             mask = np.zeros(len(self.ids), dtype=bool)
-            mask[[self.position[c] for c in candidates if c in self.position]] = True
+            mask[rows] = True
             scores = np.where(mask, scores, -np.inf)
         top = [i for i in _top(scores, k) if np.isfinite(scores[i]) and scores[i] > 0]
         return [(self.ids[i], float(scores[i])) for i in top]
+
+
+@dataclass
+class _ColumnView:
+    index: TemplateIndex
+    load: Callable[[str], list[tuple[str, Any]]]
+
+    def values(self, key: str) -> np.ndarray | None:
+        cache = self.index.column_cache
+        with self.index._lock:
+            if key in cache:
+                return cache[key]
+        pairs = self.load(key)
+        column: np.ndarray | None = None
+        if [doc_id for doc_id, _ in pairs] == self.index.ids:  # else a write landed between
+            column = np.empty(len(pairs), dtype=object)
+            column[:] = [value for _, value in pairs]
+        with self.index._lock:
+            cache[key] = column
+        return column
+
+    def numbers(self, key: str) -> np.ndarray | None:
+        cache = self.index.column_cache
+        with self.index._lock:
+            if ("numbers", key) in cache:
+                return cache[("numbers", key)]
+        values = self.values(key)
+        numbers = None if values is None else as_numbers(values)
+        with self.index._lock:
+            cache[("numbers", key)] = numbers
+        return numbers
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:

@@ -27,9 +27,9 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.container import Providers
 from sessionary.search import detection
 from sessionary.search.extraction import Extractor
-from sessionary.search.filters import validate
+from sessionary.search.filters import column_mask, validate
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
-from sessionary.search.ranking import INDEXES, fuse
+from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
 from sessionary.search.store import SearchStore
 
@@ -372,8 +372,8 @@ class SearchService:
             store = SearchStore(session)
             where = store.where(filters, template.schema)
             index = None
+            rows = None
             postgres = store.dialect == "postgresql"
-            candidates = store.candidate_ids(template.id, where) if where and not postgres else None
             if postgres:
                 count = (
                     store.count_candidates(template.id, where) if where else template.record_count
@@ -386,17 +386,35 @@ class SearchService:
                     dense = store.nearest(template.id, where, query, pool)
             else:
                 index = INDEXES.get(store, template.id, template.version)
-                dense = index.dense(query, candidates, pool)
+                if where:
+                    rows = self._filtered_rows(store, index, template, filters, where)
+                dense = index.dense(query, rows, pool)
             ranked = dense
             if rerank:
                 index = index or INDEXES.get(store, template.id, template.version)
                 if postgres and where:
-                    candidates = store.candidate_ids(template.id, where)
-                lexical = index.lexical(text, candidates, pool)
+                    rows = index.rows_of(store.candidate_ids(template.id, where))
+                lexical = index.lexical(text, rows, pool)
                 ranked = fuse([dense, lexical])
             chosen = ranked[:limit]
-            rows = store.documents([doc_id for doc_id, _ in chosen])
-            return [(rows[doc_id], score) for doc_id, score in chosen if doc_id in rows]
+            found = store.documents([doc_id for doc_id, _ in chosen])
+            return [(found[doc_id], score) for doc_id, score in chosen if doc_id in found]
+
+    @staticmethod
+    def _filtered_rows(
+        store: SearchStore,
+        index: TemplateIndex,
+        template: EmbeddingTemplate,
+        filters: dict[str, Any],
+        where: list[Any],
+    ) -> np.ndarray:
+        """SQLite: the rows meeting the filters, from the cached columns when the conditions
+        allow (a scan of arrays instead of parsing every document's JSON), else from SQL."""
+        columns = index.columns(lambda key: store.folded_values(template.id, key))
+        keep = column_mask(filters, template.schema, columns)
+        if keep is not None:
+            return np.flatnonzero(keep)
+        return index.rows_of(store.candidate_ids(template.id, where))
 
     # Reading
 

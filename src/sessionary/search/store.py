@@ -159,6 +159,15 @@ class SearchStore:
             )
         )
 
+    def folded_values(self, template_id: str, key: str) -> list[tuple[str, Any]]:
+        """One filter field's folded value per document, in id order (as `all_vectors`)."""
+        rows = self.session.execute(
+            select(SearchDocument.id, SearchDocument.folded[key])
+            .where(SearchDocument.template_id == template_id)
+            .order_by(SearchDocument.id)
+        )
+        return [(row[0], row[1]) for row in rows]
+
     def all_vectors(self, template_id: str) -> tuple[list[str], list[np.ndarray], list[str]]:
         ids, vectors, texts = [], [], []
         for row in self.session.execute(
