@@ -268,7 +268,7 @@ def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
 
 
 def run(quick: bool) -> str:
-    total, runs = (50, 1) if quick else (400, 3)
+    total, runs = (50, 1) if quick else (250, 3)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     stub_port = free_port()
     stub = start(

@@ -165,9 +165,9 @@ def embeddings(runs: int, count: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> str:
-    chat_figures = chat(runs=3 if quick else 7)
+    chat_figures = chat(runs=3 if quick else 5)
     embed_figures = embeddings(runs=3 if quick else 5, count=500 if quick else 1000)
-    http_figures = through_http(runs=3 if quick else 7)
+    http_figures = through_http(runs=3 if quick else 5)
     return "\n".join(
         [
             "## Local providers against the raw libraries",
