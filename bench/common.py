@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +54,22 @@ def sentences(limit: int) -> list[str]:
                 if len(out) >= limit:
                     return out
     return out
+
+
+def own_venv(path: Path, requirements: list[str]) -> str | None:
+    """A virtual environment of its own for a tool whose pins clash with ours, made on first
+    use; None when it is ready, else why it could not be made."""
+    python = path / "bin" / "python"
+    if python.exists():
+        return None
+    made = subprocess.run([sys.executable, "-m", "venv", str(path)], capture_output=True, text=True)
+    if made.returncode == 0:
+        made = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *requirements],
+            capture_output=True,
+            text=True,
+        )
+    if made.returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)
+        return f"could not install {' '.join(requirements)}: {made.stderr.strip()[-300:]}"
+    return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import REPO
+from bench.common import REPO, own_venv
 
 LEVELS = (1, 16, 64)
 # The newest LiteLLM whose pins the package index here can satisfy (1.106.3+ needs a newer
@@ -163,18 +162,9 @@ def sessionary(
 
 def litellm(stub: str, work: Path, total: int, runs: int) -> dict[int, dict[str, float]] | str:
     """LiteLLM's proxy in front of the same stub, or why it could not run."""
-    python = LITELLM_VENV / "bin" / "python"
-    if not python.exists():
-        made = subprocess.run(
-            f"{sys.executable} -m venv {LITELLM_VENV} && {python} -m pip install -q "
-            f"'litellm[proxy]=={LITELLM_VERSION}' 'certifi<=2026.10.18'",
-            shell=True,
-            capture_output=True,
-            text=True,
-        )
-        if made.returncode != 0:
-            shutil.rmtree(LITELLM_VENV, ignore_errors=True)
-            return f"could not install litellm[proxy]: {made.stderr.strip()[-300:]}"
+    failed = own_venv(LITELLM_VENV, [f"litellm[proxy]=={LITELLM_VERSION}", "certifi<=2026.10.18"])
+    if failed:
+        return failed
     port = free_port()
     config = work / "litellm.yaml"
     config.write_text(

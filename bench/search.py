@@ -78,9 +78,13 @@ def _world(
 
 
 async def _ingest(
-    service: SearchService, caller: Principal, records: list[dict[str, Any]], name: str
+    service: SearchService,
+    caller: Principal,
+    records: list[dict[str, Any]],
+    name: str,
+    template_id: str | None = None,
 ) -> str:
-    template_id: str | None = None
+    """Records into a new template (or append to `template_id`), 10,000 per request."""
     for start in range(0, len(records), 10_000):
         done = await service.ingest(
             caller,
@@ -182,7 +186,7 @@ def ingestion(embedder: Any, workdir: Path, count: int, chunks: int) -> dict[str
         )
         service_s, template_id = timed(
             lambda p=part, t=template_id: asyncio.run(
-                _ingest_chunk(service, caller, listings[p], t)
+                _ingest(service, caller, listings[p], "ingest", t)
             )
         )
         raw_seconds, service_seconds = raw_seconds + raw_s, service_seconds + service_s
@@ -194,23 +198,6 @@ def ingestion(embedder: Any, workdir: Path, count: int, chunks: int) -> dict[str
         "ratio": median(ratios),
         "chunks": len(ratios),
     }
-
-
-async def _ingest_chunk(
-    service: SearchService,
-    caller: Principal,
-    records: list[dict[str, Any]],
-    template_id: str | None,
-) -> str:
-    done = await service.ingest(
-        caller,
-        route="bench",
-        records=records,
-        field_options=None,
-        name="ingest",
-        template_id=template_id,
-    )
-    return done.template.id
 
 
 # Latency

@@ -44,14 +44,14 @@ import numpy as np
 import psycopg
 from sqlalchemy import select, text
 
-from bench.common import REPO, SHARED_DATA
+from bench.common import REPO, SHARED_DATA, own_venv
 from bench.search import FILTERED, LOCAL, NONE, QUERIES, Memo, _ingest, _replicated, _world
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.container import Providers
 from sessionary.search.models import SearchDocument
 from sessionary.search.ranking import INDEXES
 from sessionary.search.records import fold_value
-from sessionary.search.service import SearchService
+from sessionary.search.store import SearchStore
 
 CHROMA_VERSION = "1.5.9"
 CHROMA_VENV = REPO / "bench" / ".venv-chroma"
@@ -209,8 +209,12 @@ class SessionaryEngine:
             self.embedder.seen, self.embedder.ingesting = self.seen, True
             try:
                 self.template_id = asyncio.run(
-                    _ingest_into(
-                        self.service, self.caller, records[self.loaded : size], self.template_id
+                    _ingest(
+                        self.service,
+                        self.caller,
+                        records[self.loaded : size],
+                        "scale",
+                        self.template_id,
                     )
                 )
             finally:
@@ -257,8 +261,6 @@ class SessionaryEngine:
         if self.postgres:
             with self.db.session() as session:
                 session.execute(text("SET maintenance_work_mem = '2GB'"))
-                from sessionary.search.store import SearchStore
-
                 SearchStore(session).ensure_vector_index(384)
 
     def search(self, query: str) -> tuple[float, list[str], dict[str, Any], str]:
@@ -287,8 +289,6 @@ class SessionaryEngine:
                     text("SELECT version FROM embedding_templates WHERE id = :t"),
                     {"t": self.template_id},
                 ).scalar_one()
-                from sessionary.search.store import SearchStore
-
                 index = INDEXES.get(SearchStore(session), self.template_id, int(template))
                 held = (
                     index.matrix.nbytes
@@ -302,23 +302,6 @@ class SessionaryEngine:
     def db_files(self) -> list[Path]:
         path = Path(str(self.db.engine.url.database))
         return [p for p in path.parent.glob(path.name + "*") if p.is_file()]
-
-
-async def _ingest_into(
-    service: SearchService, caller: Any, records: list[dict[str, Any]], template_id: str | None
-) -> str:
-    if template_id is None:
-        return await _ingest(service, caller, records, "scale")
-    for start in range(0, len(records), 10_000):
-        await service.ingest(
-            caller,
-            route="bench",
-            records=records[start : start + 10_000],
-            field_options=None,
-            name="scale",
-            template_id=template_id,
-        )
-    return template_id
 
 
 class PlainPgvector:
@@ -392,16 +375,9 @@ def chroma(
     repeats: int,
 ) -> dict[str, Any] | str:
     python = CHROMA_VENV / "bin" / "python"
-    if not python.exists():
-        made = subprocess.run(
-            f"{sys.executable} -m venv {CHROMA_VENV} && {python} -m pip install -q "
-            f"chromadb=={CHROMA_VERSION} numpy",
-            shell=True,
-            capture_output=True,
-            text=True,
-        )
-        if made.returncode != 0:
-            return f"could not install chromadb: {made.stderr.strip()[-300:]}"
+    failed = own_venv(CHROMA_VENV, [f"chromadb=={CHROMA_VERSION}", "numpy"])
+    if failed:
+        return failed
     job_dir = workdir / f"chroma-{size}"
     job_dir.mkdir(parents=True, exist_ok=True)
     np.save(job_dir / "vectors.npy", vectors)
