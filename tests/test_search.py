@@ -500,3 +500,57 @@ def test_column_filters_answer_what_sql_answers(
             by_sql = set(store.candidate_ids(template.id, store.where(filters, template.schema)))
             assert by_columns == by_sql, raw
             assert by_sql and len(by_sql) < len(records), raw  # each case tells rows apart
+
+
+def test_postgres_containment_hints_keep_results_and_use_the_gin_index(
+    client: TestClient, funded: Tenant, db: Database, backend: str
+) -> None:
+    """PostgreSQL: string equalities gain `folded @> ...` hints that select exactly what the
+    plain clauses select (mixed value types included) and that the GIN index can answer."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only")
+    from sqlalchemy import text
+
+    from sessionary.search.filters import validate
+    from sessionary.search.store import SearchStore, filter_clauses
+
+    codes = ["0150", "150", "Zürich", "true", "1.50"]  # strings that read as JSON scalars
+    records = [
+        {
+            "id": f"h{i}",
+            "city": ["Zürich", "zurich", "Oslo", "Bergen"][i % 4],
+            "code": codes[i % len(codes)],
+            "description": f"Home {i} with {['a garden', 'a pool', 'a view'][i % 3]}.",
+        }
+        for i in range(48)
+    ]
+    template_id = create(client, funded, records)["template_id"]
+    conditions: list[dict[str, Any]] = [
+        {"city": "zurich"},
+        {"city": "OSLO"},
+        {"city": {"in": ["Bergen", "zürich"]}},
+        {"city": {"ne": "oslo"}},
+    ]
+    with db.session(write=False) as session:
+        store = SearchStore(session)
+        template = store.get_template(template_id)
+        assert template is not None
+        assert template.schema["fields"]["code"]["kind"] == "categorical"
+        conditions += [{"code": "150"}, {"code": "true"}, {"code": {"in": ["1.50", "zurich"]}}]
+        for raw in conditions:
+            filters = validate(raw, template.schema, "search_params")
+            hinted = store.where(filters, template.schema)
+            plain = filter_clauses(filters, template.schema)
+            by_hinted = set(store.candidate_ids(template.id, hinted))
+            assert by_hinted == set(store.candidate_ids(template.id, plain)), raw
+            assert by_hinted and len(by_hinted) < len(records), raw
+        _, hint = store.where({"city": "zurich"}, template.schema)
+        assert "@>" in str(hint.compile(session.get_bind()))
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            session.execute(
+                text("EXPLAIN SELECT id FROM search_documents WHERE folded @> :form"),
+                {"form": '{"city": "oslo"}'},
+            ).scalars()
+        )
+    assert "ix_search_documents_folded" in plan

@@ -376,7 +376,9 @@ class SearchService:
             postgres = store.dialect == "postgresql"
             if postgres:
                 count = (
-                    store.count_candidates(template.id, where) if where else template.record_count
+                    store.count_candidates(template.id, where, self.exact_limit + 1)
+                    if where
+                    else template.record_count
                 )
                 if count > self.exact_limit:
                     dense = store.approximate_nearest(

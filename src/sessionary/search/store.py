@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import and_, cast, delete, func, or_, select, text, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -16,8 +18,14 @@ from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.records import fold_value as _fold
 
 
-def filter_clauses(filters: dict[str, Any], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
-    """The conditions of `search.filters` as SQL over a document's folded filter values."""
+def filter_clauses(
+    filters: dict[str, Any], schema: dict[str, Any], *, postgres: bool = False
+) -> list[ColumnElement[bool]]:
+    """The conditions of `search.filters` as SQL over a document's folded filter values.
+
+    On PostgreSQL, string equalities also get a containment hint (`_containment_hint`) that
+    the GIN index on `folded` answers, so a filtered search reads the matching rows instead
+    of parsing every document's JSON."""
     clauses: list[ColumnElement[bool]] = []
     ranges = schema.get("ranges", {})
     for key, condition in filters.items():
@@ -28,7 +36,41 @@ def filter_clauses(filters: dict[str, Any], schema: dict[str, Any]) -> list[Colu
             continue
         kind = schema["fields"][key]["kind"]
         clauses.append(_clause(key, kind, condition))
+        hint = _containment_hint(key, kind, condition) if postgres else None
+        if hint is not None:
+            clauses.append(hint)
     return clauses
+
+
+def _containment_hint(key: str, kind: str, condition: Any) -> ColumnElement[bool] | None:
+    """A condition implied by a string equality (or `in`), written as `folded @> {key: value}`.
+
+    It is a necessary condition only, ANDed to the exact clause, so results do not change:
+    `folded->>key = 'v'` holds when the value is the string v, or a number or boolean whose
+    text is v, and each of those forms is listed. Numbers, booleans, tags, `ne` and ranges get
+    no hint (their exact clauses cast or search text, which containment cannot mirror)."""
+    if kind in ("number", "boolean", "tags", "range"):
+        return None
+    if isinstance(condition, dict):
+        if set(condition) != {"in"}:
+            return None
+        values = condition["in"]
+    else:
+        values = [condition]
+    forms: list[dict[str, Any]] = []
+    for value in values:
+        folded = _fold(value)
+        if not isinstance(folded, str) or folded.startswith(("[", "{")):
+            return None  # arrays and objects print as JSON text: no containment form
+        forms.append({key: folded})
+        try:
+            parsed = json.loads(folded)
+        except ValueError:
+            continue
+        if isinstance(parsed, bool | int | float):
+            forms.append({key: parsed})
+    folded_json = type_coerce(SearchDocument.folded, JSONB)
+    return or_(*[folded_json.contains(form) for form in forms])
 
 
 def _column(key: str, kind: str) -> Any:
@@ -146,9 +188,11 @@ class SearchStore:
 
     # Search
 
-    @staticmethod
-    def where(filters: dict[str, Any], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
-        return filter_clauses(filters, schema)
+    def where(
+        self, filters: dict[str, Any], schema: dict[str, Any], *, hints: bool = True
+    ) -> list[ColumnElement[bool]]:
+        """`hints`: add PostgreSQL's containment hints (off where the HNSW index should lead)."""
+        return filter_clauses(filters, schema, postgres=hints and self.dialect == "postgresql")
 
     def candidate_ids(self, template_id: str, where: list[ColumnElement[bool]]) -> list[str]:
         return list(
@@ -195,16 +239,16 @@ class SearchStore:
         )
         return [(row[0], 1.0 - float(row[1])) for row in rows]
 
-    def count_candidates(self, template_id: str, where: list[ColumnElement[bool]]) -> int:
-        return int(
-            self.session.scalar(
-                select(func.count())
-                .select_from(SearchDocument)
-                .where(SearchDocument.template_id == template_id)
-                .where(*where)
-            )
-            or 0
+    def count_candidates(self, template_id: str, where: list[ColumnElement[bool]], cap: int) -> int:
+        """How many documents meet `where`, counted up to `cap` (callers only need to know
+        whether exact search stays cheap, and a broad filter would otherwise be read whole)."""
+        matching = (
+            select(SearchDocument.id)
+            .where(SearchDocument.template_id == template_id)
+            .where(*where)
+            .limit(cap)
         )
+        return int(self.session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
 
     def ensure_vector_index(self, dimension: int) -> None:
         """PostgreSQL: an HNSW index over the vectors of one dimension (built once, then kept
