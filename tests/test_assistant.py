@@ -471,7 +471,11 @@ def test_a_responses_capable_upstream_decides_on_images(
     fake_images.responses_mode = "image"
     try:
         llm = ProviderSettings(
-            provider="openai", base_url=fake_images.base_url, model="gpt-test", api="responses"
+            provider="openai",
+            base_url=fake_images.base_url,
+            model="gpt-test",
+            api="responses",
+            api_key="sk-upstream",
         )
         with TestClient(
             create_app(settings.model_copy(update={"llm": llm})), raise_server_exceptions=False
@@ -487,7 +491,9 @@ def test_a_responses_capable_upstream_decides_on_images(
     finally:
         fake_images.responses_mode = "missing"
     assert answer.status_code == 200, answer.text
-    sent = next(c for c in reversed(fake_images.calls) if c["route"] == "responses")["body"]
+    call = next(c for c in reversed(fake_images.calls) if c["route"] == "responses")
+    assert call["authorization"] == "Bearer sk-upstream"  # the provider's key, as a bearer token
+    sent = call["body"]
     assert sent["tools"] == [{"type": "image_generation", "size": "1024x1024"}]  # passed through
     output = answer.json()["output"]
     assert [item["type"] for item in output] == ["image_generation_call", "message"]

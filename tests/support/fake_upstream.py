@@ -105,7 +105,13 @@ class FakeUpstream:
         if self.responses_mode == "missing":
             return JSONResponse({"error": {"message": "no"}}, status_code=404)
         body = await request.json()
-        self.calls.append({"route": "responses", "body": body})
+        self.calls.append(
+            {
+                "route": "responses",
+                "body": body,
+                "authorization": request.headers.get("authorization"),
+            }
+        )
         return JSONResponse(
             {
                 "id": "resp_upstream",
