@@ -3,9 +3,10 @@
 SQLite is the embedded default: WAL so readers never block the writer, a busy timeout so writers
 queue instead of failing, and `BEGIN IMMEDIATE` for write transactions so two writers never both
 read and then deadlock on the upgrade to a write lock. Read-only sessions use a plain deferred
-`BEGIN`. Within one process, writers also queue on a lock before their `BEGIN IMMEDIATE`: SQLite's
-busy handler sleeps and polls (up to 100 ms a nap), so under load a writer could sleep long after
-the lock was free (p99 above a second at 16 clients); a lock hands over at once.
+`BEGIN`. Within one process, write transactions also hold a lock from `BEGIN IMMEDIATE` to their
+end: SQLite's busy handler sleeps and polls (up to 100 ms a nap), so under load a writer could
+sleep long after the database was free (p99 above a second at 16 clients); a lock hands over at
+once. Other processes still meet SQLite's busy handler.
 
 A SQLite write transaction holds the database's one write lock until it ends, so code
 must never open a second write session while its own request's write transaction is open: it
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sessionary.config import Settings
 
 READ_ONLY_OPTION = "sessionary_read_only"
+_WRITE_TURN = "sessionary_write_turn"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -42,10 +44,39 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    # Held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's own write lock is
+    # (so it waits wherever SQLite would have), and released by whichever thread ends it.
+    write_turn = threading.Lock()
+
+    def _release(info: dict[Any, Any]) -> None:
+        if info.pop(_WRITE_TURN, False):
+            write_turn.release()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY_OPTION, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
+            raise PoolTimeout("No write turn on the SQLite database in time.")
+        conn.info[_WRITE_TURN] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        _release(record.info)  # a connection returned mid-transaction (closed, invalidated)
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -80,8 +111,6 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
-        # Re-entrant: a thread that nests write sessions meets SQLite's own lock, as before.
-        self._writers = threading.RLock() if self.dialect == "sqlite" else None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
@@ -94,23 +123,14 @@ class Database:
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
         """A unit of work: commit when the block succeeds, roll back when it raises."""
-        queue = self._writers if write else None
-        if queue is not None and not queue.acquire(
-            timeout=self.settings.sqlite_busy_timeout_ms / 1000
-        ):
-            raise PoolTimeout("No write turn on the SQLite database in time.")
-        try:
-            factory = self._writer if write else self._reader
-            with factory() as session:
-                try:
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
-        finally:
-            if queue is not None:
-                queue.release()
+        factory = self._writer if write else self._reader
+        with factory() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     def ping(self) -> None:
         with self.session(write=False) as session:
