@@ -6,8 +6,10 @@ import threading
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sessionary.accounts.service import AccountService
+from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.migrate import current_revision, head_revision, upgrade
 
@@ -75,3 +77,39 @@ def test_write_transactions_serialise_read_modify_write(db: Database, backend: s
     assert errors == []
     with db.session(write=False) as session:
         assert session.execute(text("SELECT n FROM counter")).scalar_one() == 240
+
+
+def test_sqlite_write_turn_is_handed_over_however_a_transaction_ends(
+    settings: Settings, backend: str
+) -> None:
+    """The in-process write turn is released on commit, on rollback, on a connection closed
+    mid-transaction and across threads; a writer waiting for it gets it when it is free and a
+    clear timeout (503 upstream) when it is not."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only")
+    db = Database(settings.model_copy(update={"sqlite_busy_timeout_ms": 300}))
+    upgrade(db)
+    try:
+        with db.session() as session:
+            session.execute(text("CREATE TABLE t (n INTEGER)"))
+        with pytest.raises(ZeroDivisionError), db.session() as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+            raise ZeroDivisionError  # rolled back
+        connection = db.engine.connect()
+        connection.begin()
+        connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+        with pytest.raises(PoolTimeout), db.session() as session:
+            session.execute(text("INSERT INTO t VALUES (3)"))  # the turn is taken
+        connection.close()  # ends mid-transaction: rolled back, the turn handed back
+        opened = db.engine.connect()
+        opened.begin()
+        opened.exec_driver_sql("INSERT INTO t VALUES (4)")
+        closer = threading.Thread(target=lambda: (opened.commit(), opened.close()))
+        closer.start()  # another thread ends it
+        closer.join()
+        with db.session() as session:
+            session.execute(text("INSERT INTO t VALUES (5)"))
+        with db.session(write=False) as session:
+            assert sorted(session.execute(text("SELECT n FROM t")).scalars()) == [4, 5]
+    finally:
+        db.dispose()
