@@ -445,6 +445,15 @@ def test_postgres_uses_hnsw_beyond_the_exact_limit(
     assert "ix_search_documents_hnsw_384" in plan
 
 
+# Case-, accent-, `in`- and `ne`-conditions on a string field, for the filter equivalence tests.
+CITY_CONDITIONS: list[dict[str, Any]] = [
+    {"city": "zurich"},
+    {"city": "OSLO"},
+    {"city": {"in": ["Bergen", "zürich"]}},
+    {"city": {"ne": "oslo"}},
+]
+
+
 def test_column_filters_answer_what_sql_answers(
     client: TestClient, funded: Tenant, db: Database, backend: str
 ) -> None:
@@ -471,10 +480,7 @@ def test_column_filters_answer_what_sql_answers(
         records.append({k: v for k, v in record.items() if v is not None})
     template_id = create(client, funded, records)["template_id"]
     conditions: list[dict[str, Any]] = [
-        {"city": "zurich"},
-        {"city": "OSLO"},
-        {"city": {"in": ["Bergen", "zürich"]}},
-        {"city": {"ne": "oslo"}},
+        *CITY_CONDITIONS,
         {"price": 1500},
         {"price": {"min": 1200, "max": 1800}},
         {"price": {"gte": 1000}},
@@ -525,12 +531,7 @@ def test_postgres_containment_hints_keep_results_and_use_the_gin_index(
         for i in range(48)
     ]
     template_id = create(client, funded, records)["template_id"]
-    conditions: list[dict[str, Any]] = [
-        {"city": "zurich"},
-        {"city": "OSLO"},
-        {"city": {"in": ["Bergen", "zürich"]}},
-        {"city": {"ne": "oslo"}},
-    ]
+    conditions: list[dict[str, Any]] = list(CITY_CONDITIONS)
     with db.session(write=False) as session:
         store = SearchStore(session)
         template = store.get_template(template_id)

@@ -66,13 +66,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             _release(conn.info)
             raise
 
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Any) -> None:
+    def _on_end(conn: Any) -> None:
         _release(conn.info)
 
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Any) -> None:
-        _release(conn.info)
+    event.listen(engine, "commit", _on_end)
+    event.listen(engine, "rollback", _on_end)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:

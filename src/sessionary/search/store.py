@@ -188,11 +188,8 @@ class SearchStore:
 
     # Search
 
-    def where(
-        self, filters: dict[str, Any], schema: dict[str, Any], *, hints: bool = True
-    ) -> list[ColumnElement[bool]]:
-        """`hints`: add PostgreSQL's containment hints (off where the HNSW index should lead)."""
-        return filter_clauses(filters, schema, postgres=hints and self.dialect == "postgresql")
+    def where(self, filters: dict[str, Any], schema: dict[str, Any]) -> list[ColumnElement[bool]]:
+        return filter_clauses(filters, schema, postgres=self.dialect == "postgresql")
 
     def candidate_ids(self, template_id: str, where: list[ColumnElement[bool]]) -> list[str]:
         return list(

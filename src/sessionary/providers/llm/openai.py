@@ -17,7 +17,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from openai import AsyncStream
+from openai import AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
@@ -37,7 +37,7 @@ from sessionary.providers.telemetry import count_tokens, observed
 
 SLOT = "LLM"
 # As the SDK's own create methods send them: the API key as a bearer token, never an admin key.
-BEARER: Any = {"security": {"bearer_auth": True}}
+BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 
 
 def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
@@ -126,14 +126,18 @@ class OpenAIChat:
             }
         return kwargs
 
-    async def _post_response(self, body: dict[str, Any]) -> Response:
+    async def _post(
+        self, path: str, body: dict[str, Any], cast_to: type[Any], stream_cls: Any = None
+    ) -> Any:
+        """The SDK's own request path (retries, error classes, response models), bearer auth
+        as its create methods send it; streamed when `stream_cls` is given."""
         return await self.clients.get().post(
-            "/responses", cast_to=Response, body=body, options=BEARER
-        )
-
-    async def _post_completion(self, body: dict[str, Any]) -> ChatCompletion:
-        return await self.clients.get().post(
-            "/chat/completions", cast_to=ChatCompletion, body=body, options=BEARER
+            path,
+            cast_to=cast_to,
+            body={**body, "stream": True} if stream_cls else body,
+            options=BEARER,
+            stream=stream_cls is not None,
+            stream_cls=stream_cls,
         )
 
     async def _responses_available(self) -> bool:
@@ -163,7 +167,9 @@ class OpenAIChat:
     async def _generate(self, request: ChatRequest) -> ChatResult:
         with upstream_errors(self.label, self.timeout):
             if await self._responses_available():
-                response = await self._post_response(self._responses_kwargs(request))
+                response: Response = await self._post(
+                    "/responses", self._responses_kwargs(request), Response
+                )
                 usage = response.usage
                 return ChatResult(
                     text=response.output_text,
@@ -178,7 +184,9 @@ class OpenAIChat:
                         if item.type == "image_generation_call"
                     ),
                 )
-            completion = await self._post_completion(self._chat_kwargs(request))
+            completion: ChatCompletion = await self._post(
+                "/chat/completions", self._chat_kwargs(request), ChatCompletion
+            )
             choice = completion.choices[0]
             text = choice.message.content or ""
             return ChatResult(
@@ -208,13 +216,11 @@ class OpenAIChat:
                 yield event
 
     async def _stream_responses(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        stream = await self.clients.get().post(
+        stream: AsyncStream[ResponseStreamEvent] = await self._post(
             "/responses",
-            cast_to=Response,
-            body={**self._responses_kwargs(request), "stream": True},
-            options=BEARER,
-            stream=True,
-            stream_cls=AsyncStream[ResponseStreamEvent],
+            self._responses_kwargs(request),
+            Response,
+            AsyncStream[ResponseStreamEvent],
         )
         pieces: list[str] = []
         usage: Usage | None = None
@@ -233,17 +239,11 @@ class OpenAIChat:
         yield StreamDone(self._final("".join(pieces), usage, len(pieces), finish, request))
 
     async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        stream = await self.clients.get().post(
+        stream: AsyncStream[ChatCompletionChunk] = await self._post(
             "/chat/completions",
-            cast_to=ChatCompletion,
-            body={
-                **self._chat_kwargs(request),
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            },
-            options=BEARER,
-            stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
+            {**self._chat_kwargs(request), "stream_options": {"include_usage": True}},
+            ChatCompletion,
+            AsyncStream[ChatCompletionChunk],
         )
         pieces: list[str] = []
         usage: Usage | None = None
