@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import tomllib
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sessionary.providers.embeddings.bert import gelu
 from sessionary.providers.embeddings.local import LocalEmbeddings
 from sessionary.providers.settings import ProviderSettings
 from sessionary.search.detection import detect, structured_paths, wordy_paths
@@ -89,6 +91,14 @@ def test_billed_tokens_are_the_reference_tokenizers_count(
     assert embedder.max_input_tokens == reference.max_seq_length == 256
     expected = sum(len(ids) for ids in encoded["input_ids"])
     assert asyncio.run(embedder.embed(texts)).input_tokens == expected
+
+
+def test_gelu_is_the_exact_erf_one_over_the_whole_range() -> None:
+    x = np.concatenate([np.linspace(-30, 30, 6001), [-1e4, -1e-30, 0.0, 1e-30, 1e4]])
+    exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    got = gelu(x.astype(np.float32).reshape(1, -1))[0]
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - exact) / np.maximum(1, np.abs(exact))) < 1e-6
 
 
 def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbeddings) -> None:

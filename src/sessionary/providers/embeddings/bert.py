@@ -4,7 +4,7 @@ sentence-transformers ran this model through torch, which made torch (754 MB, an
 libraries on a stock install) a runtime dependency for 22M parameters. The model is six
 BERT layers followed by mean pooling and L2 normalisation; written out with float32 matrix
 products (BLAS through NumPy) it gives the same vectors (cosine ≥ 0.999 with
-sentence-transformers', checked by `tests/test_embeddings_equivalence.py`) at the same speed.
+sentence-transformers', checked by `tests/test_embeddings_equivalence.py`) and is no slower.
 
 Tokens come from the model's own `tokenizer.json` through the `tokenizers` package: the very
 tokenizer sentence-transformers used, so both the vectors and the billed token counts match.
