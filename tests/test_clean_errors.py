@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from sessionary.app import create_app
 from sessionary.billing.ledger import Ledger, Owner
-from sessionary.config import CorsSettings, Settings
+from sessionary.config import Settings
 from sessionary.kit.db import Database
 from tests.conftest import Tenant
 from tests.test_credits_http import grant
@@ -133,6 +133,8 @@ def test_a_field_that_changes_type_never_makes_a_range_filter_fail(
 def test_cors_preflight_is_answered_for_configured_origins_only(
     settings: Settings, db: Database
 ) -> None:
+    from sessionary.config import CorsSettings
+
     configured = settings.model_copy(update={"cors": CorsSettings(origins=["https://app.example"])})
     with TestClient(create_app(configured)) as client:
         preflight = {

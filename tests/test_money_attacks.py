@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 
 from sessionary.app import create_app
 from sessionary.billing.ledger import Ledger, Owner
-from sessionary.billing.metering import HoldKeeper
 from sessionary.billing.pricing import Pricing
 from sessionary.billing.service import CreditsService
 from sessionary.config import Settings
@@ -122,32 +121,43 @@ def test_deleting_the_thread_during_a_stream_still_charges_what_was_delivered(
 def test_a_turn_that_outlives_its_hold_ttl_keeps_its_hold_and_pays_in_full(
     settings_env: dict[str, str], db: Database, upstream: FakeUpstream
 ) -> None:
-    """TTL 2 s, a 6 s stream, and the owner reserving again (which sweeps expired holds)."""
+    """TTL 2 s and a 6 s stream; meanwhile the owner reserves again (which sweeps expired holds),
+    reads its balance and gives all of it away. The stream must still be paid in full."""
     tenant = make_tenant(db, "outliver")
-    grant(db, tenant, FUNDS)
+    grant(db, tenant, 10_000 * 1_000_000)
     upstream.words, upstream.word_delay = 60, 0.1
-    env = remote_env(settings_env, upstream, SESSIONARY_RESERVATION_TTL_SECONDS="2")
+    # Output dear enough that the stream's price (1,500 credits) is felt: its hold is 2,500.
+    prices = {"gpt-4o-mini": {"input_usd_per_million": "0", "output_usd_per_million": "100000"}}
+    env = remote_env(
+        settings_env,
+        upstream,
+        SESSIONARY_RESERVATION_TTL_SECONDS="2",
+        SESSIONARY_PRICING__MODELS=json.dumps(prices),
+    )
     server = LiveServer(env)
+    user = {"provider": "app", "unique_key": "sink"}
     try:
         with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
-            body = {"input": "Talk at length.", "stream": True}
+            assert http.post("/v1/external_users/session", json={"external_user": user}).is_success
+            body = {"input": "Talk at length.", "stream": True, "max_output_tokens": 100}
             last: dict[str, object] = {}
-            upstream_fast = {"input": "Quick.", "max_output_tokens": 100}
             with http.stream("POST", "/v1/responses", json=body) as stream:
                 for index, event in enumerate(sse_events(stream.iter_lines())):
-                    if index % 15 == 14:  # other turns of the same owner meanwhile
-                        saved = upstream.word_delay
+                    if index == 40:  # about 3.5 s in: past the TTL
                         upstream.word_delay = 0
-                        assert http.post("/v1/responses", json=upstream_fast).status_code == 200
-                        upstream.word_delay = saved
+                        quick = {"input": "Quick.", "max_output_tokens": 100}
+                        assert http.post("/v1/responses", json=quick).status_code == 200
+                        upstream.word_delay = 0.1
+                        left = http.get("/v1/credits").json()["remainingCredits"]
+                        gift = {"external_user": user, "input": {"credits": int(left)}}
+                        given = http.post("/v1/external_users/credits/grant", json=gift)
+                        assert given.status_code == 200, given.text
                     last = event
         assert last["type"] == "response.completed"
         usage = last["response"]["usage"]  # type: ignore[index]
         assert usage["output_tokens"] == 60
         charged = round(last["response"]["credits"]["charged"] * 1_000_000)  # type: ignore[index]
-        # The same usage priced alone: what a turn that kept its hold pays.
-        expected = Pricing().assistant_turn("gpt-4o-mini", usage["input_tokens"], 60)
-        assert charged == expected
+        assert charged == 1_500 * 1_000_000  # 60 tokens at $0.10 each, x 100 credits x 2.5
         balance, ledger_sum, holds = money(db, tenant)
         assert balance == ledger_sum
         assert holds == 0
@@ -207,6 +217,8 @@ def test_expired_holds_go_back_on_their_own_and_reads_never_show_them(
         wait_for(lambda: open_holds(db) == 0, timeout=10)  # the sweep at start
     balance, ledger_sum, holds = money(db, tenant)
     assert balance == ledger_sum == 50_000_000
+    from sessionary.billing.metering import HoldKeeper
+
     assert HoldKeeper(db).tick() == 0  # idempotent: nothing left to release
 
 

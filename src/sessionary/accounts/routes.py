@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
 from sessionary.accounts.models import ClientToken
@@ -16,10 +17,24 @@ from sessionary.accounts.tokens import IssuedToken, TokenService
 from sessionary.config import Settings
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
-from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
 
 router = APIRouter(tags=["accounts"])
+
+
+class TokenIdConvertor(Convertor[str]):
+    """Token ids only (`tok_…`), so `/auth_tokens/revoke` never also matches the DELETE route."""
+
+    regex = "tok_[0-9A-Za-z]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("token_id", TokenIdConvertor())
 
 
 @router.get("/me", response_model=WhoAmI, summary="The account (or external user) calling")
@@ -76,10 +91,10 @@ def list_auth_tokens(caller: Caller, session: DbSession, page: Page) -> dict[str
     return envelope(data, has_more)
 
 
-@router.delete("/auth_tokens/{token_id}", summary="Revoke one auth token and its descendants")
-def revoke_auth_token_by_id(
-    token_id: ObjectId, caller: Caller, session: DbSession
-) -> dict[str, Any]:
+@router.delete(
+    "/auth_tokens/{token_id:token_id}", summary="Revoke one auth token and its descendants"
+)
+def revoke_auth_token_by_id(token_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
     row = TokenService(session).revoke_by_id(caller, token_id)
     return {"id": row.id, "object": "auth_token.deleted", "deleted": True}
 
