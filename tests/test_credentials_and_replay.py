@@ -191,7 +191,7 @@ def last_event(text: str) -> dict[str, Any]:
 def test_a_failed_stream_is_not_replayed_as_a_success(
     remote: tuple[TestClient, Database, Tenant], upstream: FakeUpstream
 ) -> None:
-    client, db, tenant = remote
+    client, _db, tenant = remote
     upstream.chat_mode = "drop"  # two chunks, then the upstream dies
     headers = {**tenant.headers, "Idempotency-Key": "stream-1"}
     body = {"input": "Hi", "stream": True}

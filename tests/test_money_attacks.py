@@ -215,7 +215,7 @@ def test_expired_holds_go_back_on_their_own_and_reads_never_show_them(
         assert CreditsService(session).balance(owner).remainingCredits == 50.0
     with TestClient(create_app(settings), raise_server_exceptions=False):
         wait_for(lambda: open_holds(db) == 0, timeout=10)  # the sweep at start
-    balance, ledger_sum, holds = money(db, tenant)
+    balance, ledger_sum, _holds = money(db, tenant)
     assert balance == ledger_sum == 50_000_000
     from sessionary.billing.metering import HoldKeeper
 
