@@ -7,6 +7,8 @@ request carrying one must get a 400 naming the field, with nothing stored or cha
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from sessionary.billing.ledger import Ledger, Owner
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from tests.conftest import Tenant
+from tests.support.live import server_env
 from tests.test_credits_http import grant
 
 NUL = "a\u0000b"
@@ -167,3 +170,29 @@ def test_metrics_need_loopback_or_the_token(settings: Settings, db: Database) ->
         ok = local.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
         assert ok.status_code == 200
         assert "sessionary_http_requests_total" in ok.text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["credits", "grant", "acct_missing", "--", "inf"], {}, "not an amount of credits"),
+        (["credits", "grant", "acct_missing", "1e18"], {}, "not an amount of credits"),
+        (["accounts", "list"], {"SESSIONARY_DB_POOL_SIZE": "0"}, "invalid setting 'db_pool_size'"),
+        (["tokens", "revoke", "acct_missing", "tok_missing"], {}, "No auth token"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    settings_env: dict[str, str], args: list[str], env: dict[str, str], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionary", *args],
+        env=server_env({**settings_env, **env}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1

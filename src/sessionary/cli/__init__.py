@@ -51,5 +51,5 @@ def main() -> None:
 
 
 def _exit(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     sys.exit(1)
