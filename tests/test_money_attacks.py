@@ -171,7 +171,8 @@ def test_a_reader_that_stops_reading_is_cut_off_and_billed_for_what_was_sent(
     tenant = make_tenant(db, "staller")
     grant(db, tenant, FUNDS)
     # About 20 MB of events: more than every socket buffer between the server and the reader.
-    upstream.words, upstream.word = 10_000, "x" * 2000 + " "
+    # Streamed over at least 10 s, so a server that stopped pulling is seen stopping the upstream.
+    upstream.words, upstream.word, upstream.word_delay = 10_000, "x" * 2000 + " ", 0.001
     env = remote_env(settings_env, upstream, SESSIONARY_STREAM_WRITE_TIMEOUT_SECONDS="1")
     server = LiveServer(env)
     try:
