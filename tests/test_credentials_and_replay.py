@@ -89,7 +89,7 @@ def test_an_account_revokes_a_token_by_id_and_other_accounts_cannot(
     other = make_tenant(db, "other")
     token = auth_token_for(client, tenant.headers)
     (row,) = client.get("/v1/auth_tokens", headers=tenant.headers).json()["data"]
-    assert client.delete(f"/v1/auth_tokens/{row['id']}", headers=other.headers).status_code == 404
+    assert client.delete(f"/v1/auth_tokens/{row['id']}", headers=other.headers).status_code == 403
     assert works(client, token)
     assert client.delete(f"/v1/auth_tokens/{row['id']}", headers=bearer(token)).status_code == 200
     assert not works(client, token)

@@ -182,8 +182,9 @@ class TokenService:
     def revoke_by_id(self, caller: Principal, token_id: str) -> ClientToken:
         """Revoke one of the account's auth tokens by id (and with it its descendants)."""
         row = self.store.get_token(token_id)
-        if row is None or row.kind != "auth" or row.account_id != caller.account_id:
+        if row is None or row.kind != "auth":
             raise NotFound(f"No auth token '{token_id}'.", param="token_id")
+        caller.check_reach(row.account_id, row.external_user_id, "token", "token_id")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
         return row
