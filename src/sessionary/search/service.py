@@ -9,10 +9,12 @@ duplicate. Inputs are billed at the embedding price through the ledger (reserve,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 
@@ -32,6 +34,7 @@ from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
 from sessionary.search.store import SearchStore
+from sessionary.search.vocabulary import Semantic
 
 MAX_RECORDS_PER_CALL = 10_000
 MAX_RECORD_BYTES = 100_000
@@ -53,6 +56,11 @@ class Found:
     hits: list[tuple[SearchDocument, float]]
     settlement: Settlement
     semantic_query: str
+    sources: dict[str, str]
+
+    @property
+    def private(self) -> frozenset[str]:
+        return detection.private_paths(self.template.schema)
 
 
 def check_records(records: Any) -> list[dict[str, Any]]:
@@ -85,6 +93,7 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
         "status": template.status,
         "structured_fields": structured,
         "unstructured_fields": unstructured,
+        "field_options": template.field_options or {},
         "embedding_model": template.embedding_model,
         "dimension": template.dimension,
         "created_at": template.created_at.isoformat(),
@@ -184,7 +193,8 @@ class SearchService:
             schema = detection.merge(existing.schema, schema)
         structured = detection.structured_paths(schema)
         wordy = detection.wordy_paths(schema)
-        documents = [build_document(r, options, structured, wordy) for r in flat]
+        private = detection.private_paths(schema)
+        documents = [build_document(r, options, structured, wordy, private) for r in flat]
         owner = Owner.of(caller)
         vectors, meter, tokens = await self._embed(
             owner, [d.text for d in documents], route, plain_text=plain_text
@@ -304,17 +314,34 @@ class SearchService:
         forced: Any,
         search_date: date | None,
         extract: bool,
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str]:
+    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str]]:
         with self.db.session(write=False) as session:
             template = self.owned(SearchStore(session), caller, template_id)
         filters: dict[str, Any] = {}
         semantic = term or ""
         if extract and term:
-            filters, rest = Extractor(template.schema).extract(term, search_date)
+            extractor = Extractor(template.schema, template.field_options, self._semantic())
+            filters, rest = extractor.extract(term, search_date)
             semantic = rest or term
-        filters.update(validate(params, template.schema, "search_params"))
-        filters.update(validate(forced, template.schema, "structured_filters"))
-        return template, filters, semantic
+        sources = dict.fromkeys(filters, "query")
+        for param, raw in (("search_params", params), ("structured_filters", forced)):
+            given = validate(raw, template.schema, param)
+            filters.update(given)
+            sources.update(dict.fromkeys(given, param))
+        return template, filters, semantic, sources
+
+    def _semantic(self) -> Semantic | None:
+        """Word similarity for the extractor, through the configured embedding model (called
+        from a worker thread: the model's own loop runs the call)."""
+        embedder = self.providers.embeddings
+        if embedder is None:
+            return None
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            batch = anyio.from_thread.run(embedder.embed, list(texts))
+            return np.asarray(batch.vectors, dtype=np.float32)
+
+        return Semantic(embedder.name, embed)
 
     async def search(
         self,
@@ -333,7 +360,7 @@ class SearchService:
         route: str,
     ) -> Found:
         limit = max(1, min(limit, MAX_LIMIT))
-        template, filters, semantic = await anyio.to_thread.run_sync(
+        template, filters, semantic, sources = await anyio.to_thread.run_sync(
             lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
         )
         query_text = text_for_embedding or semantic
@@ -355,7 +382,7 @@ class SearchService:
         except BaseException:
             await release(meter)
             raise
-        return Found(template, filters, hits, settlement, semantic)
+        return Found(template, filters, hits, settlement, semantic, sources)
 
     def _rank(
         self,
