@@ -40,6 +40,30 @@ TYPE_OF_KIND = {
 }
 
 
+def _categorical(distinct: int, count: int) -> bool:
+    recur = distinct <= CATEGORY_SHARE * count
+    few = distinct <= SMALL_CATEGORY_COUNT or (
+        distinct <= MAX_CATEGORIES and distinct <= 0.2 * count
+    )
+    return recur and few
+
+
+def _merge_strings(mine: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Categorical or text once both batches are counted: a later batch of three new titles
+    does not demote a category, and values that recur across batches become one."""
+    count = mine["count"] + info["count"]
+    known = [side.get("values", side.get("candidates")) for side in (mine, info)]
+    if any(k is None for k in known):
+        return {"kind": "text", "count": count}
+    distinct = sorted(set(known[0]) | set(known[1]))
+    if _categorical(len(distinct), count):
+        return {"kind": "categorical", "count": count, "values": distinct}
+    merged: dict[str, Any] = {"kind": "text", "count": count, "sample": distinct[:5]}
+    if len(distinct) <= MAX_CATEGORIES:
+        merged["candidates"] = distinct
+    return merged
+
+
 def _kind(values: list[Any]) -> str:
     if all(isinstance(v, bool) for v in values):
         return "boolean"
@@ -76,21 +100,21 @@ def _field(values: list[Any]) -> dict[str, Any]:
     elif kind == "string":
         distinct = sorted(set(values))
         avg_words = sum(len(v.split()) for v in values) / len(values)
-        short = avg_words <= CATEGORY_MAX_WORDS and max(len(v) for v in values) <= CATEGORY_MAX_CHARS
-        recur = len(distinct) <= CATEGORY_SHARE * len(values)
-        few = len(distinct) <= SMALL_CATEGORY_COUNT or (
-            len(distinct) <= MAX_CATEGORIES and len(distinct) <= 0.2 * len(values)
+        short = (
+            avg_words <= CATEGORY_MAX_WORDS and max(len(v) for v in values) <= CATEGORY_MAX_CHARS
         )
-        if short and recur and few:
+        if short and _categorical(len(distinct), len(values)):
             info.update(kind="categorical", values=distinct)
         else:
             info.update(kind="text", sample=distinct[:5])
+            if short and len(distinct) <= MAX_CATEGORIES:
+                info["candidates"] = distinct  # may recur once later batches come
     else:
         info.update(kind="text")
     return info
 
 
-VALUE_KEYS = ("values", "sample", "min", "max")
+VALUE_KEYS = ("values", "sample", "candidates", "min", "max")
 
 
 def detect(records: Iterable[FlatRecord], options: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -132,7 +156,9 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
     for info in fields.values():
         if info.get("filterable") is True and info["kind"] == "text":
             info["kind"] = "categorical"
-            info.setdefault("values", info.pop("sample", []))
+            candidates = info.pop("candidates", None)
+            sample = info.pop("sample", [])
+            info.setdefault("values", candidates if candidates is not None else sample)
         if info.get("private"):
             _seal(info)
     ranges: dict[str, dict[str, str]] = {}
@@ -158,10 +184,13 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             if "filterable" in mine and "filterable" not in info:
                 fields[path]["filterable"] = mine["filterable"]
             continue
+        if mine is not None and {mine["kind"], info["kind"]} <= {"categorical", "text"}:
+            merged = _merge_strings(mine, info)
+            if "filterable" in mine or "filterable" in info:
+                merged["filterable"] = info.get("filterable", mine.get("filterable"))
+            fields[path] = merged
+            continue
         if mine is None or mine["kind"] != info["kind"]:
-            if mine is not None and {mine["kind"], info["kind"]} == {"categorical", "text"}:
-                fields[path] = {"kind": "text", "count": mine["count"] + info["count"]}
-                continue
             fields[path] = info
             continue
         mine["count"] += info["count"]
@@ -170,7 +199,7 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             mine["max"] = max(mine["max"], info["max"])
             if info["kind"] == "number":
                 mine["integer"] = mine["integer"] and info["integer"]
-        if info["kind"] in ("categorical", "tags"):
+        if info["kind"] == "tags":
             values = sorted(set(mine["values"]) | set(info["values"]))
             if len(values) > MAX_CATEGORIES:
                 fields[path] = {"kind": "text", "count": mine["count"]}
@@ -213,8 +242,8 @@ def describe(schema: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         for key in ("min", "max", "integer"):
             if key in info:
                 stats[key] = info[key]
-        samples = info.get("values", [])[:5] if "values" in info else []
-        if info["kind"] == "categorical":
+        samples = info.get("values", [])[:5]
+        if info["kind"] == "categorical" and "values" in info:
             stats["distinct"] = len(info["values"])
         entry = {
             "key": path,

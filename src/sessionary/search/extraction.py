@@ -253,7 +253,9 @@ class Extractor:
             targets = list(entry.distinctive)
             if not targets:
                 continue
-            groups = [[w for w in entry.distinctive if entry.distinctive[w] == v] for v in entry.values]
+            groups = [
+                [w for w in entry.distinctive if entry.distinctive[w] == v] for v in entry.values
+            ]
             threshold = self.semantic.threshold([g for g in groups if g])
             hits = self.semantic.best(list(dict.fromkeys(candidates.values())), targets, threshold)
             for i, token in candidates.items():
@@ -282,4 +284,3 @@ class Extractor:
         if entry is None:
             return set()
         return set(entry.name) | {w for alias in entry.aliases for w in alias}
-

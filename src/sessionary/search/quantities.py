@@ -43,7 +43,14 @@ MIN_PHRASES = [
     (("over",), False), (("above",), False), (("min",), False), (("minimum",), False),
     (("from",), False), (("starting", "at"), False),
 ]  # fmt: skip
-AROUND_PHRASES = [("around",), ("about",), ("approximately",), ("roughly",), ("circa",), ("approx",)]
+AROUND_PHRASES = [
+    ("around",),
+    ("about",),
+    ("approximately",),
+    ("roughly",),
+    ("circa",),
+    ("approx",),
+]
 AFTER_MIN = [("or", "more"), ("or", "above"), ("or", "higher"), ("plus",), ("and", "up")]
 AFTER_MAX = [("or", "less"), ("or", "fewer"), ("or", "below"), ("or", "lower"), ("and", "under")]
 BOUND_WORDS = {w for phrases in (MAX_PHRASES, MIN_PHRASES) for p, _ in phrases for w in p} | {
@@ -156,7 +163,7 @@ def dates(extractor: Extractor, query: Query, filters: dict[str, Any], today: da
             filters[target] = {"min": f"{year}-01-01", "max": f"{year}-12-31"}
             query.take(i)
             found = True
-        elif token == "last" and i + 2 < len(tokens) and tokens[i + 1].isdigit():
+        elif tokens[i] == "last" and i + 2 < len(tokens) and tokens[i + 1].isdigit():
             days = {"day": 1, "week": 7, "month": 30, "year": 365}.get(singular(tokens[i + 2]))
             if days:
                 start = today - timedelta(days=days * int(tokens[i + 1]))
@@ -192,9 +199,7 @@ def _named(extractor: Extractor, query: Query, at: int) -> str | None:
     candidates = extractor.fields_named([token], ("number",))
     if len(candidates) > 1:
         context = {singular(t) for t in query.tokens[max(0, at - 5) : at + 4]}
-        scored = sorted(
-            candidates, key=lambda p: -len(extractor.name_words_of(p) & context)
-        )
+        scored = sorted(candidates, key=lambda p: -len(extractor.name_words_of(p) & context))
         best = len(extractor.name_words_of(scored[0]) & context)
         if best > len(extractor.name_words_of(scored[1]) & context):
             return scored[0]

@@ -191,9 +191,7 @@ class FieldWords:
         )
 
 
-def field_words(
-    path: str, info: dict[str, Any], options: dict[str, Any] | None
-) -> FieldWords:
+def field_words(path: str, info: dict[str, Any], options: dict[str, Any] | None) -> FieldWords:
     options = options or {}
     aliases = [[singular(w) for w in words(a)] for a in options.get("aliases", [])]
     entry = FieldWords(path, info["kind"], name_words(path), [a for a in aliases if a])
