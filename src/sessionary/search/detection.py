@@ -52,10 +52,10 @@ def _merge_strings(mine: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]
     """Categorical or text once both batches are counted: a later batch of three new titles
     does not demote a category, and values that recur across batches become one."""
     count = mine["count"] + info["count"]
-    known = [side.get("values", side.get("candidates")) for side in (mine, info)]
-    if any(k is None for k in known):
+    old, new = (side.get("values", side.get("candidates")) for side in (mine, info))
+    if old is None or new is None:
         return {"kind": "text", "count": count}
-    distinct = sorted(set(known[0]) | set(known[1]))
+    distinct = sorted(set(old) | set(new))
     if _categorical(len(distinct), count):
         return {"kind": "categorical", "count": count, "values": distinct}
     merged: dict[str, Any] = {"kind": "text", "count": count, "sample": distinct[:5]}
