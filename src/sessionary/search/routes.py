@@ -14,6 +14,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.kit.errors import InvalidRequest
 from sessionary.search import answers
 from sessionary.search.detection import private_paths, structured_paths, wordy_paths
+from sessionary.search.passages import passages
 from sessionary.search.records import build_document, flatten
 from sessionary.search.schemas import (
     CreateTemplate,
@@ -24,7 +25,7 @@ from sessionary.search.schemas import (
     TemplateRef,
     UpdateTemplate,
 )
-from sessionary.search.service import Found, SearchService, passages, template_summary
+from sessionary.search.service import Found, SearchService, template_summary
 
 router = APIRouter(prefix="/chat", tags=["embeddings"])
 
@@ -44,7 +45,11 @@ def service(request: Request) -> SearchService:
     state = request.app.state
     settings = state.settings
     return SearchService(
-        state.db, state.providers, Pricing(settings.pricing), settings.search_exact_limit
+        state.db,
+        state.providers,
+        Pricing(settings.pricing),
+        settings.search_exact_limit,
+        settings.search.extractor,
     )
 
 

@@ -26,13 +26,15 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
+from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
-from sessionary.search import detection
-from sessionary.search.extraction import Extractor
+from sessionary.search import detection, llm_extraction
+from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import column_mask, validate
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
+from sessionary.search.settings import Extractor
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
 
@@ -108,11 +110,13 @@ class SearchService:
         providers: Providers,
         pricing: Pricing,
         exact_limit: int = EXACT_SEARCH_LIMIT,
+        extractor: Extractor = "rules",
     ) -> None:
         self.db = db
         self.providers = providers
         self.pricing = pricing
         self.exact_limit = exact_limit
+        self.extractor = extractor
 
     # Access
 
@@ -320,15 +324,34 @@ class SearchService:
         filters: dict[str, Any] = {}
         semantic = term or ""
         if extract and term:
-            extractor = Extractor(template.schema, template.field_options, self._semantic())
-            filters, rest = extractor.extract(term, search_date)
-            semantic = rest or term
+            filters, semantic = self._extract(template, term, search_date)
         sources = dict.fromkeys(filters, "query")
         for param, raw in (("search_params", params), ("structured_filters", forced)):
             given = validate(raw, template.schema, param)
             filters.update(given)
             sources.update(dict.fromkeys(given, param))
         return template, filters, semantic, sources
+
+    def _extract(
+        self, template: EmbeddingTemplate, term: str, search_date: date | None
+    ) -> tuple[dict[str, Any], str]:
+        """Rules, the chat model, or both (`SESSIONARY_SEARCH__EXTRACTOR`); in a worker thread."""
+        filters: dict[str, Any] = {}
+        semantic = term
+        if self.extractor in ("rules", "both"):
+            rules = Rules(template.schema, template.field_options, self._semantic())
+            filters, rest = rules.extract(term, search_date)
+            semantic = rest or term
+        if self.extractor in ("llm", "both"):
+            chat = self.providers.chat()
+
+            def generate(request: ChatRequest) -> ChatResult:
+                return anyio.from_thread.run(chat.generate, request)
+
+            filters = llm_extraction.merge(
+                filters, llm_extraction.extract(template.schema, term, generate)
+            )
+        return filters, semantic
 
     def _semantic(self) -> Semantic | None:
         """Word similarity for the extractor, through the configured embedding model (called
@@ -458,22 +481,3 @@ class SearchService:
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
             return self.owned(SearchStore(session), caller, template_id)
-
-
-def passages(text: str, size: int = 1200, overlap: int = 150) -> list[str]:
-    """Long texts split on paragraph, then sentence, boundaries into passages of about `size`."""
-    text = text.strip()
-    if len(text) <= size:
-        return [text] if text else []
-    out, start = [], 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind("\n\n", start, end), text.rfind(". ", start, end))
-            if cut > start + size // 2:
-                end = cut + 1
-        out.append(text[start:end].strip())
-        if end >= len(text):
-            break
-        start = max(end - overlap, start + 1)
-    return [p for p in out if p]
