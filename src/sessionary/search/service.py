@@ -95,11 +95,21 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
         "status": template.status,
         "structured_fields": structured,
         "unstructured_fields": unstructured,
-        "field_options": template.field_options or {},
+        "field_options": _shown_options(template),
         "embedding_model": template.embedding_model,
         "dimension": template.dimension,
         "created_at": template.created_at.isoformat(),
         "updated_at": template.updated_at.isoformat(),
+    }
+
+
+def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:
+    """The template's field options as listed; a private field's value_aliases would name its
+    values, so they are not shown (nor used: private fields are never extracted)."""
+    private = detection.private_paths(template.schema)
+    return {
+        path: {k: v for k, v in flags.items() if not (path in private and k == "value_aliases")}
+        for path, flags in (template.field_options or {}).items()
     }
 
 
