@@ -186,7 +186,18 @@ def money_field(extractor: Extractor) -> str | None:
     return next((p for p in extractor.numeric_fields() if MONEY_FIELD.search(p.lower())), None)
 
 
-def _named(extractor: Extractor, query: Query, at: int) -> str | None:
+def plausible(extractor: Extractor, path: str | None, value: float) -> bool:
+    """Whether a number could be a value of the field: within its observed span widened by
+    the span itself (a weak cue such as `for 4` or a merely similar word needs this)."""
+    info = extractor.fields.get(path or "", {})
+    low, high = info.get("min"), info.get("max")
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return path is not None
+    span = max(float(high) - float(low), abs(float(high)), 1.0)
+    return float(low) - span <= value <= float(high) + span
+
+
+def _named(extractor: Extractor, query: Query, at: int, value: float) -> str | None:
     """The numeric field that the word at `at` names (with its neighbours as context)."""
     token = query.token(at)
     if token is None or not token.isalpha() or token in FUNCTION_WORDS or not query.free(at):
@@ -216,7 +227,8 @@ def _named(extractor: Extractor, query: Query, at: int) -> str | None:
     for name in extractor.ranges:
         if word in name.lower().split("_"):
             return f"range:{name}"
-    return _similar_field(extractor, word)
+    similar = _similar_field(extractor, word)
+    return similar if plausible(extractor, similar, value) else None
 
 
 def _similar_field(extractor: Extractor, word: str) -> str | None:
@@ -272,12 +284,23 @@ def numbers(extractor: Extractor, query: Query, filters: dict[str, Any]) -> None
         side, strict, width = _bound_before(query, i)
         if token.endswith("+"):
             side = side or "min"
-        path, taken = _field_for(extractor, query, i, width)
+        path, taken = _field_for(extractor, query, i, width, value)
         if path is None and worded:
             continue  # "one" binds only to a named field
-        if path is None and side is None and i > 0 and tokens[i - 1] == "for":
-            path, taken = _capacity_field(extractor), [i - 1]
-        if path is None and (side is not None or "$" in token):
+        capacity = _capacity_field(extractor)
+        if (
+            path is None
+            and side is None
+            and i > 0
+            and tokens[i - 1] == "for"
+            and _bound_after(query, i + 1)[0] is None
+            and plausible(extractor, capacity, value)
+        ):
+            path, taken = capacity, [i - 1]
+        if path is None and side is None and _bound_after(query, i + 1)[0] is not None:
+            taken = [i - 1] if i > 0 and tokens[i - 1] == "for" and query.free(i - 1) else []
+            path = money_field(extractor)  # "for 1500 or less": a price
+        elif path is None and (side is not None or "$" in token):
             path = money_field(extractor)
         if path is None:
             continue
@@ -295,12 +318,12 @@ def numbers(extractor: Extractor, query: Query, filters: dict[str, Any]) -> None
 
 
 def _field_for(
-    extractor: Extractor, query: Query, i: int, width: int
+    extractor: Extractor, query: Query, i: int, width: int, value: float
 ) -> tuple[str | None, list[int]]:
     """The field a number bounds, and the indices of the words that named it."""
     tokens = query.tokens
     for at in (i + 1, i - width - 1, i - 1 if width == 0 else -1):
-        path = _named(extractor, query, at)
+        path = _named(extractor, query, at, value)
         if path is None:
             continue
         names = extractor.name_words_of(path) if not path.startswith("range:") else set()
@@ -330,9 +353,9 @@ def _between(
     upper = parse_number(tokens[i + 2])
     if upper is None:
         return False
-    path, taken = _field_for(extractor, query, i + 2, 0)
+    path, taken = _field_for(extractor, query, i + 2, 0, upper)
     if path is None or i + 1 in taken:
-        path, taken = _field_for(extractor, query, i, 1)
+        path, taken = _field_for(extractor, query, i, 1, value)
     if path is None:
         path, taken = money_field(extractor), []
     if path is None or path.startswith("range:"):
