@@ -255,3 +255,66 @@ def test_no_answer_holds_a_private_value(
     for record in records[:2]:
         body = {"template_id": template, "search_json": record, "limit": 100}
         _no_leak(post(client, funded, "similar_to_embedding", body), private)
+
+
+def test_migration_seals_templates_written_before(settings: Any, backend: str) -> None:
+    """0009_search: a template stored by the earlier code (private values in its schema and in
+    its documents' echoed filters) is sealed on upgrade."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from sessionary.kit.db import Database
+    from sessionary.kit.migrate import upgrade
+    from sessionary.kit.models import utcnow
+    from sessionary.search.models import EmbeddingTemplate, SearchDocument
+
+    db = Database(settings)
+    try:
+        upgrade(db, "0008")
+        schema = {
+            "fields": {
+                "title": {"kind": "text", "count": 2, "sample": ["a", "b"]},
+                "tier": {"kind": "categorical", "count": 2, "values": ["gold", "lead"]},
+                "notes": {"kind": "categorical", "count": 2, "values": ["zqx", "zqy"]},
+                "owner.pin": {"kind": "number", "count": 2, "min": 1234, "max": 9876},
+            },
+            "ranges": {},
+        }
+        options = {
+            "tier": {"retrievable": False, "filterable": True},
+            "owner": {"retrievable": False},
+        }
+        with db.session() as session:
+            now = utcnow()
+            session.add(
+                EmbeddingTemplate(
+                    id="tmpl_old", account_id="acct_x", external_user_id=None, name="old",
+                    field_options=options, schema=schema, embedding_model="m", dimension=3,
+                    template_hash="h", record_count=2, version=1, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            session.flush()
+            for i, (tier, notes, pin) in enumerate([("gold", "zqx", 1234), ("lead", "zqy", 9876)]):
+                filters = {"tier": tier, "notes": notes, "owner.pin": pin}
+                session.add(
+                    SearchDocument(
+                        id=f"doc_{i}", template_id="tmpl_old", source_id=str(i),
+                        record={"title": "a"}, filters=filters, folded=filters, text="a",
+                        content_hash="c", embedding=np.zeros(3, dtype=np.float32), created_at=now,
+                    )
+                )  # fmt: skip
+        upgrade(db)
+        with db.session(write=False) as session:
+            template = session.get(EmbeddingTemplate, "tmpl_old")
+            assert template is not None
+            fields = template.schema["fields"]
+            for path in ("tier", "notes", "owner.pin"):
+                assert fields[path]["private"] is True
+                assert not {"values", "min", "max"} & set(fields[path]), path
+            assert fields["tier"]["filterable"] is True and fields["notes"]["filterable"] is False
+            assert "private" not in fields["title"]
+            for document in session.scalars(select(SearchDocument)):
+                assert document.filters == {}
+                assert set(document.folded) == {"tier"}  # kept for its explicit filterable
+    finally:
+        db.dispose()
