@@ -28,8 +28,9 @@ SEED_NOTES = {"value": "private note", "searchable": False, "retrievable": False
 def _visible(response: httpx.Response, term: str | None = None) -> str:
     """The answer as text, less the caller's own query echoed back as `semantic_query`."""
     body = response.json()
-    if term is not None and body.get("semantic_query") == term:
-        body.pop("semantic_query")
+    echoed = body.get("semantic_query")
+    if term is not None and isinstance(echoed, str) and set(echoed.split()) <= set(term.split()):
+        body.pop("semantic_query")  # what is left of the query: the caller's own words
     return json.dumps(body, ensure_ascii=False) + json.dumps(dict(response.headers))
 
 

@@ -239,6 +239,7 @@ class Extractor:
             if query.free(i)
             and token.isalpha()
             and len(token) >= 3
+            and any(vowel in token for vowel in "aeiouy")  # a code or a typo, not a word
             and token not in FUNCTION_WORDS | NEGATIONS | quantities.BOUND_WORDS
             and not any(w.names([token]) for w in self.words.values())
         }
