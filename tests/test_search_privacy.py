@@ -8,6 +8,7 @@ route that answers about a template: no byte of any answer may hold a non-retrie
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -16,8 +17,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
 from tests.test_auth import assert_error
+from tests.test_credits_http import grant
 from tests.test_search import create, funded, post  # noqa: F401  (funded is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -210,34 +212,36 @@ def _no_leak(response: httpx.Response, private: list[str], term: str | None = No
 )
 @given(world=worlds())
 def test_no_answer_holds_a_private_value(
-    client: TestClient,
-    funded: Tenant,  # noqa: F811
-    world: dict[str, Any],
+    client: TestClient, db: Any, world: dict[str, Any]
 ) -> None:
+    # A tenant per example: the listing then shows this example's template only (a value
+    # drawn public in one example may be drawn private in the next).
+    tenant = make_tenant(db, f"privacy-{uuid.uuid4().hex[:8]}")
+    grant(db, tenant, 100_000_000)
     records, options, private = world["records"], world["options"], world["private"]
     half = len(records) // 2
     created = post(
         client,
-        funded,
+        tenant,
         "create_embedding",
         {"records": records[:half], "field_options": options},
     )
     _no_leak(created, private)
     template = created.json()["template_id"]
     updated = post(
-        client, funded, "update_embedding", {"template_id": template, "records": records[half:]}
+        client, tenant, "update_embedding", {"template_id": template, "records": records[half:]}
     )
     _no_leak(updated, private)
-    _no_leak(client.get("/v1/chat/embedding_templates", headers=funded.headers), private)
+    _no_leak(client.get("/v1/chat/embedding_templates", headers=tenant.headers), private)
     _no_leak(
-        client.get(f"/v1/chat/embedding_status?template_id={template}", headers=funded.headers),
+        client.get(f"/v1/chat/embedding_status?template_id={template}", headers=tenant.headers),
         private,
     )
     terms = private[:3] + ["item", " ".join(private[:2]) or "item 1"]
     for term in terms:
         for route in ("search_against_embedding", "similar_to_embedding"):
             body = {"template_id": template, "search_term": term, "limit": 100, "rerank": True}
-            answer = post(client, funded, route, body)
+            answer = post(client, tenant, route, body)
             _no_leak(answer, private, term)
             if route == "search_against_embedding" and answer.status_code == 200:
                 extracted = {
@@ -252,10 +256,10 @@ def test_no_answer_holds_a_private_value(
                 ("search_params", {"between": value}),
             ):
                 body = {"template_id": template, "search_term": "item", param: {name: condition}}
-                _no_leak(post(client, funded, "search_against_embedding", body), private)
+                _no_leak(post(client, tenant, "search_against_embedding", body), private)
     for record in records[:2]:
         body = {"template_id": template, "search_json": record, "limit": 100}
-        _no_leak(post(client, funded, "similar_to_embedding", body), private)
+        _no_leak(post(client, tenant, "similar_to_embedding", body), private)
 
 
 def test_migration_seals_templates_written_before(settings: Any, backend: str) -> None:
