@@ -91,6 +91,8 @@ def test_billed_tokens_are_the_reference_tokenizers_count(
     assert embedder.max_input_tokens == reference.max_seq_length == 256
     expected = sum(len(ids) for ids in encoded["input_ids"])
     assert asyncio.run(embedder.embed(texts)).input_tokens == expected
+    # The credit hold is taken from count_tokens before embedding: the same count.
+    assert asyncio.run(embedder.count_tokens(texts)) == expected
 
 
 def test_gelu_is_the_exact_erf_one_over_the_whole_range() -> None:
@@ -106,6 +108,7 @@ def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbed
     head = " ".join(long_text.split()[:300])  # already past 256 tokens
     batch = asyncio.run(embedder.embed([long_text, head]))
     assert batch.input_tokens == 2 * embedder.max_input_tokens
+    assert asyncio.run(embedder.count_tokens([long_text, head])) == batch.input_tokens
     assert np.allclose(batch.vectors[0], batch.vectors[1], atol=1e-6)
 
 

@@ -82,7 +82,7 @@ def user_session(body: UserSessionRequest, caller: Caller, session: DbSession) -
         raise InvalidRequest("external_user is required.", param="external_user")
     users = ExternalUserService(session)
     user, created = users.upsert(caller.account_id, body.external_user)
-    key = users.issue_key(user, rotate=body.rotate_api_key)
+    key = users.issue_key(user, rotate=body.rotate_api_key, by_token=caller.token_id is not None)
     balance = credits_number(users.balance(user))
     return users.with_summary(
         user,
@@ -297,7 +297,7 @@ def _verified(session: Any, principal: Principal) -> dict[str, Any]:
     users = ExternalUserService(session)
     if principal.external_user_id is None:
         account = users.accounts.get_account(principal.account_id)
-        balance = users.ledger.balance(Owner.account(account.id))
+        balance = users.ledger.spendable(Owner.account(account.id))
         return {
             "isExternalUser": False,
             "_id": account.id,

@@ -100,10 +100,21 @@ class LocalEmbeddings:
         # Billed: the tokens embedded, [CLS] and [SEP] included, after truncation.
         return EmbeddingBatch([row.tolist() for row in vectors], sum(len(row) for row in ids))
 
+    def _count_sync(self, texts: list[str]) -> int:
+        """What `embed` bills for these texts: the same tokenizer, the same truncation."""
+        return sum(len(row) for row in self._ensure_loaded().token_ids(texts))
+
     def encode_array(self, texts: list[str]) -> Matrix:
         """NumPy float32 matrix, for bulk callers that store vectors as arrays."""
         with self._threads():
             return self._ensure_loaded().encode(texts, self.batch_size)
+
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        if not texts:
+            return 0
+        return await asyncio.get_running_loop().run_in_executor(
+            self._worker, self._count_sync, list(texts)
+        )
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
