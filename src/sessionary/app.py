@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 
 from sessionary import __version__
 from sessionary.accounts.principal import caller_scope
@@ -27,6 +28,7 @@ from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.kit.openapi import install_openapi
+from sessionary.ops.front_door import router as front_door_router
 from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
@@ -34,6 +36,7 @@ from sessionary.providers.routes import router as models_router
 from sessionary.search.embeddings_routes import router as embeddings_router
 from sessionary.search.routes import router as search_router
 
+DOCS_ASSETS = "/docs/assets"
 API_ROUTERS: list[APIRouter] = [
     accounts_router,
     billing_router,
@@ -67,11 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package (FastAPI's
+    # own pages load them from a CDN: a blank page offline); no validator badge from swagger.io.
+    app = FastAPIOffline(
         title="Sessionary",
         version=__version__,
         summary="Session-bound assistants and semantic search, with accounts and prepaid credits.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.db = db
@@ -80,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_openapi(app)
+    app.include_router(front_door_router)
     app.include_router(ops_router)
     # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
     app.include_router(external_root_router)

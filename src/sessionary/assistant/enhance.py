@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sessionary.kit.errors import InvalidRequest
@@ -63,8 +64,36 @@ def enhance_request(
     return request, words
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+PREAMBLE = re.compile(r"^(here(?:'s| is)|sure|rewritten|revised|enhanced)\b[^\n]*:\s*$", re.I)
+
+
+def _key(sentence: str) -> str:
+    return re.sub(r"[\W_]+", " ", sentence.casefold()).strip()
+
+
+def one_message(text: str) -> str:
+    """The rewrite once: a small model often adds a preamble or says the same sentence again and
+    again. Ends at the first sentence seen before (or a truncated start of one)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and PREAMBLE.match(lines[0]):
+        lines = lines[1:]
+    kept: list[str] = []
+    seen: list[str] = []
+    for line in lines:
+        sentences: list[str] = []
+        for sentence in SENTENCE_END.split(line):
+            key = _key(sentence)
+            if key and any(earlier.startswith(key) for earlier in seen):
+                return "\n".join([*kept, " ".join(sentences)]).strip()
+            seen.append(key)
+            sentences.append(sentence.strip())
+        kept.append(" ".join(sentences))
+    return "\n".join(kept)
+
+
 def tidy(text: str, max_words: int) -> str:
-    cleaned = text.strip().strip('"').strip("“”").strip()
+    cleaned = one_message(text).strip().strip('"').strip("“”").strip()
     words = cleaned.split()
     return " ".join(words[:max_words]) if len(words) > max_words else cleaned
 
