@@ -18,6 +18,7 @@ ISO_639_1 = {
     "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "zh": "Chinese",
 }  # fmt: skip
 DEFAULT_MAX_WORDS = 120
+FRAME = "Rewrite this message to be clearer and more engaging:\n\n"
 
 
 def language_name(value: str | None) -> str | None:
@@ -44,9 +45,10 @@ def enhance_request(
     if len(message) > 20_000:
         raise InvalidRequest("'message' is longer than 20000 characters.", param="message")
     words = maxwords or DEFAULT_MAX_WORDS
+    # The message is framed as the thing to rewrite, not as a message to answer: a small model
+    # given the bare message echoes it or replies to it (measured on the bundled SmolLM2).
     rules = [
-        "Rewrite the user's message so it is clearer and more engaging, keeping its meaning "
-        "and intent.",
+        "You rewrite messages: clearer and more engaging, with the same meaning and intent.",
         f"Use at most {words} words.",
         "Reply with the rewritten message only: no preamble, no quotes, no explanation.",
     ]
@@ -57,7 +59,10 @@ def enhance_request(
         context = ", ".join(f"{k}: {v}" for k, v in list(metadata.items())[:16])
         rules.append(f"Context: {context}.")
     request = ChatRequest(
-        [ChatMessage("system", " ".join(rules)), ChatMessage("user", message.strip())],
+        [
+            ChatMessage("system", " ".join(rules)),
+            ChatMessage("user", FRAME + message.strip()),
+        ],
         max_output_tokens=min(words * 3 + 16, 4096),
         temperature=0.3,
     )
@@ -100,4 +105,4 @@ def tidy(text: str, max_words: int) -> str:
 
 async def enhance(chat: ChatModel, request: ChatRequest, max_words: int) -> str:
     result = await chat.generate(request)
-    return tidy(result.text, max_words) or request.messages[-1].text
+    return tidy(result.text, max_words) or request.messages[-1].text.removeprefix(FRAME)
