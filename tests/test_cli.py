@@ -187,3 +187,13 @@ def test_init_json_and_serve_announces_its_own_url() -> None:
     assert announced_url(Settings(), "0.0.0.0", 8000) == "http://127.0.0.1:8000"
     public = Settings(public_base_url="https://api.example.org/")
     assert announced_url(public, "0.0.0.0", 8000) == "https://api.example.org"
+
+
+def test_init_and_revoke_speak_json(env: dict[str, str]) -> None:
+    first = json.loads(invoke("init", "--json"))
+    assert first["account_id"].startswith("acct_") and first["api_key"].startswith("sk_sy_")
+    again = json.loads(invoke("init", "--json"))
+    assert again == {"account_id": first["account_id"], "api_key": None}
+    key = json.loads(invoke("keys", "create", "default", "--json"))
+    revoked = json.loads(invoke("keys", "revoke", key["key_id"], "--json"))
+    assert revoked["id"] == key["key_id"] and revoked["revoked_at"]
