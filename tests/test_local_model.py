@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import sessionary.providers.llm.local as local
+from sessionary.assistant.enhance import enhance, enhance_request
 from sessionary.assistant.prompts import DEFAULT_SYSTEM_PROMPT
 from sessionary.providers.base import ChatMessage, ChatRequest, ChatResult, StreamDone, TextDelta
 from sessionary.providers.llm.local import LlamaCppChat, LocalSampling
@@ -158,3 +159,15 @@ def test_history_reaches_the_local_model_in_order(chat: LlamaCppChat) -> None:
     assert positions == sorted(positions)
     one_turn = asyncio.run(chat.count_tokens([SYSTEM, messages[-1]]))
     assert asyncio.run(chat.count_tokens(messages)) > one_turn + 10
+
+
+@pytest.mark.parametrize(
+    "message", ["we sell good shoes", "new coffee shop opening monday, come try our espresso"]
+)
+def test_enhance_answers_one_rewrite(chat: LlamaCppChat, message: str) -> None:
+    request, words = enhance_request(message, "en", 30, None)
+    text = asyncio.run(enhance(chat, request, words))
+    sentences = [s.strip(" .!?").casefold() for s in re.split(r"[.!?]+\s", text) if s.strip()]
+    assert text and len(sentences) == len(set(sentences)), text
+    assert len(text.split()) <= 30
+    assert "rewrite this message" not in text.casefold()
