@@ -78,6 +78,7 @@ def test_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None
 
 def test_migrate_reports_the_revision(env: dict[str, str]) -> None:
     assert "revision" in invoke("migrate")
+    assert json.loads(invoke("migrate", "--json"))["revision"]
 
 
 def test_credits_grant_and_show(env: dict[str, str]) -> None:

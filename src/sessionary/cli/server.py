@@ -72,10 +72,14 @@ def announced_url(current: Settings, host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def migrate() -> None:
+def migrate(as_json: bool = typer.Option(False, "--json", help="Print {revision}.")) -> None:
     """Apply database migrations up to the newest schema."""
     with database() as db:
-        console.print(f"Database at revision {current_revision(db)}.")
+        revision = current_revision(db)
+    if as_json:
+        print_json({"revision": revision})
+        return
+    console.print(f"Database at revision {revision}.")
 
 
 def serve(
