@@ -161,24 +161,31 @@ def test_piped_tables_keep_whole_ids(env: dict[str, str]) -> None:
     assert all(row[0].startswith("key_") and len(row[0]) == len("key_") + 26 for row in keys)
 
 
-def test_terminal_tables_keep_whole_ids_at_80_columns(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_terminal_tables_keep_whole_ids_at_any_width(
+    monkeypatch: pytest.MonkeyPatch, width: int
 ) -> None:
     from rich.console import Console
 
     from sessionary.cli import common
 
-    account = json.loads(invoke("accounts", "create", "shop " * 12, "--json"))["account_id"]
-    invoke("keys", "create", account, "--name", "a long label " * 6)
-    terminal = Console(width=80, force_terminal=True, color_system=None)
+    key_id, account_id = "key_" + "K" * 26, "acct_" + "A" * 26
+    label = "a long label " * 6
+    terminal = Console(width=width, force_terminal=True, color_system=None)
     monkeypatch.setattr(common, "console", terminal)
     with terminal.capture() as captured:
         common.print_table(
-            ("id", "account", "name"), [("key_" + "X" * 26, account, "a long label " * 6)], ids=2
+            ("id", "account", "name", "when"), [(key_id, account_id, label, "never")], ids=2
         )
-    text = captured.get()
-    assert "key_" + "X" * 26 in text and account in text
-    assert max(len(line) for line in text.splitlines()) <= 80
+    lines = captured.get().splitlines()
+    assert any(key_id in line for line in lines) and any(account_id in line for line in lines)
+    # Every field is shown: whole in one place, or wrapped inside its column.
+    assert "never" in captured.get()
+    assert captured.get().count("label") == 6
+    if width >= 120:
+        assert lines[0].startswith("┏") and max(len(line) for line in lines) <= width
+    else:  # too narrow for a table: one block per row, the id on a line of its own
+        assert lines[0] == key_id
 
 
 def test_init_json_and_serve_announces_its_own_url() -> None:

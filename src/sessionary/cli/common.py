@@ -20,6 +20,7 @@ from sessionary.kit.errors import ApiError
 from sessionary.kit.migrate import upgrade
 
 console = Console()
+MIN_WRAPPED_WIDTH = 10
 err_console = Console(stderr=True)
 
 
@@ -65,7 +66,8 @@ def print_json(value: Any) -> None:
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], ids: int = 1) -> None:
     """Rows as a table that never cuts an id (the first `ids` columns).
 
-    On a terminal: a table whose id columns keep their full width and whose other columns wrap.
+    On a terminal: a table whose id columns keep their full width and whose other columns wrap;
+    when the terminal is too narrow for that, one block per row (the id, then a line per field).
     Piped or redirected: tab-separated lines with a header, every value whole, so an id can be
     copied or cut out with `cut -f1`.
     """
@@ -75,13 +77,22 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], ids: int 
         for row in cells:
             typer.echo("\t".join(value.replace("\t", " ").replace("\n", " ") for value in row))
         return
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
+    # Borders and padding take 3 characters a column; a wrapped column needs some room to be read.
+    needed = sum(widths[:ids]) + MIN_WRAPPED_WIDTH * (len(columns) - ids) + 3 * len(columns) + 1
+    if needed > console.width:
+        label = max(len(name) for name in columns[1:]) if len(columns) > 1 else 0
+        for row in cells:
+            console.print(row[0], style="bold", highlight=False, soft_wrap=True)
+            for name, value in zip(columns[1:], row[1:], strict=True):
+                console.print(f"  {name:<{label}}  {value}", highlight=False, soft_wrap=True)
+        return
     table = Table()
     for index, name in enumerate(columns):
         if index < ids:
-            widest = max([len(name), *(len(row[index]) for row in cells)])
-            table.add_column(name, no_wrap=True, min_width=widest)
+            table.add_column(name, no_wrap=True, min_width=widths[index])
         else:
-            table.add_column(name, overflow="fold")
+            table.add_column(name, overflow="fold", min_width=min(widths[index], MIN_WRAPPED_WIDTH))
     for row in cells:
         table.add_row(*row)
     console.print(table)
