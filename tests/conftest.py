@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from sessionary.accounts.service import AccountService
 from sessionary.app import create_app
+from sessionary.billing.models import CreditBalance, CreditReservation, LedgerEntry
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.migrate import upgrade
+from sessionary.kit.models import utcnow
 from tests.support.databases import PostgresFixture
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -61,7 +64,40 @@ def db(settings: Settings) -> Iterator[Database]:
     database = Database(settings)
     upgrade(database)
     yield database
-    database.dispose()
+    try:
+        check_money(database)
+    finally:
+        database.dispose()
+
+
+def check_money(database: Database) -> None:
+    """The money invariant, after every test that had a database: for every owner the cached
+    balance equals the sum of its ledger, never below zero, and no hold is open past its TTL
+    (a test that kills a turn must see its hold swept back)."""
+    with database.session(write=False) as session:
+        balances = session.execute(
+            select(CreditBalance.owner_type, CreditBalance.owner_id, CreditBalance.balance_micro)
+        ).all()
+        sums = dict(
+            ((t, o), int(total))
+            for t, o, total in session.execute(
+                select(
+                    LedgerEntry.owner_type, LedgerEntry.owner_id, func.sum(LedgerEntry.amount_micro)
+                ).group_by(LedgerEntry.owner_type, LedgerEntry.owner_id)
+            )
+        )
+        stale = session.scalar(
+            select(func.count())
+            .select_from(CreditReservation)
+            .where(CreditReservation.status == "open")
+            .where(CreditReservation.expires_at < utcnow())
+        )
+    for owner_type, owner_id, micro in balances:
+        assert micro >= 0, f"{owner_type} {owner_id} is below zero"
+        assert micro == sums.get((owner_type, owner_id), 0), (
+            f"{owner_type} {owner_id}: balance != ledger sum"
+        )
+    assert not stale, f"{stale} credit hold(s) left open past their TTL"
 
 
 @dataclass

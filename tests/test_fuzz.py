@@ -24,10 +24,14 @@ pytestmark = pytest.mark.slow
 EXAMPLES = os.environ.get("SESSIONARY_FUZZ_EXAMPLES", "5")
 
 
-def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
+def test_schemathesis_finds_nothing(settings_env: dict[str, str]) -> None:
+    """On both engines; strings include NUL characters (`--generation-allow-x00`), which
+    PostgreSQL cannot store, and integers far past any column's range."""
     env = {
-        "SESSIONARY_DATA_DIR": str(tmp_path / "data"),
+        **settings_env,
         "SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS": "8",
+        # Loaded before the first request, so a cold model never reads as a timeout.
+        "SESSIONARY_PRELOAD_MODELS": "true",
     }
     key = next(line for line in run_cli(["init"], env).splitlines() if line.startswith("sk_sy_"))
     server = LiveServer(env)
@@ -45,6 +49,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 "positive_data_acceptance",
                 "--max-examples",
                 EXAMPLES,
+                "--generation-allow-x00",
+                "true",
                 "--seed",
                 "20261122",
                 "--no-color",

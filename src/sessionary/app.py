@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from sessionary import __version__
@@ -15,6 +17,7 @@ from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
 from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
+from sessionary.billing.metering import HoldKeeper
 from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
@@ -28,6 +31,7 @@ from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.kit.openapi import install_openapi
+from sessionary.kit.text_rule import TextRuleMiddleware
 from sessionary.ops.front_door import router as front_door_router
 from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
@@ -37,6 +41,16 @@ from sessionary.search.embeddings_routes import router as embeddings_router
 from sessionary.search.routes import router as search_router
 
 DOCS_ASSETS = "/docs/assets"
+# Answer headers a browser page may read (credits, request id, retries, replays).
+EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-credits-charged",
+    "x-credits-remaining",
+    "x-credits-reserved",
+    "retry-after",
+    "idempotent-replayed",
+]
+
 API_ROUTERS: list[APIRouter] = [
     accounts_router,
     billing_router,
@@ -67,7 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.preload_models:
             await run_in_threadpool(providers.load)
-        yield
+        async with anyio.create_task_group() as background:
+            background.start_soon(HoldKeeper(db).run)
+            yield
+            background.cancel_scope.cancel()
         db.dispose()
 
     # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package (FastAPI's
@@ -106,6 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lease=timedelta(seconds=settings.idempotency_lease_seconds),
         wait_seconds=settings.idempotency_wait_seconds,
     )
+    app.add_middleware(TextRuleMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors.origins:
+        # Outside everything else: a preflight never reaches authentication or idempotency.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors.origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=settings.cors.max_age_seconds,
+        )
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     return app

@@ -11,11 +11,32 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionary.billing.pricing import PricingSettings
 from sessionary.providers.settings import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
+
+
+class CorsSettings(BaseModel):
+    """`SESSIONARY_CORS__ORIGINS='["https://app.example"]'`: pages allowed to call the API.
+
+    Browsers authenticate with a bearer (a ChatKit client secret, an auth token), never with
+    cookies, so credentials are never allowed, and `*` is accepted only for that reason.
+    """
+
+    origins: list[str] = Field(default_factory=list, max_length=100)
+    max_age_seconds: int = Field(default=600, ge=0, le=86_400)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"'{origin}' is not an origin (scheme://host[:port]) or '*'")
+            if origin != "*" and origin.rstrip("/") != origin:
+                raise ValueError(f"'{origin}': an origin has no path, not even '/'")
+        return value
 
 
 class Settings(BaseSettings):
@@ -99,6 +120,17 @@ class Settings(BaseSettings):
         gt=0,
         description="An unsettled credit reservation (its process died) returns after this long.",
     )
+    stream_write_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A streamed answer whose client reads nothing for this long is closed and "
+        "billed for what was produced.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for /metrics; unset: /metrics answers loopback clients only.",
+    )
+    cors: CorsSettings = Field(default_factory=lambda: CorsSettings())
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
     embeddings: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))

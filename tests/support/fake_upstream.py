@@ -35,8 +35,13 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.delay_seconds = 0.0
-        # "fail": chat answers 500; "drop": a stream sends two chunks, then the connection dies.
+        # "fail": chat answers 500; "drop": a stream sends two chunks, then the connection dies;
+        # "words": an answer of `words` pieces of `word`, streamed `word_delay` seconds apart.
         self.chat_mode = "fail"
+        self.words = 40
+        self.word = "word "
+        self.word_delay = 0.0
+        self.sent = 0  # pieces actually streamed by "words" (a reader that stops, stops it)
         # "missing": no Responses API here (404); "image": a model that chose to draw.
         self.responses_mode = "missing"
         self.port = free_port()
@@ -79,6 +84,11 @@ class FakeUpstream:
         self.calls.append({"route": "chat"})
         if self.chat_mode == "drop":
             return StreamingResponse(self._dropped_stream(), media_type="text/event-stream")
+        if self.chat_mode == "words":
+            body = await request.json()
+            if body.get("stream"):
+                return StreamingResponse(self._word_stream(), media_type="text/event-stream")
+            return JSONResponse(self._completion(self.word * self.words))
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
             return JSONResponse({"error": {"message": "late"}}, status_code=500)
@@ -96,6 +106,36 @@ class FakeUpstream:
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(0.05)
         raise ConnectionResetError("the upstream went away mid-stream")
+
+    def _completion(self, text: str) -> dict[str, Any]:
+        return {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": self.words, "total_tokens": 0},
+        }
+
+    async def _word_stream(self) -> AsyncIterator[bytes]:
+        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+        for _ in range(self.words):
+            self.sent += 1
+            delta = {"index": 0, "delta": {"content": self.word}, "finish_reason": None}
+            yield f"data: {json.dumps({**base, 'choices': [delta]})}\n\n".encode()
+            if self.word_delay:
+                await asyncio.sleep(self.word_delay)
+        last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        yield f"data: {json.dumps({**base, 'choices': [last]})}\n\n".encode()
+        usage = {"prompt_tokens": 10, "completion_tokens": self.words, "total_tokens": 0}
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
 
     async def fail(self, request: Request) -> JSONResponse:
         self.calls.append({"route": "embeddings"})

@@ -19,6 +19,9 @@ class MemoEmbeddings:
         self.dimension = inner.dimension
         self.max_input_tokens = inner.max_input_tokens
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        return await self.inner.count_tokens(texts)
+
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         missing = list(dict.fromkeys(t for t in texts if t not in _VECTORS))
         if missing:

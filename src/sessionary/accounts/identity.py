@@ -16,6 +16,8 @@ class Principal:
     # Set when the caller is (or acts for) one external user of the account: its own key, an
     # auth token, or the account key naming the user in the body of an external-user route.
     external_user_id: str | None = None
+    # Set when the caller presented an auth token: tokens it mints descend from it.
+    token_id: str | None = None
 
     def acting_for(self, external_user_id: str) -> Principal:
         return replace(self, external_user_id=external_user_id)

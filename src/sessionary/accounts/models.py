@@ -58,3 +58,6 @@ class ClientToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Lineage: the API key at the root of the chain, and the token that minted this one.
+    api_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    parent_token_id: Mapped[str | None] = mapped_column(String(40))

@@ -64,7 +64,9 @@ def identify(session: Session, token: str | None, external_key: str | None) -> P
     if token is not None:
         if token.startswith(AUTH_TOKEN_TYPE):
             row = TokenService(session).authenticate(token)
-            principal = Principal(row.account_id, None, external_user_id=row.external_user_id)
+            principal = Principal(
+                row.account_id, None, external_user_id=row.external_user_id, token_id=row.id
+            )
         else:
             key = accounts.authenticate(token)
             principal = Principal(key.account_id, key.id, external_user_id=key.external_user_id)
@@ -166,9 +168,10 @@ def caller_scope(db: Database) -> Callable[[Headers], str | None]:
     def scope_of(headers: Headers) -> str | None:
         try:
             token, external_key = _credentials(headers)
-            if token is not None and token.startswith(CLIENT_SECRET_TYPE):
-                return None
             with db.session(write=False) as session:
+                if token is not None and token.startswith(CLIENT_SECRET_TYPE):
+                    session_id = ChatKitService(session).session_of(token)
+                    return f"chatkit:{session_id}" if session_id else None
                 principal = identify(session, token, external_key)
         except (Unauthorized, Forbidden):
             return None

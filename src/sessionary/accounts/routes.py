@@ -6,17 +6,35 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
+from sessionary.accounts.models import ClientToken
 from sessionary.accounts.principal import Caller, UserCaller, bearer_of
-from sessionary.accounts.schemas import RevokeToken, WhoAmI
+from sessionary.accounts.schemas import AuthTokenInfo, RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import IssuedToken, TokenService
 from sessionary.config import Settings
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.pagination import Page, envelope, paginate
 
 router = APIRouter(tags=["accounts"])
+
+
+class TokenIdConvertor(Convertor[str]):
+    """Token ids only (`tok_…`), so `/auth_tokens/revoke` never also matches the DELETE route."""
+
+    regex = "tok_[0-9A-Za-z]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("token_id", TokenIdConvertor())
 
 
 @router.get("/me", response_model=WhoAmI, summary="The account (or external user) calling")
@@ -63,3 +81,31 @@ def revoke_auth_token(
         raise InvalidRequest("Name the auth token to revoke as authToken.", param="authToken")
     row = TokenService(session).revoke(caller, token)
     return {"revoked": True, "expiresAt": row.expires_at.isoformat()}
+
+
+@router.get("/auth_tokens", summary="The account's live auth tokens (ids, never the tokens)")
+def list_auth_tokens(caller: Caller, session: DbSession, page: Page) -> dict[str, Any]:
+    rows = TokenService(session).live_tokens(caller)
+    chosen, has_more = paginate(rows, lambda r: r.id, page)
+    data = [token_info(r).model_dump(mode="json") for r in chosen]
+    return envelope(data, has_more)
+
+
+@router.delete(
+    "/auth_tokens/{token_id:token_id}", summary="Revoke one auth token and its descendants"
+)
+def revoke_auth_token_by_id(token_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
+    row = TokenService(session).revoke_by_id(caller, token_id)
+    return {"id": row.id, "object": "auth_token.deleted", "deleted": True}
+
+
+def token_info(row: ClientToken) -> AuthTokenInfo:
+    return AuthTokenInfo(
+        id=row.id,
+        prefix=row.prefix,
+        external_user_id=row.external_user_id,
+        api_key_id=row.api_key_id,
+        parent_token_id=row.parent_token_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )

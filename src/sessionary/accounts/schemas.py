@@ -30,3 +30,16 @@ class RevokeToken(BaseModel):
     auth_token: str | None = Field(
         default=None, max_length=200, validation_alias=AliasChoices("authToken", "auth_token")
     )
+
+
+class AuthTokenInfo(BaseModel):
+    """A live auth token as its account sees it (never the token itself)."""
+
+    id: str
+    object: str = "auth_token"
+    prefix: str
+    external_user_id: str | None
+    api_key_id: str | None = Field(description="The API key this token descends from.")
+    parent_token_id: str | None = Field(description="The token that minted it (a login token).")
+    created_at: datetime
+    expires_at: datetime

@@ -88,9 +88,10 @@ class AccountService:
         return self.store.live_keys_of_external_user(external_user_id)
 
     def rotate_external_key(self, account_id: str, external_user_id: str) -> IssuedKey:
-        """Revoke the user's live keys and issue a new one, in one transaction."""
+        """Revoke the user's live keys and their tokens, and issue a new key, in one transaction."""
         for old in self.store.live_keys_of_external_user(external_user_id):
             old.revoked_at = utcnow()
+        self.store.revoke_tokens_of_user(external_user_id, utcnow())
         return self.create_key(account_id, "external user", external_user_id=external_user_id)
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:

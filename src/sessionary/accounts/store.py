@@ -77,6 +77,31 @@ class AccountStore:
     def token_by_prefix(self, prefix: str) -> ClientToken | None:
         return self.session.scalars(select(ClientToken).where(ClientToken.prefix == prefix)).first()
 
+    def get_token(self, token_id: str) -> ClientToken | None:
+        return self.session.get(ClientToken, token_id)
+
+    def live_auth_tokens(self, account_id: str, now: datetime) -> list[ClientToken]:
+        return list(
+            self.session.scalars(
+                select(ClientToken)
+                .where(ClientToken.account_id == account_id)
+                .where(ClientToken.kind == "auth")
+                .where(ClientToken.revoked_at.is_(None))
+                .where(ClientToken.expires_at > now)
+                .order_by(ClientToken.id)
+            )
+        )
+
+    def revoke_tokens_of_user(self, external_user_id: str, now: datetime) -> int:
+        """End every token of one external user (its key was rotated)."""
+        result = self.session.execute(
+            update(ClientToken)
+            .where(ClientToken.external_user_id == external_user_id)
+            .where(ClientToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return int(getattr(result, "rowcount", 0))
+
     def use_login_token(self, token_id: str, now: datetime) -> bool:
         """Mark a login token used; False when another request used it first (single use)."""
         result = self.session.execute(

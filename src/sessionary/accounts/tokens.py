@@ -3,6 +3,11 @@
 The platform (account key) asks for a login token for itself or for one of its external users;
 the client app exchanges it, once and within minutes, for an auth token it then sends as
 `Authorization: Bearer`. Both are stored as SHA-256 hashes behind a lookup prefix, like keys.
+
+Tokens die together: each records the API key at the root of its chain and the token that
+minted it. A token is refused once its root key is revoked or any auth token above it is
+revoked, and a token never outlives the token that minted it, so an auth token cannot renew
+itself forever through login tokens.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from sessionary.accounts.keys import (
 )
 from sessionary.accounts.models import ClientToken
 from sessionary.accounts.store import AccountStore
-from sessionary.kit.errors import InvalidRequest, Unauthorized
+from sessionary.kit.errors import InvalidRequest, NotFound, Unauthorized
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
+
+# How many tokens may stand between a token and its API key.
+MAX_CHAIN = 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,21 @@ class TokenService:
     ) -> IssuedToken:
         new = generate_key(token_type)
         now = utcnow()
+        expires_at = now + ttl
+        root_key = caller.api_key_id
+        if caller.token_id is not None:
+            parent = self.store.get_token(caller.token_id)
+            if parent is None:
+                raise Unauthorized("The auth token behind this request no longer exists.")
+            minter = self._nearest_auth(parent)
+            if minter is not None:  # never outlive the auth token this chain started from
+                expires_at = min(expires_at, minter.expires_at)
+            root_key = parent.api_key_id or root_key
+            if self._depth(parent) >= MAX_CHAIN:
+                raise InvalidRequest(
+                    "This token descends from too many tokens to mint another; use an API key.",
+                    code="token_chain_too_long",
+                )
         row = self.store.add_token(
             ClientToken(
                 id=new_id("tok"),
@@ -57,10 +80,50 @@ class TokenService:
                 external_user_id=caller.external_user_id,
                 redirect=redirect,
                 created_at=now,
-                expires_at=now + ttl,
+                expires_at=expires_at,
+                api_key_id=root_key,
+                parent_token_id=caller.token_id,
             )
         )
         return IssuedToken(row, new.plaintext)
+
+    def _nearest_auth(self, row: ClientToken | None) -> ClientToken | None:
+        """The row itself when it is an auth token, else the closest auth token above it."""
+        steps = 0
+        while row is not None and row.kind != "auth" and steps <= MAX_CHAIN:
+            row = self.store.get_token(row.parent_token_id) if row.parent_token_id else None
+            steps += 1
+        return row if row is not None and row.kind == "auth" else None
+
+    def _depth(self, row: ClientToken) -> int:
+        depth = 0
+        while row.parent_token_id is not None and depth <= MAX_CHAIN:
+            parent = self.store.get_token(row.parent_token_id)
+            if parent is None:
+                break
+            row, depth = parent, depth + 1
+        return depth
+
+    def _check_lineage(self, row: ClientToken) -> None:
+        """401 when the root key or any auth token above this one was revoked."""
+        if row.api_key_id is not None:
+            key = self.store.get_key(row.api_key_id)
+            if key is None or key.revoked_at is not None:
+                raise Unauthorized(
+                    "The API key this token descends from has been revoked.",
+                    code="revoked_auth_token",
+                )
+        seen = 0
+        current = row
+        while current.parent_token_id is not None and seen <= MAX_CHAIN:
+            parent = self.store.get_token(current.parent_token_id)
+            if parent is None:
+                break
+            if parent.revoked_at is not None:
+                raise Unauthorized(
+                    "A token this one descends from has been revoked.", code="revoked_auth_token"
+                )
+            current, seen = parent, seen + 1
 
     def create_login_token(
         self, caller: Principal, ttl: timedelta, redirect: str | None = None
@@ -87,7 +150,11 @@ class TokenService:
             raise Unauthorized("This login token has expired.", code="expired_login_token")
         if row.used_at is not None or not self.store.use_login_token(row.id, now):
             raise Unauthorized("This login token was already used.", code="used_login_token")
-        caller = Principal(row.account_id, None, external_user_id=row.external_user_id)
+        self._check_lineage(row)
+        # The auth token descends from the login token (and through it from its minter).
+        caller = Principal(
+            row.account_id, row.api_key_id, external_user_id=row.external_user_id, token_id=row.id
+        )
         return self._issue("auth", AUTH_TOKEN_TYPE, caller, ttl)
 
     def authenticate(self, auth_token: str) -> ClientToken:
@@ -97,6 +164,29 @@ class TokenService:
             raise Unauthorized("This auth token has been revoked.", code="revoked_auth_token")
         if row.expires_at <= utcnow():
             raise Unauthorized("This auth token has expired.", code="expired_auth_token")
+        self._check_lineage(row)
+        return row
+
+    def live_tokens(self, caller: Principal) -> list[ClientToken]:
+        """The account's auth tokens that still work (expired and revoked ones left out)."""
+        rows = self.store.live_auth_tokens(caller.account_id, utcnow())
+        return [row for row in rows if self._alive(row)]
+
+    def _alive(self, row: ClientToken) -> bool:
+        try:
+            self._check_lineage(row)
+        except Unauthorized:
+            return False
+        return True
+
+    def revoke_by_id(self, caller: Principal, token_id: str) -> ClientToken:
+        """Revoke one of the account's auth tokens by id (and with it its descendants)."""
+        row = self.store.get_token(token_id)
+        if row is None or row.kind != "auth":
+            raise NotFound(f"No auth token '{token_id}'.", param="token_id")
+        caller.check_reach(row.account_id, row.external_user_id, "token", "token_id")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
         return row
 
     def revoke(self, caller: Principal, auth_token: str) -> ClientToken:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.principal import Caller, SessionCaller, UserCaller
@@ -29,9 +29,9 @@ from sessionary.conversations.models import ConversationSession
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.http import TimedStreamingResponse
 from sessionary.kit.metadata import check_metadata, load
 from sessionary.kit.request_context import current_request_id
-from sessionary.providers.container import is_local
 
 router = APIRouter(tags=["assistant"])
 
@@ -69,15 +69,11 @@ def set_system_prompt(
     body: SystemPromptRequest, caller: Caller, session: DbSession, turns: Turns
 ) -> dict[str, Any]:
     chat = turns.providers.chat()
-    if body.model and is_local(chat) and body.model != chat.name:
-        raise InvalidRequest(
-            f"Model '{body.model}' is not available here; the configured model is '{chat.name}'.",
-            param="model",
-        )
+    chosen = turns.providers.resolve_chat_model(body.model) if body.model else None
     account = AccountService(session).set_assistant(
-        caller.account_id, system_prompt=body.system_prompt, model=body.model
+        caller.account_id, system_prompt=body.system_prompt, model=chosen
     )
-    model = account.assistant_model or chat.name
+    model = chat.name
     return {
         "system_prompt": account.system_prompt,
         "model": model,
@@ -121,8 +117,11 @@ async def answer_turn(
         RESERVED: format_credits(meter.reservation.amount_micro),
         REMAINING: format_credits(remaining),
     }
-    return StreamingResponse(
-        stream_turn(turns, turn, meter), media_type="text/event-stream", headers=headers
+    return TimedStreamingResponse(
+        stream_turn(turns, turn, meter),
+        media_type="text/event-stream",
+        headers=headers,
+        write_timeout=turns.db.settings.stream_write_timeout_seconds,
     )
 
 

@@ -9,6 +9,7 @@ charged. A client that hangs up stops the generation and pays for what was produ
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from sessionary.billing.money import credits_number
 from sessionary.kit.errors import ApiError
 from sessionary.kit.ids import new_id
 from sessionary.providers.base import StreamDone, TextDelta, Usage
+from sessionary.providers.container import is_local
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -163,6 +165,14 @@ async def _image_events(
     yield event("response.completed", response=payload)
 
 
+def produced_tokens(service: TurnService, produced: list[str]) -> int:
+    """Output tokens of an interrupted stream: the local model streams one token a delta; a
+    remote one may pack several in a delta, so count at least a token per four characters."""
+    if is_local(service.providers.chat()):
+        return len(produced)
+    return max(len(produced), math.ceil(sum(len(p) for p in produced) / 4))
+
+
 async def _settle_partial(
     service: TurnService, turn: Turn, meter: Meter, produced: list[str]
 ) -> None:
@@ -170,8 +180,9 @@ async def _settle_partial(
         if not produced:
             await anyio.to_thread.run_sync(meter.release)
             return
-        # The local model streams one token a delta; count them as the output produced.
-        charge = service.cost(turn, Usage(turn.input_tokens, len(produced)), 0)
+        usage = Usage(turn.input_tokens, produced_tokens(service, produced))
+        # Never more than the hold: it was the agreed worst case (max_output_tokens).
+        charge = min(service.cost(turn, usage, 0), meter.reservation.amount_micro)
         await anyio.to_thread.run_sync(
             lambda: meter.settle(
                 charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id

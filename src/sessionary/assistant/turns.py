@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
+import structlog
+from sqlalchemy.exc import IntegrityError
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.service import AccountService
@@ -21,19 +23,21 @@ from sessionary.assistant.payloads import image_item, message_item, response_obj
 from sessionary.assistant.prompts import system_prompt_for
 from sessionary.assistant.schemas import TurnRequest
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve
+from sessionary.billing.metering import Meter, release, reserve, settle
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.store import ChatKitStore
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage, check_id
 from sessionary.external.store import ExternalUserStore
 from sessionary.kit.db import Database
-from sessionary.kit.errors import Forbidden, InvalidRequest
+from sessionary.kit.errors import ApiError, Forbidden, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
 from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatMessage, ChatRequest, ChatResult, ImageRequest, Usage
 from sessionary.providers.container import Providers
+
+log = structlog.get_logger("sessionary.assistant")
 
 IMAGE_OPTIONS = ("size", "quality", "output_format", "background", "compression", "partial_images")
 
@@ -177,6 +181,15 @@ class TurnService:
                 param="input",
             )
         chat = self.providers.chat()
+        # The one model that runs, names the answer and sets the price; an unknown name is a 400.
+        model = self.providers.resolve_chat_model(request.model)
+        if caller.session_scope is not None and request.instructions is not None:
+            raise InvalidRequest(
+                "A client secret runs its workflow's instructions; 'instructions' may not be "
+                "set with it.",
+                param="instructions",
+                code="client_secret_cannot_override",
+            )
         if any(images_of(m) for m in inputs) and not chat.supports_vision:
             raise InvalidRequest(
                 f"The model '{chat.name}' reads text only; remove the input images or configure "
@@ -199,11 +212,7 @@ class TurnService:
             session_exists=session is not None,
             session_kind=session.kind if session else session_kind,
             previous_response_id=previous,
-            # An external user's turns run on the account's model, whatever the request names.
-            model=(None if user else request.model)
-            or (chatkit and chatkit.model)
-            or account.assistant_model
-            or chat.name,
+            model=model,
             instructions=request.instructions,
             system_prompt=system_prompt_for(
                 account,
@@ -378,38 +387,40 @@ class TurnService:
         status: str,
         images: int = 0,
     ) -> tuple[dict[str, Any], Settlement]:
+        """Charge what was produced, then store the transcript, in that order.
+
+        The charge commits on its own first: the output exists (and in a stream, has reached the
+        client) whatever happens to the session meanwhile. A transcript that cannot be stored
+        (the session was deleted during the turn) is logged and the answer still delivered.
+        """
         charge = self.cost(turn, usage, images)
-
-        def store() -> tuple[dict[str, Any], Settlement]:
-            with self.db.session() as db_session:
-                conversations = ConversationService(db_session)
-                if not turn.session_exists:
-                    session = conversations.create_session(
-                        turn.caller, kind=turn.session_kind, session_id=turn.session_id
-                    )
-                else:
-                    session = conversations.owned_session(
-                        turn.caller, turn.session_id, "session_id"
-                    )
-                payload = self.payload(
-                    turn, session_id=session.id, status=status, output=output, usage=usage
-                )
-                settlement = meter.settle(
-                    charge,
-                    session=db_session,
-                    model=turn.model,
-                    usage=payload["usage"],
-                    subject_id=turn.response_id,
-                )
-                if turn.request.store:
-                    self._record(conversations, session, turn, payload, output)
-                return payload, settlement
-
+        payload = self.payload(
+            turn, session_id=turn.session_id, status=status, output=output, usage=usage
+        )
         try:
-            return await anyio.to_thread.run_sync(store)
+            settlement = await settle(
+                meter, charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
+            )
         except BaseException:
             await release(meter)
             raise
+        try:
+            await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))
+        except (ApiError, IntegrityError) as exc:  # the session went away during the turn
+            log.warning("turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200])
+        return payload, settlement
+
+    def _store(self, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]) -> None:
+        with self.db.session() as db_session:
+            conversations = ConversationService(db_session)
+            if not turn.session_exists:
+                session = conversations.create_session(
+                    turn.caller, kind=turn.session_kind, session_id=turn.session_id
+                )
+            else:
+                session = conversations.owned_session(turn.caller, turn.session_id, "session_id")
+            if turn.request.store:
+                self._record(conversations, session, turn, payload, output)
 
     @staticmethod
     def _record(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -34,6 +35,31 @@ class StoredAnswer:
 class Claim:
     outcome: Outcome
     answer: StoredAnswer | None = None
+
+
+# Every secret this server hands out: account and external-user keys, login and auth tokens,
+# ChatKit client secrets (a type prefix, then 52 base62 characters).
+_SECRET = re.compile(rb"(?:sk_sy_|sk_eu_|lt_sy_|at_sy_|ek_)[A-Za-z0-9]{52}")
+_QUOTED_SECRET = re.compile(b'"' + _SECRET.pattern + b'"')
+REDACTED = b"[redacted: shown once]"
+
+
+def without_secrets(body: bytes) -> bytes:
+    """The answer as it may be kept and replayed: a secret shown once is never stored.
+
+    A field that held a secret becomes `null`; a secret inside a longer string (a login URL)
+    is replaced by a marker. A replay therefore gives the object minus its secret.
+    """
+    if not _SECRET.search(body):
+        return body
+    return _SECRET.sub(REDACTED, _QUOTED_SECRET.sub(b"null", body))
+
+
+def stream_succeeded(body: bytes) -> bool:
+    """Whether a Server-Sent Events answer ended in success (its last event completed)."""
+    last = body.rstrip().rsplit(b"\nevent: ", 1)[-1]
+    kind = last.removeprefix(b"event: ").split(b"\n", 1)[0].strip()
+    return kind in (b"response.completed", b"response.incomplete", b"done")
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
@@ -80,7 +106,11 @@ class IdempotencyService:
         return Claim("replay", StoredAnswer(record.status_code, headers, record.body or b""))
 
     def complete(self, scope: str, key: str, answer: StoredAnswer) -> None:
-        self.store.complete(scope, key, answer.status, json.dumps(answer.headers), answer.body)
+        headers = {name: value for name, value in answer.headers.items()}
+        body = without_secrets(answer.body)
+        if body != answer.body:
+            headers["idempotent-secret-redacted"] = "true"
+        self.store.complete(scope, key, answer.status, json.dumps(headers), body)
 
     def release(self, scope: str, key: str) -> None:
         self.store.remove(scope, key)

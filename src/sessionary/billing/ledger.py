@@ -96,6 +96,12 @@ class Ledger:
     def balance(self, owner: Owner) -> int:
         return self.store.balance_micro(owner.type, owner.id)
 
+    def spendable(self, owner: Owner) -> int:
+        """The balance as a reader should see it: holds of dead turns past their TTL count as
+        returned even before the sweep has released them (a read never writes)."""
+        expired = self.store.expired_hold_micro(owner.type, owner.id, utcnow())
+        return self.balance(owner) + expired
+
     def last_top_up(self, owner: Owner) -> LedgerEntry | None:
         row = self.store.get_balance(owner.type, owner.id)
         if row is None or row.last_top_up_entry_id is None:
@@ -145,6 +151,7 @@ class Ledger:
             raise ValueError("a charge is not negative")
         if micro == 0:
             return Settlement(0, self.balance(owner))
+        self.release_expired(owner)
         remaining = self._move(
             owner, "charge", -micro, route=route, model=model, usage=usage, subject_id=subject_id
         )

@@ -3,6 +3,11 @@
 The reservation commits in its own short transaction *before* the expensive call, so no database
 lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
 expires back to the owner. A request that fails is not charged.
+
+A hold lives as long as its turn: every open `Meter` of this process is listed in `LIVE_HOLDS`,
+and the `HoldKeeper` loop (one per process) pushes their expiry forward every third of the TTL,
+so a long or stalled turn never sees its hold swept away under it. The same loop releases the
+holds of dead turns (any process) once their TTL has passed, at start and then periodically.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from sqlalchemy.orm import Session
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement
 from sessionary.kit.db import Database
+from sessionary.kit.models import utcnow
 
 log = structlog.get_logger("sessionary.billing")
+
+# Reservation ids of this process's turns that are still running (kept alive by HoldKeeper).
+LIVE_HOLDS: set[str] = set()
 
 
 def _hold(db: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
@@ -35,6 +44,7 @@ class Meter:
         self.db = db
         self.reservation = reservation
         self.settlement: Settlement | None = None
+        LIVE_HOLDS.add(reservation.id)
 
     def settle(
         self,
@@ -46,6 +56,7 @@ class Meter:
         subject_id: str | None = None,
     ) -> Settlement:
         """Charge actual usage; pass `session` to commit it with the request's other writes."""
+        LIVE_HOLDS.discard(self.reservation.id)
         if session is not None:
             self.settlement = Ledger(session).settle(
                 self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
@@ -62,6 +73,7 @@ class Meter:
         return self.settlement
 
     def release(self) -> None:
+        LIVE_HOLDS.discard(self.reservation.id)
         try:
             with self.db.session() as own:
                 Ledger(own).release(self.reservation.id)
@@ -117,3 +129,37 @@ async def balance_of(db: Database, owner: Owner) -> int:
             return Ledger(session).balance(owner)
 
     return await anyio.to_thread.run_sync(read)
+
+
+class HoldKeeper:
+    """Keeps this process's running holds alive and sweeps back the holds of dead turns."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.ttl = timedelta(seconds=db.settings.reservation_ttl_seconds)
+        self.interval = min(max(self.ttl.total_seconds() / 3, 0.5), 60.0)
+
+    def tick(self) -> int:
+        """One pass: extend live holds, then release expired ones; how many were released."""
+        live = list(LIVE_HOLDS)
+        with self.db.session() as session:
+            ledger = Ledger(session, reservation_ttl=self.ttl)
+            ledger.store.extend_reservations(live, utcnow() + self.ttl)
+        released = 0
+        while True:  # in batches, each its own short transaction
+            with self.db.session() as session:
+                batch = Ledger(session, reservation_ttl=self.ttl).release_expired()
+            released += batch
+            if batch == 0:
+                return released
+
+    async def run(self) -> None:
+        """Forever (until cancelled with the app): a tick now, then one every interval."""
+        while True:
+            try:
+                released = await anyio.to_thread.run_sync(self.tick)
+                if released:
+                    log.info("expired_holds_released", count=released)
+            except Exception:  # a database hiccup: the next tick tries again
+                log.warning("hold_keeper_tick_failed", exc_info=True)
+            await anyio.sleep(self.interval)

@@ -25,6 +25,7 @@ from sessionary.billing.idempotency import (
     IdempotencyService,
     StoredAnswer,
     fingerprint,
+    stream_succeeded,
 )
 from sessionary.kit.db import Database
 from sessionary.kit.errors import error_response
@@ -165,8 +166,10 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            if finished and 200 <= status < 300:
-                answer = StoredAnswer(status, kept_headers, b"".join(chunks))
+            body = b"".join(chunks)
+            streamed = kept_headers.get("content-type", "").startswith("text/event-stream")
+            if finished and 200 <= status < 300 and (not streamed or stream_succeeded(body)):
+                answer = StoredAnswer(status, kept_headers, body)
                 await self._settle_record("complete", owner, key, answer)
             else:
                 await self._settle_record("release", owner, key)

@@ -8,9 +8,17 @@ MICRO_PER_CREDIT = 1_000_000
 CREDITS_PER_USD = 100
 
 
+# The most credits one amount may name: its micro-credits stay far inside a 64-bit integer, so
+# a balance can hold many such amounts before any column could overflow.
+MAX_CREDITS = Decimal(10) ** 12
+
+
 def credits_to_micro(credits: Decimal | int | str) -> int:
     """Exact conversion of a credit amount (at most 6 decimals) to micro-credits."""
-    value = Decimal(str(credits)) * MICRO_PER_CREDIT
+    amount = Decimal(str(credits))
+    if not amount.is_finite() or abs(amount) > MAX_CREDITS:
+        raise ValueError(f"credit amounts are finite numbers of at most {MAX_CREDITS:,} credits")
+    value = amount * MICRO_PER_CREDIT
     if value != value.to_integral_value():
         raise ValueError("credit amounts have at most 6 decimal places")
     return int(value)

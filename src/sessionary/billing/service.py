@@ -26,7 +26,7 @@ class CreditsService:
             else None
         )
         return CreditsBalance(
-            remainingCredits=credits_number(self.ledger.balance(owner)), lastTopUp=top_up
+            remainingCredits=credits_number(self.ledger.spendable(owner)), lastTopUp=top_up
         )
 
     def grant(self, owner: Owner, micro: int, note: str | None = None) -> int:

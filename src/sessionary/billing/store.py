@@ -177,6 +177,29 @@ class LedgerStore:
         )
         return list(self.session.scalars(query))
 
+    def extend_reservations(self, ids: list[str], until: datetime) -> int:
+        """Push back the expiry of open reservations whose turns are still running."""
+        if not ids:
+            return 0
+        result = self.session.execute(
+            update(CreditReservation)
+            .where(CreditReservation.id.in_(ids))
+            .where(CreditReservation.status == "open")
+            .values(expires_at=until)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    def expired_hold_micro(self, owner_type: str, owner_id: str, now: datetime) -> int:
+        """What an owner's open reservations past their expiry still hold (to be swept back)."""
+        total = self.session.scalar(
+            select(func.coalesce(func.sum(CreditReservation.amount_micro), 0))
+            .where(CreditReservation.owner_type == owner_type)
+            .where(CreditReservation.owner_id == owner_id)
+            .where(CreditReservation.status == "open")
+            .where(CreditReservation.expires_at < now)
+        )
+        return int(total or 0)
+
     def count_open_reservations(self) -> int:
         return int(
             self.session.scalar(

@@ -155,6 +155,14 @@ class ChatKitService:
         row.status = "cancelled"
         return row
 
+    def session_of(self, secret: str) -> str | None:
+        """The session a valid, active client secret speaks for; reads only, counts nothing."""
+        prefix = prefix_of(secret, SECRET_TYPE)
+        row = self.store.by_prefix(prefix) if prefix else None
+        if row is None or not key_matches(secret, row.secret_hash) or status_of(row) != "active":
+            return None
+        return row.id
+
     def authenticate(self, secret: str) -> Principal:
         """The principal of a client secret, counting this request against its rate limit."""
         prefix = prefix_of(secret, SECRET_TYPE)

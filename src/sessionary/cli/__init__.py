@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import typer
+from pydantic import ValidationError
 
 from sessionary.cli import (
     accounts,
@@ -13,7 +17,9 @@ from sessionary.cli import (
     server,
     sessions,
     templates,
+    tokens,
 )
+from sessionary.cli.common import err_console
 
 app = typer.Typer(
     name="sessionary",
@@ -24,6 +30,7 @@ app = typer.Typer(
 server.register(app)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
+app.add_typer(tokens.app, name="tokens")
 app.add_typer(credits.app, name="credits")
 app.add_typer(templates.app, name="templates")
 app.add_typer(external_users.app, name="external-users")
@@ -32,4 +39,17 @@ app.command("chat")(chat.chat)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a bad setting or value is one line on stderr, never a traceback."""
+    try:
+        app()
+    except ValidationError as exc:  # a SESSIONARY_* setting out of its range
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        _exit(f"invalid setting '{where}': {first.get('msg', 'invalid value')}")
+    except (ValueError, ArithmeticError) as exc:
+        _exit(str(exc) or type(exc).__name__)
+
+
+def _exit(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)

@@ -19,7 +19,10 @@ def parse_credits(text: str) -> int:
     try:
         micro = credits_to_micro(Decimal(text))
     except (InvalidOperation, ValueError):
-        fail(f"'{text}' is not an amount of credits (a number with at most 6 decimals).")
+        fail(
+            f"'{text}' is not an amount of credits (a finite number of at most 10^12, with at "
+            "most 6 decimals)."
+        )
     if micro <= 0:
         fail("The amount of credits must be positive.")
     return micro
@@ -54,7 +57,7 @@ def show(
         owner = Owner.account(account_id)
         service = CreditsService(session)
         balance = service.balance(owner)
-        micro = service.ledger.balance(owner)
+        micro = service.ledger.spendable(owner)
         top_up = service.ledger.last_top_up(owner)
     if as_json:
         print_json(balance.model_dump())

@@ -297,7 +297,7 @@ def _verified(session: Any, principal: Principal) -> dict[str, Any]:
     users = ExternalUserService(session)
     if principal.external_user_id is None:
         account = users.accounts.get_account(principal.account_id)
-        balance = users.ledger.balance(Owner.account(account.id))
+        balance = users.ledger.spendable(Owner.account(account.id))
         return {
             "isExternalUser": False,
             "_id": account.id,

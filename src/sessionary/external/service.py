@@ -170,7 +170,7 @@ class ExternalUserService:
     # Credits
 
     def balance(self, user: ExternalUser) -> int:
-        return self.ledger.balance(self.owner(user))
+        return self.ledger.spendable(self.owner(user))
 
     @staticmethod
     def owner(user: ExternalUser) -> Owner:

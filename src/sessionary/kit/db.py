@@ -91,6 +91,7 @@ def make_engine(settings: Settings) -> Engine:
             },
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            hide_parameters=True,  # error messages and logs never carry request data
         )
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
@@ -99,6 +100,7 @@ def make_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        hide_parameters=True,  # error messages and logs never carry request data
     )
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sessionary.kit.request_context import current_request_id
 from sessionary.kit.routing import allowed_methods
+
+db_log = structlog.get_logger("sessionary.database")
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -215,13 +218,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Lost connection, too many clients, a lock not granted in time: refuse, never half-apply.
+    # Logged without the statement's parameters (they may hold personal data).
+    db_log.warning(
+        "database_unavailable",
+        path=request.url.path,
+        error_type=type(getattr(exc, "orig", exc)).__name__,
+        detail=str(getattr(exc, "orig", exc)).splitlines()[0][:200] if str(exc) else "",
+    )
     return error_response(
         503,
         "The database is unavailable or busy; nothing was done. Retry shortly.",
         code="database_unavailable",
         headers={"Retry-After": "1"},
+    )
+
+
+async def _value_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number past the database's integer range, or a value of the wrong type for a column
+    # (PostgreSQL's DataError; SQLite's driver raises OverflowError): the request's fault.
+    db_log.info("value_out_of_range", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(
+        400,
+        "A value in this request is out of range or of the wrong type for what it names.",
+        code="value_out_of_range",
     )
 
 
@@ -231,3 +252,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(DataError, _value_out_of_range)
+    app.add_exception_handler(OverflowError, _value_out_of_range)

@@ -9,8 +9,10 @@ import re
 import time
 from typing import Any
 
+import anyio
 import structlog
 from starlette.exceptions import HTTPException
+from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionary.kit.errors import error_response
@@ -132,3 +134,33 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class TimedStreamingResponse(StreamingResponse):
+    """A stream that gives up on a client that stops reading.
+
+    A reader that never reads fills the socket buffers and then blocks every write forever,
+    holding the turn (and its credit hold) open. Each write gets `write_timeout` seconds; when
+    one times out the body iterator is closed (so its cleanup bills what was produced) and the
+    connection is dropped.
+    """
+
+    def __init__(self, *args: Any, write_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_timeout = write_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        async def timed_send(message: Message) -> None:
+            with anyio.fail_after(self.write_timeout):
+                await send(message)
+
+        try:
+            await super().stream_response(timed_send)
+        except TimeoutError:
+            error_log.warning("stream_write_timeout", seconds=self.write_timeout)
+            raise
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()

@@ -20,8 +20,10 @@ router = APIRouter(tags=["assistants"])
 def create_assistant(
     body: ProfileFields, caller: Caller, session: DbSession, turns: Turns
 ) -> dict[str, Any]:
-    default_model = turns.providers.chat().name
-    return profile_object(ProfileService(session).create(caller, body, default_model))
+    model = turns.providers.resolve_chat_model(body.model)  # 400 for a model not served here
+    return profile_object(
+        ProfileService(session).create(caller, body.model_copy(update={"model": model}), model)
+    )
 
 
 @router.get("/assistants", summary="List assistant profiles")
@@ -38,8 +40,10 @@ def get_assistant(assistant_id: ObjectId, caller: Caller, session: DbSession) ->
 
 @router.post("/assistants/{assistant_id}", summary="Update an assistant profile")
 def update_assistant(
-    assistant_id: ObjectId, body: ProfileFields, caller: Caller, session: DbSession
+    assistant_id: ObjectId, body: ProfileFields, caller: Caller, session: DbSession, turns: Turns
 ) -> dict[str, Any]:
+    if body.model is not None:
+        body = body.model_copy(update={"model": turns.providers.resolve_chat_model(body.model)})
     return profile_object(ProfileService(session).update(caller, assistant_id, body))
 
 

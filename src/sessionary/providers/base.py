@@ -114,6 +114,11 @@ class EmbeddingModel(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch: ...
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        """What `embed` will bill for these texts (exact where the tokenizer is local, else a
+        bound that the upstream's reported usage will not exceed in practice)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ImageRequest:

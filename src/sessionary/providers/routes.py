@@ -43,6 +43,8 @@ def _models(providers: Providers) -> list[ModelObject]:
         if slot is not None:
             owner = "sessionary" if is_local(slot) else "openai"
             seen.setdefault(slot.name, ModelObject(id=slot.name, owned_by=owner))
+    for alias in providers.chat_model_names()[1:]:
+        seen.setdefault(alias, ModelObject(id=alias, owned_by="sessionary (alias)"))
     return list(seen.values())
 
 

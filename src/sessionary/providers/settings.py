@@ -33,3 +33,9 @@ class ProviderSettings(BaseModel):
     vision: bool = Field(
         default=False, description="Whether the chat model accepts images (remote models)."
     )
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other names clients may use for this slot's model, as JSON: "
+        '{"gpt-4o-mini": "smollm2-135m-instruct"}. The model that runs, is named in answers '
+        "and is priced is always the target.",
+    )

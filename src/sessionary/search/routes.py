@@ -312,7 +312,7 @@ def embedding_templates(
     caller: UserCaller,
     request: Request,
     limit: int = Query(default=50, ge=1, le=100),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=2**31 - 1),
 ) -> dict[str, Any]:
     rows, total = service(request).list(caller, limit, offset)
     return {

@@ -126,8 +126,9 @@ class SearchService:
         self, owner: Owner, texts: list[str], route: str, *, plain_text: bool = False
     ) -> tuple[np.ndarray, Meter, int]:
         embedder = self.providers.embedder()
-        # A token is at least one character; two more for the model's special tokens.
-        worst = self.pricing.embedding(sum(len(t) + 2 for t in texts), plain_text=plain_text)
+        # Held from the embedder's own count: a per-character guess held about five times the
+        # charge and refused funded callers.
+        worst = self.pricing.embedding(await embedder.count_tokens(texts), plain_text=plain_text)
         meter = await reserve(self.db, owner, worst, route=route)
         try:
             batch = await embedder.embed(texts)

@@ -102,6 +102,13 @@ class SentenceTransformerEmbeddings:
         )
         return sum(len(ids) for ids in encoded["input_ids"])
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        if not texts:
+            return 0
+        return await asyncio.get_running_loop().run_in_executor(
+            self._worker, self._count_sync, list(texts)
+        )
+
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch([], 0)

@@ -45,6 +45,11 @@ class OpenAIEmbeddings:
     def load(self) -> None:
         """Nothing to load: the weights live on the server."""
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        """No tokenizer here: a bound (BPE tokens average about four characters; two is a
+        generous ceiling), never above the model's input limit per text."""
+        return sum(min(math.ceil(len(t) / 2) + 2, self.max_input_tokens) for t in texts)
+
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         with observed("embeddings", self.name):
             batch = await self._embed(texts)

@@ -1,0 +1,198 @@
+"""Text a database cannot store, numbers past its range, browsers and metrics: clean answers.
+
+Every case runs on SQLite and on PostgreSQL, which refuses NUL characters in text and JSON: a
+request carrying one must get a 400 naming the field, with nothing stored or charged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from sessionary.app import create_app
+from sessionary.billing.ledger import Ledger, Owner
+from sessionary.config import Settings
+from sessionary.kit.db import Database
+from tests.conftest import Tenant
+from tests.support.live import server_env
+from tests.test_credits_http import grant
+
+NUL = "a\u0000b"
+LONE = "\ud800x"
+
+# (method, path, body or query, the field the 400 must name)
+CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("POST", "/v1/assistant/session", {"session_name": NUL}, "session_name"),
+    ("POST", "/v1/responses", {"input": NUL}, "input"),
+    ("POST", "/v1/responses", {"input": [{"role": "user", "content": LONE}]}, "input[0].content"),
+    ("POST", "/v1/assistant/set_system_prompt", {"system_prompt": NUL}, "system_prompt"),
+    ("POST", "/v1/chatkit/sessions", {"user": NUL, "workflow": {"id": "default"}}, "user"),
+    (
+        "POST",
+        "/v1/external_users/session",
+        {"external_user": {"provider": "app", "unique_key": NUL}},
+        "external_user.unique_key",
+    ),
+    (
+        "POST",
+        "/v1/chat/create_embedding",
+        {"name": "t", "records": [{"id": "1", "title": NUL}]},
+        "records[0].title",
+    ),
+    (
+        "POST",
+        "/v1/chat/create_embedding",
+        {"name": "t", "records": [{"id": "1", NUL: 1}]},
+        "records[0]",
+    ),
+    ("POST", "/v1/threads", {"metadata": {"k": NUL}}, "metadata.k"),
+    ("GET", "/v1/chat/embedding_templates", {"after": NUL}, "after"),
+    ("GET", "/v1/threads", {"after": NUL}, "after"),
+]
+
+
+def balance(db: Database, tenant: Tenant) -> int:
+    with db.session(write=False) as session:
+        return Ledger(session).balance(Owner.account(tenant.account_id))
+
+
+@pytest.mark.parametrize(("method", "path", "payload", "param"), CASES)
+def test_text_a_database_cannot_store_is_a_400_naming_the_field(
+    client: TestClient,
+    db: Database,
+    tenant: Tenant,
+    method: str,
+    path: str,
+    payload: dict[str, Any],
+    param: str,
+) -> None:
+    grant(db, tenant, 10_000_000)
+    if method == "GET":
+        answer = client.get(path, params=payload, headers=tenant.headers)
+    else:
+        # json.dumps escapes NUL and lone surrogates as \u0000 / \ud800, as JSON clients do.
+        headers = {**tenant.headers, "Content-Type": "application/json"}
+        answer = client.post(path, content=json.dumps(payload), headers=headers)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_text"
+    assert error["param"] == param
+    assert balance(db, tenant) == 10_000_000
+
+
+def test_text_that_only_looks_dangerous_passes(client: TestClient, tenant: Tenant) -> None:
+    # An emoji escaped as a surrogate pair, and a literal backslash-u0000 (six characters).
+    raw = b'{"session_name": "\\ud83d\\ude00 and \\\\u0000"}'
+    made = client.post(
+        "/v1/assistant/session",
+        content=raw,
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["session_name"] == "\U0001f600 and \\u0000"
+
+
+def test_numbers_past_any_integer_column_are_400(client: TestClient, tenant: Tenant) -> None:
+    for params in ({"offset": 2**63}, {"limit": 2**63}, {"offset": -1}):
+        answer = client.get("/v1/chat/embedding_templates", params=params, headers=tenant.headers)
+        assert answer.status_code == 400, (params, answer.text)
+
+
+def test_a_field_that_changes_type_never_makes_a_range_filter_fail(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    grant(db, tenant, 100_000_000)
+    records = [{"id": str(i), "title": f"home {i}", "pool": i % 2 == 0} for i in range(6)]
+    made = client.post(
+        "/v1/chat/create_embedding", json={"name": "t", "records": records}, headers=tenant.headers
+    )
+    assert made.status_code == 200, made.text
+    template = made.json()["template_id"]
+    numbers = [{"id": str(i + 10), "title": f"flat {i}", "pool": i * 3} for i in range(6)]
+    updated = client.post(
+        "/v1/chat/update_embedding",
+        json={"template_id": template, "records": numbers},
+        headers=tenant.headers,
+    )
+    assert updated.status_code in (200, 400), updated.text
+    found = client.post(
+        "/v1/chat/search_against_embedding",
+        json={
+            "template_id": template,
+            "search_term": "home",
+            "search_params": {"pool": {"min": 3}},
+        },
+        headers=tenant.headers,
+    )
+    assert found.status_code in (200, 400), found.text
+
+
+def test_cors_preflight_is_answered_for_configured_origins_only(
+    settings: Settings, db: Database
+) -> None:
+    from sessionary.config import CorsSettings
+
+    configured = settings.model_copy(update={"cors": CorsSettings(origins=["https://app.example"])})
+    with TestClient(create_app(configured)) as client:
+        preflight = {
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        }
+        allowed = client.options("/v1/responses", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        assert "access-control-allow-credentials" not in allowed.headers
+        other = client.options(
+            "/v1/responses", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        answer = client.get("/healthz", headers={"Origin": "https://app.example"})
+        assert "x-request-id" in answer.headers["access-control-expose-headers"]
+    with pytest.raises(ValueError, match="origin"):
+        CorsSettings(origins=["app.example"])
+
+
+def test_metrics_need_loopback_or_the_token(settings: Settings, db: Database) -> None:
+    with TestClient(create_app(settings), client=("203.0.113.9", 5000)) as remote:
+        assert remote.get("/metrics").status_code == 403
+    with TestClient(create_app(settings), client=("127.0.0.1", 5000)) as local:
+        assert local.get("/metrics").status_code == 200
+    guarded = settings.model_copy(update={"metrics_token": SecretStr("s3cret-metrics")})
+    with TestClient(create_app(guarded), client=("127.0.0.1", 5000)) as local:
+        assert local.get("/metrics").status_code == 401
+        ok = local.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+        assert ok.status_code == 200
+        assert "sessionary_http_requests_total" in ok.text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["credits", "grant", "acct_missing", "--", "inf"], {}, "not an amount of credits"),
+        (["credits", "grant", "acct_missing", "1e18"], {}, "not an amount of credits"),
+        (["accounts", "list"], {"SESSIONARY_DB_POOL_SIZE": "0"}, "invalid setting 'db_pool_size'"),
+        (["tokens", "revoke", "acct_missing", "tok_missing"], {}, "No auth token"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    settings_env: dict[str, str], args: list[str], env: dict[str, str], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionary", *args],
+        env=server_env({**settings_env, **env}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1
