@@ -179,6 +179,8 @@ def test_metrics_need_loopback_or_the_token(settings: Settings, db: Database) ->
         (["credits", "grant", "acct_missing", "1e18"], {}, "not an amount of credits"),
         (["accounts", "list"], {"SESSIONARY_DB_POOL_SIZE": "0"}, "invalid setting 'db_pool_size'"),
         (["tokens", "revoke", "acct_missing", "tok_missing"], {}, "No auth token"),
+        (["migrate"], {"SESSIONARY_DATABASE_URL": "foo://x"}, "database:"),
+        (["init"], {"SESSIONARY_DATA_DIR": "/proc/no-such-dir"}, "No such file or directory"),
     ],
 )
 def test_cli_errors_are_one_line(
@@ -196,3 +198,71 @@ def test_cli_errors_are_one_line(
     assert says in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_json_in_utf16_or_utf32_is_refused_so_nothing_hides_from_the_text_rule(
+    client: TestClient, tenant: Tenant
+) -> None:
+    body = json.dumps({"session_name": NUL})
+    for encoding in ("utf-16", "utf-16-le", "utf-32-be"):
+        answer = client.post(
+            "/v1/assistant/session",
+            content=body.encode(encoding),
+            headers={**tenant.headers, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 400, (encoding, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_encoding"
+
+
+def test_a_nul_nested_past_any_depth_is_a_400(client: TestClient, tenant: Tenant) -> None:
+    deep = '{"metadata": ' + "[" * 3000 + '"\\u0000"' + "]" * 3000 + "}"
+    answer = client.post(
+        "/v1/threads", content=deep, headers={**tenant.headers, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+
+
+def test_a_field_bomb_is_refused_before_any_work(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """4,000 keys a record once made 40,000 fields, 16 s queries and a 4.7 MB listing."""
+    grant(db, tenant, 10_000_000)
+    bomb = [{"id": str(r), **{f"k{r}_{i}": i for i in range(4000)}} for r in range(3)]
+    answer = client.post(
+        "/v1/chat/create_embedding", json={"name": "bomb", "records": bomb}, headers=tenant.headers
+    )
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["error"]["code"] == "too_many_fields"
+    long_name = [{"id": "1", "x" * 300: 1}]
+    answer = client.post(
+        "/v1/chat/create_embedding", json={"records": long_name}, headers=tenant.headers
+    )
+    assert answer.status_code == 400
+    assert balance(db, tenant) == 10_000_000
+    listed = client.get("/v1/chat/embedding_templates", headers=tenant.headers).json()
+    assert listed["templates"] == []  # nothing was stored
+
+
+def test_filters_with_numbers_no_column_holds_or_huge_lists_are_400(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    grant(db, tenant, 10_000_000)
+    records = [
+        {"id": str(i), "title": f"home {i}", "price": 100 * i, "city": "Oslo"} for i in range(6)
+    ]
+    made = client.post(
+        "/v1/chat/create_embedding", json={"records": records}, headers=tenant.headers
+    )
+    template = made.json()["template_id"]
+    spent = balance(db, tenant)
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    for raw in (
+        '{"min": NaN}',
+        '{"min": Infinity}',
+        '{"max": 1e400}',
+        '{"in": [' + ",".join(["1"] * 1001) + "]}",
+    ):
+        body = f'{{"template_id": "{template}", "search_term": "home", "search_params": {{"price": {raw}}}}}'
+        answer = client.post("/v1/chat/search_against_embedding", content=body, headers=headers)
+        assert answer.status_code == 400, (raw[:30], answer.text[:200])
+    assert balance(db, tenant) == spent

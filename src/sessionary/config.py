@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionary.billing.pricing import PricingSettings
 from sessionary.providers.settings import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
+from sessionary.search.settings import SearchSettings
 
 
 class CorsSettings(BaseModel):
@@ -146,6 +147,7 @@ class Settings(BaseSettings):
         ge=0,
         description="PostgreSQL scores up to this many candidates exactly; beyond, it uses HNSW.",
     )
+    search: SearchSettings = Field(default_factory=SearchSettings)
     preload_models: bool = Field(
         default=True,
         description="Load model weights at startup (false: on first use).",

@@ -35,7 +35,7 @@ from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
 from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatMessage, ChatRequest, ChatResult, ImageRequest, Usage
-from sessionary.providers.container import Providers
+from sessionary.providers.container import Providers, is_local
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -68,6 +68,7 @@ class Turn:
     json_schema: dict[str, Any] | None
     image: ImagePlan | None
     truncation: str
+    temperature: float | None = None
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     input_tokens: int = 0
@@ -80,6 +81,27 @@ class Turn:
     def messages(self) -> list[ChatMessage]:
         new = [to_chat(m, with_images=True) for m in self.inputs]
         return [ChatMessage("system", self.system_prompt), *self.history, *new]
+
+
+def _refuse_workflow_overrides(
+    request: TurnRequest, inputs: list[NewMessage], workflow_temperature: float | None
+) -> None:
+    """A client secret runs its workflow as configured: no instructions of its own, no system
+    or developer messages, and no sampling the workflow already fixes."""
+    overridden = None
+    if request.instructions is not None:
+        overridden = "instructions"
+    elif any(m.role in ("system", "developer") for m in inputs):
+        overridden = "input"
+    elif workflow_temperature is not None and request.temperature is not None:
+        overridden = "temperature"
+    if overridden is not None:
+        raise InvalidRequest(
+            f"A client secret runs its workflow's instructions and settings; '{overridden}' "
+            "(or a system/developer message) may not be set with it.",
+            param=overridden,
+            code="client_secret_cannot_override",
+        )
 
 
 def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -183,13 +205,8 @@ class TurnService:
         chat = self.providers.chat()
         # The one model that runs, names the answer and sets the price; an unknown name is a 400.
         model = self.providers.resolve_chat_model(request.model)
-        if caller.session_scope is not None and request.instructions is not None:
-            raise InvalidRequest(
-                "A client secret runs its workflow's instructions; 'instructions' may not be "
-                "set with it.",
-                param="instructions",
-                code="client_secret_cannot_override",
-            )
+        if caller.session_scope is not None:
+            _refuse_workflow_overrides(request, inputs, chatkit.temperature if chatkit else None)
         if any(images_of(m) for m in inputs) and not chat.supports_vision:
             raise InvalidRequest(
                 f"The model '{chat.name}' reads text only; remove the input images or configure "
@@ -224,6 +241,9 @@ class TurnService:
             json_schema=json_schema_of(request.text),
             image=image,
             truncation=request.truncation or default_truncation,
+            temperature=request.temperature
+            if request.temperature is not None
+            else (chatkit.temperature if chatkit else None),
         )
 
     def _image_plan(
@@ -290,9 +310,19 @@ class TurnService:
             micro += images * self.pricing.image(quality)
         return micro
 
+    def worst_input_tokens(self, turn: Turn) -> int:
+        """The prompt's tokens as a ceiling: exact for the local model (its own tokenizer); for a
+        remote one, whose tokenizer is not here, the UTF-8 bytes (a byte-level token covers at
+        least one byte), so a prompt in any script cannot cost more than its hold."""
+        if is_local(self.providers.chat()):
+            return turn.input_tokens
+        ceiling = sum(len(m.text.encode("utf-8")) + 8 for m in turn.messages())
+        return max(turn.input_tokens, ceiling)
+
     async def reserve(self, turn: Turn) -> Meter:
         images = 1 if turn.image or offered_image_tools(turn.request) else 0
-        worst = self.cost(turn, Usage(turn.input_tokens, turn.max_output_tokens), images)
+        usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
+        worst = self.cost(turn, usage, images)
         return await reserve(self.db, turn.owner, worst, route=turn.route)
 
     # Calling the provider
@@ -301,7 +331,7 @@ class TurnService:
         return ChatRequest(
             turn.messages(),
             max_output_tokens=turn.max_output_tokens,
-            temperature=turn.request.temperature,
+            temperature=turn.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
             tools=offered_image_tools(turn.request) if offer_tools else (),
@@ -408,6 +438,8 @@ class TurnService:
             await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))
         except (ApiError, IntegrityError) as exc:  # the session went away during the turn
             log.warning("turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200])
+        except Exception:  # paid for and delivered all the same; the log says why not stored
+            log.exception("turn_not_stored", response_id=turn.response_id)
         return payload, settlement
 
     def _store(self, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]) -> None:

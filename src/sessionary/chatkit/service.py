@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import generate_key, key_matches, prefix_of
+from sessionary.accounts.tokens import TokenService
 from sessionary.chatkit.models import ChatKitSession
 from sessionary.chatkit.store import ChatKitStore
 from sessionary.conversations.service import ConversationService
@@ -138,6 +139,8 @@ class ChatKitService:
                 status="active",
                 created_at=now,
                 expires_at=now + timedelta(seconds=seconds),
+                api_key_id=caller.api_key_id,
+                token_id=caller.token_id,
             )
         )
         return row, secret.plaintext
@@ -161,6 +164,8 @@ class ChatKitService:
         row = self.store.by_prefix(prefix) if prefix else None
         if row is None or not key_matches(secret, row.secret_hash) or status_of(row) != "active":
             return None
+        if not TokenService(self.session).lineage_is_live(row.api_key_id, row.token_id):
+            return None
         return row.id
 
     def authenticate(self, secret: str) -> Principal:
@@ -172,6 +177,11 @@ class ChatKitService:
         state = status_of(row)
         if state != "active":
             raise Unauthorized(f"This client secret is {state}.", code=f"client_secret_{state}")
+        if not TokenService(self.session).lineage_is_live(row.api_key_id, row.token_id):
+            raise Unauthorized(
+                "The key or auth token that created this client secret has been revoked.",
+                code="client_secret_revoked",
+            )
         now = utcnow()
         bucket = f"chatkit:{row.id}"
         used, oldest = self.store.hits_since(bucket, now - WINDOW)

@@ -9,10 +9,12 @@ duplicate. Inputs are billed at the embedding price through the ledger (reserve,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 
@@ -24,16 +26,21 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
+from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
-from sessionary.search import detection
-from sessionary.search.extraction import Extractor
+from sessionary.search import detection, llm_extraction
+from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import column_mask, validate
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
+from sessionary.search.settings import Extractor
 from sessionary.search.store import SearchStore
+from sessionary.search.vocabulary import Semantic
 
 MAX_RECORDS_PER_CALL = 10_000
+MAX_FIELDS = 256
+MAX_FIELD_NAME_CHARS = 200
 MAX_RECORD_BYTES = 100_000
 MAX_LIMIT = 100
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
@@ -53,6 +60,34 @@ class Found:
     hits: list[tuple[SearchDocument, float]]
     settlement: Settlement
     semantic_query: str
+    sources: dict[str, str]
+
+    @property
+    def private(self) -> frozenset[str]:
+        return detection.private_paths(self.template.schema)
+
+
+def check_fields(flat: list[Any], schema: dict[str, Any] | None, max_fields: int) -> None:
+    """400 before any work when the records would give the template too many fields, or a
+    field name too long: a field bomb (100,000 keys in one upload) made every later query and
+    listing of the template cost seconds of CPU for every tenant."""
+    paths: set[str] = set((schema or {}).get("fields", {}))
+    for record in flat:
+        for path in record.values:
+            if len(path) > MAX_FIELD_NAME_CHARS:
+                raise InvalidRequest(
+                    f"A field name is longer than {MAX_FIELD_NAME_CHARS} characters: "
+                    f"'{path[:40]}…'.",
+                    param="records",
+                )
+            paths.add(path)
+        if len(paths) > max_fields:
+            raise InvalidRequest(
+                f"These records would give the template more than {max_fields} fields "
+                "(SESSIONARY_SEARCH__MAX_FIELDS); nest less or drop fields you do not search.",
+                param="records",
+                code="too_many_fields",
+            )
 
 
 def check_records(records: Any) -> list[dict[str, Any]]:
@@ -85,10 +120,21 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
         "status": template.status,
         "structured_fields": structured,
         "unstructured_fields": unstructured,
+        "field_options": _shown_options(template),
         "embedding_model": template.embedding_model,
         "dimension": template.dimension,
         "created_at": template.created_at.isoformat(),
         "updated_at": template.updated_at.isoformat(),
+    }
+
+
+def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:
+    """The template's field options as listed; a private field's value_aliases would name its
+    values, so they are not shown (nor used: private fields are never extracted)."""
+    private = detection.private_paths(template.schema)
+    return {
+        path: {k: v for k, v in flags.items() if not (path in private and k == "value_aliases")}
+        for path, flags in (template.field_options or {}).items()
     }
 
 
@@ -99,11 +145,15 @@ class SearchService:
         providers: Providers,
         pricing: Pricing,
         exact_limit: int = EXACT_SEARCH_LIMIT,
+        extractor: Extractor = "rules",
+        max_fields: int = MAX_FIELDS,
     ) -> None:
         self.db = db
         self.providers = providers
         self.pricing = pricing
         self.exact_limit = exact_limit
+        self.extractor = extractor
+        self.max_fields = max_fields
 
     # Access
 
@@ -175,6 +225,7 @@ class SearchService:
             existing = await anyio.to_thread.run_sync(
                 lambda: self._read_template(caller, template_id)
             )
+        check_fields(flat, existing.schema if existing else None, self.max_fields)
         options = (
             given_options
             if given_options is not None
@@ -185,7 +236,8 @@ class SearchService:
             schema = detection.merge(existing.schema, schema)
         structured = detection.structured_paths(schema)
         wordy = detection.wordy_paths(schema)
-        documents = [build_document(r, options, structured, wordy) for r in flat]
+        private = detection.private_paths(schema)
+        documents = [build_document(r, options, structured, wordy, private) for r in flat]
         owner = Owner.of(caller)
         vectors, meter, tokens = await self._embed(
             owner, [d.text for d in documents], route, plain_text=plain_text
@@ -305,17 +357,53 @@ class SearchService:
         forced: Any,
         search_date: date | None,
         extract: bool,
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str]:
+    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str]]:
         with self.db.session(write=False) as session:
             template = self.owned(SearchStore(session), caller, template_id)
         filters: dict[str, Any] = {}
         semantic = term or ""
         if extract and term:
-            filters, rest = Extractor(template.schema).extract(term, search_date)
+            filters, semantic = self._extract(template, term, search_date)
+        sources = dict.fromkeys(filters, "query")
+        for param, raw in (("search_params", params), ("structured_filters", forced)):
+            given = validate(raw, template.schema, param)
+            filters.update(given)
+            sources.update(dict.fromkeys(given, param))
+        return template, filters, semantic, sources
+
+    def _extract(
+        self, template: EmbeddingTemplate, term: str, search_date: date | None
+    ) -> tuple[dict[str, Any], str]:
+        """Rules, the chat model, or both (`SESSIONARY_SEARCH__EXTRACTOR`); in a worker thread."""
+        filters: dict[str, Any] = {}
+        semantic = term
+        if self.extractor in ("rules", "both"):
+            rules = Rules(template.schema, template.field_options, self._semantic())
+            filters, rest = rules.extract(term, search_date)
             semantic = rest or term
-        filters.update(validate(params, template.schema, "search_params"))
-        filters.update(validate(forced, template.schema, "structured_filters"))
-        return template, filters, semantic
+        if self.extractor in ("llm", "both"):
+            chat = self.providers.chat()
+
+            def generate(request: ChatRequest) -> ChatResult:
+                return anyio.from_thread.run(chat.generate, request)
+
+            filters = llm_extraction.merge(
+                filters, llm_extraction.extract(template.schema, term, generate)
+            )
+        return filters, semantic
+
+    def _semantic(self) -> Semantic | None:
+        """Word similarity for the extractor, through the configured embedding model (called
+        from a worker thread: the model's own loop runs the call)."""
+        embedder = self.providers.embeddings
+        if embedder is None:
+            return None
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            batch = anyio.from_thread.run(embedder.embed, list(texts))
+            return np.asarray(batch.vectors, dtype=np.float32)
+
+        return Semantic(embedder.name, embed)
 
     async def search(
         self,
@@ -334,7 +422,7 @@ class SearchService:
         route: str,
     ) -> Found:
         limit = max(1, min(limit, MAX_LIMIT))
-        template, filters, semantic = await anyio.to_thread.run_sync(
+        template, filters, semantic, sources = await anyio.to_thread.run_sync(
             lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
         )
         query_text = text_for_embedding or semantic
@@ -356,7 +444,7 @@ class SearchService:
         except BaseException:
             await release(meter)
             raise
-        return Found(template, filters, hits, settlement, semantic)
+        return Found(template, filters, hits, settlement, semantic, sources)
 
     def _rank(
         self,
@@ -432,22 +520,3 @@ class SearchService:
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
             return self.owned(SearchStore(session), caller, template_id)
-
-
-def passages(text: str, size: int = 1200, overlap: int = 150) -> list[str]:
-    """Long texts split on paragraph, then sentence, boundaries into passages of about `size`."""
-    text = text.strip()
-    if len(text) <= size:
-        return [text] if text else []
-    out, start = [], 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind("\n\n", start, end), text.rfind(". ", start, end))
-            if cut > start + size // 2:
-                end = cut + 1
-        out.append(text[start:end].strip())
-        if end >= len(text):
-            break
-        start = max(end - overlap, start + 1)
-    return [p for p in out if p]
