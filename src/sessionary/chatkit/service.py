@@ -150,6 +150,11 @@ class ChatKitService:
             raise Forbidden("This ChatKit session belongs to another account.", param="session_id")
         return row
 
+    def instructions_of(self, session_id: str) -> str | None:
+        """The workflow instructions a ChatKit conversation runs with (None: not a ChatKit one)."""
+        row = self.store.get(session_id)
+        return row.instructions if row is not None else None
+
     def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
         row = self.owned(caller, session_id)
         row.status = "cancelled"

@@ -81,6 +81,10 @@ class ConversationService:
             )
         return row
 
+    def session_of(self, response: StoredResponse) -> ConversationSession | None:
+        """The live conversation a response (already checked for ownership) belongs to."""
+        return self.store.get_session(response.session_id)
+
     def list_sessions(
         self, caller: Principal, *, after: str | None, before: str | None, limit: int, order: str
     ) -> tuple[list[ConversationSession], bool]:
