@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from sessionary import __version__
+from sessionary.accounts.bearers import register_bearer_kind
 from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
 from sessionary.assistant.responses_routes import router as responses_router
@@ -20,6 +21,7 @@ from sessionary.billing.metering import HoldKeeper
 from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
+from sessionary.chatkit.service import ClientSecrets
 from sessionary.config import Settings, load_settings
 from sessionary.conversations.routes import router as threads_router
 from sessionary.external.routes import root_router as external_root_router
@@ -71,6 +73,7 @@ def build_providers(settings: Settings) -> Providers:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    register_bearer_kind(ClientSecrets())  # accounts authenticates them without importing chatkit
     db = Database(settings)
     providers = build_providers(settings)
 

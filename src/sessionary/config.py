@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sessionary.billing.pricing import PricingSettings
-from sessionary.providers.settings import ProviderSettings
+from sessionary.settings.pricing import PricingSettings
+from sessionary.settings.providers import ProviderSettings
 
 
 class CorsSettings(BaseModel):

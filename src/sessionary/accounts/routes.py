@@ -9,10 +9,9 @@ from fastapi import APIRouter, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.models import ClientToken
-from sessionary.accounts.payloads import login_token_answer
+from sessionary.accounts.payloads import login_token_answer, token_info
 from sessionary.accounts.principal import Caller, UserCaller, bearer_of
-from sessionary.accounts.schemas import AuthTokenInfo, RevokeToken, WhoAmI
+from sessionary.accounts.schemas import RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import TokenService
 from sessionary.kit.dependencies import AppSettings, DbSession
@@ -83,15 +82,3 @@ def list_auth_tokens(caller: Caller, db: DbSession, page: Page) -> dict[str, Any
 def revoke_auth_token_by_id(token_id: str, caller: Caller, db: DbSession) -> dict[str, Any]:
     row = TokenService(db).revoke_by_id(caller, token_id)
     return {"id": row.id, "object": "auth_token.deleted", "deleted": True}
-
-
-def token_info(row: ClientToken) -> AuthTokenInfo:
-    return AuthTokenInfo(
-        id=row.id,
-        prefix=row.prefix,
-        external_user_id=row.external_user_id,
-        api_key_id=row.api_key_id,
-        parent_token_id=row.parent_token_id,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-    )

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from sessionary.accounts.identity import Principal
-from sessionary.accounts.routes import token_info
+from sessionary.accounts.payloads import token_info
 from sessionary.accounts.tokens import TokenService
 from sessionary.cli.common import console, print_json, unit_of_work
 

@@ -21,6 +21,7 @@ from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
+from sessionary.kit.pagination import PageParams
 
 _ID_SHAPE = re.compile(ID_PATTERN)
 
@@ -98,6 +99,21 @@ class ConversationService:
             order=order,
         )
         return rows[:limit], len(rows) > limit
+
+    def sessions_of_kind(
+        self, caller: Principal, kind: str, *, session_ids: Sequence[str], page: PageParams
+    ) -> tuple[list[ConversationSession], bool]:
+        """The account's live sessions of one face among the given ids (ChatKit threads)."""
+        rows = self.store.sessions_of(
+            caller.account_id, kind, session_ids=session_ids, **page.model_dump()
+        )
+        return rows[: page.limit], len(rows) > page.limit
+
+    def page_messages(
+        self, conversation: ConversationSession, page: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        rows = self.store.page_messages(conversation.id, **page.model_dump())
+        return rows[: page.limit], len(rows) > page.limit
 
     def soft_delete(self, session: ConversationSession) -> None:
         """Hidden from every face at once (thread, ChatKit thread, conversation)."""

@@ -11,7 +11,9 @@ from sessionary.assistant.dependencies import AppAssistant
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
-from sessionary.profiles.service import ProfileFields, ProfileService, profile_object
+from sessionary.profiles.payloads import profile_object
+from sessionary.profiles.schemas import ProfileFields
+from sessionary.profiles.service import ProfileService
 
 router = APIRouter(tags=["assistants"])
 
