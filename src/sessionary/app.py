@@ -17,8 +17,8 @@ from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
 from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
+from sessionary.billing.idempotency_middleware import IdempotencyMiddleware
 from sessionary.billing.metering import HoldKeeper
-from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.chatkit.service import ClientSecrets
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # idempotency sees only bodies within the limit.
     app.add_middleware(
         IdempotencyMiddleware,
-        db=db,
+        database=db,
         caller_scope=caller_scope(db),
         retention=timedelta(hours=settings.idempotency_retention_hours),
         lease=timedelta(seconds=settings.idempotency_lease_seconds),

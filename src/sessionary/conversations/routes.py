@@ -25,9 +25,7 @@ router = APIRouter(tags=["threads"])
 
 @router.get("/sessions", summary="List the caller's sessions (every face: assistant, thread, ...)")
 def list_sessions(caller: UserCaller, db: DbSession, page: Page) -> dict[str, Any]:
-    rows, has_more = ConversationService(db).list_sessions(
-        caller, after=page.after, before=page.before, limit=page.limit, order=page.order
-    )
+    rows, has_more = ConversationService(db).list_sessions(caller, page)
     return envelope([session_object(r) for r in rows], has_more)
 
 
@@ -81,15 +79,7 @@ def list_messages(
     page: Page,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    rows, has_more = ThreadService(db).list_messages(
-        caller,
-        thread_id,
-        after=page.after,
-        before=page.before,
-        limit=page.limit,
-        order=page.order,
-        run_id=run_id,
-    )
+    rows, has_more = ThreadService(db).list_messages(caller, thread_id, page, run_id=run_id)
     return envelope([message_object(r) for r in rows], has_more)
 
 

@@ -82,10 +82,10 @@ class UsageCharge:
 
 
 class ExternalUserService:
-    def __init__(self, session: Session) -> None:
-        self.store = ExternalUserStore(session)
-        self.ledger = Ledger(session)
-        self.accounts = AccountService(session)
+    def __init__(self, db: Session) -> None:
+        self.store = ExternalUserStore(db)
+        self.ledger = Ledger(db)
+        self.accounts = AccountService(db)
 
     # Identity
 

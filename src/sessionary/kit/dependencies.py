@@ -30,8 +30,8 @@ def get_session(request: Request) -> Iterator[Session]:
     Scoped to the route function (see `DbSession`), so the commit happens before the response
     is sent: an acknowledged write is a durable write.
     """
-    with get_database(request).session(write=request.method not in _READ_METHODS) as session:
-        yield session
+    with get_database(request).session(write=request.method not in _READ_METHODS) as db:
+        yield db
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]

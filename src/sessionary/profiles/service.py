@@ -29,8 +29,8 @@ def render_instructions(template: str | None, variables: dict[str, Any] | None) 
 
 
 class ProfileService:
-    def __init__(self, session: Session) -> None:
-        self.store = ProfileStore(session)
+    def __init__(self, db: Session) -> None:
+        self.store = ProfileStore(db)
 
     def create(
         self, caller: Principal, fields: ProfileFields, default_model: str
