@@ -140,10 +140,9 @@ class AssistantService:
         )
         return account, chat.name
 
-    def chat_model_name(self, account: Account | None = None) -> str:
-        """The model that answers an account's turns when the request names none."""
-        chosen = account.assistant_model if account is not None else None
-        return chosen or self.providers.chat().name
+    def chat_model_name(self) -> str:
+        """The served chat model's name (what answers when nothing else is chosen)."""
+        return self.providers.chat().name
 
     def resolve_model(self, model: str | None) -> str:
         """The served model behind a name or alias; 400 for a model not served here."""
