@@ -144,10 +144,6 @@ class AssistantService:
         """The served chat model's name (what answers when nothing else is chosen)."""
         return self.providers.chat().name
 
-    def resolve_model(self, model: str | None) -> str:
-        """The served model behind a name or alias; 400 for a model not served here."""
-        return self.providers.resolve_chat_model(model)
-
     # Fitting and reserving
 
     async def fit(self, turn: Turn, default_max_output_tokens: int) -> None:

@@ -7,22 +7,22 @@ from typing import Any
 from fastapi import APIRouter
 
 from sessionary.accounts.principal import Caller
-from sessionary.assistant.dependencies import AppAssistant
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
 from sessionary.profiles.payloads import profile_object
 from sessionary.profiles.schemas import ProfileFields
 from sessionary.profiles.service import ProfileService
+from sessionary.providers.dependencies import AppProviders
 
 router = APIRouter(tags=["assistants"])
 
 
 @router.post("/assistants", summary="Create an assistant profile")
 def create_assistant(
-    body: ProfileFields, caller: Caller, db: DbSession, assistant: AppAssistant
+    body: ProfileFields, caller: Caller, db: DbSession, providers: AppProviders
 ) -> dict[str, Any]:
-    model = assistant.resolve_model(body.model)  # 400 for a model not served here
+    model = providers.resolve_chat_model(body.model)  # 400 for a model not served here
     return profile_object(
         ProfileService(db).create(caller, body.model_copy(update={"model": model}), model)
     )
@@ -46,10 +46,10 @@ def update_assistant(
     body: ProfileFields,
     caller: Caller,
     db: DbSession,
-    assistant: AppAssistant,
+    providers: AppProviders,
 ) -> dict[str, Any]:
     if body.model is not None:
-        body = body.model_copy(update={"model": assistant.resolve_model(body.model)})
+        body = body.model_copy(update={"model": providers.resolve_chat_model(body.model)})
     return profile_object(ProfileService(db).update(caller, assistant_id, body))
 
 
