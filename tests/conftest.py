@@ -72,8 +72,8 @@ def db(settings: Settings) -> Iterator[Database]:
 
 def check_money(database: Database) -> None:
     """The money invariant, after every test that had a database: for every owner the cached
-    balance equals the sum of its ledger, never below zero, and no hold is open past its TTL
-    (a test that kills a turn must see its hold swept back)."""
+    balance equals the sum of its ledger, never below zero, no hold is open past its TTL (a test
+    that kills a turn must see its hold swept back), and no hold was charged twice."""
     with database.session(write=False) as session:
         balances = session.execute(
             select(CreditBalance.owner_type, CreditBalance.owner_id, CreditBalance.balance_micro)
@@ -86,6 +86,13 @@ def check_money(database: Database) -> None:
                 ).group_by(LedgerEntry.owner_type, LedgerEntry.owner_id)
             )
         )
+        doubled = session.execute(
+            select(LedgerEntry.reservation_id)
+            .where(LedgerEntry.kind == "charge")
+            .where(LedgerEntry.reservation_id.is_not(None))
+            .group_by(LedgerEntry.reservation_id)
+            .having(func.count() > 1)
+        ).all()
         stale = session.scalar(
             select(func.count())
             .select_from(CreditReservation)
@@ -98,6 +105,7 @@ def check_money(database: Database) -> None:
             f"{owner_type} {owner_id}: balance != ledger sum"
         )
     assert not stale, f"{stale} credit hold(s) left open past their TTL"
+    assert not doubled, f"holds charged more than once: {doubled}"
 
 
 @dataclass

@@ -179,6 +179,8 @@ def test_metrics_need_loopback_or_the_token(settings: Settings, db: Database) ->
         (["credits", "grant", "acct_missing", "1e18"], {}, "not an amount of credits"),
         (["accounts", "list"], {"SESSIONARY_DB_POOL_SIZE": "0"}, "invalid setting 'db_pool_size'"),
         (["tokens", "revoke", "acct_missing", "tok_missing"], {}, "No auth token"),
+        (["migrate"], {"SESSIONARY_DATABASE_URL": "foo://x"}, "database:"),
+        (["init"], {"SESSIONARY_DATA_DIR": "/proc/no-such-dir"}, "No such file or directory"),
     ],
 )
 def test_cli_errors_are_one_line(
@@ -196,3 +198,25 @@ def test_cli_errors_are_one_line(
     assert says in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_json_in_utf16_or_utf32_is_refused_so_nothing_hides_from_the_text_rule(
+    client: TestClient, tenant: Tenant
+) -> None:
+    body = json.dumps({"session_name": NUL})
+    for encoding in ("utf-16", "utf-16-le", "utf-32-be"):
+        answer = client.post(
+            "/v1/assistant/session",
+            content=body.encode(encoding),
+            headers={**tenant.headers, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 400, (encoding, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_encoding"
+
+
+def test_a_nul_nested_past_any_depth_is_a_400(client: TestClient, tenant: Tenant) -> None:
+    deep = '{"metadata": ' + "[" * 3000 + '"\\u0000"' + "]" * 3000 + "}"
+    answer = client.post(
+        "/v1/threads", content=deep, headers={**tenant.headers, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text

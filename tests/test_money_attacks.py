@@ -238,3 +238,72 @@ def test_embedding_holds_are_sized_from_the_tokenizer_not_from_characters(
     balance, ledger_sum, holds = money(db, tenant)
     assert balance == ledger_sum == 200_000 - charges(db, tenant)[0]
     assert holds == 0
+
+
+def test_hanging_up_as_the_turn_is_settled_never_charges_twice(
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+) -> None:
+    """The client reads up to the last item and closes, while the final charge commits."""
+    tenant = make_tenant(db, "hanger")
+    grant(db, tenant, FUNDS)
+    upstream.words = 30
+    server = LiveServer(remote_env(settings_env, upstream))
+    try:
+        with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
+            for _ in range(8):
+                with http.stream(
+                    "POST", "/v1/responses", json={"input": "Hi", "stream": True}
+                ) as s:
+                    for event in sse_events(s.iter_lines()):
+                        if event["type"] == "response.output_item.done":
+                            break  # and hang up
+        wait_for(lambda: open_holds(db) == 0)
+        with db.session(write=False) as session:
+            rows = Ledger(session).store.entries("account", tenant.account_id, limit=1000)
+        per_hold: dict[str | None, int] = {}
+        for row in rows:
+            if row.kind == "charge":
+                per_hold[row.reservation_id] = per_hold.get(row.reservation_id, 0) + 1
+        assert len(per_hold) == 8 and set(per_hold.values()) == {1}
+    finally:
+        server.stop()
+
+
+def test_an_upstream_that_drops_mid_stream_still_charges_what_was_delivered(
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+) -> None:
+    tenant = make_tenant(db, "dropped")
+    grant(db, tenant, FUNDS)
+    upstream.chat_mode = "drop"  # two chunks, then the connection dies
+    server = LiveServer(remote_env(settings_env, upstream))
+    try:
+        with (
+            httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http,
+            http.stream("POST", "/v1/responses", json={"input": "Hi", "stream": True}) as s,
+        ):
+            events = list(sse_events(s.iter_lines()))
+        deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+        assert len(deltas) == 2 and events[-1]["type"] == "response.failed"
+        charged = events[-1]["response"]["credits"]["charged"]  # type: ignore[index]
+        assert charged > 0 and charges(db, tenant) == [round(charged * 1_000_000)]
+        balance, ledger_sum, holds = money(db, tenant)
+        assert balance == ledger_sum and holds == 0
+    finally:
+        server.stop()
+
+
+def test_a_remote_prompt_is_held_at_its_byte_count_so_no_script_overspends(
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+) -> None:
+    """30,000 CJK characters: about 4 characters a token is a quarter of the truth here."""
+    tenant = make_tenant(db, "cjk")
+    grant(db, tenant, 1_000_000)  # 1 credit; the prompt's ceiling costs about 3.4
+    upstream.words = 3
+    server = LiveServer(remote_env(settings_env, upstream))
+    try:
+        with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
+            answer = http.post("/v1/responses", json={"input": "漢" * 30_000})
+        assert answer.status_code == 402, answer.text
+        assert money(db, tenant) == (1_000_000, 1_000_000, 0)
+    finally:
+        server.stop()

@@ -167,6 +167,20 @@ class TokenService:
         self._check_lineage(row)
         return row
 
+    def lineage_is_live(self, api_key_id: str | None, token_id: str | None) -> bool:
+        """Whether what a credential was made with (a key, an auth token) still works: a ChatKit
+        client secret lives only as long as the credential that created it."""
+        if api_key_id is not None:
+            key = self.store.get_key(api_key_id)
+            if key is None or key.revoked_at is not None:
+                return False
+        if token_id is not None:
+            row = self.store.get_token(token_id)
+            if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+                return False
+            return self._alive(row)
+        return True
+
     def live_tokens(self, caller: Principal) -> list[ClientToken]:
         """The account's auth tokens that still work (expired and revoked ones left out)."""
         rows = self.store.live_auth_tokens(caller.account_id, utcnow())

@@ -36,7 +36,7 @@ from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult, ImageRequest, Usage
-from sessionary.providers.container import Providers
+from sessionary.providers.container import Providers, is_local
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -178,9 +178,19 @@ class AssistantService:
             micro += images * self.pricing.image(quality)
         return micro
 
+    def worst_input_tokens(self, turn: Turn) -> int:
+        """The prompt's tokens as a ceiling: exact for the local model (its own tokenizer); for a
+        remote one, whose tokenizer is not here, the UTF-8 bytes (a byte-level token covers at
+        least one byte), so a prompt in any script cannot cost more than its hold."""
+        if is_local(self.providers.chat()):
+            return turn.input_tokens
+        ceiling = sum(len(m.text.encode("utf-8")) + 8 for m in turn.messages())
+        return max(turn.input_tokens, ceiling)
+
     async def reserve(self, turn: Turn) -> Meter:
         images = 1 if turn.image or offered_image_tools(turn.request) else 0
-        worst = self.cost(turn, Usage(turn.input_tokens, turn.max_output_tokens), images)
+        usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
+        worst = self.cost(turn, usage, images)
         return await reserve(self.database, turn.owner, worst, route=turn.route)
 
     # Calling the provider
@@ -189,7 +199,7 @@ class AssistantService:
         return ChatRequest(
             turn.messages(),
             max_output_tokens=turn.max_output_tokens,
-            temperature=turn.request.temperature,
+            temperature=turn.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
             tools=offered_image_tools(turn.request) if offer_tools else (),
@@ -296,6 +306,8 @@ class AssistantService:
             await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))
         except (ApiError, IntegrityError) as exc:  # the session went away during the turn
             log.warning("turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200])
+        except Exception:  # paid for and delivered all the same; the log says why not stored
+            log.exception("turn_not_stored", response_id=turn.response_id)
         return payload, settlement
 
     def _store(self, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]) -> None:

@@ -18,7 +18,8 @@ import structlog
 
 from sessionary.assistant.payloads import message_item
 from sessionary.assistant.turns import Turn
-from sessionary.billing.metering import Meter, release
+from sessionary.billing.ledger import Settlement
+from sessionary.billing.metering import Meter
 from sessionary.billing.money import credits_number
 from sessionary.kit.errors import ApiError
 from sessionary.kit.ids import new_id
@@ -50,12 +51,13 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
     yield event("response.created", response=pending)
     yield event("response.in_progress", response=pending)
     produced: list[str] = []
-    settled = False
+    started = False  # the model was called: the prompt is paid for from here on
+    closed = False  # the hold was settled or released
     try:
         if turn.image is not None:
             async for chunk in _image_events(service, turn, meter, event):
                 yield chunk
-            settled = True
+            closed = True
             return
         item_id = new_id("msg")
         yield event(
@@ -74,6 +76,7 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         done: StreamDone | None = None
         # Streams do not offer hosted tools yet: an upstream image could not be shown or billed.
         request = service.chat_request(turn, offer_tools=False)
+        started = True
         async for piece in service.providers.chat().stream(request):
             if isinstance(piece, TextDelta):
                 produced.append(piece.text)
@@ -108,7 +111,7 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         yield event("response.output_item.done", output_index=0, item=item)
         status = "incomplete" if done.result.finish_reason == "length" else "completed"
         payload, settlement = await service.commit(turn, meter, [item], done.result.usage, status)
-        settled = True
+        closed = True
         payload["credits"] = {
             "charged": credits_number(settlement.charged_micro),
             "remaining": credits_number(settlement.remaining_micro),
@@ -116,8 +119,9 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
         yield event(kind, response=payload)
     except Exception as exc:
-        await release(meter)
-        settled = True
+        # The model failed mid-way: what was delivered (and the prompt) is still paid for.
+        partial = await _settle_partial(service, turn, meter, produced, started)
+        closed = True
         if isinstance(exc, ApiError):
             error = {"code": exc.code or "server_error", "message": exc.message}
         else:
@@ -126,10 +130,15 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         failed = service.payload(
             turn, session_id=session_id, status="failed", output=[], usage=None, error=error
         )
+        if partial is not None:
+            failed["credits"] = {
+                "charged": credits_number(partial.charged_micro),
+                "remaining": credits_number(partial.remaining_micro),
+            }
         yield event("response.failed", response=failed)
     finally:
-        if not settled:  # the client left (or something broke): bill what was produced
-            await _settle_partial(service, turn, meter, produced)
+        if not closed and meter.settlement is None:  # the client left: bill what was produced
+            await _settle_partial(service, turn, meter, produced, started)
 
 
 async def _image_events(
@@ -177,17 +186,23 @@ def produced_tokens(service: AssistantService, produced: list[str]) -> int:
 
 
 async def _settle_partial(
-    service: AssistantService, turn: Turn, meter: Meter, produced: list[str]
-) -> None:
+    service: AssistantService, turn: Turn, meter: Meter, produced: list[str], started: bool
+) -> Settlement | None:
+    """Bill an interrupted turn: its prompt and the deltas produced once the model was called
+    (never more than the hold); release the hold when the model was never called."""
+    settlement: Settlement | None = None
     with anyio.CancelScope(shield=True):
-        if not produced:
+        if meter.settlement is not None:  # settled already (the hang-up came during commit)
+            return None
+        if not started:
             await anyio.to_thread.run_sync(meter.release)
-            return
+            return None
         usage = Usage(turn.input_tokens, produced_tokens(service, produced))
         # Never more than the hold: it was the agreed worst case (max_output_tokens).
         charge = min(service.cost(turn, usage, 0), meter.reservation.amount_micro)
-        await anyio.to_thread.run_sync(
+        settlement = await anyio.to_thread.run_sync(
             lambda: meter.settle(
                 charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id
             )
         )
+    return settlement

@@ -57,6 +57,7 @@ class Turn:
     json_schema: dict[str, Any] | None
     image: ImagePlan | None
     truncation: str
+    temperature: float | None = None
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     input_tokens: int = 0
@@ -69,6 +70,27 @@ class Turn:
     def messages(self) -> list[ChatMessage]:
         new = [to_chat(m, with_images=True) for m in self.inputs]
         return [ChatMessage("system", self.system_prompt), *self.history, *new]
+
+
+def _refuse_workflow_overrides(
+    request: TurnRequest, inputs: list[NewMessage], workflow_temperature: float | None
+) -> None:
+    """A client secret runs its workflow as configured: no instructions of its own, no system
+    or developer messages, and no sampling the workflow already fixes."""
+    overridden = None
+    if request.instructions is not None:
+        overridden = "instructions"
+    elif any(m.role in ("system", "developer") for m in inputs):
+        overridden = "input"
+    elif workflow_temperature is not None and request.temperature is not None:
+        overridden = "temperature"
+    if overridden is not None:
+        raise InvalidRequest(
+            f"A client secret runs its workflow's instructions and settings; '{overridden}' "
+            "(or a system/developer message) may not be set with it.",
+            param=overridden,
+            code="client_secret_cannot_override",
+        )
 
 
 def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -146,9 +168,7 @@ def plan_turn(
         else []
     )
     image = _image_plan(providers, request, inputs, history_rows, conversations, conversation)
-    workflow_instructions = (
-        ChatKitService(db).instructions_of(conversation.id) if conversation is not None else None
-    )
+    workflow = ChatKitService(db).find(conversation.id) if conversation is not None else None
     if conversation is None and caller.session_scope is not None:
         raise Forbidden(
             "A client secret makes turns on its own session only: pass it as the conversation.",
@@ -163,13 +183,8 @@ def plan_turn(
     chat = providers.chat()
     # The one model that runs, names the answer and sets the price; an unknown name is a 400.
     model = providers.resolve_chat_model(request.model)
-    if caller.session_scope is not None and request.instructions is not None:
-        raise InvalidRequest(
-            "A client secret runs its workflow's instructions; 'instructions' may not be "
-            "set with it.",
-            param="instructions",
-            code="client_secret_cannot_override",
-        )
+    if caller.session_scope is not None:
+        _refuse_workflow_overrides(request, inputs, workflow.temperature if workflow else None)
     if any(images_of(m) for m in inputs) and not chat.supports_vision:
         raise InvalidRequest(
             f"The model '{chat.name}' reads text only; remove the input images or configure "
@@ -196,7 +211,7 @@ def plan_turn(
         instructions=request.instructions,
         system_prompt=system_prompt_for(
             account,
-            request.instructions or workflow_instructions,
+            request.instructions or (workflow.instructions if workflow else None),
             user.system_prompt if user else None,
         ),
         history=history,
@@ -204,6 +219,9 @@ def plan_turn(
         json_schema=json_schema_of(request.text),
         image=image,
         truncation=request.truncation or default_truncation,
+        temperature=request.temperature
+        if request.temperature is not None
+        else (workflow.temperature if workflow else None),
     )
 
 

@@ -195,13 +195,16 @@ class Ledger:
 
         The charge never exceeds what the owner has after the release (the reservation was the
         agreed worst case); a reservation already released by expiry is charged from the balance
-        as far as it goes.
+        as far as it goes; one already settled is not charged again (a second settle is a no-op).
         """
         row = self.store.close_reservation(reservation_id, "settled")
         if row is None:
             existing = self.store.get_reservation(reservation_id)
             if existing is None:
                 raise NotFound(f"No reservation '{reservation_id}'.")
+            if existing.status == "settled":  # settled once already: never charge twice
+                owner = Owner(existing.owner_type, existing.owner_id, existing.account_id)
+                return Settlement(0, self.balance(owner))
             owner = Owner(existing.owner_type, existing.owner_id, existing.account_id)
             route = existing.route
             available = self.balance(owner)

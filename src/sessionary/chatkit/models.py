@@ -31,6 +31,9 @@ class ChatKitSession(Base):
     status: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Who created it: the secret stops working when that key or auth token is revoked.
+    api_key_id: Mapped[str | None] = mapped_column(String(40))
+    token_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class RateLimitHit(Base):

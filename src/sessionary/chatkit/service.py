@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import generate_key, key_matches, prefix_of
+from sessionary.accounts.tokens import TokenService
 from sessionary.chatkit.models import ChatKitSession
 from sessionary.chatkit.schemas import RateLimits, SessionCreate
 from sessionary.chatkit.store import ChatKitStore
@@ -94,6 +95,8 @@ class ChatKitService:
                 status="active",
                 created_at=now,
                 expires_at=now + timedelta(seconds=seconds),
+                api_key_id=caller.api_key_id,
+                token_id=caller.token_id,
             )
         )
         return row, secret.plaintext
@@ -106,10 +109,9 @@ class ChatKitService:
             raise Forbidden("This ChatKit session belongs to another account.", param="session_id")
         return row
 
-    def instructions_of(self, session_id: str) -> str | None:
-        """The workflow instructions a ChatKit conversation runs with (None: not a ChatKit one)."""
-        row = self.store.get(session_id)
-        return row.instructions if row is not None else None
+    def find(self, session_id: str) -> ChatKitSession | None:
+        """The ChatKit session of a conversation, with the workflow it runs (None: not one)."""
+        return self.store.get(session_id)
 
     def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
         row = self.owned(caller, session_id)
@@ -155,6 +157,8 @@ class ChatKitService:
         row = self.store.by_prefix(prefix) if prefix else None
         if row is None or not key_matches(secret, row.secret_hash) or status_of(row) != "active":
             return None
+        if not TokenService(self.db).lineage_is_live(row.api_key_id, row.token_id):
+            return None
         return row.id
 
     def authenticate(self, secret: str) -> Principal:
@@ -166,6 +170,11 @@ class ChatKitService:
         state = status_of(row)
         if state != "active":
             raise Unauthorized(f"This client secret is {state}.", code=f"client_secret_{state}")
+        if not TokenService(self.db).lineage_is_live(row.api_key_id, row.token_id):
+            raise Unauthorized(
+                "The key or auth token that created this client secret has been revoked.",
+                code="client_secret_revoked",
+            )
         now = utcnow()
         bucket = f"chatkit:{row.id}"
         used, oldest = self.store.hits_since(bucket, now - WINDOW)

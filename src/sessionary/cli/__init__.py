@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from sessionary.cli import (
     accounts,
@@ -48,6 +49,10 @@ def main() -> None:
         _exit(f"invalid setting '{where}': {first.get('msg', 'invalid value')}")
     except (ValueError, ArithmeticError) as exc:
         _exit(str(exc) or type(exc).__name__)
+    except SQLAlchemyError as exc:  # an unusable SESSIONARY_DATABASE_URL, a database refusing
+        _exit(f"database: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    except OSError as exc:  # a data directory that cannot be created or written
+        _exit(f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "))
 
 
 def _exit(message: str) -> NoReturn:

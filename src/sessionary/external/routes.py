@@ -73,7 +73,7 @@ def user_session(body: UserSessionRequest, caller: Caller, db: DbSession) -> dic
         raise InvalidRequest("external_user is required.", param="external_user")
     users = ExternalUserService(db)
     user, created = users.upsert(caller.account_id, body.external_user)
-    key = users.issue_key(user, rotate=body.rotate_api_key)
+    key = users.issue_key(user, rotate=body.rotate_api_key, by_token=caller.token_id is not None)
     balance = credits_number(users.balance(user))
     return with_summary(
         users.facts(user),

@@ -179,10 +179,19 @@ class ExternalUserService:
 
     # Keys and prompts
 
-    def issue_key(self, user: ExternalUser, *, rotate: bool) -> str | None:
-        """The user's key in plaintext when it is new (first session, or a rotation), else None."""
+    def issue_key(self, user: ExternalUser, *, rotate: bool, by_token: bool = False) -> str | None:
+        """The user's key in plaintext when it is new (first session, or a rotation), else None.
+
+        A caller holding only an auth token may not mint keys: a key would outlive the token
+        (tokens die with their lineage; keys live until revoked)."""
         if not rotate and self.accounts.live_external_keys(user.id):
             return None
+        if by_token:
+            raise Forbidden(
+                "An auth token cannot create or rotate API keys (they would outlive it); use the "
+                "account's API key.",
+                code="token_cannot_mint_keys",
+            )
         return self.accounts.rotate_external_key(user.account_id, user.id).plaintext
 
     def set_prompt(self, user: ExternalUser, prompt: str | None) -> ExternalUser:

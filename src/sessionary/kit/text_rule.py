@@ -14,6 +14,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +46,13 @@ def find_bad_text(value: Any, path: str = "") -> str | None:
             if found:
                 return found
     return None
+
+
+def _utf16_or_32(body: bytes) -> bool:
+    """UTF-16 or UTF-32 JSON: a byte-order mark, or a NUL byte among the first four (JSON text
+    starts with an ASCII character, which these encodings pad with zero bytes)."""
+    head = body[:4]
+    return head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) >= 2 and 0 in head)
 
 
 def _refusal(param: str) -> Any:
@@ -83,7 +91,10 @@ class TextRuleMiddleware:
         if problem is not None:
             await _refusal(problem)(scope, receive, send)
             return
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
+        content_type = Headers(scope=scope).get("content-type", "")
+        if scope["method"] not in ("POST", "PUT", "PATCH") or content_type.startswith(
+            ("multipart/", "application/x-www-form-urlencoded")
+        ):
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
@@ -97,12 +108,21 @@ class TextRuleMiddleware:
             await error_response(exc.status_code, str(exc.detail))(scope, receive, send)
             return
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if _utf16_or_32(body):
+            # JSON is exchanged in UTF-8 (RFC 8259); Python would also decode UTF-16/32, where
+            # this byte scan could not see what they hide.
+            await error_response(
+                400, "JSON bodies must be encoded in UTF-8.", code="invalid_encoding"
+            )(scope, receive, send)
+            return
         if _SUSPICIOUS_BODY.search(body):
             try:
                 parsed = json.loads(body)
+                param = find_bad_text(parsed)
             except ValueError:
-                parsed = None  # the route answers its own "not valid JSON"
-            param = find_bad_text(parsed) if parsed is not None else None
+                param = None  # the route answers its own "not valid JSON"
+            except RecursionError:
+                param = "body"  # nested past any sane depth, and holding a NUL somewhere
             if param is not None:
                 await _refusal(param)(scope, receive, send)
                 return
