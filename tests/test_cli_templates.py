@@ -75,6 +75,12 @@ def test_import_csv_then_search(
     assert shown.returncode == 0, shown.stderr
     assert '"neighbourhood": "Grünerløkka"' in shown.stdout
     assert '"price": {"max": 900}' in shown.stdout
+    assert 'price: {"max": 900} (from query)' in shown.stdout  # each applied filter, and whence
+    nothing = cli(
+        remote, "templates", "search", answer["template_id"], "hotel room in Marka under 10"
+    )
+    assert nothing.returncode == 0, nothing.stderr
+    assert "Notice: No record meets the filters applied" in nothing.stdout
     found = json.loads(
         cli(
             remote,

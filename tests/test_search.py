@@ -186,6 +186,11 @@ def test_field_options_wrappers_and_retrievable(client: TestClient, funded: Tena
                 "retrievable": False,
             },
         },
+        {
+            "_id": "n3",
+            "title": "Green scooter",
+            "owner": {"email": "c@example.com", "city": "Bergen"},
+        },
     ]
     options = [
         {"path": "owner.email", "retrievable": False, "searchable": False},
@@ -193,8 +198,10 @@ def test_field_options_wrappers_and_retrievable(client: TestClient, funded: Tena
     ]
     created = create(client, funded, records, fieldOptions=options)
     kinds = {f["key"]: f["kind"] for f in created["structured_fields"]}
-    assert kinds["owner.city"] == "categorical"
+    assert kinds["owner.city"] == "categorical"  # a value that recurs (Bergen twice)
     assert kinds["title"] == "categorical"  # filterable: true overrides detection
+    assert "internal_notes" not in kinds and "owner.email" not in kinds  # private, not filterable
+    assert "private note" not in str(created) and "example.com" not in str(created)
     found = post(
         client,
         funded,

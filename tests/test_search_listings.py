@@ -116,7 +116,9 @@ def test_dev_queries_extract_the_expected_filters(engines: dict[str, dict[str, A
     exact = [
         search(engines["sqlite"], q["q"])["structured_filters"] == q["filters"] for q in QUERIES
     ]
-    assert sum(exact) >= 19, [q["q"] for q, ok in zip(QUERIES, exact, strict=True) if not ok]
+    assert sum(exact) == len(QUERIES), [
+        q["q"] for q, ok in zip(QUERIES, exact, strict=True) if not ok
+    ]
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])

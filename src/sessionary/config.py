@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sessionary.search.settings import SearchSettings
 from sessionary.settings.pricing import PricingSettings
 from sessionary.settings.providers import ProviderSettings
 
@@ -140,6 +141,7 @@ class Settings(BaseSettings):
         ge=0,
         description="PostgreSQL scores up to this many candidates exactly; beyond, it uses HNSW.",
     )
+    search: SearchSettings = Field(default_factory=SearchSettings)
     preload_models: bool = Field(
         default=True,
         description="Load model weights at startup (false: on first use).",

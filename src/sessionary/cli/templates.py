@@ -129,8 +129,17 @@ def search(
         return
     filters = json.dumps(answer["structured_filters"], ensure_ascii=False)
     console.print(f"Filters: {filters}", highlight=False, soft_wrap=True)
+    for applied in answer.get("applied_filters") or []:
+        condition = json.dumps(applied.get("condition"), ensure_ascii=False)
+        console.print(
+            f"  {applied['field']}: {condition} (from {applied.get('source', 'query')})",
+            highlight=False,
+            soft_wrap=True,
+        )
     semantic = answer.get("semantic_query") or "(none)"
     console.print(f"Semantic query: {semantic}", highlight=False, soft_wrap=True)
+    if answer.get("notice"):
+        console.print(f"Notice: {answer['notice']}", highlight=False, soft_wrap=True)
     table = Table("id", "score", "record")
     for result in answer["results"]:
         preview = json.dumps(result.get("record") or {}, ensure_ascii=False)

@@ -3,8 +3,13 @@
 Nested objects are addressed by dot path (`owner.email`). A field may arrive wrapped as
 `{"value", "searchable", "filterable", "retrievable"}`; `field_options` (a map, or an array of
 entries naming their field by `key` / `field` / `name` / `path` / `column_name`) sets the same
-flags per path, and a flag on a parent path covers its children. `retrievable: false` fields are
-never stored in the returned record.
+flags per path, and a flag on a parent path covers its children.
+
+Privacy is one rule: a `retrievable: false` value never leaves the server. It is not stored in
+the returned record nor in the echoed filter values, it does not enter the embedded text or the
+lexical index unless the field says `searchable: true`, and it is kept for matching only when
+the field says `filterable: true`. `field_options` may also teach the extractor: `aliases`
+(phrases naming the field) and `value_aliases` (`{"stored value": ["phrase", ...]}`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,48 @@ def words(text: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
-def parse_field_options(raw: Any) -> dict[str, dict[str, bool]]:
+def _phrases(value: Any, name: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.strip() and len(v) <= 100 for v in value
+    ):
+        raise InvalidRequest(
+            f"field_options['{name}'].{what} must be an array of non-blank strings "
+            "(at most 100 characters each).",
+            param="field_options",
+        )
+    if len(value) > 50:
+        raise InvalidRequest(
+            f"field_options['{name}'].{what} holds at most 50 phrases.", param="field_options"
+        )
+    return [v.strip() for v in value]
+
+
+def _teaching(name: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """`aliases` and `value_aliases` checked: phrases only, bounded in number and length."""
+    out: dict[str, Any] = {}
+    if "aliases" in flags:
+        out["aliases"] = _phrases(flags["aliases"], name, "aliases")
+    if "value_aliases" in flags:
+        raw = flags["value_aliases"]
+        if not isinstance(raw, dict) or len(raw) > 200:
+            raise InvalidRequest(
+                f"field_options['{name}'].value_aliases must be an object of at most 200 "
+                "values, each mapped to an array of phrases.",
+                param="field_options",
+            )
+        out["value_aliases"] = {
+            str(value): _phrases(phrases, name, "value_aliases") for value, phrases in raw.items()
+        }
+        if flags.get("retrievable") is False and out["value_aliases"]:
+            raise InvalidRequest(
+                f"field_options['{name}'] is not retrievable: its values are never named, so "
+                "it takes no value_aliases.",
+                param="field_options",
+            )
+    return out
+
+
+def parse_field_options(raw: Any) -> dict[str, dict[str, Any]]:
     if raw is None:
         return {}
     entries: list[tuple[str, Any]]
@@ -58,7 +104,7 @@ def parse_field_options(raw: Any) -> dict[str, dict[str, bool]]:
             entries.append((name, item))
     else:
         raise InvalidRequest("field_options must be an object or an array.", param="field_options")
-    options: dict[str, dict[str, bool]] = {}
+    options: dict[str, dict[str, Any]] = {}
     for name, flags in entries:
         if not isinstance(flags, dict):
             raise InvalidRequest(
@@ -70,7 +116,7 @@ def parse_field_options(raw: Any) -> dict[str, dict[str, bool]]:
                 raise InvalidRequest(
                     f"field_options['{name}'].{flag} must be true or false.", param="field_options"
                 )
-        options[name] = chosen
+        options[name] = {**chosen, **_teaching(name, flags)}
     return options
 
 
@@ -117,7 +163,7 @@ def flatten(record: Any, index: int) -> FlatRecord:
 
 
 def flag_of(
-    path: str, flag: str, record: FlatRecord, options: dict[str, dict[str, bool]]
+    path: str, flag: str, record: FlatRecord, options: dict[str, dict[str, Any]]
 ) -> bool | None:
     """The most specific explicit setting of a flag for a path (inline wrappers win)."""
     parts = path.split(".")
@@ -125,7 +171,7 @@ def flag_of(
         prefix = ".".join(parts[:depth])
         for source in (record.flags, options):
             if flag in source.get(prefix, {}):
-                return source[prefix][flag]
+                return bool(source[prefix][flag])
     return None
 
 
@@ -177,41 +223,50 @@ def fold_value(value: Any) -> Any:
 
 def build_document(
     record: FlatRecord,
-    options: dict[str, dict[str, bool]],
+    options: dict[str, dict[str, Any]],
     structured: set[str],
     wordy: set[str] | None,
+    private: frozenset[str] = frozenset(),
 ) -> Document:
-    """`wordy`: the paths searched by default (text-like fields; None: every path).
+    """`wordy`: the paths searched by default (text-like fields; None: every path); `private`:
+    the template's non-retrievable paths (a field private in any record is private in all).
 
     Numbers and booleans are served by filters; they join the embedded text only when a field is
     marked `searchable: true`, which keeps documents short and their vectors about their words.
+    `filters` is what a result may echo (retrievable values only); `folded` is what matching
+    reads, and holds a private value only when its field was made filterable explicitly.
     """
-    retrievable = {
-        path: value
-        for path, value in record.values.items()
-        if flag_of(path, "retrievable", record, options) is not False
+    hidden = {
+        path
+        for path in record.values
+        if path in private or flag_of(path, "retrievable", record, options) is False
     }
+    retrievable = {path: v for path, v in record.values.items() if path not in hidden}
     lines = []
     filters: dict[str, Any] = {}
+    folded: dict[str, Any] = {}
     for path, value in record.values.items():
         if value is None or value == "" or value == []:
             continue
         searchable = flag_of(path, "searchable", record, options)
-        if searchable or (searchable is None and (wordy is None or path in wordy)):
+        default = path not in hidden and (wordy is None or path in wordy)
+        if searchable or (searchable is None and default):
             text = _scalar_text(value)
             if text:
                 lines.append(f"{_label(path)}: {text}")
         if path in structured:
-            filters[path] = value
+            folded[path] = fold_value(value)
+            if path not in hidden:
+                filters[path] = value
     text = ". ".join(lines)
     content = json.dumps(
-        [record.source_id, text, filters, retrievable], sort_keys=True, default=str
+        [record.source_id, text, filters, folded, retrievable], sort_keys=True, default=str
     )
     return Document(
         source_id=record.source_id,
         text=text,
         record=_unflatten(retrievable),
         filters=filters,
-        folded={k: fold_value(v) for k, v in filters.items()},
+        folded=folded,
         content_hash=hashlib.sha256(content.encode()).hexdigest(),
     )

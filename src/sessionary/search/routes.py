@@ -12,7 +12,9 @@ from sessionary.accounts.principal import UserCaller
 from sessionary.billing.headers import credit_headers
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.errors import InvalidRequest
-from sessionary.search.detection import structured_paths, wordy_paths
+from sessionary.search import answers
+from sessionary.search.detection import private_paths, structured_paths, wordy_paths
+from sessionary.search.passages import passages
 from sessionary.search.records import build_document, flatten
 from sessionary.search.schemas import (
     CreateTemplate,
@@ -23,7 +25,7 @@ from sessionary.search.schemas import (
     TemplateRef,
     UpdateTemplate,
 )
-from sessionary.search.service import Found, SearchService, passages, template_summary
+from sessionary.search.service import Found, SearchService, template_summary
 
 router = APIRouter(prefix="/chat", tags=["embeddings"])
 
@@ -43,7 +45,11 @@ def service(request: Request) -> SearchService:
     state = request.app.state
     settings = state.settings
     return SearchService(
-        state.db, state.providers, Pricing(settings.pricing), settings.search_exact_limit
+        state.db,
+        state.providers,
+        Pricing(settings.pricing),
+        settings.search_exact_limit,
+        settings.search.extractor,
     )
 
 
@@ -61,6 +67,7 @@ def ingest_payload(ingested: Any) -> dict[str, Any]:
         "status",
         "structured_fields",
         "unstructured_fields",
+        "field_options",
         "embedding_model",
         "name",
     )
@@ -211,18 +218,6 @@ def delete_embedding(body: DeleteRecords, caller: UserCaller, request: Request) 
     return _deleted(template, deleted)
 
 
-def _result(hit: tuple[Any, float], include_raw: bool) -> dict[str, Any]:
-    document, score = hit
-    result: dict[str, Any] = {
-        "id": document.source_id,
-        "score": round(score, 6),
-        "structured_filters": document.filters,
-    }
-    if include_raw:
-        result["record"] = document.record
-    return result
-
-
 async def _search(body: SearchBody, caller: Any, request: Request, route: str) -> JSONResponse:
     if not isinstance(body.search_term, str) or not body.search_term.strip():
         raise InvalidRequest("Missing required parameter: 'search_term'.", param="search_term")
@@ -240,16 +235,19 @@ async def _search(body: SearchBody, caller: Any, request: Request, route: str) -
         rerank=body.rerank,
         route=route,
     )
-    return JSONResponse(
-        {
-            "template_id": found.template.id,
-            "template_name": found.template.name,
-            "structured_filters": found.filters,
-            "semantic_query": found.semantic_query,
-            "results": [_result(h, body.include_raw) for h in found.hits],
-        },
-        headers=credit_headers(found.settlement),
-    )
+    private = found.private
+    payload: dict[str, Any] = {
+        "template_id": found.template.id,
+        "template_name": found.template.name,
+        "structured_filters": answers.public_filters(found.filters, private),
+        "applied_filters": answers.applied_filters(found.filters, found.sources, private),
+        "semantic_query": found.semantic_query,
+        "results": [answers.result(d, s, body.include_raw, private) for d, s in found.hits],
+    }
+    message = answers.notice(found.filters, private, len(found.hits), found.template.record_count)
+    if message:
+        payload["notice"] = message
+    return JSONResponse(payload, headers=credit_headers(found.settlement))
 
 
 @router.post("/search_against_embedding", summary="Natural-language search in a template")
@@ -282,7 +280,11 @@ async def similar_to_embedding(
         record = flatten(body.search_json, 0)
         wordy = wordy_paths(template.schema)
         text = build_document(
-            record, template.field_options, structured_paths(template.schema), wordy
+            record,
+            template.field_options,
+            structured_paths(template.schema),
+            wordy,
+            private_paths(template.schema),
         ).text
     limit = max(body.limit, body.min_results or 0)
     found = await searcher.search(
@@ -297,14 +299,17 @@ async def similar_to_embedding(
         extract=False,
         route="/v1/chat/similar_to_embedding",
     )
-    return JSONResponse(
-        {
-            "template_id": found.template.id,
-            "structured_filters": found.filters,
-            "matches": [{"id": d.source_id, "score": round(s, 6)} for d, s in found.hits],
-        },
-        headers=credit_headers(found.settlement),
-    )
+    private = found.private
+    payload: dict[str, Any] = {
+        "template_id": found.template.id,
+        "structured_filters": answers.public_filters(found.filters, private),
+        "applied_filters": answers.applied_filters(found.filters, found.sources, private),
+        "matches": [{"id": d.source_id, "score": round(s, 6)} for d, s in found.hits],
+    }
+    message = answers.notice(found.filters, private, len(found.hits), found.template.record_count)
+    if message:
+        payload["notice"] = message
+    return JSONResponse(payload, headers=credit_headers(found.settlement))
 
 
 @router.get("/embedding_templates", summary="List templates")

@@ -9,10 +9,12 @@ duplicate. Inputs are billed at the embedding price through the ledger (reserve,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 
@@ -24,14 +26,17 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
+from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
-from sessionary.search import detection
-from sessionary.search.extraction import Extractor
+from sessionary.search import detection, llm_extraction
+from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import column_mask, validate
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
+from sessionary.search.settings import Extractor
 from sessionary.search.store import SearchStore
+from sessionary.search.vocabulary import Semantic
 
 MAX_RECORDS_PER_CALL = 10_000
 MAX_RECORD_BYTES = 100_000
@@ -53,6 +58,11 @@ class Found:
     hits: list[tuple[SearchDocument, float]]
     settlement: Settlement
     semantic_query: str
+    sources: dict[str, str]
+
+    @property
+    def private(self) -> frozenset[str]:
+        return detection.private_paths(self.template.schema)
 
 
 def check_records(records: Any) -> list[dict[str, Any]]:
@@ -85,10 +95,21 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
         "status": template.status,
         "structured_fields": structured,
         "unstructured_fields": unstructured,
+        "field_options": _shown_options(template),
         "embedding_model": template.embedding_model,
         "dimension": template.dimension,
         "created_at": template.created_at.isoformat(),
         "updated_at": template.updated_at.isoformat(),
+    }
+
+
+def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:
+    """The template's field options as listed; a private field's value_aliases would name its
+    values, so they are not shown (nor used: private fields are never extracted)."""
+    private = detection.private_paths(template.schema)
+    return {
+        path: {k: v for k, v in flags.items() if not (path in private and k == "value_aliases")}
+        for path, flags in (template.field_options or {}).items()
     }
 
 
@@ -99,11 +120,13 @@ class SearchService:
         providers: Providers,
         pricing: Pricing,
         exact_limit: int = EXACT_SEARCH_LIMIT,
+        extractor: Extractor = "rules",
     ) -> None:
         self.db = db
         self.providers = providers
         self.pricing = pricing
         self.exact_limit = exact_limit
+        self.extractor = extractor
 
     # Access
 
@@ -185,7 +208,8 @@ class SearchService:
             schema = detection.merge(existing.schema, schema)
         structured = detection.structured_paths(schema)
         wordy = detection.wordy_paths(schema)
-        documents = [build_document(r, options, structured, wordy) for r in flat]
+        private = detection.private_paths(schema)
+        documents = [build_document(r, options, structured, wordy, private) for r in flat]
         owner = Owner.of(caller)
         vectors, meter, tokens = await self._embed(
             owner, [d.text for d in documents], route, plain_text=plain_text
@@ -305,17 +329,53 @@ class SearchService:
         forced: Any,
         search_date: date | None,
         extract: bool,
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str]:
+    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str]]:
         with self.db.session(write=False) as session:
             template = self.owned(SearchStore(session), caller, template_id)
         filters: dict[str, Any] = {}
         semantic = term or ""
         if extract and term:
-            filters, rest = Extractor(template.schema).extract(term, search_date)
+            filters, semantic = self._extract(template, term, search_date)
+        sources = dict.fromkeys(filters, "query")
+        for param, raw in (("search_params", params), ("structured_filters", forced)):
+            given = validate(raw, template.schema, param)
+            filters.update(given)
+            sources.update(dict.fromkeys(given, param))
+        return template, filters, semantic, sources
+
+    def _extract(
+        self, template: EmbeddingTemplate, term: str, search_date: date | None
+    ) -> tuple[dict[str, Any], str]:
+        """Rules, the chat model, or both (`SESSIONARY_SEARCH__EXTRACTOR`); in a worker thread."""
+        filters: dict[str, Any] = {}
+        semantic = term
+        if self.extractor in ("rules", "both"):
+            rules = Rules(template.schema, template.field_options, self._semantic())
+            filters, rest = rules.extract(term, search_date)
             semantic = rest or term
-        filters.update(validate(params, template.schema, "search_params"))
-        filters.update(validate(forced, template.schema, "structured_filters"))
-        return template, filters, semantic
+        if self.extractor in ("llm", "both"):
+            chat = self.providers.chat()
+
+            def generate(request: ChatRequest) -> ChatResult:
+                return anyio.from_thread.run(chat.generate, request)
+
+            filters = llm_extraction.merge(
+                filters, llm_extraction.extract(template.schema, term, generate)
+            )
+        return filters, semantic
+
+    def _semantic(self) -> Semantic | None:
+        """Word similarity for the extractor, through the configured embedding model (called
+        from a worker thread: the model's own loop runs the call)."""
+        embedder = self.providers.embeddings
+        if embedder is None:
+            return None
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            batch = anyio.from_thread.run(embedder.embed, list(texts))
+            return np.asarray(batch.vectors, dtype=np.float32)
+
+        return Semantic(embedder.name, embed)
 
     async def search(
         self,
@@ -334,7 +394,7 @@ class SearchService:
         route: str,
     ) -> Found:
         limit = max(1, min(limit, MAX_LIMIT))
-        template, filters, semantic = await anyio.to_thread.run_sync(
+        template, filters, semantic, sources = await anyio.to_thread.run_sync(
             lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
         )
         query_text = text_for_embedding or semantic
@@ -356,7 +416,7 @@ class SearchService:
         except BaseException:
             await release(meter)
             raise
-        return Found(template, filters, hits, settlement, semantic)
+        return Found(template, filters, hits, settlement, semantic, sources)
 
     def _rank(
         self,
@@ -432,22 +492,3 @@ class SearchService:
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
             return self.owned(SearchStore(session), caller, template_id)
-
-
-def passages(text: str, size: int = 1200, overlap: int = 150) -> list[str]:
-    """Long texts split on paragraph, then sentence, boundaries into passages of about `size`."""
-    text = text.strip()
-    if len(text) <= size:
-        return [text] if text else []
-    out, start = [], 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind("\n\n", start, end), text.rfind(". ", start, end))
-            if cut > start + size // 2:
-                end = cut + 1
-        out.append(text[start:end].strip())
-        if end >= len(text):
-            break
-        start = max(end - overlap, start + 1)
-    return [p for p in out if p]

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from sessionary.search import operators
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.records import fold_value as _fold
 
@@ -79,29 +80,11 @@ def _column(key: str, kind: str) -> Any:
         return element.as_float()
     if kind == "boolean":
         return element.as_boolean()
-    return element.as_string()
+    return element.as_string()  # tags: the list as JSON text on both engines
 
 
 def _clause(key: str, kind: str, condition: Any) -> ColumnElement[bool]:
-    column = _column(key, kind)
-    if kind == "tags":
-        # A tag condition matches when the record's list holds one of the values.
-        values = condition.get("in", []) if isinstance(condition, dict) else [condition]
-        listed = SearchDocument.folded[key].as_string()  # the list as JSON text on both engines
-        return or_(*[listed.contains(f'"{_fold(v)}"') for v in values])
-    if isinstance(condition, dict):
-        parts = []
-        if "min" in condition:
-            parts.append(column >= condition["min"])
-        if "max" in condition:
-            parts.append(column <= condition["max"])
-        if "in" in condition:
-            parts.append(column.in_([_fold(v) for v in condition["in"]]))
-        if "ne" in condition:
-            parts.append(or_(column.is_(None), column != _fold(condition["ne"])))
-        return and_(*parts)
-    equal: ColumnElement[bool] = column == _fold(condition)
-    return equal
+    return operators.sql(_column(key, kind), condition, kind)
 
 
 class SearchStore:

@@ -1,0 +1,86 @@
+"""What a search answers: results without private values, the filters applied, and a notice.
+
+Privacy is enforced here a second time, on the way out, from the template's schema: a
+document written before a field became private (update_embedding with new field_options)
+still holds its values, and none of them may leave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessionary.search.models import SearchDocument
+
+HIDDEN = "(hidden)"
+_SYMBOLS = {"min": "≥", "max": "≤", "ne": "≠", "in": "in"}
+
+
+def redact(record: dict[str, Any], private: frozenset[str], prefix: str = "") -> dict[str, Any]:
+    """The record without the private paths (dot paths into nested objects)."""
+    if not private:
+        return record
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if path in private:
+            continue
+        out[key] = redact(value, private, path) if isinstance(value, dict) else value
+    return out
+
+
+def public_filters(filters: dict[str, Any], private: frozenset[str]) -> dict[str, Any]:
+    """The applied conditions as the caller may see them: private ones are left out."""
+    return {k: v for k, v in filters.items() if k not in private}
+
+
+def applied_filters(
+    filters: dict[str, Any], sources: dict[str, str], private: frozenset[str]
+) -> list[dict[str, Any]]:
+    """One entry per applied condition, saying where it came from (`query` when extracted)."""
+    out = []
+    for key, condition in filters.items():
+        entry: dict[str, Any] = {"field": key, "source": sources.get(key, "query")}
+        if key in private:
+            entry.update(condition=HIDDEN, hidden=True)
+        else:
+            entry["condition"] = condition
+        out.append(entry)
+    return out
+
+
+def describe_condition(key: str, condition: Any, private: frozenset[str]) -> str:
+    if key in private:
+        return f"{key} (a private field)"
+    if not isinstance(condition, dict):
+        return f"{key} = {condition}"
+    return ", ".join(f"{key} {_SYMBOLS.get(op, op)} {value}" for op, value in condition.items())
+
+
+def notice(
+    filters: dict[str, Any], private: frozenset[str], found: int, record_count: int
+) -> str | None:
+    """Why an answer is empty, so an empty list is never left unexplained."""
+    if found:
+        return None
+    if not record_count:
+        return "The template holds no records."
+    if filters:
+        applied = "; ".join(describe_condition(k, c, private) for k, c in filters.items())
+        return (
+            f"No record meets the filters applied ({applied}). Rephrase the query, or send "
+            "search_params / structured_filters to set the filters yourself."
+        )
+    return "No record matched."
+
+
+def result(
+    document: SearchDocument, score: float, include_raw: bool, private: frozenset[str]
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "id": document.source_id,
+        "score": round(score, 6),
+        "structured_filters": public_filters(document.filters, private),
+    }
+    if include_raw:
+        answer["record"] = redact(document.record, private)
+    return answer
