@@ -220,3 +220,49 @@ def test_a_nul_nested_past_any_depth_is_a_400(client: TestClient, tenant: Tenant
         "/v1/threads", content=deep, headers={**tenant.headers, "Content-Type": "application/json"}
     )
     assert answer.status_code == 400, answer.text
+
+
+def test_a_field_bomb_is_refused_before_any_work(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """4,000 keys a record once made 40,000 fields, 16 s queries and a 4.7 MB listing."""
+    grant(db, tenant, 10_000_000)
+    bomb = [{"id": str(r), **{f"k{r}_{i}": i for i in range(4000)}} for r in range(3)]
+    answer = client.post(
+        "/v1/chat/create_embedding", json={"name": "bomb", "records": bomb}, headers=tenant.headers
+    )
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["error"]["code"] == "too_many_fields"
+    long_name = [{"id": "1", "x" * 300: 1}]
+    answer = client.post(
+        "/v1/chat/create_embedding", json={"records": long_name}, headers=tenant.headers
+    )
+    assert answer.status_code == 400
+    assert balance(db, tenant) == 10_000_000
+    listed = client.get("/v1/chat/embedding_templates", headers=tenant.headers).json()
+    assert listed["templates"] == []  # nothing was stored
+
+
+def test_filters_with_numbers_no_column_holds_or_huge_lists_are_400(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    grant(db, tenant, 10_000_000)
+    records = [
+        {"id": str(i), "title": f"home {i}", "price": 100 * i, "city": "Oslo"} for i in range(6)
+    ]
+    made = client.post(
+        "/v1/chat/create_embedding", json={"records": records}, headers=tenant.headers
+    )
+    template = made.json()["template_id"]
+    spent = balance(db, tenant)
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    for raw in (
+        '{"min": NaN}',
+        '{"min": Infinity}',
+        '{"max": 1e400}',
+        '{"in": [' + ",".join(["1"] * 1001) + "]}",
+    ):
+        body = f'{{"template_id": "{template}", "search_term": "home", "search_params": {{"price": {raw}}}}}'
+        answer = client.post("/v1/chat/search_against_embedding", content=body, headers=headers)
+        assert answer.status_code == 400, (raw[:30], answer.text[:200])
+    assert balance(db, tenant) == spent

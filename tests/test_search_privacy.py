@@ -263,7 +263,7 @@ def test_no_answer_holds_a_private_value(
 
 
 def test_migration_seals_templates_written_before(settings: Any, backend: str) -> None:
-    """0009_search: a template stored by the earlier code (private values in its schema and in
+    """0010: a template stored by the earlier code (private values in its schema and in
     its documents' echoed filters) is sealed on upgrade."""
     import numpy as np
     from sqlalchemy import select
@@ -275,7 +275,7 @@ def test_migration_seals_templates_written_before(settings: Any, backend: str) -
 
     db = Database(settings)
     try:
-        upgrade(db, "0008")
+        upgrade(db, "0009")
         schema = {
             "fields": {
                 "title": {"kind": "text", "count": 2, "sample": ["a", "b"]},

@@ -7,6 +7,7 @@ Python); this module applies it to a template's schema. A range name (`age` for 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,10 +19,21 @@ from sessionary.search.detection import canonical, structured_paths
 Condition = Any
 
 
+# An `in` list longer than this is refused: PostgreSQL binds each value as a parameter (65,535
+# at most per statement), and no person's question names a thousand values.
+MAX_IN_VALUES = 1000
+
+
 def _number(value: Any, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"'{param}' needs a number.", param=param)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any float
+        number = math.inf
+    if not math.isfinite(number):  # NaN, Infinity or 1e400: no column holds them
+        raise InvalidRequest(f"'{param}' needs a finite number.", param=param)
+    return number
 
 
 def validate(raw: Any, schema: dict[str, Any], param: str) -> dict[str, Condition]:
@@ -70,6 +82,10 @@ def _validate_condition(
         elif operator.operand == "list":
             if not isinstance(value, list) or not value:
                 raise InvalidRequest(f"'{where}.in' needs a non-empty list.", param=where)
+            if len(value) > MAX_IN_VALUES:
+                raise InvalidRequest(
+                    f"'{where}.in' holds at most {MAX_IN_VALUES} values.", param=where
+                )
             cleaned[name] = [_scalar(v, kind, schema, key, where) for v in value]
         else:
             cleaned[name] = _scalar(value, kind, schema, key, where)

@@ -50,6 +50,7 @@ def service(request: Request) -> SearchService:
         Pricing(settings.pricing),
         settings.search_exact_limit,
         settings.search.extractor,
+        settings.search.max_fields,
     )
 
 

@@ -39,6 +39,8 @@ from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
 
 MAX_RECORDS_PER_CALL = 10_000
+MAX_FIELDS = 256
+MAX_FIELD_NAME_CHARS = 200
 MAX_RECORD_BYTES = 100_000
 MAX_LIMIT = 100
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
@@ -63,6 +65,29 @@ class Found:
     @property
     def private(self) -> frozenset[str]:
         return detection.private_paths(self.template.schema)
+
+
+def check_fields(flat: list[Any], schema: dict[str, Any] | None, max_fields: int) -> None:
+    """400 before any work when the records would give the template too many fields, or a
+    field name too long: a field bomb (100,000 keys in one upload) made every later query and
+    listing of the template cost seconds of CPU for every tenant."""
+    paths: set[str] = set((schema or {}).get("fields", {}))
+    for record in flat:
+        for path in record.values:
+            if len(path) > MAX_FIELD_NAME_CHARS:
+                raise InvalidRequest(
+                    f"A field name is longer than {MAX_FIELD_NAME_CHARS} characters: "
+                    f"'{path[:40]}…'.",
+                    param="records",
+                )
+            paths.add(path)
+        if len(paths) > max_fields:
+            raise InvalidRequest(
+                f"These records would give the template more than {max_fields} fields "
+                "(SESSIONARY_SEARCH__MAX_FIELDS); nest less or drop fields you do not search.",
+                param="records",
+                code="too_many_fields",
+            )
 
 
 def check_records(records: Any) -> list[dict[str, Any]]:
@@ -121,12 +146,14 @@ class SearchService:
         pricing: Pricing,
         exact_limit: int = EXACT_SEARCH_LIMIT,
         extractor: Extractor = "rules",
+        max_fields: int = MAX_FIELDS,
     ) -> None:
         self.db = db
         self.providers = providers
         self.pricing = pricing
         self.exact_limit = exact_limit
         self.extractor = extractor
+        self.max_fields = max_fields
 
     # Access
 
@@ -198,6 +225,7 @@ class SearchService:
             existing = await anyio.to_thread.run_sync(
                 lambda: self._read_template(caller, template_id)
             )
+        check_fields(flat, existing.schema if existing else None, self.max_fields)
         options = (
             given_options
             if given_options is not None

@@ -16,3 +16,10 @@ class SearchSettings(BaseModel):
         "configured chat model, its output constrained to the template's JSON Schema), or both "
         "(rules first, the model adds fields they did not find).",
     )
+    max_fields: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Fields (dot paths) one template may hold; an upload that would pass it is a "
+        "400. It bounds what one query costs to extract, and the size of the listing.",
+    )

@@ -8,8 +8,8 @@ made filterable explicitly. A field was private when `field_options` (or a paren
 `retrievable: false`, or, for inline wrappers, when a document kept a filter value for it but
 not the value itself. Self-contained on purpose: it must run the same whatever the code becomes.
 
-Revision ID: 0009_search
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0009_search"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
