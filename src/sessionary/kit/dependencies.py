@@ -15,8 +15,8 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_database(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+    database: Database = request.app.state.db
+    return database
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,7 +24,7 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def get_db(request: Request) -> Iterator[Session]:
     """The request's unit of work: committed when the route returns, rolled back if it raises.
 
     Scoped to the route function (see `DbSession`), so the commit happens before the response
@@ -34,6 +34,6 @@ def get_session(request: Request) -> Iterator[Session]:
         yield db
 
 
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 AppDatabase = Annotated[Database, Depends(get_database)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
