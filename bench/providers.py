@@ -1,7 +1,7 @@
 """Local providers against the raw libraries they wrap, on the same inputs, in one run.
 
 Chat: tokens/s of `LlamaCppChat.generate` vs `Llama.create_chat_completion` on the same prompt.
-Embeddings: sentences/s of `SentenceTransformerEmbeddings.embed` (which also counts tokens for
+Embeddings: sentences/s of `LocalEmbeddings.embed` (which also counts tokens for
 billing) vs `SentenceTransformer.encode`. Runs alternate between the two so drift hits both.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.common import median, sentences, timed
 from sessionary.providers.base import ChatMessage, ChatRequest
-from sessionary.providers.embeddings.local import SentenceTransformerEmbeddings
+from sessionary.providers.embeddings.local import LocalEmbeddings
 from sessionary.providers.llm.local import LlamaCppChat, bundled_gguf
 from sessionary.providers.settings import ProviderSettings
 
@@ -133,7 +133,7 @@ def embeddings(runs: int, count: int) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    provider = SentenceTransformerEmbeddings(ProviderSettings(provider="local"))
+    provider = LocalEmbeddings(ProviderSettings(provider="local"))
     provider.load()
     raw = SentenceTransformer(str(provider.path), device="cpu")
     texts = sentences(count)

@@ -31,7 +31,8 @@ def invoke(*args: str) -> str:
 def test_init_creates_the_default_account_once(env: dict[str, str], settings: Settings) -> None:
     first = invoke("init")
     key = next(line for line in first.splitlines() if line.startswith("sk_sy_"))
-    assert "http://127.0.0.1:8000/v1" in first
+    # init does not know where `serve` will listen, so it names no URL (serve prints it).
+    assert "http://" not in first and "sessionary serve" in first
     assert "with 1000 credits" in first
     second = invoke("init")
     assert "sk_sy_" not in second
@@ -68,7 +69,8 @@ def test_keys_create_list_revoke(env: dict[str, str], settings: Settings) -> Non
 def test_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None:
     result = runner.invoke(cli, ["keys", "create", "acct_missing"])
     assert result.exit_code == 1
-    assert "No account 'acct_missing'" in result.output
+    assert "No account with the id or name 'acct_missing'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
     result = runner.invoke(cli, ["keys", "revoke", "key_missing"])
     assert result.exit_code == 1
@@ -76,6 +78,7 @@ def test_user_errors_are_one_line_without_traceback(env: dict[str, str]) -> None
 
 def test_migrate_reports_the_revision(env: dict[str, str]) -> None:
     assert "revision" in invoke("migrate")
+    assert json.loads(invoke("migrate", "--json"))["revision"]
 
 
 def test_credits_grant_and_show(env: dict[str, str]) -> None:
@@ -112,3 +115,93 @@ def test_accounts_set_assistant(env: dict[str, str]) -> None:
         invoke("accounts", "set-assistant", account, "--system-prompt", "", "--json")
     )
     assert shown["system_prompt"] is None
+
+
+def test_account_names_are_accepted_where_an_id_is(env: dict[str, str]) -> None:
+    shop = json.loads(invoke("accounts", "create", "shop", "--json"))["account_id"]
+    granted = json.loads(invoke("credits", "grant", "shop", "5", "--json"))
+    assert granted == {"account_id": shop, "remainingCredits": 5.0}
+    assert json.loads(invoke("credits", "show", "shop", "--json"))["remainingCredits"] == 5
+    key = json.loads(invoke("keys", "create", "shop", "--json"))
+    assert {k["id"] for k in json.loads(invoke("keys", "list", "shop", "--json"))} >= {
+        key["key_id"]
+    }
+    shown = json.loads(invoke("accounts", "set-assistant", "shop", "--model", "m", "--json"))
+    assert shown["account_id"] == shop
+
+
+def test_unknown_or_ambiguous_names_fail_in_one_line(env: dict[str, str]) -> None:
+    first = json.loads(invoke("accounts", "create", "twin", "--json"))["account_id"]
+    second = json.loads(invoke("accounts", "create", "twin", "--json"))["account_id"]
+    result = runner.invoke(cli, ["credits", "show", "twin"])
+    assert result.exit_code == 1
+    assert "2 accounts are named 'twin'" in result.output
+    assert first in result.output and second in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["credits", "grant", "nobody", "3"])
+    assert result.exit_code == 1
+    assert "No account with the id or name 'nobody'" in result.output
+    # The id still works when the name is ambiguous.
+    assert json.loads(invoke("credits", "show", first, "--json"))["remainingCredits"] == 0
+
+
+def test_piped_tables_keep_whole_ids(env: dict[str, str]) -> None:
+    """The runner's output is not a terminal: tab-separated lines, every id whole."""
+    created = [
+        json.loads(invoke("accounts", "create", f"a-rather-long-account-name-{i}", "--json"))
+        for i in range(3)
+    ]
+    for account in created:
+        invoke("keys", "create", account["account_id"], "--name", "a long label " * 5)
+    lines = invoke("accounts", "list").splitlines()
+    assert lines[0].split("\t") == ["id", "name", "created"]
+    assert [line.split("\t")[0] for line in lines[1:]] == [a["account_id"] for a in created]
+    keys = [line.split("\t") for line in invoke("keys", "list").splitlines()[1:]]
+    assert {row[1] for row in keys} == {a["account_id"] for a in created}
+    assert all(row[0].startswith("key_") and len(row[0]) == len("key_") + 26 for row in keys)
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_terminal_tables_keep_whole_ids_at_any_width(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    from rich.console import Console
+
+    from sessionary.cli import common
+
+    key_id, account_id = "key_" + "K" * 26, "acct_" + "A" * 26
+    label = "a long label " * 6
+    terminal = Console(width=width, force_terminal=True, color_system=None)
+    monkeypatch.setattr(common, "console", terminal)
+    with terminal.capture() as captured:
+        common.print_table(
+            ("id", "account", "name", "when"), [(key_id, account_id, label, "never")], ids=2
+        )
+    lines = captured.get().splitlines()
+    assert any(key_id in line for line in lines) and any(account_id in line for line in lines)
+    # Every field is shown: whole in one place, or wrapped inside its column.
+    assert "never" in captured.get()
+    assert captured.get().count("label") == 6
+    if width >= 120:
+        assert lines[0].startswith("┏") and max(len(line) for line in lines) <= width
+    else:  # too narrow for a table: one block per row, the id on a line of its own
+        assert lines[0] == key_id
+
+
+def test_init_json_and_serve_announces_its_own_url() -> None:
+    from sessionary.cli.server import announced_url
+
+    assert announced_url(Settings(), "127.0.0.1", 8011) == "http://127.0.0.1:8011"
+    assert announced_url(Settings(), "0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    public = Settings(public_base_url="https://api.example.org/")
+    assert announced_url(public, "0.0.0.0", 8000) == "https://api.example.org"
+
+
+def test_init_and_revoke_speak_json(env: dict[str, str]) -> None:
+    first = json.loads(invoke("init", "--json"))
+    assert first["account_id"].startswith("acct_") and first["api_key"].startswith("sk_sy_")
+    again = json.loads(invoke("init", "--json"))
+    assert again == {"account_id": first["account_id"], "api_key": None}
+    key = json.loads(invoke("keys", "create", "default", "--json"))
+    revoked = json.loads(invoke("keys", "revoke", key["key_id"], "--json"))
+    assert revoked["id"] == key["key_id"] and revoked["revoked_at"]

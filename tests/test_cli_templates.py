@@ -111,10 +111,36 @@ def test_import_json_and_jsonl_with_progress(
     template = done.stdout.split("Template ")[1].split(":")[0].strip()
     lines = tmp_path / "more.jsonl"
     lines.write_text("\n".join(json.dumps(r) for r in listings[30:40]))
-    added = cli(remote, "templates", "import", str(lines), "--template", template, "--json")
+    # The template's name (the file's) works wherever its id does.
+    added = cli(remote, "templates", "import", str(lines), "--template", "few", "--json")
+    assert json.loads(added.stdout) | {"template_id": template} == json.loads(added.stdout)
     assert json.loads(added.stdout)["record_count"] == 40
-    emptied = cli(remote, "templates", "delete", template)
+    assert f"{template}: 40 records" in cli(remote, "templates", "status", "few").stdout
+    found = json.loads(cli(remote, "templates", "search", "few", "a flat", "--json").stdout)
+    assert found["results"]
+    # Piped, the list is tab-separated with every id whole.
+    rows = [line.split("\t") for line in cli(remote, "templates", "list").stdout.splitlines()]
+    assert rows[0][:2] == ["id", "name"] and [template, "few"] in [r[:2] for r in rows]
+    emptied = cli(remote, "templates", "delete", "few")
     assert "Deleted 40 records" in emptied.stdout
+
+
+def test_template_names_that_are_unknown_or_shared_fail_in_one_line(
+    remote: dict[str, str], listings: list[dict], tmp_path: Path
+) -> None:  # type: ignore[type-arg]
+    path = tmp_path / "twin.json"
+    path.write_text(json.dumps(listings[:3]))
+    made = [
+        json.loads(cli(remote, "templates", "import", str(path), "--json").stdout) for _ in "ab"
+    ]
+    shared = cli(remote, "templates", "status", "twin")
+    assert shared.returncode == 1
+    assert "2 templates are named 'twin'" in shared.stderr
+    assert all(m["template_id"] in shared.stderr for m in made)
+    assert len(shared.stderr.strip().splitlines()) == 1
+    unknown = cli(remote, "templates", "search", "nobody", "x")
+    assert unknown.returncode == 1
+    assert "No template with the id or name 'nobody'" in unknown.stderr
 
 
 def test_user_errors_are_one_line(remote: dict[str, str], tmp_path: Path) -> None:

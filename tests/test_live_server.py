@@ -24,5 +24,8 @@ def test_init_then_serve_then_call_with_the_printed_key(settings_env: dict[str, 
         assert refused.status_code == 401
         assert refused.json()["error"]["type"] == "authentication_error"
         assert httpx.get(f"{server.base_url}/docs").status_code == 200
+        # serve told the user the URL it really listens on (init cannot know it).
+        assert f"base URL {server.base_url}/v1" in server.log_path.read_text()
+        assert "http://" not in output
     finally:
         server.stop()

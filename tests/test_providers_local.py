@@ -1,4 +1,4 @@
-"""The bundled models, for real: llama.cpp chat and sentence-transformers embeddings."""
+"""The bundled models, for real: llama.cpp chat and the NumPy all-MiniLM-L6-v2 embeddings."""
 
 from __future__ import annotations
 

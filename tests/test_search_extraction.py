@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def semantic() -> Semantic:
-    from sessionary.providers.embeddings.local import SentenceTransformerEmbeddings
+    from sessionary.providers.embeddings.local import LocalEmbeddings
     from sessionary.providers.settings import ProviderSettings
 
-    model = SentenceTransformerEmbeddings(ProviderSettings(provider="local"))
+    model = LocalEmbeddings(ProviderSettings(provider="local"))
     return Semantic(model.name, lambda texts: model.encode_array(list(texts)))
 
 

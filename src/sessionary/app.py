@@ -10,6 +10,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from sessionary import __version__
 from sessionary.accounts.bearers import register_bearer_kind
@@ -33,6 +34,7 @@ from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.kit.openapi import install_openapi
 from sessionary.kit.text_rule import TextRuleMiddleware
+from sessionary.ops.front_door import router as front_door_router
 from sessionary.ops.routes import router as ops_router
 from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
@@ -40,6 +42,7 @@ from sessionary.providers.routes import router as models_router
 from sessionary.search.embeddings_routes import router as embeddings_router
 from sessionary.search.routes import router as search_router
 
+DOCS_ASSETS = "/docs/assets"
 # Answer headers a browser page may read (credits, request id, retries, replays).
 EXPOSED_HEADERS = [
     "x-request-id",
@@ -87,11 +90,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.cancel_scope.cancel()
         db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package (FastAPI's
+    # own pages load them from a CDN: a blank page offline); no validator badge from swagger.io.
+    app = FastAPIOffline(
         title="Sessionary",
         version=__version__,
         summary="Session-bound assistants and semantic search, with accounts and prepaid credits.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.db = db
@@ -100,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_openapi(app)
+    app.include_router(front_door_router)
     app.include_router(ops_router)
     # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
     app.include_router(external_root_router)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionary.search.settings import SearchSettings
 from sessionary.settings.pricing import PricingSettings
-from sessionary.settings.providers import ProviderSettings
+from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 
 
 class CorsSettings(BaseModel):
@@ -73,7 +74,11 @@ class Settings(BaseSettings):
     )
     db_max_overflow: int = Field(default=10, ge=0)
     log_level: str = "INFO"
-    log_json: bool = Field(default=True, description="JSON log lines (false: readable console).")
+    log_json: bool | Literal["auto"] = Field(
+        default="auto",
+        description="JSON log lines (true), readable lines (false), or auto: readable on a "
+        "terminal, JSON otherwise.",
+    )
     login_token_ttl_seconds: int = Field(
         default=600,
         ge=10,
@@ -134,7 +139,8 @@ class Settings(BaseSettings):
     default_max_output_tokens: int = Field(
         default=1024,
         ge=1,
-        description="Output cap of an assistant turn that names none (also its credit hold).",
+        description="Output cap of an assistant turn that names none (also its credit hold); "
+        f"{LOCAL_MAX_OUTPUT_TOKENS} when unset and the chat model is the local one.",
     )
     search_exact_limit: int = Field(
         default=20_000,
@@ -151,6 +157,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Credits granted to the default account that `sessionary init` creates.",
     )
+
+    @model_validator(mode="after")
+    def _local_output_cap(self) -> Settings:
+        """The local model gets its own, smaller default cap; an explicit setting still wins."""
+        explicit = "default_max_output_tokens" in self.model_fields_set
+        if not explicit and self.llm.provider == "local":
+            self.default_max_output_tokens = LOCAL_MAX_OUTPUT_TOKENS
+        return self
 
     @cached_property
     def sqlalchemy_url(self) -> str:

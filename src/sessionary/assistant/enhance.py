@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sessionary.kit.errors import InvalidRequest
@@ -17,6 +18,7 @@ ISO_639_1 = {
     "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "zh": "Chinese",
 }  # fmt: skip
 DEFAULT_MAX_WORDS = 120
+FRAME = "Rewrite this message to be clearer and more engaging:\n\n"
 
 
 def language_name(value: str | None) -> str | None:
@@ -43,9 +45,10 @@ def enhance_request(
     if len(message) > 20_000:
         raise InvalidRequest("'message' is longer than 20000 characters.", param="message")
     words = maxwords or DEFAULT_MAX_WORDS
+    # The message is framed as the thing to rewrite, not as a message to answer: a small model
+    # given the bare message echoes it or replies to it (measured on the bundled SmolLM2).
     rules = [
-        "Rewrite the user's message so it is clearer and more engaging, keeping its meaning "
-        "and intent.",
+        "You rewrite messages: clearer and more engaging, with the same meaning and intent.",
         f"Use at most {words} words.",
         "Reply with the rewritten message only: no preamble, no quotes, no explanation.",
     ]
@@ -56,19 +59,50 @@ def enhance_request(
         context = ", ".join(f"{k}: {v}" for k, v in list(metadata.items())[:16])
         rules.append(f"Context: {context}.")
     request = ChatRequest(
-        [ChatMessage("system", " ".join(rules)), ChatMessage("user", message.strip())],
+        [
+            ChatMessage("system", " ".join(rules)),
+            ChatMessage("user", FRAME + message.strip()),
+        ],
         max_output_tokens=min(words * 3 + 16, 4096),
         temperature=0.3,
     )
     return request, words
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+PREAMBLE = re.compile(r"^(here(?:'s| is)|sure|rewritten|revised|enhanced)\b[^\n]*:\s*$", re.I)
+
+
+def _key(sentence: str) -> str:
+    return re.sub(r"[\W_]+", " ", sentence.casefold()).strip()
+
+
+def one_message(text: str) -> str:
+    """The rewrite once: a small model often adds a preamble or says the same sentence again and
+    again. Ends at the first sentence seen before (or a truncated start of one)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and PREAMBLE.match(lines[0]):
+        lines = lines[1:]
+    kept: list[str] = []
+    seen: list[str] = []
+    for line in lines:
+        sentences: list[str] = []
+        for sentence in SENTENCE_END.split(line):
+            key = _key(sentence)
+            if key and any(earlier.startswith(key) for earlier in seen):
+                return "\n".join([*kept, " ".join(sentences)]).strip()
+            seen.append(key)
+            sentences.append(sentence.strip())
+        kept.append(" ".join(sentences))
+    return "\n".join(kept)
+
+
 def tidy(text: str, max_words: int) -> str:
-    cleaned = text.strip().strip('"').strip("“”").strip()
+    cleaned = one_message(text).strip().strip('"').strip("“”").strip()
     words = cleaned.split()
     return " ".join(words[:max_words]) if len(words) > max_words else cleaned
 
 
 async def enhance(chat: ChatModel, request: ChatRequest, max_words: int) -> str:
     result = await chat.generate(request)
-    return tidy(result.text, max_words) or request.messages[-1].text
+    return tidy(result.text, max_words) or request.messages[-1].text.removeprefix(FRAME)

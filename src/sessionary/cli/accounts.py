@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from sessionary.accounts.service import AccountService
 from sessionary.billing.ledger import Owner
 from sessionary.billing.service import CreditsService
-from sessionary.cli.common import console, print_json, unit_of_work
+from sessionary.cli.common import (
+    console,
+    print_json,
+    print_table,
+    resolve_account,
+    unit_of_work,
+)
 from sessionary.cli.credits import parse_credits
 
 app = typer.Typer(help="Accounts (local admin: works on the database directly).")
@@ -46,15 +51,12 @@ def list_accounts(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "created")
-    for row in rows:
-        table.add_row(row["id"], row["name"], row["created_at"])
-    console.print(table)
+    print_table(("id", "name", "created"), [(r["id"], r["name"], r["created_at"]) for r in rows])
 
 
 @app.command("set-assistant")
 def set_assistant(
-    account_id: str,
+    account: str = typer.Argument(..., help="Account id, or its name when unique."),
     model: str = typer.Option(None, help="The model the account's assistant turns use."),
     system_prompt: str = typer.Option(
         None, "--system-prompt", help="The account's system prompt ('' clears it)."
@@ -63,11 +65,12 @@ def set_assistant(
 ) -> None:
     """Set an account's assistant model and/or system prompt."""
     with unit_of_work() as session:
+        account_id = resolve_account(session, account)
         service = AccountService(session)
-        account = service.get_account(account_id)
-        prompt = account.system_prompt if system_prompt is None else system_prompt
-        account = service.set_assistant(account_id, system_prompt=prompt, model=model)
-        shown = {"model": account.assistant_model, "system_prompt": account.system_prompt}
+        current = service.get_account(account_id)
+        prompt = current.system_prompt if system_prompt is None else system_prompt
+        current = service.set_assistant(account_id, system_prompt=prompt, model=model)
+        shown = {"model": current.assistant_model, "system_prompt": current.system_prompt}
     if as_json:
         print_json({"account_id": account_id, **shown})
         return

@@ -6,11 +6,10 @@ from decimal import Decimal, InvalidOperation
 
 import typer
 
-from sessionary.accounts.service import AccountService
 from sessionary.billing.ledger import Owner
 from sessionary.billing.money import credits_to_micro, format_credits
 from sessionary.billing.service import CreditsService
-from sessionary.cli.common import console, fail, print_json, unit_of_work
+from sessionary.cli.common import console, fail, print_json, resolve_account, unit_of_work
 
 app = typer.Typer(help="Credits (local admin: works on the database directly).")
 
@@ -31,7 +30,7 @@ def parse_credits(text: str) -> int:
 
 @app.command("grant")
 def grant(
-    account_id: str,
+    account: str = typer.Argument(..., help="Account id, or its name when unique."),
     credits: str = typer.Argument(..., help="Credits to add (100 credits = 1 USD)."),
     note: str = typer.Option(None, help="Why (kept in the ledger)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -39,7 +38,7 @@ def grant(
     """Add credits to an account's balance."""
     micro = parse_credits(credits)
     with unit_of_work() as session:
-        AccountService(session).get_account(account_id)
+        account_id = resolve_account(session, account)
         balance = CreditsService(session).grant(Owner.account(account_id), micro, note=note)
     if as_json:
         print_json({"account_id": account_id, "remainingCredits": float(format_credits(balance))})
@@ -48,11 +47,14 @@ def grant(
 
 
 @app.command("show")
-def show(account_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    account: str = typer.Argument(..., help="Account id, or its name when unique."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Show an account's balance and last top-up."""
-    owner = Owner.account(account_id)
     with unit_of_work() as session:
-        AccountService(session).get_account(account_id)
+        account_id = resolve_account(session, account)
+        owner = Owner.account(account_id)
         service = CreditsService(session)
         balance = service.balance(owner)
         micro = service.ledger.spendable(owner)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from sessionary.cli.common import console, fail, print_json
+from sessionary.cli.common import console, fail, print_json, print_table
 from sessionary.cli.remote import API_KEY_OPTION, BASE_URL_OPTION, JSON_OPTION, remote
 from sessionary.client import ExternalUser
 
@@ -110,12 +109,16 @@ def set_prompt(
     prompt: str = typer.Argument(..., help="The user's system prompt ('' clears it)."),
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Set (or clear) the user's own assistant prompt."""
     with remote(base_url, api_key) as client:
-        client.set_external_assistant_system_prompt(
+        answer = client.set_external_assistant_system_prompt(
             prompt or None, external_user=_user(provider, key)
-        )
+        ).data
+    if as_json:
+        print_json(answer.model_dump(mode="json"))
+        return
     console.print("Prompt cleared." if not prompt else "Prompt set.")
 
 
@@ -134,16 +137,19 @@ def requests(
     if as_json:
         print_json(page.model_dump(mode="json"))
         return
-    table = Table("request", "route", "credits", "when", "published")
-    for row in page.requests:
-        table.add_row(
-            row.request_id,
-            row.route_key or "",
-            str(row.credits_charged),
-            row.created_at or "",
-            "yes" if row.is_published else "",
-        )
-    console.print(table)
+    print_table(
+        ("request", "route", "credits", "when", "published"),
+        [
+            (
+                r.request_id,
+                r.route_key,
+                r.credits_charged,
+                r.created_at,
+                "yes" if r.is_published else "",
+            )
+            for r in page.requests
+        ],
+    )
 
 
 @app.command("login-token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
@@ -35,3 +36,23 @@ def remote(base_url: str | None, api_key: str | None, timeout: float = 600) -> I
         fail(f"{exc.message}")
     except SessionaryError as exc:
         fail(exc.message)
+
+
+def resolve_template(client: Sessionary, reference: str) -> str:
+    """A template id from an id or a unique name among the key's templates (one-line errors)."""
+    if reference.startswith("tmpl_"):
+        return reference
+    named: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = client.list_embedding_templates(limit=100, offset=offset).data
+        named += [t for t in page.templates if t.get("name") == reference]
+        offset += len(page.templates)
+        if not page.pagination.get("has_more") or not page.templates:
+            break
+    if len(named) == 1:
+        return str(named[0]["template_id"])
+    if not named:
+        fail(f"No template with the id or name '{reference}' (see: sessionary templates list).")
+    ids = ", ".join(str(t["template_id"]) for t in named)
+    fail(f"{len(named)} templates are named '{reference}' ({ids}): give the id.")

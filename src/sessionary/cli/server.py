@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 import uvicorn
 
+from sessionary import __version__
 from sessionary.accounts.service import AccountService
 from sessionary.app import build_providers
 from sessionary.billing.ledger import Owner
@@ -15,15 +16,22 @@ from sessionary.cli.common import (
     database,
     fail,
     migrate_database,
+    print_json,
     settings,
     unit_of_work,
 )
+from sessionary.config import Settings
 from sessionary.kit.errors import ApiError
 from sessionary.kit.migrate import current_revision
 
 
-def init() -> None:
-    """Migrate the database and create the default account (printing its key) if none exists."""
+def init(
+    as_json: bool = typer.Option(False, "--json", help="Print {account_id, api_key}."),
+) -> None:
+    """Migrate the database and create the default account (printing its key) if none exists.
+
+    It prints no URL: the server is not running yet, and `serve` prints the one it listens on.
+    """
     current = settings()
     with unit_of_work() as session:
         account, issued = AccountService(session).ensure_default_account()
@@ -33,8 +41,10 @@ def init() -> None:
             credits.ledger.open_account(owner)
             if current.init_credits > 0:
                 credits.grant(owner, credits_to_micro(current.init_credits), note="initial credits")
-    base_url = current.base_url
-    console.print(f"Sessionary is ready. Base URL: [bold]{base_url}/v1[/bold]", highlight=False)
+    if as_json:
+        print_json({"account_id": account.id, "api_key": issued.plaintext if issued else None})
+        return
+    console.print("Sessionary is ready: the database is migrated.", highlight=False)
     if issued is not None:
         console.print(
             f"Created account [bold]{account.name}[/bold] ({account.id}) "
@@ -42,23 +52,34 @@ def init() -> None:
         )
         console.print("API key (shown once, store it now):", highlight=False)
         typer.echo(issued.plaintext)
-        console.print(
-            f'Try: curl -H "Authorization: Bearer {issued.plaintext}" {base_url}/v1/credits',
-            highlight=False,
-            soft_wrap=True,
-        )
     else:
         console.print(
             f"Account [bold]{account.name}[/bold] ({account.id}) already exists; keys are shown "
-            f"only when created. New key: sessionary keys create {account.id}",
+            f"only when created. New key: sessionary keys create {account.name}",
             highlight=False,
         )
+    console.print(
+        "Start the server with `sessionary serve` (it prints its base URL).", highlight=False
+    )
 
 
-def migrate() -> None:
+def announced_url(current: Settings, host: str, port: int) -> str:
+    """The base URL `serve` tells people: the public one if set, else where it listens."""
+    if current.public_base_url:
+        return current.public_base_url.rstrip("/")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (a name to call)
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}"
+
+
+def migrate(as_json: bool = typer.Option(False, "--json", help="Print {revision}.")) -> None:
     """Apply database migrations up to the newest schema."""
     with database() as db:
-        console.print(f"Database at revision {current_revision(db)}.")
+        revision = current_revision(db)
+    if as_json:
+        print_json({"revision": revision})
+        return
+    console.print(f"Database at revision {revision}.")
 
 
 def serve(
@@ -73,11 +94,20 @@ def serve(
         build_providers(current)
     except ApiError as exc:
         fail(exc.message)
+    host = host or current.host
+    port = port or current.port
+    url = announced_url(current, host, port)
+    console.print(
+        f"Sessionary {__version__}: base URL [bold]{url}/v1[/bold] "
+        f"(API reference {url}/docs; Ctrl-C stops it)",
+        highlight=False,
+        soft_wrap=True,
+    )
     uvicorn.run(
         "sessionary.app:create_app",
         factory=True,
-        host=host or current.host,
-        port=port or current.port,
+        host=host,
+        port=port,
         workers=workers,
         access_log=False,
         log_level=current.log_level.lower(),

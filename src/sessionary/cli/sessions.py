@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import typer
-from rich.table import Table
 
-from sessionary.cli.common import console, print_json
+from sessionary.cli.common import console, print_json, print_table
 from sessionary.cli.remote import API_KEY_OPTION, BASE_URL_OPTION, JSON_OPTION, remote
 
 app = typer.Typer(help="Sessions (conversations) on a running server.")
@@ -30,12 +29,11 @@ def list_sessions(
     if as_json:
         print_json(page.model_dump(mode="json"))
         return
-    table = Table("id", "kind", "name", "updated", "last response")
-    for row in page.data:
-        table.add_row(
-            row.id, row.kind or "", row.name or "", when(row.updated_at), row.last_response_id or ""
-        )
-    console.print(table)
+    print_table(
+        ("id", "last response", "kind", "name", "updated"),
+        [(r.id, r.last_response_id, r.kind, r.name, when(r.updated_at)) for r in page.data],
+        ids=2,
+    )
 
 
 @app.command("show")

@@ -10,10 +10,15 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from sessionary.cli.common import console, fail, print_json
-from sessionary.cli.remote import API_KEY_OPTION, BASE_URL_OPTION, JSON_OPTION, remote
+from sessionary.cli.common import console, fail, print_json, print_table
+from sessionary.cli.remote import (
+    API_KEY_OPTION,
+    BASE_URL_OPTION,
+    JSON_OPTION,
+    remote,
+    resolve_template,
+)
 
 app = typer.Typer(help="Embedding templates on a running server.")
 
@@ -61,7 +66,7 @@ def import_records(
     file: Path,
     name: str = typer.Option(None, "--name", help="Template name (default: the file's name)."),
     template: str = typer.Option(
-        None, "--template", help="Add to this template instead of a new one."
+        None, "--template", help="Add to this template (id, or its name when unique)."
     ),
     batch_size: int = typer.Option(1000, min=1, max=10_000, help="Records per request."),
     base_url: str = BASE_URL_OPTION,
@@ -84,6 +89,8 @@ def import_records(
         remote(base_url, api_key) as client,
         Progress(*columns, console=console, disable=as_json) as progress,
     ):
+        if template is not None:
+            template = resolve_template(client, template)
         task = progress.add_task(f"Importing {file.name}", total=len(records))
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
@@ -112,8 +119,8 @@ def import_records(
 
 @app.command("search")
 def search(
-    template: str,
-    query: str,
+    template: str = typer.Argument(..., help="Template id, or its name when unique."),
+    query: str = typer.Argument(..., help="What to look for, in plain language."),
     limit: int = typer.Option(10, min=1, max=100),
     rerank: bool = typer.Option(False, "--rerank", help="Fuse lexical and vector rankings."),
     base_url: str = BASE_URL_OPTION,
@@ -122,7 +129,8 @@ def search(
 ) -> None:
     """Search a template in plain language; shows the results and the filters applied."""
     with remote(base_url, api_key) as client:
-        found = client.search_against_embedding(template, query, limit=limit, rerank=rerank)
+        template_id = resolve_template(client, template)
+        found = client.search_against_embedding(template_id, query, limit=limit, rerank=rerank)
     answer = found.data.model_dump(mode="json")
     if as_json:
         print_json(answer)
@@ -140,15 +148,17 @@ def search(
     console.print(f"Semantic query: {semantic}", highlight=False, soft_wrap=True)
     if answer.get("notice"):
         console.print(f"Notice: {answer['notice']}", highlight=False, soft_wrap=True)
-    table = Table("id", "score", "record")
+    rows = []
     for result in answer["results"]:
         preview = json.dumps(result.get("record") or {}, ensure_ascii=False)
-        table.add_row(
-            str(result["id"]),
-            f"{result['score']:.3f}",
-            preview[:90] + ("…" if len(preview) > 90 else ""),
+        rows.append(
+            (
+                result["id"],
+                f"{result['score']:.3f}",
+                preview[:90] + ("…" if len(preview) > 90 else ""),
+            )
         )
-    console.print(table)
+    print_table(("id", "score", "record"), rows)
 
 
 @app.command("list")
@@ -163,28 +173,26 @@ def list_templates(
     if as_json:
         print_json(answer)
         return
-    table = Table("id", "name", "records", "status", "updated")
-    for row in answer["templates"]:
-        table.add_row(
-            row["template_id"],
-            row.get("name") or "",
-            str(row["record_count"]),
-            row["status"],
-            row["updated_at"],
-        )
-    console.print(table)
+    print_table(
+        ("id", "name", "records", "status", "updated"),
+        [
+            (r["template_id"], r.get("name"), r["record_count"], r["status"], r["updated_at"])
+            for r in answer["templates"]
+        ],
+    )
 
 
 @app.command("status")
 def status(
-    template: str,
+    template: str = typer.Argument(..., help="Template id, or its name when unique."),
     base_url: str = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Whether a template has embeddings, and how many."""
     with remote(base_url, api_key) as client:
-        answer = client.get_embedding_status(template).data.model_dump(mode="json")
+        template_id = resolve_template(client, template)
+        answer = client.get_embedding_status(template_id).data.model_dump(mode="json")
     if as_json:
         print_json(answer)
         return
@@ -192,8 +200,17 @@ def status(
 
 
 @app.command("delete")
-def delete(template: str, base_url: str = BASE_URL_OPTION, api_key: str = API_KEY_OPTION) -> None:
+def delete(
+    template: str = typer.Argument(..., help="Template id, or its name when unique."),
+    base_url: str = BASE_URL_OPTION,
+    api_key: str = API_KEY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Remove every record of a template (the template stays, empty)."""
     with remote(base_url, api_key) as client:
-        answer = client.delete_embeddings(template).data.model_dump(mode="json")
+        template_id = resolve_template(client, template)
+        answer = client.delete_embeddings(template_id).data.model_dump(mode="json")
+    if as_json:
+        print_json(answer)
+        return
     console.print(f"Deleted {answer['deleted_count']} records from {answer['template_id']}.")

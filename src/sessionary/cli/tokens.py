@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.payloads import token_info
 from sessionary.accounts.tokens import TokenService
-from sessionary.cli.common import console, print_json, unit_of_work
+from sessionary.cli.common import (
+    console,
+    print_json,
+    print_table,
+    resolve_account,
+    unit_of_work,
+)
 
 app = typer.Typer(help="Auth tokens (local admin: works on the database directly).")
 
 
 @app.command("list")
-def list_tokens(account_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_tokens(
+    account: str = typer.Argument(..., help="Account id, or its name when unique."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """An account's live auth tokens (ids and lineage; the tokens themselves are not stored)."""
     with unit_of_work() as session:
+        account_id = resolve_account(session, account)
         rows = TokenService(session).live_tokens(Principal(account_id, None))
         infos = [token_info(r).model_dump(mode="json") for r in rows]
     if as_json:
         print_json(infos)
         return
-    table = Table("id", "external user", "from key", "expires")
-    for info in infos:
-        table.add_row(
-            info["id"], info["external_user_id"] or "", info["api_key_id"] or "", info["expires_at"]
-        )
-    console.print(table)
+    print_table(
+        ("id", "external user", "from key", "expires"),
+        [(i["id"], i["external_user_id"], i["api_key_id"], i["expires_at"]) for i in infos],
+        ids=3,
+    )
 
 
 @app.command("revoke")

@@ -51,7 +51,9 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+# "repetition": a local model started looping and the answer was ended before the loop; the
+# wire shows it as a completed answer (the text up to the loop is the answer).
+FinishReason = Literal["stop", "length", "cancelled", "repetition"]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,6 @@ It lives in `sessionary.settings.providers` with the other settings groups, so t
 composes every group without importing a domain.
 """
 
-from sessionary.settings.providers import ProviderSettings
+from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 
-__all__ = ["ProviderSettings"]
+__all__ = ["LOCAL_MAX_OUTPUT_TOKENS", "ProviderSettings"]

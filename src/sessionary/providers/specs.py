@@ -25,7 +25,7 @@ LOCAL_EMBEDDINGS = ProviderSpec(
     "embeddings",
     "local",
     "sessionary.providers.embeddings.local:create",
-    "sentence-transformers, all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2 in NumPy (the bundled weights)",
 )
 OPENAI_EMBEDDINGS = ProviderSpec(
     "embeddings",

