@@ -13,14 +13,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from sessionary import __version__
+from sessionary.accounts.bearers import register_bearer_kind
 from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
 from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
+from sessionary.billing.idempotency_middleware import IdempotencyMiddleware
 from sessionary.billing.metering import HoldKeeper
-from sessionary.billing.middleware import IdempotencyMiddleware
 from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
+from sessionary.chatkit.service import ClientSecrets
 from sessionary.config import Settings, load_settings
 from sessionary.conversations.routes import router as threads_router
 from sessionary.external.routes import root_router as external_root_router
@@ -74,6 +76,7 @@ def build_providers(settings: Settings) -> Providers:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    register_bearer_kind(ClientSecrets())  # accounts authenticates them without importing chatkit
     db = Database(settings)
     providers = build_providers(settings)
 
@@ -117,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # idempotency sees only bodies within the limit.
     app.add_middleware(
         IdempotencyMiddleware,
-        db=db,
+        database=db,
         caller_scope=caller_scope(db),
         retention=timedelta(hours=settings.idempotency_retention_hours),
         lease=timedelta(seconds=settings.idempotency_lease_seconds),

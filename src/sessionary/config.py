@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sessionary.billing.pricing import PricingSettings
-from sessionary.providers.settings import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 from sessionary.search.settings import SearchSettings
+from sessionary.settings.pricing import PricingSettings
+from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 
 
 class CorsSettings(BaseModel):

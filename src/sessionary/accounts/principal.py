@@ -14,12 +14,11 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
+from sessionary.accounts.bearers import bearer_kind_of
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import TokenService
-from sessionary.chatkit.service import SECRET_TYPE as CLIENT_SECRET_TYPE
-from sessionary.chatkit.service import ChatKitService
 from sessionary.kit.db import Database
 from sessionary.kit.dependencies import AppDatabase, AppSettings
 from sessionary.kit.errors import Forbidden, Unauthorized
@@ -56,14 +55,14 @@ def _credentials(headers: Headers) -> tuple[str | None, str | None]:
     return token, external
 
 
-def identify(session: Session, token: str | None, external_key: str | None) -> Principal:
+def identify(db: Session, token: str | None, external_key: str | None) -> Principal:
     """The principal behind an account key, an external user's key or an auth token, optionally
     narrowed to one external user by `x-external-user-api-key`. Reads only."""
-    accounts = AccountService(session)
+    accounts = AccountService(db)
     principal: Principal | None = None
     if token is not None:
         if token.startswith(AUTH_TOKEN_TYPE):
-            row = TokenService(session).authenticate(token)
+            row = TokenService(db).authenticate(token)
             principal = Principal(
                 row.account_id, None, external_user_id=row.external_user_id, token_id=row.id
             )
@@ -84,23 +83,26 @@ def identify(session: Session, token: str | None, external_key: str | None) -> P
     return Principal(user_key.account_id, user_key.id, external_user_id=user_key.external_user_id)
 
 
-def get_any_principal(request: Request, db: AppDatabase, settings: AppSettings) -> Principal:
+def get_any_principal(request: Request, database: AppDatabase, settings: AppSettings) -> Principal:
     """Resolved in short sessions of its own, before the route's transaction begins.
 
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
     token, external_key = _credentials(request.headers)
-    if token is not None and token.startswith(CLIENT_SECRET_TYPE):
+    kind = bearer_kind_of(token)
+    if kind is not None and token is not None:
         # A write: every request with a client secret counts against its rate limit.
-        with db.session() as session:
-            principal = ChatKitService(session).authenticate(token)
+        with database.session() as db:
+            principal = kind.authenticate(db, token)
         structlog.contextvars.bind_contextvars(account_id=principal.account_id)
         return principal
-    with db.session(write=False) as session:
-        principal = identify(session, token, external_key)
+    with database.session(write=False) as db:
+        principal = identify(db, token, external_key)
     if principal.api_key_id is not None:
-        _touch(db, principal.api_key_id, timedelta(seconds=settings.key_touch_interval_seconds))
+        _touch(
+            database, principal.api_key_id, timedelta(seconds=settings.key_touch_interval_seconds)
+        )
     structlog.contextvars.bind_contextvars(
         account_id=principal.account_id, external_user_id=principal.external_user_id
     )
@@ -112,7 +114,7 @@ def get_any_principal(request: Request, db: AppDatabase, settings: AppSettings) 
 _touched: dict[str, float] = {}
 
 
-def _touch(db: Database, key_id: str, interval: timedelta) -> None:
+def _touch(database: Database, key_id: str, interval: timedelta) -> None:
     now = time.monotonic()
     if now - _touched.get(key_id, -math.inf) < interval.total_seconds():
         return
@@ -120,8 +122,8 @@ def _touch(db: Database, key_id: str, interval: timedelta) -> None:
         _touched.clear()
     _touched[key_id] = now
     try:
-        with db.session() as touch_session:
-            AccountService(touch_session).touch(key_id, interval)
+        with database.session() as db:
+            AccountService(db).touch(key_id, interval)
     except Exception:  # last_used_at is bookkeeping; never fail a request over it
         log.warning("key_touch_failed", key_id=key_id, exc_info=True)
 
@@ -159,7 +161,7 @@ UserCaller = Annotated[Principal, Depends(get_user_principal)]
 SessionCaller = Annotated[Principal, Depends(get_any_principal)]
 
 
-def caller_scope(db: Database) -> Callable[[Headers], str | None]:
+def caller_scope(database: Database) -> Callable[[Headers], str | None]:
     """Who a request speaks for, as a stable string (idempotency keys are scoped by it).
 
     None when the credential is missing or invalid: the route itself will answer 401/403.
@@ -168,11 +170,11 @@ def caller_scope(db: Database) -> Callable[[Headers], str | None]:
     def scope_of(headers: Headers) -> str | None:
         try:
             token, external_key = _credentials(headers)
-            with db.session(write=False) as session:
-                if token is not None and token.startswith(CLIENT_SECRET_TYPE):
-                    session_id = ChatKitService(session).session_of(token)
-                    return f"chatkit:{session_id}" if session_id else None
-                principal = identify(session, token, external_key)
+            kind = bearer_kind_of(token)
+            with database.session(write=False) as db:
+                if kind is not None and token is not None:
+                    return kind.scope_of(db, token)
+                principal = identify(db, token, external_key)
         except (Unauthorized, Forbidden):
             return None
         if principal.external_user_id is not None:

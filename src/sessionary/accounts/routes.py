@@ -9,12 +9,11 @@ from fastapi import APIRouter, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.models import ClientToken
+from sessionary.accounts.payloads import login_token_answer, token_info
 from sessionary.accounts.principal import Caller, UserCaller, bearer_of
-from sessionary.accounts.schemas import AuthTokenInfo, RevokeToken, WhoAmI
+from sessionary.accounts.schemas import RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
-from sessionary.accounts.tokens import IssuedToken, TokenService
-from sessionary.config import Settings
+from sessionary.accounts.tokens import TokenService
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.pagination import Page, envelope, paginate
@@ -38,8 +37,8 @@ register_url_convertor("token_id", TokenIdConvertor())
 
 
 @router.get("/me", response_model=WhoAmI, summary="The account (or external user) calling")
-def who_am_i(caller: UserCaller, session: DbSession) -> WhoAmI:
-    account = AccountService(session).get_account(caller.account_id)
+def who_am_i(caller: UserCaller, db: DbSession) -> WhoAmI:
+    account = AccountService(db).get_account(caller.account_id)
     return WhoAmI(
         account_id=account.id,
         name=account.name,
@@ -48,44 +47,30 @@ def who_am_i(caller: UserCaller, session: DbSession) -> WhoAmI:
     )
 
 
-def login_token_answer(issued: IssuedToken, request: Request, settings: Settings) -> dict[str, Any]:
-    """The samsar-js shape, with a loginUrl built from SESSIONARY_LOGIN_URL (or this server)."""
-    row = issued.row
-    template = settings.login_url or (
-        str(request.base_url).rstrip("/") + "/users/verify_token?loginToken={token}"
-    )
-    return {
-        "loginToken": issued.plaintext,
-        "expiresInSeconds": settings.login_token_ttl_seconds,
-        "expiresAt": row.expires_at.isoformat(),
-        "loginUrl": template.format(token=issued.plaintext, redirect=row.redirect or ""),
-    }
-
-
 @router.post("/create_login_token", summary="A short-lived, single-use login token")
 def create_login_token(
-    caller: Caller, session: DbSession, settings: AppSettings, request: Request
+    caller: Caller, db: DbSession, settings: AppSettings, request: Request
 ) -> dict[str, Any]:
     ttl = timedelta(seconds=settings.login_token_ttl_seconds)
-    issued = TokenService(session).create_login_token(caller, ttl)
-    return login_token_answer(issued, request, settings)
+    issued = TokenService(db).create_login_token(caller, ttl)
+    return login_token_answer(issued, str(request.base_url), settings)
 
 
 @router.post("/auth_tokens/revoke", summary="Revoke an auth token (its own, or the account's)")
 def revoke_auth_token(
-    caller: UserCaller, session: DbSession, request: Request, body: RevokeToken | None = None
+    caller: UserCaller, db: DbSession, request: Request, body: RevokeToken | None = None
 ) -> dict[str, Any]:
     token = body.auth_token if body else None
     token = token or bearer_of(request.headers)
     if not token or not token.startswith(AUTH_TOKEN_TYPE):
         raise InvalidRequest("Name the auth token to revoke as authToken.", param="authToken")
-    row = TokenService(session).revoke(caller, token)
+    row = TokenService(db).revoke(caller, token)
     return {"revoked": True, "expiresAt": row.expires_at.isoformat()}
 
 
 @router.get("/auth_tokens", summary="The account's live auth tokens (ids, never the tokens)")
-def list_auth_tokens(caller: Caller, session: DbSession, page: Page) -> dict[str, Any]:
-    rows = TokenService(session).live_tokens(caller)
+def list_auth_tokens(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
+    rows = TokenService(db).live_tokens(caller)
     chosen, has_more = paginate(rows, lambda r: r.id, page)
     data = [token_info(r).model_dump(mode="json") for r in chosen]
     return envelope(data, has_more)
@@ -94,18 +79,6 @@ def list_auth_tokens(caller: Caller, session: DbSession, page: Page) -> dict[str
 @router.delete(
     "/auth_tokens/{token_id:token_id}", summary="Revoke one auth token and its descendants"
 )
-def revoke_auth_token_by_id(token_id: str, caller: Caller, session: DbSession) -> dict[str, Any]:
-    row = TokenService(session).revoke_by_id(caller, token_id)
+def revoke_auth_token_by_id(token_id: str, caller: Caller, db: DbSession) -> dict[str, Any]:
+    row = TokenService(db).revoke_by_id(caller, token_id)
     return {"id": row.id, "object": "auth_token.deleted", "deleted": True}
-
-
-def token_info(row: ClientToken) -> AuthTokenInfo:
-    return AuthTokenInfo(
-        id=row.id,
-        prefix=row.prefix,
-        external_user_id=row.external_user_id,
-        api_key_id=row.api_key_id,
-        parent_token_id=row.parent_token_id,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-    )

@@ -32,8 +32,8 @@ class IssuedKey:
 
 
 class AccountService:
-    def __init__(self, session: Session) -> None:
-        self.store = AccountStore(session)
+    def __init__(self, db: Session) -> None:
+        self.store = AccountStore(db)
 
     def create_account(self, name: str) -> tuple[Account, IssuedKey]:
         name = name.strip()

@@ -5,52 +5,49 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
+from sessionary.kit.store import Store
 
 
-class AccountStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class AccountStore(Store):
     def add_account(self, account: Account) -> Account:
-        self.session.add(account)
-        self.session.flush()
+        self.db.add(account)
+        self.db.flush()
         return account
 
     def get_account(self, account_id: str) -> Account | None:
-        return self.session.get(Account, account_id)
+        return self.db.get(Account, account_id)
 
     def first_account(self) -> Account | None:
-        return self.session.scalars(select(Account).order_by(Account.id).limit(1)).first()
+        return self.db.scalars(select(Account).order_by(Account.id).limit(1)).first()
 
     def count_accounts(self) -> int:
-        return self.session.scalar(select(func.count()).select_from(Account)) or 0
+        return self.db.scalar(select(func.count()).select_from(Account)) or 0
 
     def list_accounts(self) -> list[Account]:
-        return list(self.session.scalars(select(Account).order_by(Account.id)))
+        return list(self.db.scalars(select(Account).order_by(Account.id)))
 
     def add_key(self, key: ApiKey) -> ApiKey:
-        self.session.add(key)
-        self.session.flush()
+        self.db.add(key)
+        self.db.flush()
         return key
 
     def key_by_prefix(self, prefix: str) -> ApiKey | None:
-        return self.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+        return self.db.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        return self.session.get(ApiKey, key_id)
+        return self.db.get(ApiKey, key_id)
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         query = select(ApiKey).order_by(ApiKey.id)
         if account_id is not None:
             query = query.where(ApiKey.account_id == account_id)
-        return list(self.session.scalars(query))
+        return list(self.db.scalars(query))
 
     def touch_key(self, key_id: str, when: datetime, older_than: datetime) -> None:
         """Record use, but only when the stored time is stale, so most calls write nothing."""
-        self.session.execute(
+        self.db.execute(
             update(ApiKey)
             .where(ApiKey.id == key_id)
             .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < older_than))
@@ -59,7 +56,7 @@ class AccountStore:
 
     def live_keys_of_external_user(self, external_user_id: str) -> list[ApiKey]:
         return list(
-            self.session.scalars(
+            self.db.scalars(
                 select(ApiKey)
                 .where(ApiKey.external_user_id == external_user_id)
                 .where(ApiKey.revoked_at.is_(None))
@@ -70,19 +67,19 @@ class AccountStore:
     # Login and auth tokens
 
     def add_token(self, token: ClientToken) -> ClientToken:
-        self.session.add(token)
-        self.session.flush()
+        self.db.add(token)
+        self.db.flush()
         return token
 
     def token_by_prefix(self, prefix: str) -> ClientToken | None:
-        return self.session.scalars(select(ClientToken).where(ClientToken.prefix == prefix)).first()
+        return self.db.scalars(select(ClientToken).where(ClientToken.prefix == prefix)).first()
 
     def get_token(self, token_id: str) -> ClientToken | None:
-        return self.session.get(ClientToken, token_id)
+        return self.db.get(ClientToken, token_id)
 
     def live_auth_tokens(self, account_id: str, now: datetime) -> list[ClientToken]:
         return list(
-            self.session.scalars(
+            self.db.scalars(
                 select(ClientToken)
                 .where(ClientToken.account_id == account_id)
                 .where(ClientToken.kind == "auth")
@@ -94,7 +91,7 @@ class AccountStore:
 
     def revoke_tokens_of_user(self, external_user_id: str, now: datetime) -> int:
         """End every token of one external user (its key was rotated)."""
-        result = self.session.execute(
+        result = self.db.execute(
             update(ClientToken)
             .where(ClientToken.external_user_id == external_user_id)
             .where(ClientToken.revoked_at.is_(None))
@@ -104,7 +101,7 @@ class AccountStore:
 
     def use_login_token(self, token_id: str, now: datetime) -> bool:
         """Mark a login token used; False when another request used it first (single use)."""
-        result = self.session.execute(
+        result = self.db.execute(
             update(ClientToken)
             .where(ClientToken.id == token_id)
             .where(ClientToken.used_at.is_(None))

@@ -42,8 +42,8 @@ class IssuedToken:
 
 
 class TokenService:
-    def __init__(self, session: Session) -> None:
-        self.store = AccountStore(session)
+    def __init__(self, db: Session) -> None:
+        self.store = AccountStore(db)
 
     def _issue(
         self,

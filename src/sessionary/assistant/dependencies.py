@@ -1,4 +1,4 @@
-"""The assistant's collaborators, from the app's state."""
+"""The assistant service, built from the app's state (it opens its own short transactions)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from sessionary.assistant.turns import TurnService
+from sessionary.assistant.service import AssistantService
 from sessionary.billing.pricing import Pricing
 
 
-def get_turn_service(request: Request) -> TurnService:
+def get_assistant_service(request: Request) -> AssistantService:
     state = request.app.state
-    return TurnService(state.db, state.providers, Pricing(state.settings.pricing))
+    return AssistantService(state.db, state.providers, Pricing(state.settings.pricing))
 
 
-Turns = Annotated[TurnService, Depends(get_turn_service)]
+AppAssistant = Annotated[AssistantService, Depends(get_assistant_service)]

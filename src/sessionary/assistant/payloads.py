@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sessionary.assistant.schemas import TurnRequest
+from sessionary.conversations.models import ConversationSession
+from sessionary.kit.metadata import load
+from sessionary.kit.request_context import current_request_id
 from sessionary.providers.base import Usage
 
 
@@ -106,4 +109,17 @@ def response_object(
         "truncation": request.truncation or "disabled",
         "usage": usage_object(usage) if usage else None,
         "user": request.user,
+    }
+
+
+def session_object(row: ConversationSession) -> dict[str, Any]:
+    """Samsar's answer for a new assistant session."""
+    return {
+        "session_id": row.id,
+        "request_id": current_request_id(),
+        "session_type": row.kind,
+        "session_name": row.name,
+        "metadata": load(row.metadata_json) or {},
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
     }

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from sessionary.accounts.principal import SessionCaller, UserCaller
-from sessionary.assistant.dependencies import Turns
-from sessionary.assistant.routes import answer_turn
+from sessionary.assistant.answers import turn_response
+from sessionary.assistant.dependencies import AppAssistant
 from sessionary.assistant.schemas import ResponsesRequest
 from sessionary.conversations.service import ConversationService, check_id
-from sessionary.kit.dependencies import AppSettings, DbSession
+from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
@@ -29,7 +29,7 @@ def _conversation_id(value: str | dict[str, Any] | None) -> str | None:
 
 @router.post("/responses", summary="Create a model response (OpenAI Responses API)")
 async def create_response(
-    body: ResponsesRequest, caller: SessionCaller, turns: Turns, settings: AppSettings
+    body: ResponsesRequest, caller: SessionCaller, assistant: AppAssistant
 ) -> Response:
     conversation = _conversation_id(body.conversation)
     if conversation is not None and body.previous_response_id is not None:
@@ -37,40 +37,37 @@ async def create_response(
             "Use either 'conversation' or 'previous_response_id', not both.",
             param="conversation",
         )
-    return await answer_turn(
-        turns,
+    outcome = await assistant.answer(
         caller,
         body,
         route="/v1/responses",
         session_id=conversation,
         session_kind="response",
         default_truncation="disabled",
-        default_max_output_tokens=settings.default_max_output_tokens,
     )
+    return turn_response(outcome)
 
 
 @router.get("/responses/{response_id}", summary="Retrieve a stored response")
 def retrieve_response(
-    response_id: ObjectId, caller: SessionCaller, session: DbSession
+    response_id: ObjectId, caller: SessionCaller, db: DbSession
 ) -> dict[str, Any]:
-    row = ConversationService(session).owned_response(caller, response_id)
+    row = ConversationService(db).owned_response(caller, response_id)
     payload: dict[str, Any] = json.loads(row.payload_json)
     return payload
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
-def delete_response(
-    response_id: ObjectId, caller: UserCaller, session: DbSession
-) -> dict[str, Any]:
-    ConversationService(session).delete_response(caller, response_id)
+def delete_response(response_id: ObjectId, caller: UserCaller, db: DbSession) -> dict[str, Any]:
+    ConversationService(db).delete_response(caller, response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
 @router.get("/responses/{response_id}/input_items", summary="The input items of a response")
 def input_items(
-    response_id: ObjectId, caller: SessionCaller, session: DbSession, page: Page
+    response_id: ObjectId, caller: SessionCaller, db: DbSession, page: Page
 ) -> dict[str, Any]:
-    conversations = ConversationService(session)
+    conversations = ConversationService(db)
     row = conversations.owned_response(caller, response_id)
     messages = conversations.input_messages(row)
     chosen, has_more = paginate(messages, lambda m: m.id, page)

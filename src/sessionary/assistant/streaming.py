@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from sessionary.assistant.payloads import message_item
-from sessionary.assistant.turns import Turn, TurnService
+from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.money import credits_number
@@ -25,6 +25,9 @@ from sessionary.kit.errors import ApiError
 from sessionary.kit.ids import new_id
 from sessionary.providers.base import StreamDone, TextDelta, Usage
 from sessionary.providers.container import is_local
+
+if TYPE_CHECKING:  # the service builds the stream; the stream calls back into it
+    from sessionary.assistant.service import AssistantService
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -39,7 +42,7 @@ class EventWriter:
         return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def stream_turn(service: TurnService, turn: Turn, meter: Meter) -> AsyncIterator[bytes]:
+async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> AsyncIterator[bytes]:
     event = EventWriter()
     session_id = turn.session_id
     pending = service.payload(
@@ -139,7 +142,7 @@ async def stream_turn(service: TurnService, turn: Turn, meter: Meter) -> AsyncIt
 
 
 async def _image_events(
-    service: TurnService, turn: Turn, meter: Meter, event: EventWriter
+    service: AssistantService, turn: Turn, meter: Meter, event: EventWriter
 ) -> AsyncIterator[bytes]:
     assert turn.image is not None
     item_id = new_id("ig")
@@ -174,7 +177,7 @@ async def _image_events(
     yield event("response.completed", response=payload)
 
 
-def produced_tokens(service: TurnService, produced: list[str]) -> int:
+def produced_tokens(service: AssistantService, produced: list[str]) -> int:
     """Output tokens of an interrupted stream: the local model streams one token a delta; a
     remote one may pack several in a delta, so count at least a token per four characters."""
     if is_local(service.providers.chat()):
@@ -183,7 +186,7 @@ def produced_tokens(service: TurnService, produced: list[str]) -> int:
 
 
 async def _settle_partial(
-    service: TurnService, turn: Turn, meter: Meter, produced: list[str], started: bool
+    service: AssistantService, turn: Turn, meter: Meter, produced: list[str], started: bool
 ) -> Settlement | None:
     """Bill an interrupted turn: its prompt and the deltas produced once the model was called
     (never more than the hold); release the hold when the model was never called."""

@@ -71,8 +71,8 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 
 class IdempotencyService:
-    def __init__(self, session: Session, *, retention: timedelta, lease: timedelta) -> None:
-        self.store = IdempotencyStore(session)
+    def __init__(self, db: Session, *, retention: timedelta, lease: timedelta) -> None:
+        self.store = IdempotencyStore(db)
         self.retention = retention
         self.lease = lease
 

@@ -86,9 +86,9 @@ def insufficient(needed_micro: int, balance_micro: int) -> InsufficientCredits:
 
 class Ledger:
     def __init__(
-        self, session: Session, *, reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL
+        self, db: Session, *, reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL
     ) -> None:
-        self.store = LedgerStore(session)
+        self.store = LedgerStore(db)
         self.reservation_ttl = reservation_ttl
 
     # Reading
@@ -265,7 +265,7 @@ class Ledger:
         )
         if remaining is None:
             raise insufficient(-amount_micro, self.balance(owner))
-        telemetry.note(self.store.session, kind, owner.type, route, amount_micro)
+        telemetry.note(self.store.db, kind, owner.type, route, amount_micro)
         self.store.append(
             {
                 "id": entry_id,

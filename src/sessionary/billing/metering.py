@@ -32,16 +32,16 @@ log = structlog.get_logger("sessionary.billing")
 LIVE_HOLDS: set[str] = set()
 
 
-def _hold(db: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
+def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
     """Reserve in a short transaction of its own; expires after the configured TTL."""
-    ttl = timedelta(seconds=db.settings.reservation_ttl_seconds)
-    with db.session() as session:
-        return Ledger(session, reservation_ttl=ttl).reserve(owner, worst_case_micro, route=route)
+    ttl = timedelta(seconds=database.settings.reservation_ttl_seconds)
+    with database.session() as db:
+        return Ledger(db, reservation_ttl=ttl).reserve(owner, worst_case_micro, route=route)
 
 
 class Meter:
-    def __init__(self, db: Database, reservation: Reservation) -> None:
-        self.db = db
+    def __init__(self, database: Database, reservation: Reservation) -> None:
+        self.database = database
         self.reservation = reservation
         self.settlement: Settlement | None = None
         LIVE_HOLDS.add(reservation.id)
@@ -62,7 +62,7 @@ class Meter:
                 self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
             )
         else:
-            with self.db.session() as own:
+            with self.database.session() as own:
                 self.settlement = Ledger(own).settle(
                     self.reservation.id,
                     actual_micro,
@@ -75,19 +75,21 @@ class Meter:
     def release(self) -> None:
         LIVE_HOLDS.discard(self.reservation.id)
         try:
-            with self.db.session() as own:
+            with self.database.session() as own:
                 Ledger(own).release(self.reservation.id)
         except Exception:  # the reservation then expires back to its owner
             log.exception("release_failed", reservation_id=self.reservation.id)
 
 
 @contextmanager
-def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Iterator[Meter]:
+def metered(
+    database: Database, owner: Owner, worst_case_micro: int, *, route: str
+) -> Iterator[Meter]:
     """Hold `worst_case_micro` (402 if the balance cannot) for the duration of the block.
 
     Leaving the block without `settle` - by an exception or by forgetting - releases the hold.
     """
-    meter = Meter(db, _hold(db, owner, worst_case_micro, route))
+    meter = Meter(database, _hold(database, owner, worst_case_micro, route))
     try:
         yield meter
     finally:
@@ -95,12 +97,12 @@ def metered(db: Database, owner: Owner, worst_case_micro: int, *, route: str) ->
             meter.release()
 
 
-async def reserve(db: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Meter:
+async def reserve(database: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Meter:
     """The same hold as `metered`, for async code that settles or releases it explicitly."""
-
-    return Meter(
-        db, await anyio.to_thread.run_sync(lambda: _hold(db, owner, worst_case_micro, route))
+    reservation = await anyio.to_thread.run_sync(
+        lambda: _hold(database, owner, worst_case_micro, route)
     )
+    return Meter(database, reservation)
 
 
 async def release(meter: Meter) -> None:
@@ -123,10 +125,10 @@ async def settle(
     )
 
 
-async def balance_of(db: Database, owner: Owner) -> int:
+async def balance_of(database: Database, owner: Owner) -> int:
     def read() -> int:
-        with db.session(write=False) as session:
-            return Ledger(session).balance(owner)
+        with database.session(write=False) as db:
+            return Ledger(db).balance(owner)
 
     return await anyio.to_thread.run_sync(read)
 
@@ -134,21 +136,21 @@ async def balance_of(db: Database, owner: Owner) -> int:
 class HoldKeeper:
     """Keeps this process's running holds alive and sweeps back the holds of dead turns."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.ttl = timedelta(seconds=db.settings.reservation_ttl_seconds)
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.ttl = timedelta(seconds=database.settings.reservation_ttl_seconds)
         self.interval = min(max(self.ttl.total_seconds() / 3, 0.5), 60.0)
 
     def tick(self) -> int:
         """One pass: extend live holds, then release expired ones; how many were released."""
         live = list(LIVE_HOLDS)
-        with self.db.session() as session:
-            ledger = Ledger(session, reservation_ttl=self.ttl)
+        with self.database.session() as db:
+            ledger = Ledger(db, reservation_ttl=self.ttl)
             ledger.store.extend_reservations(live, utcnow() + self.ttl)
         released = 0
         while True:  # in batches, each its own short transaction
-            with self.db.session() as session:
-                batch = Ledger(session, reservation_ttl=self.ttl).release_expired()
+            with self.database.session() as db:
+                batch = Ledger(db, reservation_ttl=self.ttl).release_expired()
             released += batch
             if batch == 0:
                 return released

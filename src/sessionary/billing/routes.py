@@ -14,5 +14,5 @@ router = APIRouter(tags=["credits"])
 
 
 @router.get("/credits", response_model=CreditsBalance, summary="The caller's remaining credits")
-def get_credits(caller: UserCaller, session: DbSession) -> CreditsBalance:
-    return CreditsService(session).balance(Owner.of(caller))
+def get_credits(caller: UserCaller, db: DbSession) -> CreditsBalance:
+    return CreditsService(db).balance(Owner.of(caller))

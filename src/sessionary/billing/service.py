@@ -10,8 +10,8 @@ from sessionary.billing.schemas import CreditsBalance, TopUp
 
 
 class CreditsService:
-    def __init__(self, session: Session) -> None:
-        self.ledger = Ledger(session)
+    def __init__(self, db: Session) -> None:
+        self.ledger = Ledger(db)
 
     def balance(self, owner: Owner) -> CreditsBalance:
         entry = self.ledger.last_top_up(owner)

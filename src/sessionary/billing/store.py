@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from sessionary.billing.models import (
     CreditBalance,
@@ -24,6 +23,7 @@ from sessionary.billing.models import (
 )
 from sessionary.kit.models import UtcDateTime, utcnow
 from sessionary.kit.sql import insert_ignoring_conflict
+from sessionary.kit.store import Store
 
 _BALANCES = cast(Table, CreditBalance.__table__)
 _LEDGER = cast(Table, LedgerEntry.__table__)
@@ -66,10 +66,7 @@ _EXPIRED = (
 )
 
 
-class LedgerStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class LedgerStore(Store):
     def ensure_balance(self, owner_type: str, owner_id: str, account_id: str) -> None:
         values = {
             "owner_type": owner_type,
@@ -78,13 +75,13 @@ class LedgerStore:
             "balance_micro": 0,
             "updated_at": utcnow(),
         }
-        insert_ignoring_conflict(self.session, CreditBalance, values)
+        insert_ignoring_conflict(self.db, CreditBalance, values)
 
     def get_balance(self, owner_type: str, owner_id: str) -> CreditBalance | None:
-        return self.session.get(CreditBalance, (owner_type, owner_id), populate_existing=True)
+        return self.db.get(CreditBalance, (owner_type, owner_id), populate_existing=True)
 
     def balance_micro(self, owner_type: str, owner_id: str) -> int:
-        found = self.session.execute(
+        found = self.db.execute(
             _BALANCE, {"p_owner_type": owner_type, "p_owner_id": owner_id}
         ).scalar_one_or_none()
         return int(found or 0)
@@ -105,18 +102,18 @@ class LedgerStore:
             stmt, params["p_needed"] = _SPEND, -delta_micro
         else:
             stmt = _ADD
-        new_balance = self.session.execute(stmt, params).scalar_one_or_none()
+        new_balance = self.db.execute(stmt, params).scalar_one_or_none()
         return None if new_balance is None else int(new_balance)
 
     def append(self, entry: dict[str, Any]) -> None:
         """One ledger row, given as {column: value} for every column."""
-        self.session.execute(_APPEND, entry)
+        self.db.execute(_APPEND, entry)
 
     def entry(self, entry_id: str) -> LedgerEntry | None:
-        return self.session.get(LedgerEntry, entry_id)
+        return self.db.get(LedgerEntry, entry_id)
 
     def ledger_sum(self, owner_type: str, owner_id: str) -> int:
-        total = self.session.scalar(
+        total = self.db.scalar(
             select(func.coalesce(func.sum(LedgerEntry.amount_micro), 0))
             .where(LedgerEntry.owner_type == owner_type)
             .where(LedgerEntry.owner_id == owner_id)
@@ -124,7 +121,7 @@ class LedgerStore:
         return int(total or 0)
 
     def totals(self, owner_type: str, owner_id: str) -> list[tuple[str, int, int, datetime | None]]:
-        rows = self.session.execute(
+        rows = self.db.execute(
             select(
                 LedgerEntry.kind,
                 func.count(),
@@ -139,7 +136,7 @@ class LedgerStore:
 
     def entries(self, owner_type: str, owner_id: str, limit: int = 100) -> list[LedgerEntry]:
         return list(
-            self.session.scalars(
+            self.db.scalars(
                 select(LedgerEntry)
                 .where(LedgerEntry.owner_type == owner_type)
                 .where(LedgerEntry.owner_id == owner_id)
@@ -149,39 +146,39 @@ class LedgerStore:
         )
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
-        self.session.execute(_RESERVE, reservation)
+        self.db.execute(_RESERVE, reservation)
 
     def close_reservation(self, reservation_id: str, status: str) -> Any | None:
         """Mark an open reservation closed and return its row; None when it was not open.
 
         The status condition makes settle and release race-safe: exactly one of them wins.
         """
-        return self.session.execute(
+        return self.db.execute(
             _CLOSE, {"p_id": reservation_id, "p_status": status, "p_now": utcnow()}
         ).first()
 
     def get_reservation(self, reservation_id: str) -> CreditReservation | None:
-        return self.session.get(CreditReservation, reservation_id, populate_existing=True)
+        return self.db.get(CreditReservation, reservation_id, populate_existing=True)
 
     def expired_open_reservations(
         self, now: datetime, owner: tuple[str, str] | None = None
     ) -> list[str]:
         if owner is not None:
             params = {"p_owner_type": owner[0], "p_owner_id": owner[1], "p_now": now}
-            return list(self.session.scalars(_EXPIRED, params))
+            return list(self.db.scalars(_EXPIRED, params))
         query = (
             select(CreditReservation.id)
             .where(CreditReservation.status == "open")
             .where(CreditReservation.expires_at < now)
             .limit(100)
         )
-        return list(self.session.scalars(query))
+        return list(self.db.scalars(query))
 
     def extend_reservations(self, ids: list[str], until: datetime) -> int:
         """Push back the expiry of open reservations whose turns are still running."""
         if not ids:
             return 0
-        result = self.session.execute(
+        result = self.db.execute(
             update(CreditReservation)
             .where(CreditReservation.id.in_(ids))
             .where(CreditReservation.status == "open")
@@ -191,7 +188,7 @@ class LedgerStore:
 
     def expired_hold_micro(self, owner_type: str, owner_id: str, now: datetime) -> int:
         """What an owner's open reservations past their expiry still hold (to be swept back)."""
-        total = self.session.scalar(
+        total = self.db.scalar(
             select(func.coalesce(func.sum(CreditReservation.amount_micro), 0))
             .where(CreditReservation.owner_type == owner_type)
             .where(CreditReservation.owner_id == owner_id)
@@ -202,7 +199,7 @@ class LedgerStore:
 
     def count_open_reservations(self) -> int:
         return int(
-            self.session.scalar(
+            self.db.scalar(
                 select(func.count())
                 .select_from(CreditReservation)
                 .where(CreditReservation.status == "open")
@@ -211,23 +208,20 @@ class LedgerStore:
         )
 
 
-class IdempotencyStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class IdempotencyStore(Store):
     def get(self, scope: str, key: str) -> IdempotencyRecord | None:
-        return self.session.get(IdempotencyRecord, (scope, key), populate_existing=True)
+        return self.db.get(IdempotencyRecord, (scope, key), populate_existing=True)
 
     def try_insert(self, record: IdempotencyRecord) -> bool:
         """Insert unless the (scope, key) exists; True when this call created it."""
         values = {c.name: getattr(record, c.key) for c in IdempotencyRecord.__table__.columns}
-        return insert_ignoring_conflict(self.session, IdempotencyRecord, values)
+        return insert_ignoring_conflict(self.db, IdempotencyRecord, values)
 
     def take_over(
         self, scope: str, key: str, *, stale_before: datetime, values: Mapping[str, object]
     ) -> bool:
         """Reclaim a record whose answer expired or whose running request was abandoned."""
-        result = self.session.execute(
+        result = self.db.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.scope == scope)
             .where(IdempotencyRecord.key == key)
@@ -243,7 +237,7 @@ class IdempotencyStore:
         return bool(getattr(result, "rowcount", 0))
 
     def complete(self, scope: str, key: str, status: int, headers: str, body: bytes) -> None:
-        self.session.execute(
+        self.db.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.scope == scope)
             .where(IdempotencyRecord.key == key)
@@ -251,14 +245,14 @@ class IdempotencyStore:
         )
 
     def remove(self, scope: str, key: str) -> None:
-        self.session.execute(
+        self.db.execute(
             delete(IdempotencyRecord)
             .where(IdempotencyRecord.scope == scope)
             .where(IdempotencyRecord.key == key)
         )
 
     def purge_expired(self, now: datetime) -> int:
-        result = self.session.execute(
+        result = self.db.execute(
             delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)
         )
         return int(getattr(result, "rowcount", 0))

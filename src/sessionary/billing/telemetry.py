@@ -25,17 +25,17 @@ _KEY = "sessionary_ledger_moves"
 _COUNTED = {"charge", "grant", "refund"}
 
 
-def note(session: Session, kind: str, owner_type: str, route: str | None, micro: int) -> None:
+def note(db: Session, kind: str, owner_type: str, route: str | None, micro: int) -> None:
     if kind in _COUNTED:
-        session.info.setdefault(_KEY, []).append((kind, owner_type, route or "", abs(micro)))
+        db.info.setdefault(_KEY, []).append((kind, owner_type, route or "", abs(micro)))
 
 
 @event.listens_for(Session, "after_commit")
-def _count(session: Session) -> None:
-    for kind, owner_type, route, micro in session.info.pop(_KEY, []):
+def _count(db: Session) -> None:
+    for kind, owner_type, route, micro in db.info.pop(_KEY, []):
         CREDITS_MOVED.labels(kind, owner_type, route).inc(micro / 1_000_000)
 
 
 @event.listens_for(Session, "after_rollback")
-def _forget(session: Any) -> None:
-    session.info.pop(_KEY, None)
+def _forget(db: Any) -> None:
+    db.info.pop(_KEY, None)

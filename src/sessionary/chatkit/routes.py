@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from sessionary.accounts.principal import Caller, SessionCaller
-from sessionary.chatkit.service import ChatKitService, SessionCreate, session_object
+from sessionary.chatkit.payloads import session_object
+from sessionary.chatkit.schemas import SessionCreate
+from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.faces import chatkit_item, chatkit_thread
-from sessionary.conversations.service import ConversationService
 from sessionary.kit.dependencies import DbSession
-from sessionary.kit.errors import NotFound
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope
 
@@ -19,57 +19,39 @@ router = APIRouter(tags=["chatkit"])
 
 
 @router.post("/chatkit/sessions", summary="Create a ChatKit session and its client secret")
-def create_session(body: SessionCreate, caller: Caller, session: DbSession) -> dict[str, Any]:
-    row, secret = ChatKitService(session).create(caller, body)
+def create_session(body: SessionCreate, caller: Caller, db: DbSession) -> dict[str, Any]:
+    row, secret = ChatKitService(db).create(caller, body)
     return session_object(row, secret)
 
 
 @router.post("/chatkit/sessions/{session_id}/cancel", summary="Cancel a ChatKit session")
-def cancel_session(session_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
-    return session_object(ChatKitService(session).cancel(caller, session_id))
+def cancel_session(session_id: ObjectId, caller: Caller, db: DbSession) -> dict[str, Any]:
+    return session_object(ChatKitService(db).cancel(caller, session_id))
 
 
 @router.get("/chatkit/threads", summary="List ChatKit threads")
 def list_threads(
-    caller: Caller, session: DbSession, page: Page, user: str | None = None
+    caller: Caller, db: DbSession, page: Page, user: str | None = None
 ) -> dict[str, Any]:
-    chatkit = ChatKitService(session)
-    users = {row.id: row.user for row in chatkit.store.of_account(caller.account_id, user)}
-    rows = ConversationService(session).store.sessions_of(
-        caller.account_id,
-        "chatkit",
-        session_ids=list(users),
-        **page.model_dump(),
-    )
-    data = [chatkit_thread(r, users[r.id]) for r in rows[: page.limit]]
-    return envelope(data, len(rows) > page.limit)
-
-
-def _thread(caller: Any, session: DbSession, thread_id: ObjectId) -> tuple[Any, str]:
-    row = ConversationService(session).owned_session(caller, thread_id, "thread_id")
-    chatkit = ChatKitService(session).store.get(row.id)
-    if chatkit is None:
-        raise NotFound(f"No ChatKit thread '{thread_id}'.", param="thread_id")
-    return row, chatkit.user
+    threads, has_more = ChatKitService(db).threads(caller, user, page)
+    return envelope([chatkit_thread(row, owner) for row, owner in threads], has_more)
 
 
 @router.get("/chatkit/threads/{thread_id}", summary="Retrieve a ChatKit thread")
-def get_thread(thread_id: ObjectId, caller: SessionCaller, session: DbSession) -> dict[str, Any]:
-    row, user = _thread(caller, session, thread_id)
+def get_thread(thread_id: ObjectId, caller: SessionCaller, db: DbSession) -> dict[str, Any]:
+    row, user = ChatKitService(db).thread(caller, thread_id)
     return chatkit_thread(row, user)
 
 
 @router.delete("/chatkit/threads/{thread_id}", summary="Delete a ChatKit thread")
-def delete_thread(thread_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
-    row, _ = _thread(caller, session, thread_id)
-    ConversationService(session).soft_delete(row)
+def delete_thread(thread_id: ObjectId, caller: Caller, db: DbSession) -> dict[str, Any]:
+    row = ChatKitService(db).delete_thread(caller, thread_id)
     return {"id": row.id, "object": "chatkit.thread.deleted", "deleted": True}
 
 
 @router.get("/chatkit/threads/{thread_id}/items", summary="List a ChatKit thread's items")
 def list_items(
-    thread_id: ObjectId, caller: SessionCaller, session: DbSession, page: Page
+    thread_id: ObjectId, caller: SessionCaller, db: DbSession, page: Page
 ) -> dict[str, Any]:
-    row, _ = _thread(caller, session, thread_id)
-    messages = ConversationService(session).store.page_messages(row.id, **page.model_dump())
-    return envelope([chatkit_item(m) for m in messages[: page.limit]], len(messages) > page.limit)
+    messages, has_more = ChatKitService(db).items(caller, thread_id, page)
+    return envelope([chatkit_item(m) for m in messages], has_more)

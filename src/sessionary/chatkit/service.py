@@ -5,53 +5,27 @@ from __future__ import annotations
 import json
 import math
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import generate_key, key_matches, prefix_of
 from sessionary.accounts.tokens import TokenService
 from sessionary.chatkit.models import ChatKitSession
+from sessionary.chatkit.schemas import RateLimits, SessionCreate
 from sessionary.chatkit.store import ChatKitStore
+from sessionary.conversations.models import ConversationMessage, ConversationSession
 from sessionary.conversations.service import ConversationService
 from sessionary.kit.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
+from sessionary.kit.pagination import PageParams
 from sessionary.profiles.service import ProfileService, render_instructions
 
 SECRET_TYPE = "ek_"  # noqa: S105 - the visible type prefix of client secrets, not a secret
 WINDOW = timedelta(minutes=1)
 DEFAULT_WORKFLOW = "default"
-
-StateValue = str | int | bool | float
-
-
-class Workflow(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str = Field(min_length=1, max_length=200)
-    version: str | None = Field(default=None, max_length=100)
-    state_variables: dict[str, StateValue] | None = Field(default=None, max_length=64)
-    tracing: dict[str, Any] | None = None
-
-
-class ExpiresAfter(BaseModel):
-    anchor: Literal["created_at"] = "created_at"
-    seconds: int = Field(ge=1, le=600, strict=True)
-
-
-class RateLimits(BaseModel):
-    max_requests_per_1_minute: int = Field(default=10, ge=1, le=10_000, strict=True)
-
-
-class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    user: str = Field(min_length=1, max_length=512)
-    workflow: Workflow
-    chatkit_configuration: dict[str, Any] | None = None
-    expires_after: ExpiresAfter | None = None
-    rate_limits: RateLimits | None = None
 
 
 def _configuration(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -79,40 +53,22 @@ def status_of(row: ChatKitSession) -> str:
     return "expired" if utcnow() >= row.expires_at else "active"
 
 
-def session_object(row: ChatKitSession, client_secret: str | None = None) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "chatkit.session",
-        # The secret exists in plaintext only in the answer that created it.
-        "client_secret": client_secret or f"{row.secret_prefix}…",
-        "expires_at": int(row.expires_at.timestamp()),
-        "max_requests_per_1_minute": row.max_requests_per_minute,
-        "rate_limits": {"max_requests_per_1_minute": row.max_requests_per_minute},
-        "status": status_of(row),
-        "user": row.user,
-        "workflow": json.loads(row.workflow_json),
-        "chatkit_configuration": json.loads(row.configuration_json),
-    }
-
-
 class ChatKitService:
-    def __init__(self, session: Session) -> None:
-        self.store = ChatKitStore(session)
-        self.session = session
+    def __init__(self, db: Session) -> None:
+        self.store = ChatKitStore(db)
+        self.db = db
 
     def create(self, caller: Principal, body: SessionCreate) -> tuple[ChatKitSession, str]:
         instructions = model = None
         temperature = None
         if body.workflow.id != DEFAULT_WORKFLOW:
-            profile = ProfileService(self.session).store.get(body.workflow.id)
-            if profile is None or profile.account_id != caller.account_id:
+            profile = ProfileService(self.db).find(caller, body.workflow.id)
+            if profile is None:
                 raise NotFound(f"Workflow '{body.workflow.id}' not found.", param="workflow.id")
             instructions = render_instructions(profile.instructions, body.workflow.state_variables)
             model, temperature = profile.model, profile.temperature
         session_id = new_id("cksess")
-        ConversationService(self.session).create_session(
-            caller, kind="chatkit", session_id=session_id
-        )
+        ConversationService(self.db).create_session(caller, kind="chatkit", session_id=session_id)
         secret = generate_key(SECRET_TYPE)
         now = utcnow()
         seconds = body.expires_after.seconds if body.expires_after else 600
@@ -153,10 +109,47 @@ class ChatKitService:
             raise Forbidden("This ChatKit session belongs to another account.", param="session_id")
         return row
 
+    def find(self, session_id: str) -> ChatKitSession | None:
+        """The ChatKit session of a conversation, with the workflow it runs (None: not one)."""
+        return self.store.get(session_id)
+
     def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
         row = self.owned(caller, session_id)
         row.status = "cancelled"
         return row
+
+    # Threads: the ChatKit face of conversations
+
+    def threads(
+        self, caller: Principal, user: str | None, page: PageParams
+    ) -> tuple[list[tuple[ConversationSession, str]], bool]:
+        """The account's ChatKit conversations (optionally one user's), with their users."""
+        users = {row.id: row.user for row in self.store.of_account(caller.account_id, user)}
+        rows, has_more = ConversationService(self.db).sessions_of_kind(
+            caller, "chatkit", session_ids=list(users), page=page
+        )
+        return [(row, users[row.id]) for row in rows], has_more
+
+    def thread(self, caller: Principal, thread_id: str) -> tuple[ConversationSession, str]:
+        """A ChatKit conversation the caller may use, and its user; 404 for any other one."""
+        conversation = ConversationService(self.db).owned_session(caller, thread_id, "thread_id")
+        row = self.store.get(conversation.id)
+        if row is None:
+            raise NotFound(f"No ChatKit thread '{thread_id}'.", param="thread_id")
+        return conversation, row.user
+
+    def delete_thread(self, caller: Principal, thread_id: str) -> ConversationSession:
+        conversation, _ = self.thread(caller, thread_id)
+        ConversationService(self.db).soft_delete(conversation)
+        return conversation
+
+    def items(
+        self, caller: Principal, thread_id: str, page: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        conversation, _ = self.thread(caller, thread_id)
+        return ConversationService(self.db).page_messages(conversation, page)
+
+    # Client secrets
 
     def session_of(self, secret: str) -> str | None:
         """The session a valid, active client secret speaks for; reads only, counts nothing."""
@@ -164,7 +157,7 @@ class ChatKitService:
         row = self.store.by_prefix(prefix) if prefix else None
         if row is None or not key_matches(secret, row.secret_hash) or status_of(row) != "active":
             return None
-        if not TokenService(self.session).lineage_is_live(row.api_key_id, row.token_id):
+        if not TokenService(self.db).lineage_is_live(row.api_key_id, row.token_id):
             return None
         return row.id
 
@@ -177,7 +170,7 @@ class ChatKitService:
         state = status_of(row)
         if state != "active":
             raise Unauthorized(f"This client secret is {state}.", code=f"client_secret_{state}")
-        if not TokenService(self.session).lineage_is_live(row.api_key_id, row.token_id):
+        if not TokenService(self.db).lineage_is_live(row.api_key_id, row.token_id):
             raise Unauthorized(
                 "The key or auth token that created this client secret has been revoked.",
                 code="client_secret_revoked",
@@ -194,3 +187,16 @@ class ChatKitService:
         self.store.prune_hits(bucket, now - WINDOW)
         self.store.add_hit(bucket, now)
         return Principal(account_id=row.account_id, api_key_id=None, session_scope=row.id)
+
+
+class ClientSecrets:
+    """Client secrets as a kind of bearer that accounts authenticates (registered by the app)."""
+
+    prefix = SECRET_TYPE
+
+    def authenticate(self, db: Session, token: str) -> Principal:
+        return ChatKitService(db).authenticate(token)
+
+    def scope_of(self, db: Session, token: str) -> str | None:
+        session_id = ChatKitService(db).session_of(token)
+        return f"chatkit:{session_id}" if session_id else None

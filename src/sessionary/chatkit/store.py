@@ -5,23 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from sessionary.chatkit.models import ChatKitSession, RateLimitHit
 from sessionary.kit.ids import new_id
+from sessionary.kit.store import Store
 
 
-class ChatKitStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: ChatKitSession) -> ChatKitSession:
-        self.session.add(row)
-        self.session.flush()
-        return row
-
+class ChatKitStore(Store):
     def get(self, session_id: str) -> ChatKitSession | None:
-        return self.session.get(ChatKitSession, session_id)
+        return self.db.get(ChatKitSession, session_id)
 
     def by_prefix(self, prefix: str, *, lock: bool = False) -> ChatKitSession | None:
         query = select(ChatKitSession).where(ChatKitSession.secret_prefix == prefix)
@@ -29,16 +21,16 @@ class ChatKitStore:
             lock
         ):  # PostgreSQL: serialise the rate check per secret; SQLite's write lock already does
             query = query.with_for_update()
-        return self.session.scalars(query).first()
+        return self.db.scalars(query).first()
 
     def of_account(self, account_id: str, user: str | None) -> list[ChatKitSession]:
         query = select(ChatKitSession).where(ChatKitSession.account_id == account_id)
         if user is not None:
             query = query.where(ChatKitSession.user == user)
-        return list(self.session.scalars(query))
+        return list(self.db.scalars(query))
 
     def hits_since(self, bucket: str, since: datetime) -> tuple[int, datetime | None]:
-        count, oldest = self.session.execute(
+        count, oldest = self.db.execute(
             select(func.count(), func.min(RateLimitHit.at))
             .where(RateLimitHit.bucket == bucket)
             .where(RateLimitHit.at > since)
@@ -46,11 +38,11 @@ class ChatKitStore:
         return int(count), oldest
 
     def add_hit(self, bucket: str, at: datetime) -> None:
-        self.session.add(RateLimitHit(id=new_id("hit"), bucket=bucket, at=at))
-        self.session.flush()
+        self.db.add(RateLimitHit(id=new_id("hit"), bucket=bucket, at=at))
+        self.db.flush()
 
     def prune_hits(self, bucket: str, before: datetime) -> None:
-        self.session.execute(
+        self.db.execute(
             delete(RateLimitHit)
             .where(RateLimitHit.bucket == bucket)
             .where(RateLimitHit.at <= before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sessionary.accounts.identity import Principal
-from sessionary.accounts.routes import token_info
+from sessionary.accounts.payloads import token_info
 from sessionary.accounts.tokens import TokenService
 from sessionary.cli.common import (
     console,

@@ -14,26 +14,26 @@ def unix(when: Any) -> int:
     return int(when.timestamp())
 
 
-def thread_object(session: ConversationSession) -> dict[str, Any]:
+def thread_object(conversation: ConversationSession) -> dict[str, Any]:
     return {
-        "id": session.id,
+        "id": conversation.id,
         "object": "thread",
-        "created_at": unix(session.created_at),
-        "metadata": load(session.metadata_json) or {},
+        "created_at": unix(conversation.created_at),
+        "metadata": load(conversation.metadata_json) or {},
         "tool_resources": {},
     }
 
 
-def session_object(session: ConversationSession) -> dict[str, Any]:
+def session_object(conversation: ConversationSession) -> dict[str, Any]:
     return {
-        "id": session.id,
+        "id": conversation.id,
         "object": "session",
-        "kind": session.kind,
-        "name": session.name,
-        "created_at": unix(session.created_at),
-        "updated_at": unix(session.updated_at),
-        "last_response_id": session.last_response_id,
-        "metadata": load(session.metadata_json) or {},
+        "kind": conversation.kind,
+        "name": conversation.name,
+        "created_at": unix(conversation.created_at),
+        "updated_at": unix(conversation.updated_at),
+        "last_response_id": conversation.last_response_id,
+        "metadata": load(conversation.metadata_json) or {},
     }
 
 
@@ -81,13 +81,13 @@ def message_object(message: ConversationMessage) -> dict[str, Any]:
     }
 
 
-def chatkit_thread(session: ConversationSession, user: str) -> dict[str, Any]:
+def chatkit_thread(conversation: ConversationSession, user: str) -> dict[str, Any]:
     return {
-        "id": session.id,
+        "id": conversation.id,
         "object": "chatkit.thread",
-        "created_at": unix(session.created_at),
+        "created_at": unix(conversation.created_at),
         "status": {"type": "active"},
-        "title": session.name,
+        "title": conversation.name,
         "user": user,
     }
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
 from sessionary.accounts.principal import UserCaller
 from sessionary.conversations.faces import message_object, session_object, thread_object
+from sessionary.conversations.schemas import (
+    MessageCreate,
+    MessageUpdate,
+    ThreadCreate,
+    ThreadUpdate,
+)
 from sessionary.conversations.service import ConversationService
 from sessionary.conversations.threads import ThreadService
 from sessionary.kit.dependencies import DbSession
@@ -18,71 +23,43 @@ from sessionary.kit.pagination import Page, envelope
 router = APIRouter(tags=["threads"])
 
 
-class ThreadCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    messages: list[Any] | None = None
-    metadata: Any = None
-    tool_resources: dict[str, Any] | None = None
-
-
-class ThreadUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    metadata: Any = None
-    tool_resources: dict[str, Any] | None = None
-
-
-class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Any = None
-    content: Any = None
-    attachments: Any = None
-    metadata: Any = None
-
-
-class MessageUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    metadata: Any = None
-
-
 @router.get("/sessions", summary="List the caller's sessions (every face: assistant, thread, ...)")
-def list_sessions(caller: UserCaller, session: DbSession, page: Page) -> dict[str, Any]:
-    rows, has_more = ConversationService(session).list_sessions(
-        caller, after=page.after, before=page.before, limit=page.limit, order=page.order
-    )
+def list_sessions(caller: UserCaller, db: DbSession, page: Page) -> dict[str, Any]:
+    rows, has_more = ConversationService(db).list_sessions(caller, page)
     return envelope([session_object(r) for r in rows], has_more)
 
 
 @router.post("/threads", summary="Create a thread (a session)")
 def create_thread(
-    caller: UserCaller, session: DbSession, body: ThreadCreate | None = None
+    caller: UserCaller, db: DbSession, body: ThreadCreate | None = None
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
-    return thread_object(ThreadService(session).create(caller, body.messages, body.metadata))
+    return thread_object(ThreadService(db).create(caller, body.messages, body.metadata))
 
 
 @router.get("/threads/{thread_id}", summary="Retrieve a thread")
-def get_thread(thread_id: ObjectId, caller: UserCaller, session: DbSession) -> dict[str, Any]:
-    return thread_object(ThreadService(session).get(caller, thread_id))
+def get_thread(thread_id: ObjectId, caller: UserCaller, db: DbSession) -> dict[str, Any]:
+    return thread_object(ThreadService(db).get(caller, thread_id))
 
 
 @router.post("/threads/{thread_id}", summary="Update a thread's metadata")
 def update_thread(
-    thread_id: ObjectId, body: ThreadUpdate, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, body: ThreadUpdate, caller: UserCaller, db: DbSession
 ) -> dict[str, Any]:
-    return thread_object(ThreadService(session).update(caller, thread_id, body.metadata))
+    return thread_object(ThreadService(db).update(caller, thread_id, body.metadata))
 
 
 @router.delete("/threads/{thread_id}", summary="Delete a thread")
-def delete_thread(thread_id: ObjectId, caller: UserCaller, session: DbSession) -> dict[str, Any]:
-    deleted = ThreadService(session).delete(caller, thread_id)
+def delete_thread(thread_id: ObjectId, caller: UserCaller, db: DbSession) -> dict[str, Any]:
+    deleted = ThreadService(db).delete(caller, thread_id)
     return {"id": deleted, "object": "thread.deleted", "deleted": True}
 
 
 @router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
 def create_message(
-    thread_id: ObjectId, body: MessageCreate, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, body: MessageCreate, caller: UserCaller, db: DbSession
 ) -> dict[str, Any]:
-    threads = ThreadService(session)
+    threads = ThreadService(db)
     thread = threads.get(caller, thread_id)
     row = threads.add_message(
         thread,
@@ -98,27 +75,19 @@ def create_message(
 def list_messages(
     thread_id: ObjectId,
     caller: UserCaller,
-    session: DbSession,
+    db: DbSession,
     page: Page,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    rows, has_more = ThreadService(session).list_messages(
-        caller,
-        thread_id,
-        after=page.after,
-        before=page.before,
-        limit=page.limit,
-        order=page.order,
-        run_id=run_id,
-    )
+    rows, has_more = ThreadService(db).list_messages(caller, thread_id, page, run_id=run_id)
     return envelope([message_object(r) for r in rows], has_more)
 
 
 @router.get("/threads/{thread_id}/messages/{message_id}", summary="Retrieve a message")
 def get_message(
-    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, db: DbSession
 ) -> dict[str, Any]:
-    return message_object(ThreadService(session).message(caller, thread_id, message_id))
+    return message_object(ThreadService(db).message(caller, thread_id, message_id))
 
 
 @router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message's metadata")
@@ -127,15 +96,15 @@ def update_message(
     message_id: ObjectId,
     body: MessageUpdate,
     caller: UserCaller,
-    session: DbSession,
+    db: DbSession,
 ) -> dict[str, Any]:
-    row = ThreadService(session).update_message(caller, thread_id, message_id, body.metadata)
+    row = ThreadService(db).update_message(caller, thread_id, message_id, body.metadata)
     return message_object(row)
 
 
 @router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
 def delete_message(
-    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, session: DbSession
+    thread_id: ObjectId, message_id: ObjectId, caller: UserCaller, db: DbSession
 ) -> dict[str, Any]:
-    deleted = ThreadService(session).delete_message(caller, thread_id, message_id)
+    deleted = ThreadService(db).delete_message(caller, thread_id, message_id)
     return {"id": deleted, "object": "thread.message.deleted", "deleted": True}

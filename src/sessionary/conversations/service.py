@@ -21,6 +21,7 @@ from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
+from sessionary.kit.pagination import PageParams
 
 _ID_SHAPE = re.compile(ID_PATTERN)
 
@@ -41,8 +42,8 @@ def check_id(value: Any, param: str) -> str:
 
 
 class ConversationService:
-    def __init__(self, session: Session) -> None:
-        self.store = ConversationStore(session)
+    def __init__(self, db: Session) -> None:
+        self.store = ConversationStore(db)
 
     def create_session(
         self,
@@ -81,23 +82,33 @@ class ConversationService:
             )
         return row
 
+    def session_of(self, response: StoredResponse) -> ConversationSession | None:
+        """The live conversation a response (already checked for ownership) belongs to."""
+        return self.store.get_session(response.session_id)
+
     def list_sessions(
-        self, caller: Principal, *, after: str | None, before: str | None, limit: int, order: str
+        self, caller: Principal, page: PageParams
     ) -> tuple[list[ConversationSession], bool]:
         """The caller's own sessions (the account's, or one external user's), every kind."""
-        rows = self.store.page_sessions(
-            caller.account_id,
-            caller.external_user_id,
-            after=after,
-            before=before,
-            limit=limit,
-            order=order,
-        )
-        return rows[:limit], len(rows) > limit
+        rows = self.store.page_sessions(caller, page)
+        return rows[: page.limit], len(rows) > page.limit
 
-    def soft_delete(self, session: ConversationSession) -> None:
+    def sessions_of_kind(
+        self, caller: Principal, kind: str, *, session_ids: Sequence[str], page: PageParams
+    ) -> tuple[list[ConversationSession], bool]:
+        """The account's live sessions of one face among the given ids (ChatKit threads)."""
+        rows = self.store.sessions_of(caller.account_id, kind, page, session_ids=session_ids)
+        return rows[: page.limit], len(rows) > page.limit
+
+    def page_messages(
+        self, conversation: ConversationSession, page: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        rows = self.store.page_messages(conversation.id, page)
+        return rows[: page.limit], len(rows) > page.limit
+
+    def soft_delete(self, conversation: ConversationSession) -> None:
         """Hidden from every face at once (thread, ChatKit thread, conversation)."""
-        session.deleted_at = utcnow()
+        self.store.soft_delete(conversation)
 
     def owned_response(self, caller: Principal, response_id: str) -> StoredResponse:
         row = self.store.get_response(check_id(response_id, "response_id"))
@@ -111,17 +122,17 @@ class ConversationService:
         return row
 
     def history(
-        self, session: ConversationSession, *, through_response: str | None = None
+        self, conversation: ConversationSession, *, through_response: str | None = None
     ) -> list[ConversationMessage]:
         """The session's messages, or only those up to a given response (a branch point)."""
         if through_response is None:
-            return self.store.messages(session.id)
+            return self.store.messages(conversation.id)
         last = self.store.last_message_of_response(through_response)
-        return self.store.messages(session.id, up_to_id=last.id) if last else []
+        return self.store.messages(conversation.id, up_to_id=last.id) if last else []
 
     def record_turn(
         self,
-        session: ConversationSession,
+        conversation: ConversationSession,
         response_id: str,
         inputs: Sequence[NewMessage],
         outputs: Sequence[NewMessage],
@@ -133,7 +144,7 @@ class ConversationService:
             rows.append(
                 ConversationMessage(
                     id=new_id("msg"),
-                    session_id=session.id,
+                    session_id=conversation.id,
                     role=message.role,
                     content_json=json.dumps(message.parts),
                     text=message.text,
@@ -143,8 +154,8 @@ class ConversationService:
                 )
             )
         self.store.add_messages(rows)
-        session.last_response_id = response_id
-        session.updated_at = now
+        conversation.last_response_id = response_id
+        conversation.updated_at = now
         return [row.id for row in rows[: len(inputs)]]
 
     def store_response(self, row: StoredResponse) -> None:
@@ -154,8 +165,8 @@ class ConversationService:
         self.owned_response(caller, response_id)
         self.store.delete_response(response_id)
 
-    def latest_image(self, session: ConversationSession) -> str | None:
-        row = self.store.latest_image_response(session.id)
+    def latest_image(self, conversation: ConversationSession) -> str | None:
+        row = self.store.latest_image_response(conversation.id)
         if row is None:
             return None
         for item in reversed(json.loads(row.payload_json).get("output", [])):

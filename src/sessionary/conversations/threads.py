@@ -18,6 +18,7 @@ from sessionary.kit.errors import InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata, dump
 from sessionary.kit.models import utcnow
+from sessionary.kit.pagination import PageParams
 
 MAX_INITIAL_MESSAGES = 32
 MAX_ATTACHMENTS = 10
@@ -84,8 +85,8 @@ def check_attachments(value: Any) -> list[dict[str, Any]] | None:
 
 
 class ThreadService:
-    def __init__(self, session: Session) -> None:
-        self.conversations = ConversationService(session)
+    def __init__(self, db: Session) -> None:
+        self.conversations = ConversationService(db)
         self.store = self.conversations.store
 
     def create(
@@ -181,15 +182,10 @@ class ThreadService:
         self,
         caller: Principal,
         thread_id: str,
+        page: PageParams,
         *,
-        after: str | None,
-        before: str | None,
-        limit: int,
-        order: str,
         run_id: str | None,
     ) -> tuple[list[ConversationMessage], bool]:
         thread = self.get(caller, thread_id)
-        rows = self.store.page_messages(
-            thread.id, after=after, before=before, limit=limit, order=order, run_id=run_id
-        )
-        return rows[:limit], len(rows) > limit
+        rows = self.store.page_messages(thread.id, page, run_id=run_id)
+        return rows[: page.limit], len(rows) > page.limit

@@ -6,27 +6,30 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from sessionary.accounts.identity import Principal
-from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.principal import Caller, UserCaller, bearer_of, identify
-from sessionary.accounts.routes import login_token_answer
+from sessionary.accounts.payloads import login_token_answer
+from sessionary.accounts.principal import Caller, UserCaller, bearer_of
 from sessionary.accounts.tokens import TokenService
-from sessionary.assistant.dependencies import Turns
-from sessionary.assistant.routes import answer_turn, session_answer
+from sessionary.assistant.answers import turn_response
+from sessionary.assistant.dependencies import AppAssistant
+from sessionary.assistant.payloads import session_object
 from sessionary.billing.headers import credit_headers
-from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.ledger import Settlement
 from sessionary.billing.money import credits_number
 from sessionary.billing.pricing import Pricing
 from sessionary.billing.service import CreditsService
 from sessionary.conversations.service import ConversationService, check_id
-from sessionary.external.models import ExternalUser
+from sessionary.external.payloads import (
+    charge_details,
+    library_item,
+    publication,
+    verified,
+    with_summary,
+)
 from sessionary.external.schemas import (
     AssistantSessionRequest,
-    ExternalUserIdentity,
     GrantRequest,
     LibraryRequest,
     LoginTokenRequest,
@@ -39,7 +42,13 @@ from sessionary.external.schemas import (
     UtilityChargeRequest,
     identity_from_query,
 )
-from sessionary.external.service import ExternalUserService
+from sessionary.external.service import (
+    ExternalUserService,
+    acting_principal,
+    exchange_login_token,
+    facts_of,
+    verify_auth_token,
+)
 from sessionary.kit.dependencies import AppDatabase, AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest, Unauthorized
 from sessionary.kit.metadata import check_metadata
@@ -55,37 +64,19 @@ def _json(payload: dict[str, Any], settlement: Settlement | None = None) -> JSON
     return JSONResponse(payload, headers=credit_headers(settlement) if settlement else None)
 
 
-async def _acting(
-    request: Request, caller: Principal, identity: ExternalUserIdentity | None
-) -> Principal:
-    """Resolve the acting principal in a short read of its own (async routes hold no session)."""
-
-    def resolve() -> Principal:
-        with request.app.state.db.session(write=False) as session:
-            return ExternalUserService(session).resolve(caller, identity)[0]
-
-    return await anyio.to_thread.run_sync(resolve)
-
-
-def _summary_of(request: Request, user_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with request.app.state.db.session(write=False) as session:
-        users = ExternalUserService(session)
-        return users.with_summary(users.get(user_id), payload)
-
-
 # Users, keys, credits
 
 
 @router.post("/session", summary="Create or refresh an external user (account key)")
-def user_session(body: UserSessionRequest, caller: Caller, session: DbSession) -> dict[str, Any]:
+def user_session(body: UserSessionRequest, caller: Caller, db: DbSession) -> dict[str, Any]:
     if body.external_user is None:
         raise InvalidRequest("external_user is required.", param="external_user")
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     user, created = users.upsert(caller.account_id, body.external_user)
     key = users.issue_key(user, rotate=body.rotate_api_key, by_token=caller.token_id is not None)
     balance = credits_number(users.balance(user))
-    return users.with_summary(
-        user,
+    return with_summary(
+        users.facts(user),
         {
             "remainingCredits": balance,
             "created": created,
@@ -96,20 +87,20 @@ def user_session(body: UserSessionRequest, caller: Caller, session: DbSession) -
 
 
 @router.get("/credits", summary="An external user's balance")
-def user_credits(caller: UserCaller, session: DbSession, request: Request) -> dict[str, Any]:
-    users = ExternalUserService(session)
+def user_credits(caller: UserCaller, db: DbSession, request: Request) -> dict[str, Any]:
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, identity_from_query(request.query_params))
-    balance = CreditsService(session).balance(users.owner(user))
-    return users.with_summary(user, balance.model_dump())
+    balance = CreditsService(db).balance(users.owner(user))
+    return with_summary(users.facts(user), balance.model_dump())
 
 
 @router.post("/credits/grant", summary="Move credits from the account to an external user")
-def grant_credits(body: GrantRequest, caller: Caller, session: DbSession) -> JSONResponse:
-    users = ExternalUserService(session)
+def grant_credits(body: GrantRequest, caller: Caller, db: DbSession) -> JSONResponse:
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
     granted, remaining, account_left = users.grant(user, body.input.credits)
-    payload = users.with_summary(
-        user,
+    payload = with_summary(
+        users.facts(user),
         {
             "creditsGranted": credits_number(granted),
             "remainingCredits": credits_number(remaining),
@@ -124,28 +115,27 @@ def grant_credits(body: GrantRequest, caller: Caller, session: DbSession) -> JSO
 
 @router.post("/utils/assistant_session", summary="A blank assistant session for the user")
 def assistant_session(
-    caller: UserCaller, session: DbSession, body: AssistantSessionRequest | None = None
+    caller: UserCaller, db: DbSession, body: AssistantSessionRequest | None = None
 ) -> dict[str, Any]:
     body = body or AssistantSessionRequest()
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     acting, user = users.resolve(caller, body.external_user)
-    row = ConversationService(session).create_session(
+    row = ConversationService(db).create_session(
         acting, kind="assistant", name=body.session_name, metadata=check_metadata(body.metadata)
     )
-    return users.with_summary(user, session_answer(row))
+    return with_summary(users.facts(user), session_object(row))
 
 
 @router.post("/assistant/set_system_prompt", summary="Store or clear the user's own prompt")
 def set_user_prompt(
-    body: UserPromptRequest, caller: UserCaller, session: DbSession, turns: Turns
+    body: UserPromptRequest, caller: UserCaller, db: DbSession, assistant: AppAssistant
 ) -> dict[str, Any]:
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
     users.set_prompt(user, body.system_prompt)
-    account = users.accounts.get_account(user.account_id)
-    model = account.assistant_model or turns.providers.chat().name
-    return users.with_summary(
-        user,
+    model = users.account_model(user) or assistant.chat_model_name()
+    return with_summary(
+        users.facts(user),
         {
             "system_prompt": user.system_prompt,
             "model": model,
@@ -158,24 +148,22 @@ def set_user_prompt(
 async def user_completion(
     body: UserCompletionRequest,
     caller: UserCaller,
-    turns: Turns,
-    settings: AppSettings,
-    request: Request,
+    assistant: AppAssistant,
+    database: AppDatabase,
 ) -> Response:
     if body.session_id is None:
         raise InvalidRequest("Missing required parameter: 'session_id'.", param="session_id")
     session_id = check_id(body.session_id, "session_id")
-    acting = await _acting(request, caller, body.external_user)
-    return await answer_turn(
-        turns,
+    acting = await acting_principal(database, caller, body.external_user)
+    outcome = await assistant.answer(
         acting,
         body,
         route="/v1/external_users/assistant/completion",
         session_id=session_id,
         session_kind="assistant",
         default_truncation="auto",
-        default_max_output_tokens=settings.default_max_output_tokens,
     )
+    return turn_response(outcome)
 
 
 # Embeddings
@@ -185,26 +173,24 @@ async def user_completion(
     "/generate_embeddings_from_plain_text", summary="A template of the user's, from plain text"
 )
 async def user_plain_text(
-    body: UserPlainText, caller: UserCaller, request: Request
+    body: UserPlainText, caller: UserCaller, request: Request, database: AppDatabase
 ) -> JSONResponse:
-    acting = await _acting(request, caller, body.external_user)
+    acting = await acting_principal(database, caller, body.external_user)
     assert acting.external_user_id is not None
     ingested = await ingest_plain_text(
         body, acting, request, "/v1/external_users/generate_embeddings_from_plain_text"
     )
-    payload = await anyio.to_thread.run_sync(
-        lambda: _summary_of(request, acting.external_user_id or "", ingest_payload(ingested))
-    )
-    return _json(payload, ingested.settlement)
+    facts = await facts_of(database, acting.external_user_id)
+    return _json(with_summary(facts, ingest_payload(ingested)), ingested.settlement)
 
 
 @router.post("/embeddings", summary="Raw vectors (OpenAI's shape), billed to the caller")
 async def user_embeddings(
-    body: UserEmbeddingsRequest, caller: UserCaller, request: Request
+    body: UserEmbeddingsRequest, caller: UserCaller, request: Request, database: AppDatabase
 ) -> JSONResponse:
     acting = caller
     if body.external_user is not None or caller.external_user_id is not None:
-        acting = await _acting(request, caller, body.external_user)
+        acting = await acting_principal(database, caller, body.external_user)
     return await answer_embeddings(body, acting, request, "/v1/external_users/embeddings")
 
 
@@ -213,9 +199,9 @@ async def user_embeddings(
     summary="Raw vectors, where samsar-js's createExternalEmbeddings asks",
 )
 async def v2_external_embeddings(
-    body: UserEmbeddingsRequest, caller: UserCaller, request: Request
+    body: UserEmbeddingsRequest, caller: UserCaller, request: Request, database: AppDatabase
 ) -> JSONResponse:
-    return await user_embeddings(body, caller, request)
+    return await user_embeddings(body, caller, request, database)
 
 
 # Usage incurred elsewhere
@@ -223,15 +209,16 @@ async def v2_external_embeddings(
 
 @router.post("/utils/usage_charge", summary="Charge the user for usage incurred elsewhere")
 def usage_charge(
-    body: UtilityChargeRequest, caller: UserCaller, session: DbSession, settings: AppSettings
+    body: UtilityChargeRequest, caller: UserCaller, db: DbSession, settings: AppSettings
 ) -> JSONResponse:
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
-    settlement, details = users.charge_usage(user, body, Pricing(settings.pricing))
-    payload = users.with_summary(
-        user,
+    charge = users.charge_usage(user, body, Pricing(settings.pricing))
+    settlement = charge.settlement
+    payload = with_summary(
+        users.facts(user),
         {
-            **details,
+            **charge_details(charge, body.pricing_multiplier),
             "provider": body.provider,
             "model": body.model,
             "creditsCharged": credits_number(settlement.charged_micro),
@@ -247,30 +234,36 @@ def usage_charge(
 @router.get("/requests", summary="The user's billed requests, newest first")
 def list_requests(
     caller: UserCaller,
-    session: DbSession,
+    db: DbSession,
     request: Request,
     limit: int = Query(default=20, ge=1, le=100),
 ) -> dict[str, Any]:
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, identity_from_query(request.query_params))
-    return users.with_summary(user, {"requests": users.library(user, limit)})
+    return with_summary(
+        users.facts(user), {"requests": [library_item(row) for row in users.library(user, limit)]}
+    )
 
 
 @router.post("/archive", summary="Hide a request from the user's library")
-def archive_request(body: LibraryRequest, caller: UserCaller, session: DbSession) -> dict[str, Any]:
-    users = ExternalUserService(session)
+def archive_request(body: LibraryRequest, caller: UserCaller, db: DbSession) -> dict[str, Any]:
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
-    return users.with_summary(user, {"request": users.archive(user, body.request_id)})
+    return with_summary(
+        users.facts(user), {"request": library_item(users.archive(user, body.request_id))}
+    )
 
 
 @router.post("/publish", summary="Publish a request of the user's library")
-def publish_request(body: PublishRequest, caller: UserCaller, session: DbSession) -> dict[str, Any]:
-    users = ExternalUserService(session)
+def publish_request(body: PublishRequest, caller: UserCaller, db: DbSession) -> dict[str, Any]:
+    users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
-    item, publication = users.publish(
+    row = users.publish(
         user, body.request_id, title=body.title, description=body.description, tags=body.tags
     )
-    return users.with_summary(user, {"request": item, "publication": publication})
+    return with_summary(
+        users.facts(user), {"request": library_item(row), "publication": publication(row)}
+    )
 
 
 # Login tokens
@@ -279,88 +272,43 @@ def publish_request(body: PublishRequest, caller: UserCaller, session: DbSession
 @router.post("/create_login_token", summary="A login token (and loginUrl) for the user")
 def user_login_token(
     caller: UserCaller,
-    session: DbSession,
+    db: DbSession,
     settings: AppSettings,
     request: Request,
     body: LoginTokenRequest | None = None,
 ) -> dict[str, Any]:
     body = body or LoginTokenRequest()
-    users = ExternalUserService(session)
+    users = ExternalUserService(db)
     acting, user = users.resolve(caller, body.external_user)
     ttl = timedelta(seconds=settings.login_token_ttl_seconds)
-    issued = TokenService(session).create_login_token(acting, ttl, body.redirect)
-    return users.with_summary(user, login_token_answer(issued, request, settings))
-
-
-def _verified(session: Any, principal: Principal) -> dict[str, Any]:
-    """samsar-js's VerifiedClientSessionResponse for an account or an external user."""
-    users = ExternalUserService(session)
-    if principal.external_user_id is None:
-        account = users.accounts.get_account(principal.account_id)
-        balance = users.ledger.spendable(Owner.account(account.id))
-        return {
-            "isExternalUser": False,
-            "_id": account.id,
-            "accountId": account.id,
-            "username": account.name,
-            "generationCredits": credits_number(balance),
-        }
-    user: ExternalUser = users.get(principal.external_user_id)
-    s = users.summary(user)
-    return {
-        "isExternalUser": True,
-        "_id": user.id,
-        "accountId": user.account_id,
-        "email": s["email"],
-        "username": s["username"],
-        "displayName": s["display_name"],
-        "avatarUrl": s["avatar_url"],
-        "provider": s["provider"],
-        "externalUserId": s["external_user_id"],
-        "uniqueKey": s["unique_key"],
-        "externalAppId": s["external_app_id"],
-        "externalCompanyId": s["external_company_id"],
-        "generationCredits": s["generation_credits"],
-        "totalRequests": s["total_requests"],
-        "totalCreditsUsed": s["total_credits_used"],
-        "totalCreditsRefunded": s["total_credits_refunded"],
-        "totalCreditsPurchased": s["total_credits_purchased"],
-        "lastRequestAt": s["last_request_at"],
-        "lastPurchaseAt": s["last_purchase_at"],
-        "lastActivityAt": s["last_activity_at"],
-        "createdAt": s["created_at"],
-        "updatedAt": s["updated_at"],
-    }
+    issued = TokenService(db).create_login_token(acting, ttl, body.redirect)
+    return with_summary(
+        users.facts(user), login_token_answer(issued, str(request.base_url), settings)
+    )
 
 
 @root_router.get("/users/verify_token", summary="Exchange a login token, or verify an auth token")
 def verify_token(
     request: Request,
-    db: AppDatabase,
+    database: AppDatabase,
     settings: AppSettings,
     login_token: str | None = Query(default=None, alias="loginToken", max_length=200),
     auth_token: str | None = Query(default=None, alias="authToken", max_length=200),
 ) -> dict[str, Any]:
-    ttl = timedelta(seconds=settings.auth_token_ttl_seconds)
     if login_token is not None:
-        # A GET that writes: spending the login token and issuing the auth token commit together.
-        with db.session() as session:
-            issued = TokenService(session).exchange(login_token, ttl)
-            row = issued.row
-            principal = Principal(row.account_id, None, external_user_id=row.external_user_id)
-            return {
-                **_verified(session, principal),
-                "authToken": issued.plaintext,
-                "expiresAt": row.expires_at.isoformat(),
-            }
+        ttl = timedelta(seconds=settings.auth_token_ttl_seconds)
+        exchanged = exchange_login_token(database, login_token, ttl)
+        assert exchanged.expires_at is not None
+        return {
+            **verified(exchanged.facts),
+            "authToken": exchanged.auth_token,
+            "expiresAt": exchanged.expires_at.isoformat(),
+        }
     auth_token = auth_token or bearer_of(request.headers)
     if auth_token is None:
         raise Unauthorized("Send loginToken or authToken.", code="missing_token")
-    with db.session(write=False) as session:
-        principal = identify(session, auth_token, None)
-        answer = _verified(session, principal)
-        if auth_token.startswith(AUTH_TOKEN_TYPE):
-            answer["expiresAt"] = (
-                TokenService(session).authenticate(auth_token).expires_at.isoformat()
-            )
-        return answer
+    checked = verify_auth_token(database, auth_token)
+    answer = verified(checked.facts)
+    if checked.expires_at is not None:
+        answer["expiresAt"] = checked.expires_at.isoformat()
+    return answer

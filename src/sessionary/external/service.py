@@ -9,28 +9,30 @@ account funds by transfer (`grant`), so a platform cannot mint credits for its u
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
+from sessionary.accounts.keys import AUTH_TOKEN_TYPE
+from sessionary.accounts.models import Account, ApiKey
+from sessionary.accounts.principal import identify
 from sessionary.accounts.service import AccountService
-from sessionary.billing.ledger import Ledger, Owner, Settlement
-from sessionary.billing.money import (
-    CREDITS_PER_USD,
-    credits_number,
-    credits_to_micro,
-    usd_to_micro,
-)
+from sessionary.accounts.tokens import TokenService
+from sessionary.billing.ledger import KindTotal, Ledger, Owner, Settlement
+from sessionary.billing.money import credits_to_micro, usd_to_micro
 from sessionary.billing.pricing import Pricing
-from sessionary.external.models import ExternalUser, LibraryMark
+from sessionary.external.models import ExternalUser
 from sessionary.external.schemas import ExternalUserIdentity, UtilityChargeRequest
 from sessionary.external.store import ExternalUserStore, LibraryRow
+from sessionary.kit.db import Database
 from sessionary.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
-from sessionary.kit.metadata import dump, load
+from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
 
 PROFILE_FIELDS = (
@@ -57,15 +59,33 @@ UTILITY_ALIASES = {
 MAX_LIBRARY_LIMIT = 100
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+@dataclass(frozen=True)
+class UserFacts:
+    user: ExternalUser
+    balance_micro: int
+    totals: dict[str, KindTotal]
+    keys: list[ApiKey]
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    account: Account
+    spendable_micro: int
+
+
+@dataclass(frozen=True)
+class UsageCharge:
+    utility_type: str | None
+    cost_usd: Decimal  # before the pricing multiplier
+    units: dict[str, Any]
+    settlement: Settlement
 
 
 class ExternalUserService:
-    def __init__(self, session: Session) -> None:
-        self.store = ExternalUserStore(session)
-        self.ledger = Ledger(session)
-        self.accounts = AccountService(session)
+    def __init__(self, db: Session) -> None:
+        self.store = ExternalUserStore(db)
+        self.ledger = Ledger(db)
+        self.accounts = AccountService(db)
 
     # Identity
 
@@ -106,6 +126,9 @@ class ExternalUserService:
                 account_id, identity.provider, identity.external_user_id
             )
         return user
+
+    def find(self, user_id: str) -> ExternalUser | None:
+        return self.store.get(user_id)
 
     def get(self, user_id: str) -> ExternalUser:
         user = self.store.get(user_id)
@@ -202,7 +225,7 @@ class ExternalUserService:
 
     def charge_usage(
         self, user: ExternalUser, body: UtilityChargeRequest, pricing: Pricing
-    ) -> tuple[Settlement, dict[str, Any]]:
+    ) -> UsageCharge:
         """Charge usage incurred elsewhere (TTS, STT, crawls): units x price, or a given cost."""
         kind = (body.utility_type or "").strip().lower()
         kind = UTILITY_ALIASES.get(kind, kind)
@@ -235,13 +258,7 @@ class ExternalUserService:
             usage={"utility_type": kind or None, **units},
             subject_id=f"utility:{kind or 'cost'}"[:64],
         )
-        details = {
-            "costUsd": float(usd / body.pricing_multiplier),
-            "pricingMultiplier": float(body.pricing_multiplier),
-            "creditsPerDollar": CREDITS_PER_USD,
-            "units": units,
-        }
-        return settlement, {"utilityType": kind or None, "pricing": details}
+        return UsageCharge(kind or None, usd / body.pricing_multiplier, units, settlement)
 
     @staticmethod
     def _units(body: UtilityChargeRequest, unit: str) -> Decimal:
@@ -273,9 +290,9 @@ class ExternalUserService:
 
     # Library
 
-    def library(self, user: ExternalUser, limit: int) -> list[dict[str, Any]]:
+    def library(self, user: ExternalUser, limit: int) -> list[LibraryRow]:
         limit = max(1, min(limit, MAX_LIBRARY_LIMIT))
-        return [library_item(row) for row in self.store.library(user.id, limit)]
+        return self.store.library(user.id, limit)
 
     def _library_row(self, user: ExternalUser, request_id: str) -> LibraryRow:
         entry = self.store.charge_entry(request_id)
@@ -291,12 +308,12 @@ class ExternalUserService:
         assert row is not None
         return row
 
-    def archive(self, user: ExternalUser, request_id: str) -> dict[str, Any]:
+    def archive(self, user: ExternalUser, request_id: str) -> LibraryRow:
         entry, _, session_id = self._library_row(user, request_id)
         mark = self.store.mark(entry)
         mark.archived_at = mark.archived_at or utcnow()
         mark.updated_at = utcnow()
-        return library_item((entry, mark, session_id))
+        return entry, mark, session_id
 
     def publish(
         self,
@@ -306,7 +323,7 @@ class ExternalUserService:
         title: str | None,
         description: str | None,
         tags: list[str] | str | None,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> LibraryRow:
         entry, _, session_id = self._library_row(user, request_id)
         mark = self.store.mark(entry)
         if mark.archived_at is not None:
@@ -323,76 +340,83 @@ class ExternalUserService:
                 raise InvalidRequest("At most 32 tags of 64 characters.", param="tags")
             mark.tags_json = json.dumps(tags)
         mark.updated_at = now
-        item = library_item((entry, mark, session_id))
-        publication = {
-            "id": mark.publication_id,
-            "request_id": entry.id,
-            "title": mark.title,
-            "description": mark.description,
-            "tags": load(mark.tags_json) or [],
-            "published_at": iso(mark.published_at),
-        }
-        return item, publication
+        return entry, mark, session_id
 
-    # Summaries
+    # What the answers show of a user
 
-    def summary(self, user: ExternalUser) -> dict[str, Any]:
-        """samsar-js's ExternalUserSummary, with counters from the user's ledger."""
-        totals = self.ledger.totals(self.owner(user))
-        charges, grants, refunds = (totals.get(k) for k in ("charge", "grant", "refund"))
-        keys = self.accounts.live_external_keys(user.id)
-        last_request = charges.latest if charges else None
-        return {
-            "id": user.id,
-            "provider": user.provider,
-            "external_user_id": user.external_user_id,
-            "unique_key": user.unique_key,
-            **{name: getattr(user, name) for name in PROFILE_FIELDS},
-            "browser_installation": load(user.browser_installation_json),
-            "metadata": load(user.metadata_json),
-            "has_system_prompt": user.system_prompt is not None,
-            "generation_credits": credits_number(self.balance(user)),
-            "has_external_api_key": bool(keys),
-            "external_api_key_created_at": iso(keys[-1].created_at) if keys else None,
-            "external_api_key_last_used_at": iso(keys[-1].last_used_at) if keys else None,
-            "total_requests": charges.count if charges else 0,
-            "total_credits_used": credits_number(-charges.amount_micro) if charges else 0,
-            "total_credits_refunded": credits_number(refunds.amount_micro) if refunds else 0,
-            "total_credits_purchased": credits_number(grants.amount_micro) if grants else 0,
-            "last_request_at": iso(last_request),
-            "last_purchase_at": iso(grants.latest) if grants else None,
-            "last_activity_at": iso(max(d for d in (last_request, user.updated_at) if d)),
-            "created_at": iso(user.created_at),
-            "updated_at": iso(user.updated_at),
-        }
+    def facts(self, user: ExternalUser) -> UserFacts:
+        """What a user's summary shows: its balance, ledger totals and live keys."""
+        return UserFacts(
+            user,
+            self.balance(user),
+            self.ledger.totals(self.owner(user)),
+            self.accounts.live_external_keys(user.id),
+        )
 
-    def with_summary(self, user: ExternalUser, payload: dict[str, Any]) -> dict[str, Any]:
-        summary = self.summary(user)
-        return {**payload, "external_user": summary, "externalUser": summary}
+    def account_model(self, user: ExternalUser) -> str | None:
+        """The model the user's account chose for its assistant (None: the served default)."""
+        return self.accounts.get_account(user.account_id).assistant_model
+
+    def caller_facts(self, principal: Principal) -> AccountFacts | UserFacts:
+        """Who a verified token speaks for: its account and balance, or its external user."""
+        if principal.external_user_id is None:
+            account = self.accounts.get_account(principal.account_id)
+            return AccountFacts(account, self.ledger.spendable(Owner.account(account.id)))
+        return self.facts(self.get(principal.external_user_id))
 
 
-def library_item(row: LibraryRow) -> dict[str, Any]:
-    entry, mark, session_id = row
-    mark = mark or LibraryMark()
-    return {
-        "request_id": entry.id,
-        "external_request_id": entry.id,
-        "upstream_request_id": entry.subject_id,
-        "upstream_session_id": session_id,
-        "route_key": entry.route,
-        "status": "COMPLETED",
-        "model": entry.model,
-        "usage": load(entry.usage),
-        "credits_charged": credits_number(-entry.amount_micro),
-        "credits_refunded": 0,
-        "remaining_credits": credits_number(entry.balance_after_micro),
-        "created_at": iso(entry.created_at),
-        "updated_at": iso(mark.updated_at or entry.created_at),
-        "is_archived": mark.archived_at is not None,
-        "is_published": mark.published_at is not None,
-        "published_title": mark.title,
-        "published_description": mark.description,
-        "published_tags": load(mark.tags_json) or [],
-        "published_at": iso(mark.published_at),
-        "published_publication_id": mark.publication_id,
-    }
+# Async routes hold no request transaction (a turn or an ingest may run for minutes), so what they
+# need of a user is read here in short transactions of its own, off the event loop.
+
+
+async def acting_principal(
+    database: Database, caller: Principal, identity: ExternalUserIdentity | None
+) -> Principal:
+    """The principal acting for the named user (see `ExternalUserService.resolve`)."""
+
+    def resolve() -> Principal:
+        with database.session(write=False) as db:
+            return ExternalUserService(db).resolve(caller, identity)[0]
+
+    return await anyio.to_thread.run_sync(resolve)
+
+
+async def facts_of(database: Database, user_id: str) -> UserFacts:
+    def read() -> UserFacts:
+        with database.session(write=False) as db:
+            users = ExternalUserService(db)
+            return users.facts(users.get(user_id))
+
+    return await anyio.to_thread.run_sync(read)
+
+
+# `GET /users/verify_token` writes when it spends a login token: it cannot use the request's
+# read-only transaction, so it opens the write itself.
+
+
+@dataclass(frozen=True)
+class Verified:
+    facts: AccountFacts | UserFacts
+    auth_token: str | None  # plaintext, only when a login token was just exchanged for it
+    expires_at: datetime | None
+
+
+def exchange_login_token(database: Database, login_token: str, ttl: timedelta) -> Verified:
+    """Spend a login token and issue its auth token, in one transaction."""
+    with database.session() as db:
+        issued = TokenService(db).exchange(login_token, ttl)
+        row = issued.row
+        principal = Principal(row.account_id, None, external_user_id=row.external_user_id)
+        facts = ExternalUserService(db).caller_facts(principal)
+        return Verified(facts, issued.plaintext, row.expires_at)
+
+
+def verify_auth_token(database: Database, token: str) -> Verified:
+    """Who an auth token or a key speaks for, and when an auth token expires."""
+    with database.session(write=False) as db:
+        principal = identify(db, token, None)
+        facts = ExternalUserService(db).caller_facts(principal)
+        expires_at = None
+        if token.startswith(AUTH_TOKEN_TYPE):
+            expires_at = TokenService(db).authenticate(token).expires_at
+        return Verified(facts, None, expires_at)

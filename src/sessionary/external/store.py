@@ -6,25 +6,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from sessionary.billing.models import LedgerEntry
 from sessionary.conversations.models import StoredResponse
 from sessionary.external.models import ExternalUser, LibraryMark
 from sessionary.kit.sql import insert_ignoring_conflict
+from sessionary.kit.store import Store
 
 LibraryRow = tuple[LedgerEntry, LibraryMark | None, str | None]
 
 
-class ExternalUserStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class ExternalUserStore(Store):
     def get(self, user_id: str) -> ExternalUser | None:
-        return self.session.get(ExternalUser, user_id)
+        return self.db.get(ExternalUser, user_id)
 
     def find(self, account_id: str, provider: str, unique_key: str) -> ExternalUser | None:
-        return self.session.scalars(
+        return self.db.scalars(
             select(ExternalUser)
             .where(ExternalUser.account_id == account_id)
             .where(ExternalUser.provider == provider)
@@ -34,7 +31,7 @@ class ExternalUserStore:
     def find_by_platform_id(
         self, account_id: str, provider: str, external_user_id: str
     ) -> ExternalUser | None:
-        return self.session.scalars(
+        return self.db.scalars(
             select(ExternalUser)
             .where(ExternalUser.account_id == account_id)
             .where(ExternalUser.provider == provider)
@@ -45,7 +42,7 @@ class ExternalUserStore:
 
     def insert(self, values: Mapping[str, Any]) -> bool:
         """False when a concurrent request created the same (account, provider, unique_key)."""
-        return insert_ignoring_conflict(self.session, ExternalUser, values)
+        return insert_ignoring_conflict(self.db, ExternalUser, values)
 
     # The library: the user's charges, with their marks and (for turns) their session
 
@@ -66,14 +63,14 @@ class ExternalUserStore:
             .order_by(LedgerEntry.id.desc())
             .limit(limit)
         )
-        return [(e, m, s) for e, m, s in self.session.execute(query)]
+        return [(e, m, s) for e, m, s in self.db.execute(query)]
 
     def charge_entry(self, request_id: str) -> LedgerEntry | None:
         """A charge by its id, or the latest charge for an object id (a response, a template)."""
-        entry = self.session.get(LedgerEntry, request_id)
+        entry = self.db.get(LedgerEntry, request_id)
         if entry is not None:
             return entry if entry.kind == "charge" else None
-        return self.session.scalars(
+        return self.db.scalars(
             select(LedgerEntry)
             .where(LedgerEntry.subject_id == request_id)
             .where(LedgerEntry.kind == "charge")
@@ -82,16 +79,16 @@ class ExternalUserStore:
         ).first()
 
     def library_row(self, user_id: str, entry_id: str) -> LibraryRow | None:
-        row = self.session.execute(
+        row = self.db.execute(
             self._library_query(user_id).where(LedgerEntry.id == entry_id)
         ).first()
         return (row[0], row[1], row[2]) if row else None
 
     def mark(self, entry: LedgerEntry) -> LibraryMark:
-        mark = self.session.get(LibraryMark, entry.id)
+        mark = self.db.get(LibraryMark, entry.id)
         if mark is None:
             mark = LibraryMark(
                 entry_id=entry.id, account_id=entry.account_id, external_user_id=entry.owner_id
             )
-            self.session.add(mark)
+            self.db.add(mark)
         return mark

@@ -124,17 +124,17 @@ class Database:
     def session(self, *, write: bool = True) -> Iterator[Session]:
         """A unit of work: commit when the block succeeds, roll back when it raises."""
         factory = self._writer if write else self._reader
-        with factory() as session:
+        with factory() as db:
             try:
-                yield session
-                session.commit()
+                yield db
+                db.commit()
             except BaseException:
-                session.rollback()
+                db.rollback()
                 raise
 
     def ping(self) -> None:
-        with self.session(write=False) as session:
-            session.execute(text("SELECT 1"))
+        with self.session(write=False) as db:
+            db.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

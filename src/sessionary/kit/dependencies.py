@@ -15,8 +15,8 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_database(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+    database: Database = request.app.state.db
+    return database
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,16 +24,16 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def get_db(request: Request) -> Iterator[Session]:
     """The request's unit of work: committed when the route returns, rolled back if it raises.
 
     Scoped to the route function (see `DbSession`), so the commit happens before the response
     is sent: an acknowledged write is a durable write.
     """
-    with get_database(request).session(write=request.method not in _READ_METHODS) as session:
-        yield session
+    with get_database(request).session(write=request.method not in _READ_METHODS) as db:
+        yield db
 
 
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 AppDatabase = Annotated[Database, Depends(get_database)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

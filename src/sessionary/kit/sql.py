@@ -11,18 +11,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 
-def insert_ignoring_conflict(session: Session, model: Any, values: Mapping[str, Any]) -> bool:
+def insert_ignoring_conflict(db: Session, model: Any, values: Mapping[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on either engine; True when a row was inserted.
 
     Decided by RETURNING, not rowcount: drivers disagree on the rowcount of a skipped insert.
     """
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     first_key = inspect(model).primary_key[0]
     stmt = insert(model).values(**values).on_conflict_do_nothing().returning(first_key)
-    return session.execute(stmt).first() is not None
+    return db.execute(stmt).first() is not None
 
 
-def insert_rows(session: Session, rows: Sequence[Any]) -> None:
+def insert_rows(db: Session, rows: Sequence[Any]) -> None:
     """INSERT new ORM rows with Core, bypassing the unit of work (a tenth of its cost).
 
     For rows written once and never changed through this session: they stay transient, so a
@@ -36,4 +36,4 @@ def insert_rows(session: Session, rows: Sequence[Any]) -> None:
             for column in attr.columns
             if attr.key in row.__dict__
         }
-        session.execute(insert(mapper.local_table), values)
+        db.execute(insert(mapper.local_table), values)

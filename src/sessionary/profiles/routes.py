@@ -7,47 +7,53 @@ from typing import Any
 from fastapi import APIRouter
 
 from sessionary.accounts.principal import Caller
-from sessionary.assistant.dependencies import Turns
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
-from sessionary.profiles.service import ProfileFields, ProfileService, profile_object
+from sessionary.profiles.payloads import profile_object
+from sessionary.profiles.schemas import ProfileFields
+from sessionary.profiles.service import ProfileService
+from sessionary.providers.dependencies import AppProviders
 
 router = APIRouter(tags=["assistants"])
 
 
 @router.post("/assistants", summary="Create an assistant profile")
 def create_assistant(
-    body: ProfileFields, caller: Caller, session: DbSession, turns: Turns
+    body: ProfileFields, caller: Caller, db: DbSession, providers: AppProviders
 ) -> dict[str, Any]:
-    model = turns.providers.resolve_chat_model(body.model)  # 400 for a model not served here
+    model = providers.resolve_chat_model(body.model)  # 400 for a model not served here
     return profile_object(
-        ProfileService(session).create(caller, body.model_copy(update={"model": model}), model)
+        ProfileService(db).create(caller, body.model_copy(update={"model": model}), model)
     )
 
 
 @router.get("/assistants", summary="List assistant profiles")
-def list_assistants(caller: Caller, session: DbSession, page: Page) -> dict[str, Any]:
-    rows = ProfileService(session).of_account(caller)
+def list_assistants(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
+    rows = ProfileService(db).of_account(caller)
     chosen, has_more = paginate(rows, lambda r: r.id, page)
     return envelope([profile_object(r) for r in chosen], has_more)
 
 
 @router.get("/assistants/{assistant_id}", summary="Retrieve an assistant profile")
-def get_assistant(assistant_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
-    return profile_object(ProfileService(session).owned(caller, assistant_id))
+def get_assistant(assistant_id: ObjectId, caller: Caller, db: DbSession) -> dict[str, Any]:
+    return profile_object(ProfileService(db).owned(caller, assistant_id))
 
 
 @router.post("/assistants/{assistant_id}", summary="Update an assistant profile")
 def update_assistant(
-    assistant_id: ObjectId, body: ProfileFields, caller: Caller, session: DbSession, turns: Turns
+    assistant_id: ObjectId,
+    body: ProfileFields,
+    caller: Caller,
+    db: DbSession,
+    providers: AppProviders,
 ) -> dict[str, Any]:
     if body.model is not None:
-        body = body.model_copy(update={"model": turns.providers.resolve_chat_model(body.model)})
-    return profile_object(ProfileService(session).update(caller, assistant_id, body))
+        body = body.model_copy(update={"model": providers.resolve_chat_model(body.model)})
+    return profile_object(ProfileService(db).update(caller, assistant_id, body))
 
 
 @router.delete("/assistants/{assistant_id}", summary="Delete an assistant profile")
-def delete_assistant(assistant_id: ObjectId, caller: Caller, session: DbSession) -> dict[str, Any]:
-    deleted = ProfileService(session).delete(caller, assistant_id)
+def delete_assistant(assistant_id: ObjectId, caller: Caller, db: DbSession) -> dict[str, Any]:
+    deleted = ProfileService(db).delete(caller, assistant_id)
     return {"id": deleted, "object": "assistant.deleted", "deleted": True}

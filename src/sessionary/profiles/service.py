@@ -6,31 +6,18 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.kit.errors import Forbidden, NotFound
 from sessionary.kit.ids import new_id
-from sessionary.kit.metadata import check_metadata, dump, load
+from sessionary.kit.metadata import check_metadata, dump
 from sessionary.kit.models import utcnow
 from sessionary.profiles.models import AssistantProfile
+from sessionary.profiles.schemas import ProfileFields
 from sessionary.profiles.store import ProfileStore
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
-
-
-class ProfileFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str | None = Field(default=None, max_length=256)
-    description: str | None = Field(default=None, max_length=512)
-    instructions: str | None = Field(default=None, max_length=256_000)
-    model: str | None = Field(default=None, max_length=200)
-    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
-    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
-    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
-    metadata: Any = None
 
 
 def render_instructions(template: str | None, variables: dict[str, Any] | None) -> str | None:
@@ -41,27 +28,9 @@ def render_instructions(template: str | None, variables: dict[str, Any] | None) 
     return _VARIABLE.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
-def profile_object(row: AssistantProfile) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "assistant",
-        "created_at": int(row.created_at.timestamp()),
-        "name": row.name,
-        "description": row.description,
-        "model": row.model,
-        "instructions": row.instructions,
-        "tools": json.loads(row.tools_json),
-        "tool_resources": {},
-        "metadata": load(row.metadata_json) or {},
-        "temperature": row.temperature,
-        "top_p": row.top_p,
-        "response_format": "auto",
-    }
-
-
 class ProfileService:
-    def __init__(self, session: Session) -> None:
-        self.store = ProfileStore(session)
+    def __init__(self, db: Session) -> None:
+        self.store = ProfileStore(db)
 
     def create(
         self, caller: Principal, fields: ProfileFields, default_model: str
@@ -81,6 +50,11 @@ class ProfileService:
                 created_at=utcnow(),
             )
         )
+
+    def find(self, caller: Principal, profile_id: str) -> AssistantProfile | None:
+        """The caller's profile, or None (another account's is as unknown as a missing one)."""
+        row = self.store.get(profile_id)
+        return row if row is not None and row.account_id == caller.account_id else None
 
     def owned(
         self, caller: Principal, profile_id: str, param: str = "assistant_id"

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
+from sessionary.kit.store import Store
 from sessionary.profiles.models import AssistantProfile
 
 
-class ProfileStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: AssistantProfile) -> AssistantProfile:
-        self.session.add(row)
-        self.session.flush()
-        return row
-
+class ProfileStore(Store):
     def get(self, profile_id: str) -> AssistantProfile | None:
-        return self.session.get(AssistantProfile, profile_id)
+        return self.db.get(AssistantProfile, profile_id)
 
     def remove(self, profile_id: str) -> None:
-        self.session.execute(delete(AssistantProfile).where(AssistantProfile.id == profile_id))
+        self.db.execute(delete(AssistantProfile).where(AssistantProfile.id == profile_id))
 
     def of_account(self, account_id: str) -> list[AssistantProfile]:
         return list(
-            self.session.scalars(
+            self.db.scalars(
                 select(AssistantProfile)
                 .where(AssistantProfile.account_id == account_id)
                 .order_by(AssistantProfile.id)

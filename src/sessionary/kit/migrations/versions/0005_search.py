@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import JSONB
 
 from sessionary.kit.models import UtcDateTime
-from sessionary.search.models import JsonColumn
-from sessionary.search.vectors import VectorColumn
+
+# The column types as they were when this revision was written, not the live models' (which may
+# change): JSONB and pgvector on PostgreSQL; JSON text and float32 bytes on SQLite.
+JsonColumn = sa.JSON().with_variant(JSONB(), "postgresql")
+VectorColumn = sa.LargeBinary().with_variant(Vector(), "postgresql")
 
 revision = "0005"
 down_revision = "0004"
@@ -52,7 +57,7 @@ def upgrade() -> None:
         sa.Column("folded", JsonColumn, nullable=False),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("content_hash", sa.String(64), nullable=False),
-        sa.Column("embedding", VectorColumn(), nullable=False),
+        sa.Column("embedding", VectorColumn, nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.UniqueConstraint("template_id", "source_id"),
     )

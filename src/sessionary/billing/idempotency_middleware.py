@@ -42,14 +42,14 @@ class IdempotencyMiddleware:
         self,
         app: ASGIApp,
         *,
-        db: Database,
+        database: Database,
         caller_scope: Callable[[Headers], str | None],
         retention: timedelta,
         lease: timedelta,
         wait_seconds: float,
     ) -> None:
         self.app = app
-        self.db = db
+        self.database = database
         self.caller_scope = caller_scope
         self.retention = retention
         self.lease = lease
@@ -57,8 +57,8 @@ class IdempotencyMiddleware:
         self._last_purge = 0.0
 
     def _service_call(self, method: str, *args: Any) -> Any:
-        with self.db.session() as session:
-            service = IdempotencyService(session, retention=self.retention, lease=self.lease)
+        with self.database.session() as db:
+            service = IdempotencyService(db, retention=self.retention, lease=self.lease)
             return getattr(service, method)(*args)
 
     async def _call(self, method: str, *args: Any) -> Any:

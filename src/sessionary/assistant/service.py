@@ -1,0 +1,357 @@
+"""The assistant's verbs: one turn from a validated request to its outcome, and enhance.
+
+A turn: plan (turns.py: read the conversation, its history and prompts) → fit (count tokens,
+truncate) → reserve the worst case → call the provider with no database lock held, or stream it
+(streaming.py) → settle the charge, then store the transcript. A failure after the reservation
+releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a `TurnStream`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.identity import Principal
+from sessionary.accounts.models import Account
+from sessionary.accounts.service import AccountService
+from sessionary.assistant.enhance import enhance, enhance_request
+from sessionary.assistant.payloads import image_item, message_item, response_object
+from sessionary.assistant.schemas import EnhanceRequest, TurnRequest
+from sessionary.assistant.streaming import stream_turn
+from sessionary.assistant.turns import Turn, offered_image_tools, plan_turn
+from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.metering import Meter, balance_of, release, reserve, settle
+from sessionary.billing.pricing import Pricing
+from sessionary.conversations.models import ConversationSession, StoredResponse
+from sessionary.conversations.service import ConversationService, NewMessage
+from sessionary.kit.db import Database
+from sessionary.kit.errors import ApiError, InvalidRequest
+from sessionary.kit.ids import new_id
+from sessionary.kit.models import utcnow
+from sessionary.providers.base import ChatRequest, ChatResult, ImageRequest, Usage
+from sessionary.providers.container import Providers, is_local
+
+log = structlog.get_logger("sessionary.assistant")
+
+
+@dataclass
+class TurnAnswer:
+    """A finished turn: its Responses payload and what it cost."""
+
+    payload: dict[str, Any]
+    settlement: Settlement
+
+
+@dataclass
+class TurnStream:
+    """A turn being streamed: the events, and the hold the answer's headers announce.
+
+    The charge is known only at the end: the final event's response carries `credits`.
+    """
+
+    events: AsyncIterator[bytes]
+    reserved_micro: int
+    remaining_micro: int
+    write_timeout_seconds: float
+
+
+class AssistantService:
+    def __init__(self, database: Database, providers: Providers, pricing: Pricing) -> None:
+        self.database = database
+        self.providers = providers
+        self.pricing = pricing
+
+    # The verbs routes call
+
+    async def answer(
+        self,
+        caller: Principal,
+        request: TurnRequest,
+        *,
+        route: str,
+        session_id: str | None,
+        session_kind: str,
+        default_truncation: str,
+    ) -> TurnAnswer | TurnStream:
+        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
+
+        def plan() -> Turn:
+            with self.database.session(write=False) as db:
+                return plan_turn(
+                    db,
+                    self.providers,
+                    caller,
+                    request,
+                    route=route,
+                    session_id=session_id,
+                    session_kind=session_kind,
+                    default_truncation=default_truncation,
+                )
+
+        turn = await anyio.to_thread.run_sync(plan)
+        await self.fit(turn, self.database.settings.default_max_output_tokens)
+        meter = await self.reserve(turn)
+        if not request.stream:
+            return TurnAnswer(*await self.run(turn, meter))
+        try:
+            remaining = await balance_of(self.database, turn.owner)
+        except BaseException:
+            await release(meter)
+            raise
+        return TurnStream(
+            stream_turn(self, turn, meter),
+            reserved_micro=meter.reservation.amount_micro,
+            remaining_micro=remaining,
+            write_timeout_seconds=self.database.settings.stream_write_timeout_seconds,
+        )
+
+    async def enhance(self, caller: Principal, body: EnhanceRequest) -> tuple[str, Settlement]:
+        """Rewrite a message at the fixed enhance price, released if the model fails."""
+        request, max_words = enhance_request(
+            body.message, body.language, body.maxwords, body.metadata
+        )
+        chat = self.providers.chat()
+        price = self.pricing.enhance()
+        meter = await reserve(self.database, Owner.of(caller), price, route="/v1/chat/enhance")
+        try:
+            content = await enhance(chat, request, max_words)
+            settlement = await settle(meter, price, model=chat.name, usage={"requests": 1})
+        except BaseException:
+            await release(meter)
+            raise
+        return content, settlement
+
+    def set_account_prompt(
+        self, db: Session, caller: Principal, system_prompt: str | None, model: str | None
+    ) -> tuple[Account, str]:
+        """Store the account's prompt (and chosen model: 400 if not served here); the account
+        and the name of the model that answers."""
+        chat = self.providers.chat()
+        chosen = self.providers.resolve_chat_model(model) if model else None
+        account = AccountService(db).set_assistant(
+            caller.account_id, system_prompt=system_prompt, model=chosen
+        )
+        return account, chat.name
+
+    def chat_model_name(self) -> str:
+        """The served chat model's name (what answers when nothing else is chosen)."""
+        return self.providers.chat().name
+
+    # Fitting and reserving
+
+    async def fit(self, turn: Turn, default_max_output_tokens: int) -> None:
+        """Count the prompt; drop the oldest history (truncation=auto) or refuse (disabled)."""
+        chat = self.providers.chat()
+        wanted = turn.request.max_output_tokens or default_max_output_tokens
+        tokens = await chat.count_tokens(turn.messages())
+        while tokens + min(wanted, 256) > chat.context_window and turn.history:
+            if turn.truncation != "auto":
+                raise InvalidRequest(
+                    f"The conversation ({tokens} tokens) does not fit the model's context window "
+                    f"({chat.context_window}); use truncation=auto or a shorter input.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
+            del turn.history[: max(1, len(turn.history) // 8)]
+            tokens = await chat.count_tokens(turn.messages())
+        if tokens >= chat.context_window:
+            raise InvalidRequest(
+                f"The input ({tokens} tokens) does not fit the model's context window "
+                f"({chat.context_window}).",
+                param="input",
+                code="context_length_exceeded",
+            )
+        turn.input_tokens = tokens
+        turn.max_output_tokens = min(wanted, chat.context_window - tokens)
+
+    def cost(self, turn: Turn, usage: Usage, images: int) -> int:
+        micro = self.pricing.assistant_turn(turn.model, usage.input_tokens, usage.output_tokens)
+        if images:
+            quality = (turn.image.options.get("quality") if turn.image else None) or "auto"
+            micro += images * self.pricing.image(quality)
+        return micro
+
+    def worst_input_tokens(self, turn: Turn) -> int:
+        """The prompt's tokens as a ceiling: exact for the local model (its own tokenizer); for a
+        remote one, whose tokenizer is not here, the UTF-8 bytes (a byte-level token covers at
+        least one byte), so a prompt in any script cannot cost more than its hold."""
+        if is_local(self.providers.chat()):
+            return turn.input_tokens
+        ceiling = sum(len(m.text.encode("utf-8")) + 8 for m in turn.messages())
+        return max(turn.input_tokens, ceiling)
+
+    async def reserve(self, turn: Turn) -> Meter:
+        images = 1 if turn.image or offered_image_tools(turn.request) else 0
+        usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
+        worst = self.cost(turn, usage, images)
+        return await reserve(self.database, turn.owner, worst, route=turn.route)
+
+    # Calling the provider
+
+    def chat_request(self, turn: Turn, *, offer_tools: bool = True) -> ChatRequest:
+        return ChatRequest(
+            turn.messages(),
+            max_output_tokens=turn.max_output_tokens,
+            temperature=turn.temperature,
+            top_p=turn.request.top_p,
+            json_schema=turn.json_schema,
+            tools=offered_image_tools(turn.request) if offer_tools else (),
+        )
+
+    async def make_image(self, turn: Turn) -> tuple[dict[str, Any], Usage]:
+        assert turn.image is not None
+        images = self.providers.image_model()
+        options = turn.image.options
+        request = ImageRequest(
+            prompt=turn.image.prompt,
+            size=options.get("size"),
+            quality=options.get("quality"),
+            output_format=options.get("output_format"),
+            background=options.get("background"),
+            compression=options.get("compression"),
+        )
+        if turn.image.edit_source:
+            result = await images.edit(request, turn.image.edit_source)
+        else:
+            result = await images.generate(request)
+        if not result.b64_images:
+            raise InvalidRequest("The images provider returned no image.", param="tools")
+        item = image_item(
+            new_id("ig"), result.b64_images[0], result.revised_prompt or turn.image.prompt, options
+        )
+        return item, Usage(turn.input_tokens, 0)
+
+    async def run(self, turn: Turn, meter: Meter) -> tuple[dict[str, Any], Settlement]:
+        """The non-streaming turn; the reservation is settled or released before returning."""
+        try:
+            if turn.image is not None:
+                item, usage = await self.make_image(turn)
+                return await self.commit(turn, meter, [item], usage, "completed", images=1)
+            result: ChatResult = await self.providers.chat().generate(self.chat_request(turn))
+        except BaseException:
+            await release(meter)
+            raise
+        status = "incomplete" if result.finish_reason == "length" else "completed"
+        images = [
+            {**item, "id": item.get("id") or new_id("ig")}
+            for item in result.items
+            if item.get("type") == "image_generation_call"
+        ][:1]  # at most the one image the reservation covers
+        output = images + (
+            [message_item(new_id("msg"), result.text)] if result.text or not images else []
+        )
+        return await self.commit(turn, meter, output, result.usage, status, images=len(images))
+
+    # Recording
+
+    def payload(
+        self,
+        turn: Turn,
+        *,
+        session_id: str,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: Usage | None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return response_object(
+            response_id=turn.response_id,
+            created_at=turn.created_at,
+            model=turn.model,
+            status=status,
+            output=output,
+            usage=usage,
+            request=turn.request,
+            session_id=session_id,
+            previous_response_id=turn.previous_response_id,
+            instructions=turn.instructions,
+            incomplete_reason="max_output_tokens" if status == "incomplete" else None,
+            error=error,
+        )
+
+    async def commit(
+        self,
+        turn: Turn,
+        meter: Meter,
+        output: list[dict[str, Any]],
+        usage: Usage,
+        status: str,
+        images: int = 0,
+    ) -> tuple[dict[str, Any], Settlement]:
+        """Charge what was produced, then store the transcript, in that order.
+
+        The charge commits on its own first: the output exists (and in a stream, has reached the
+        client) whatever happens to the session meanwhile. A transcript that cannot be stored
+        (the session was deleted during the turn) is logged and the answer still delivered.
+        """
+        charge = self.cost(turn, usage, images)
+        payload = self.payload(
+            turn, session_id=turn.session_id, status=status, output=output, usage=usage
+        )
+        try:
+            settlement = await settle(
+                meter, charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
+            )
+        except BaseException:
+            await release(meter)
+            raise
+        try:
+            await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))
+        except (ApiError, IntegrityError) as exc:  # the session went away during the turn
+            log.warning("turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200])
+        except Exception:  # paid for and delivered all the same; the log says why not stored
+            log.exception("turn_not_stored", response_id=turn.response_id)
+        return payload, settlement
+
+    def _store(self, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]) -> None:
+        with self.database.session() as db:
+            conversations = ConversationService(db)
+            if not turn.session_exists:
+                conversation = conversations.create_session(
+                    turn.caller, kind=turn.session_kind, session_id=turn.session_id
+                )
+            else:
+                conversation = conversations.owned_session(
+                    turn.caller, turn.session_id, "session_id"
+                )
+            if turn.request.store:
+                self._record(conversations, conversation, turn, payload, output)
+
+    @staticmethod
+    def _record(
+        conversations: ConversationService,
+        conversation: ConversationSession,
+        turn: Turn,
+        payload: dict[str, Any],
+        output: list[dict[str, Any]],
+    ) -> None:
+        replies: list[NewMessage] = []
+        for item in output:
+            if item["type"] == "message":
+                replies.append(NewMessage("assistant", item["content"], payload["output_text"]))
+            elif item["type"] == "image_generation_call":
+                note = f"[generated an image: {item.get('revised_prompt') or ''}]"
+                replies.append(NewMessage("assistant", [item], note))
+        input_ids = conversations.record_turn(conversation, turn.response_id, turn.inputs, replies)
+        conversations.store_response(
+            StoredResponse(
+                id=turn.response_id,
+                session_id=conversation.id,
+                account_id=turn.caller.account_id,
+                external_user_id=turn.caller.external_user_id,
+                previous_response_id=turn.previous_response_id,
+                model=turn.model,
+                status=payload["status"],
+                payload_json=json.dumps(payload),
+                input_message_ids=json.dumps(input_ids),
+                has_image=any(i["type"] == "image_generation_call" for i in output),
+                created_at=utcnow(),
+            )
+        )

@@ -1,0 +1,34 @@
+"""Request bodies of the Threads face (OpenAI's Assistants API): unknown fields are ignored,
+as OpenAI's SDK sends some this server does not act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ThreadCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    messages: list[Any] | None = None
+    metadata: Any = None
+    tool_resources: dict[str, Any] | None = None
+
+
+class ThreadUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: Any = None
+    tool_resources: dict[str, Any] | None = None
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Any = None
+    content: Any = None
+    attachments: Any = None
+    metadata: Any = None
+
+
+class MessageUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: Any = None

@@ -1,0 +1,17 @@
+"""The app's providers, for routes that only read what is configured."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sessionary.providers.container import Providers
+
+
+def get_providers(request: Request) -> Providers:
+    providers: Providers = request.app.state.providers
+    return providers
+
+
+AppProviders = Annotated[Providers, Depends(get_providers)]
