@@ -562,3 +562,23 @@ def test_postgres_containment_hints_keep_results_and_use_the_gin_index(
             ).scalars()
         )
     assert "ix_search_documents_folded" in plan
+
+
+def test_an_update_counts_each_record_once(
+    client: TestClient, funded: Tenant, db: Database
+) -> None:
+    """The batch's statistics are merged once: merging the already-merged schema again counted
+    the existing records twice (10,000 records reported as 1,023,000) and turned free text into
+    categories."""
+    from sessionary.search.models import EmbeddingTemplate
+
+    titles = [{"id": str(i), "title": f"Listing number {i}", "city": "Oslo"} for i in range(4)]
+    template = post(client, funded, "create_embedding", {"records": titles}).json()["template_id"]
+    for i in range(4, 7):
+        extra = {"template_id": template, "records": [{"id": str(i), "title": f"Listing {i}"}]}
+        assert post(client, funded, "update_embedding", extra).status_code == 200
+    with db.session(write=False) as session:
+        schema = session.get(EmbeddingTemplate, template).schema  # type: ignore[union-attr]
+    assert schema["fields"]["title"]["count"] == 7
+    assert schema["fields"]["title"]["kind"] == "text"
+    assert schema["fields"]["city"]["count"] == 4

@@ -231,9 +231,11 @@ class SearchService:
             if given_options is not None
             else (existing.field_options if existing else {})
         )
-        schema = detection.detect(flat, options)
-        if existing is not None:
-            schema = detection.merge(existing.schema, schema)
+        batch = detection.detect(flat, options)
+        # Documents are built against the template as it will be; the stored schema merges this
+        # batch's statistics once, under the template's lock (merging `schema` there would count
+        # the existing records twice and turn free text into categories).
+        schema = detection.merge(existing.schema, batch) if existing is not None else batch
         structured = detection.structured_paths(schema)
         wordy = detection.wordy_paths(schema)
         private = detection.private_paths(schema)
@@ -253,7 +255,7 @@ class SearchService:
                     )
                 else:
                     template = self.owned(store, caller, template_id, lock=True)
-                    template.schema = detection.merge(template.schema, schema)
+                    template.schema = detection.merge(template.schema, batch)
                     template.field_options = options
                 self._upsert(store, template, documents, vectors)
                 if store.dialect == "postgresql" and template.record_count > self.exact_limit:
