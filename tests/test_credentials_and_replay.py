@@ -175,6 +175,17 @@ def remote(
     db.dispose()
 
 
+def chatkit_session(client: TestClient, tenant: Tenant) -> dict[str, Any]:
+    """A ChatKit session of the tenant on the default workflow, with its client secret."""
+    made = client.post(
+        "/v1/chatkit/sessions",
+        json={"user": "u1", "workflow": {"id": "default"}},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 200, made.text
+    return dict(made.json())
+
+
 def charge_count(db: Database, tenant: Tenant) -> int:
     with db.session(write=False) as session:
         rows = Ledger(session).store.entries("account", tenant.account_id, limit=1000)
@@ -212,11 +223,7 @@ def test_client_secret_callers_get_idempotency_too(
 ) -> None:
     client, db, tenant = remote
     upstream.chat_mode, upstream.words = "words", 3
-    made = client.post(
-        "/v1/chatkit/sessions",
-        json={"user": "u1", "workflow": {"id": "default"}},
-        headers=tenant.headers,
-    ).json()
+    made = chatkit_session(client, tenant)
     headers = {**bearer(made["client_secret"]), "Idempotency-Key": "turn-1"}
     body = {"input": "Hello", "conversation": made["id"]}
     answers = [client.post("/v1/responses", json=body, headers=headers) for _ in range(3)]
@@ -262,11 +269,7 @@ def test_a_client_secret_dies_with_the_key_that_created_it(
 ) -> None:
     client, db, tenant = remote
     upstream.chat_mode, upstream.words = "words", 3
-    made = client.post(
-        "/v1/chatkit/sessions",
-        json={"user": "u1", "workflow": {"id": "default"}},
-        headers=tenant.headers,
-    ).json()
+    made = chatkit_session(client, tenant)
     turn = {"input": "Hello", "conversation": made["id"]}
     assert (
         client.post("/v1/responses", json=turn, headers=bearer(made["client_secret"])).status_code
@@ -284,11 +287,7 @@ def test_a_client_secret_cannot_smuggle_system_messages(
 ) -> None:
     client, _db, tenant = remote
     upstream.chat_mode, upstream.words = "words", 3
-    made = client.post(
-        "/v1/chatkit/sessions",
-        json={"user": "u1", "workflow": {"id": "default"}},
-        headers=tenant.headers,
-    ).json()
+    made = chatkit_session(client, tenant)
     for role in ("system", "developer"):
         body = {
             "conversation": made["id"],

@@ -106,7 +106,7 @@ class IdempotencyService:
         return Claim("replay", StoredAnswer(record.status_code, headers, record.body or b""))
 
     def complete(self, scope: str, key: str, answer: StoredAnswer) -> None:
-        headers = {name: value for name, value in answer.headers.items()}
+        headers = dict(answer.headers)
         body = without_secrets(answer.body)
         if body != answer.body:
             headers["idempotent-secret-redacted"] = "true"

@@ -239,6 +239,10 @@ class Ledger:
             owner, "release", row.amount_micro, route=row.route, reservation_id=row.id
         )
 
+    def keep_alive(self, reservation_ids: list[str]) -> int:
+        """Push the expiry of holds whose turns are still running one TTL further."""
+        return self.store.extend_reservations(reservation_ids, utcnow() + self.reservation_ttl)
+
     def release_expired(self, owner: Owner | None = None) -> int:
         """Release reservations whose request died without settling (a crash, a kill -9)."""
         owner_key = (owner.type, owner.id) if owner else None

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement
 from sessionary.kit.db import Database
-from sessionary.kit.models import utcnow
 
 log = structlog.get_logger("sessionary.billing")
 
@@ -145,8 +144,7 @@ class HoldKeeper:
         """One pass: extend live holds, then release expired ones; how many were released."""
         live = list(LIVE_HOLDS)
         with self.database.session() as db:
-            ledger = Ledger(db, reservation_ttl=self.ttl)
-            ledger.store.extend_reservations(live, utcnow() + self.ttl)
+            Ledger(db, reservation_ttl=self.ttl).keep_alive(live)
         released = 0
         while True:  # in batches, each its own short transaction
             with self.database.session() as db:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessionary.search.models import SearchDocument
+from sessionary.search import detection
+from sessionary.search.models import EmbeddingTemplate, SearchDocument
 
 HIDDEN = "(hidden)"
 _SYMBOLS = {"min": "≥", "max": "≤", "ne": "≠", "in": "in"}
@@ -84,3 +85,32 @@ def result(
     if include_raw:
         answer["record"] = redact(document.record, private)
     return answer
+
+
+def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
+    structured, unstructured = detection.describe(template.schema)
+    return {
+        "template_id": template.id,
+        "name": template.name,
+        "template_hash": template.template_hash,
+        "hash_link": f"embedding_template:{template.template_hash}",
+        "record_count": template.record_count,
+        "status": template.status,
+        "structured_fields": structured,
+        "unstructured_fields": unstructured,
+        "field_options": _shown_options(template),
+        "embedding_model": template.embedding_model,
+        "dimension": template.dimension,
+        "created_at": template.created_at.isoformat(),
+        "updated_at": template.updated_at.isoformat(),
+    }
+
+
+def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:
+    """The template's field options as listed; a private field's value_aliases would name its
+    values, so they are not shown (nor used: private fields are never extracted)."""
+    private = detection.private_paths(template.schema)
+    return {
+        path: {k: v for k, v in flags.items() if not (path in private and k == "value_aliases")}
+        for path, flags in (template.field_options or {}).items()
+    }

@@ -13,6 +13,7 @@ from sessionary.billing.headers import credit_headers
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.errors import InvalidRequest
 from sessionary.search import answers
+from sessionary.search.answers import template_summary
 from sessionary.search.detection import private_paths, structured_paths, wordy_paths
 from sessionary.search.passages import passages
 from sessionary.search.records import build_document, flatten
@@ -25,7 +26,7 @@ from sessionary.search.schemas import (
     TemplateRef,
     UpdateTemplate,
 )
-from sessionary.search.service import Found, SearchService, template_summary
+from sessionary.search.service import Found, SearchService
 
 router = APIRouter(prefix="/chat", tags=["embeddings"])
 

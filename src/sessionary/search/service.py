@@ -23,7 +23,7 @@ from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter, release, reserve, settle
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
-from sessionary.kit.errors import InvalidRequest, NotFound, PayloadTooLarge
+from sessionary.kit.errors import InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
@@ -31,6 +31,7 @@ from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import column_mask, validate
+from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
@@ -38,11 +39,6 @@ from sessionary.search.settings import Extractor
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
 
-MAX_RECORDS_PER_CALL = 10_000
-MAX_FIELDS = 256
-MAX_FIELD_NAME_CHARS = 200
-MAX_RECORD_BYTES = 100_000
-MAX_LIMIT = 100
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
 EXACT_SEARCH_LIMIT = 20_000
 
@@ -65,77 +61,6 @@ class Found:
     @property
     def private(self) -> frozenset[str]:
         return detection.private_paths(self.template.schema)
-
-
-def check_fields(flat: list[Any], schema: dict[str, Any] | None, max_fields: int) -> None:
-    """400 before any work when the records would give the template too many fields, or a
-    field name too long: a field bomb (100,000 keys in one upload) made every later query and
-    listing of the template cost seconds of CPU for every tenant."""
-    paths: set[str] = set((schema or {}).get("fields", {}))
-    for record in flat:
-        for path in record.values:
-            if len(path) > MAX_FIELD_NAME_CHARS:
-                raise InvalidRequest(
-                    f"A field name is longer than {MAX_FIELD_NAME_CHARS} characters: "
-                    f"'{path[:40]}…'.",
-                    param="records",
-                )
-            paths.add(path)
-        if len(paths) > max_fields:
-            raise InvalidRequest(
-                f"These records would give the template more than {max_fields} fields "
-                "(SESSIONARY_SEARCH__MAX_FIELDS); nest less or drop fields you do not search.",
-                param="records",
-                code="too_many_fields",
-            )
-
-
-def check_records(records: Any) -> list[dict[str, Any]]:
-    if not isinstance(records, list) or not records:
-        raise InvalidRequest("'records' must be a non-empty array of objects.", param="records")
-    if len(records) > MAX_RECORDS_PER_CALL:
-        raise InvalidRequest(
-            f"At most {MAX_RECORDS_PER_CALL} records per call; send more with update_embedding.",
-            param="records",
-        )
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InvalidRequest("Each record must be a JSON object.", param=f"records[{index}]")
-        if len(json.dumps(record, default=str)) > MAX_RECORD_BYTES:
-            raise PayloadTooLarge(
-                f"records[{index}] is larger than {MAX_RECORD_BYTES} bytes.",
-                param=f"records[{index}]",
-            )
-    return records
-
-
-def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
-    structured, unstructured = detection.describe(template.schema)
-    return {
-        "template_id": template.id,
-        "name": template.name,
-        "template_hash": template.template_hash,
-        "hash_link": f"embedding_template:{template.template_hash}",
-        "record_count": template.record_count,
-        "status": template.status,
-        "structured_fields": structured,
-        "unstructured_fields": unstructured,
-        "field_options": _shown_options(template),
-        "embedding_model": template.embedding_model,
-        "dimension": template.dimension,
-        "created_at": template.created_at.isoformat(),
-        "updated_at": template.updated_at.isoformat(),
-    }
-
-
-def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:
-    """The template's field options as listed; a private field's value_aliases would name its
-    values, so they are not shown (nor used: private fields are never extracted)."""
-    private = detection.private_paths(template.schema)
-    return {
-        path: {k: v for k, v in flags.items() if not (path in private and k == "value_aliases")}
-        for path, flags in (template.field_options or {}).items()
-    }
 
 
 class SearchService:
