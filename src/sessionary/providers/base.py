@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,52 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
+class FunctionCall:
+    """A call of a client-side function that the model asked for (or that history replays).
+
+    `arguments` is the JSON text the model wrote; `call_id` pairs it with its output.
+    """
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatMessage:
+    """One message of the prompt.
+
+    An assistant message may carry `calls` (its text may then be empty); a "tool" message is the
+    output of the call named by `call_id`, its `text` the output as the model reads it.
+    """
+
     role: Role
     text: str
     images: tuple[ImagePart, ...] = ()
+    calls: tuple[FunctionCall, ...] = ()
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A function the client runs: the model may answer with calls of it instead of text."""
+
+    name: str
+    parameters: dict[str, Any]  # a JSON Schema for the arguments object
+    description: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """Whether the model must, may or must not call a function, and which ones it may call.
+
+    A named function is `ToolChoice("required", ("name",))`; `allowed_tools` narrows `allowed`.
+    `allowed` None means every offered function.
+    """
+
+    mode: Literal["auto", "none", "required"] = "auto"
+    allowed: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +81,14 @@ class ChatRequest:
     # Hosted tools (image_generation) for a Responses-capable upstream to use if it decides to;
     # providers that cannot pass them on ignore them.
     tools: tuple[dict[str, Any], ...] = ()
+    # Client-side functions; an answer may be `ChatResult.calls` instead of (or besides) text.
+    functions: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +103,8 @@ class Usage:
 
 # "repetition": a local model started looping and the answer was ended before the loop; the
 # wire shows it as a completed answer (the text up to the loop is the answer).
-FinishReason = Literal["stop", "length", "cancelled", "repetition"]
+# "tool_calls": the answer is (or ends with) `ChatResult.calls` for the client to run.
+FinishReason = Literal["stop", "length", "cancelled", "repetition", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +115,8 @@ class ChatResult:
     model: str
     # Output items besides the message (image_generation_call), as the upstream made them.
     items: tuple[dict[str, Any], ...] = ()
+    # Function calls the model made, in order (empty for a plain answer).
+    calls: tuple[FunctionCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +133,18 @@ class StreamDone:
     result: ChatResult
 
 
-StreamEvent = TextDelta | StreamDone
+@dataclass(frozen=True)
+class CallDelta:
+    """A piece of a streamed function call: the first piece of call `index` names it (call_id
+    and name set), every piece may add to its arguments' JSON text."""
+
+    index: int
+    arguments: str = ""
+    call_id: str | None = None
+    name: str | None = None
+
+
+StreamEvent = TextDelta | CallDelta | StreamDone
 
 
 @runtime_checkable
