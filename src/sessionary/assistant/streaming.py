@@ -88,7 +88,7 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
                     delta=piece.text,
                     logprobs=[],
                 )
-            else:
+            elif isinstance(piece, StreamDone):
                 done = piece
         assert done is not None
         text = done.result.text
