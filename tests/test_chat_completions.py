@@ -354,3 +354,18 @@ def test_no_credits_is_a_402_and_nothing_runs(
     answer = client.post("/v1/chat/completions", json={"messages": HELLO}, headers=tenant.headers)
     assert answer.status_code == 402, answer.text
     assert recorder.requests == []
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_an_idempotency_key_replays_the_answer_and_charges_once(
+    client: TestClient, db: Database, funded: Tenant, streamed: bool
+) -> None:
+    body = {"messages": HELLO, "max_tokens": 6, "stream": streamed}
+    headers = {**funded.headers, "Idempotency-Key": f"chat-{streamed}"}
+    first = client.post("/v1/chat/completions", json=body, headers=headers)
+    again = client.post("/v1/chat/completions", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.content == first.content
+    _, charges, holds = ledger_state(db, funded)
+    assert len(charges) == 1 and holds == 0
