@@ -19,6 +19,7 @@ from tests.conftest import Tenant
 from tests.support.recording import RecordingChat, record_chat
 from tests.test_credentials_and_replay import chatkit_session
 from tests.test_credits_http import grant
+from tests.test_external_users import ALICE, new_user
 
 pytestmark = pytest.mark.slow
 
@@ -369,3 +370,23 @@ def test_an_idempotency_key_replays_the_answer_and_charges_once(
     assert again.content == first.content
     _, charges, holds = ledger_state(db, funded)
     assert len(charges) == 1 and holds == 0
+
+
+def test_an_external_users_key_is_billed_to_that_user_and_gets_its_prompt(
+    client: TestClient, db: Database, funded: Tenant, recorder: RecordingChat
+) -> None:
+    made = new_user(client, funded, ALICE, credits=5)
+    headers = {"Authorization": f"Bearer {made['external_api_key']}"}
+    prompt = {"external_user": ALICE, "system_prompt": "You sell shoes."}
+    set_prompt = "/v1/external_users/assistant/set_system_prompt"
+    assert client.post(set_prompt, json=prompt, headers=funded.headers).status_code == 200
+    answer = client.post(
+        "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 4}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    charged = micro(answer.headers["x-credits-charged"])
+    assert charged > 0 and micro(answer.headers["x-credits-remaining"]) == 5_000_000 - charged
+    # The account paid only the grant it gave.
+    assert ledger_state(db, funded)[0] == FUNDS - 5_000_000
+    (request,) = recorder.requests
+    assert (request.messages[0].role, request.messages[0].text) == ("system", "You sell shoes.")
