@@ -8,9 +8,11 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from sessionary.kit.errors import InvalidRequest
+from sessionary.providers import registry
 from sessionary.providers.base import (
     CallDelta,
     ChatMessage,
@@ -24,6 +26,7 @@ from sessionary.providers.base import (
     TextDelta,
     ToolChoice,
 )
+from sessionary.providers.llm.local_tools import CallScanner, render_messages
 from sessionary.providers.llm.openai import OpenAIChat
 from sessionary.providers.settings import ProviderSettings
 from tests.support.fake_upstream import FakeUpstream
@@ -309,3 +312,157 @@ def test_a_tool_loop_against_the_script(fake: FakeUpstream) -> None:
     assert (second.text, second.finish_reason) == ("It is 21 degrees in Oslo.", "stop")
     sent = fake.bodies("chat")[-1]["messages"]
     assert sent[-1]["tool_call_id"] == first.calls[0].call_id
+
+
+# The local model (llama.cpp)
+
+
+@pytest.fixture(scope="module")
+def local() -> ChatModel:
+    chat = registry.build("llm", ProviderSettings(provider="local"))
+    chat.load()
+    return chat
+
+
+def check_arguments(call: FunctionCall, *functions: FunctionTool) -> None:
+    """Valid JSON that the called function's schema accepts."""
+    function = next(f for f in functions if f.name == call.name)
+    jsonschema_rs.validate(function.parameters, json.loads(call.arguments))
+
+
+@pytest.mark.slow
+def test_local_named_function_is_called_with_valid_arguments(local: ChatModel) -> None:
+    request = ChatRequest(
+        ASK,
+        functions=(WEATHER, TIME),
+        tool_choice=ToolChoice("required", ("get_time",)),
+        max_output_tokens=40,
+    )
+    result = asyncio.run(local.generate(request))
+    assert (result.text, result.finish_reason) == ("", "tool_calls")
+    [call] = result.calls
+    assert call.name == "get_time"
+    assert call.call_id.startswith("call_")
+    check_arguments(call, TIME)
+    # The prompt billed holds the tool definitions as rendered.
+    assert result.usage.input_tokens > asyncio.run(local.count_tokens(ASK)) + 40
+    assert 0 < result.usage.output_tokens <= 40
+
+
+@pytest.mark.slow
+def test_local_required_call_among_two_streams_its_arguments(local: ChatModel) -> None:
+    request = ChatRequest(
+        HISTORY + [ChatMessage("user", "And what time is it there?")],
+        functions=(WEATHER, TIME),
+        tool_choice=ToolChoice("required"),
+        max_output_tokens=40,
+    )
+    events, result = run_stream(local, request)
+    assert result.finish_reason == "tool_calls"
+    assert all(isinstance(e, CallDelta) for e in events)
+    assert sum(1 for e in events if isinstance(e, CallDelta) and e.arguments) > 1
+    assert calls_from_deltas(events) == list(result.calls)
+    [call] = result.calls  # one call, though parallel calls are allowed
+    check_arguments(call, WEATHER, TIME)
+
+
+@pytest.mark.slow
+def test_local_auto_shows_the_tools_and_none_hides_them(local: ChatModel) -> None:
+    bare = asyncio.run(local.count_tokens(ASK))
+    shown = asyncio.run(
+        local.generate(ChatRequest(ASK, functions=(WEATHER,), max_output_tokens=24))
+    )
+    assert shown.usage.input_tokens > bare + 40
+    for call in shown.calls:  # the tiny model may or may not call: a call is well formed
+        check_arguments(call, WEATHER)
+    assert shown.finish_reason in (
+        ("tool_calls",) if shown.calls else ("stop", "length", "repetition")
+    )
+    hidden = asyncio.run(
+        local.generate(
+            ChatRequest(
+                ASK, functions=(WEATHER,), tool_choice=ToolChoice("none"), max_output_tokens=8
+            )
+        )
+    )
+    assert (hidden.usage.input_tokens, hidden.calls) == (bare, ())
+
+
+@pytest.mark.slow
+def test_local_seed_stop_and_penalties_reach_llama_cpp(local: ChatModel) -> None:
+    def answer(**options: Any) -> str:
+        request = ChatRequest(ASK, max_output_tokens=12, temperature=1.5, **options)
+        return asyncio.run(local.generate(request)).text
+
+    assert answer(seed=11, presence_penalty=0.5) == answer(seed=11, presence_penalty=0.5)
+    assert " " not in answer(stop=(" ",), frequency_penalty=0.1)
+
+
+def test_local_choice_naming_an_unknown_function_is_a_400(local: ChatModel) -> None:
+    request = ChatRequest(ASK, functions=(WEATHER,), tool_choice=ToolChoice("auto", ("nope",)))
+    with pytest.raises(InvalidRequest) as refused:
+        asyncio.run(local.generate(request))
+    assert refused.value.param == "tool_choice"
+
+
+# The local prompt's text for tools, without a model
+
+
+def test_calls_are_found_in_a_free_answer_split_anywhere() -> None:
+    answer = (
+        'Sure. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+        ' <tool_call>{"name": "unknown", "arguments": {}}</tool_call>'
+        " <tool_call>not json</tool_call> a < b"
+    )
+    for size in (1, 3, 7, len(answer)):
+        scanner = CallScanner({"get_weather"})
+        text = ""
+        for start in range(0, len(answer), size):
+            text += scanner.feed(answer[start : start + size])[0]
+        text += scanner.finish()[0]
+        [call] = scanner.calls
+        assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Oslo"})
+        assert text == (
+            'Sure.  <tool_call>{"name": "unknown", "arguments": {}}</tool_call>'
+            " <tool_call>not json</tool_call> a < b"
+        )
+
+
+def test_a_call_left_open_at_the_end_still_counts() -> None:
+    scanner = CallScanner({"get_weather"})
+    scanner.feed('<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}')
+    text, [call] = scanner.finish()
+    assert (text, json.loads(call.arguments)) == ("", {"city": "Oslo"})
+
+
+def test_history_with_calls_and_outputs_renders_as_plain_messages() -> None:
+    two_outputs = [
+        *HISTORY[:1],
+        ChatMessage(
+            "assistant",
+            "Looking.",
+            calls=(
+                FunctionCall("call_1", "get_weather", '{"city":"Oslo"}'),
+                FunctionCall("call_2", "get_time", '{"timezone":"CET"}'),
+            ),
+        ),
+        ChatMessage("tool", "21", call_id="call_1"),
+        ChatMessage("tool", "12:00", call_id="call_2"),
+    ]
+    rendered = render_messages(
+        [ChatMessage("developer", "Be brief."), *two_outputs], (WEATHER, TIME)
+    )
+    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
+    assert rendered[0]["content"].startswith("Be brief.\n\nYou can call these functions:")
+    assert '"name": "get_time"' in rendered[0]["content"]
+    assert rendered[2]["content"] == (
+        "Looking.\n"
+        '<tool_call>{"name": "get_weather", "arguments": {"city":"Oslo"}}</tool_call>\n'
+        '<tool_call>{"name": "get_time", "arguments": {"timezone":"CET"}}</tool_call>'
+    )
+    assert rendered[3]["content"] == (
+        '<tool_response name="get_weather">\n21\n</tool_response>\n'
+        '<tool_response name="get_time">\n12:00\n</tool_response>'
+    )
+    # Without functions (tool_choice "none"), no listing; the history still reads the same.
+    assert render_messages(two_outputs, ())[0] == {"role": "user", "content": ASK[0].text}
