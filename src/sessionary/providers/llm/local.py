@@ -285,7 +285,8 @@ class LlamaCppChat:
             chosen, finish = self._constrained(
                 prompt, {"enum": names}, max_tokens, request, cancelled
             )
-        function = next((f for f in functions if json.dumps(f.name) == chosen.strip()), None)
+        fallback = functions[0] if finish == "stop" else None  # the grammar allows no other
+        function = next((f for f in functions if json.dumps(f.name) == chosen.strip()), fallback)
         arguments = ""
         calls: tuple[FunctionCall, ...] = ()
         if function is not None and finish == "stop":
