@@ -86,7 +86,9 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         partial = await _settle_partial(service, turn, meter, produced, started)
         closed = True
         if isinstance(exc, ApiError):
-            error = {"code": exc.code or "server_error", "message": exc.message}
+            # OpenAI's response errors have a closed set of codes: a rate limit, or a server error.
+            code = "rate_limit_exceeded" if exc.status_code == 429 else "server_error"
+            error = {"code": code, "message": exc.message}
         else:
             log.exception("stream_failed", response_id=turn.response_id)
             error = {"code": "server_error", "message": "Internal server error."}
