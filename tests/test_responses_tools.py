@@ -387,3 +387,24 @@ def test_tool_definitions_count_toward_the_hold(
     offered, _ = stream_events(client, funded, input="Hi.", tools=[WEATHER, TIME])
     held = [float(r.headers["x-credits-reserved"]) for r in (plain, offered)]
     assert held[1] > held[0]
+
+
+def test_an_image_the_upstream_chose_to_make_is_streamed_and_billed(
+    client: TestClient, funded: Tenant, scripted: ScriptedChat
+) -> None:
+    scripted.script(text="Here is your fox.")
+    scripted.items = [{"type": "image_generation_call", "id": "ig_up", "result": "aGk=",
+                       "revised_prompt": "a fox", "status": "completed"}]  # fmt: skip
+    _, plain = stream_events(client, funded, input="A fox?")
+    _, events = stream_events(client, funded, input="A fox?", tools=[{"type": "image_generation"}])
+    strict_events(events)
+    assert scripted.requests[-1].tools == ({"type": "image_generation"},)
+    kinds = [e["type"] for e in events if "image_generation_call" in e["type"]]
+    assert kinds == [
+        f"response.image_generation_call.{s}" for s in ("in_progress", "generating", "completed")
+    ]
+    final = events[-1]["response"]
+    assert [i["type"] for i in final["output"]] == ["message", "image_generation_call"]
+    assert final["output"][1]["result"] == "aGk="
+    charged = [float(r["credits"]["charged"]) for r in (plain[-1]["response"], final)]
+    assert charged[1] - charged[0] > 1  # the image's price (several credits at any quality)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -36,6 +37,7 @@ class ScriptedChat:
         self.text = ""
         self.calls: list[FunctionCall] = []
         self.fail_after: int | None = None  # pieces streamed before the model fails
+        self.items: list[dict[str, Any]] = []  # hosted tools' items (an image it chose to make)
 
     def script(self, text: str = "", calls: Sequence[FunctionCall] = ()) -> None:
         self.text, self.calls = text, list(calls)
@@ -50,6 +52,7 @@ class ScriptedChat:
             "tool_calls" if calls else "stop",
             self.name,
             calls=calls,
+            items=tuple(self.items) if request.tools else (),
         )
 
     async def generate(self, request: ChatRequest) -> ChatResult:

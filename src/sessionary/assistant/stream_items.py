@@ -49,6 +49,7 @@ class StreamedOutput:
         self.calls: dict[int, _Call] = {}
         self.dropped: set[int] = set()
         self.finished: dict[int, dict[str, Any]] = {}
+        self.image_count = 0
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -124,15 +125,34 @@ class StreamedOutput:
             delta=arguments,
         )
 
+    def images(self, result: ChatResult) -> Iterator[bytes]:
+        """An image the upstream's model chose to make (at most the one the hold covers)."""
+        for made in [i for i in result.items if i.get("type") == "image_generation_call"][:1]:
+            index = self.count
+            self.count += 1
+            item = {**made, "id": made.get("id") or new_id("ig"), "status": "completed"}
+            placeholder = {**item, "status": "in_progress", "result": None}
+            yield self.event("response.output_item.added", output_index=index, item=placeholder)
+            for stage in ("in_progress", "generating", "completed"):
+                yield self.event(
+                    f"response.image_generation_call.{stage}",
+                    output_index=index,
+                    item_id=item["id"],
+                )
+            yield self.event("response.output_item.done", output_index=index, item=item)
+            self.finished[index] = item
+            self.image_count += 1
+
     def finish(self, result: ChatResult) -> Iterator[bytes]:
         """Close every item; open those the provider gave only in its final result."""
+        yield from self.images(result)
         streamed = [self.calls[i] for i in sorted(self.calls)]
         final = list(result.calls) or [
             FunctionCall(c.call_id, c.name, "".join(c.arguments)) for c in streamed
         ]
         limit = self._limit
         final = final[:limit] if limit is not None else final
-        if self.message is None and (result.text or not final):
+        if self.message is None and (result.text or not (final or self.image_count)):
             yield from self._open_message()
             if result.text:
                 yield from self.text(result.text)

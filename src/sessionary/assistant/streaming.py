@@ -52,8 +52,7 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
             return
         output = StreamedOutput(event, turn)
         done: StreamDone | None = None
-        # Streams do not offer hosted tools yet: an upstream image could not be shown or billed.
-        request = service.chat_request(turn, offer_tools=False)
+        request = service.chat_request(turn)
         started = True
         async for piece in service.providers.chat().stream(request):
             if isinstance(piece, TextDelta):
@@ -72,7 +71,7 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
             yield chunk
         status = "incomplete" if done.result.finish_reason == "length" else "completed"
         payload, settlement = await service.commit(
-            turn, meter, output.items, done.result.usage, status
+            turn, meter, output.items, done.result.usage, status, images=output.image_count
         )
         closed = True
         payload["credits"] = {
