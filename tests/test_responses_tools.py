@@ -146,6 +146,7 @@ def test_every_path_answers_complete_response_objects(client: TestClient, funded
     )
     assert samsar.status_code == 200, samsar.text  # Samsar's own extra fields are ignored
     assert strict_response(samsar.json()).max_output_tokens == 4  # its camelCase alias honoured
+    assert samsar.json()["truncation"] == "auto"  # this route's default, echoed as used
 
 
 def test_parameters_that_cannot_be_honoured_are_400s_and_free(

@@ -324,6 +324,8 @@ class AssistantService:
             usage=usage,
             request=turn.request,
             tools=turn.tools,
+            truncation=turn.truncation,
+            temperature=turn.temperature,
             session_id=session_id,
             previous_response_id=turn.previous_response_id,
             instructions=turn.instructions,
