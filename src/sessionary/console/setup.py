@@ -25,8 +25,9 @@ HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    # A sign-in link carries its token in the URL: never pass it on as a referrer.
-    "referrer-policy": "no-referrer",
+    # A sign-in link carries its token in the URL: never pass it to another origin. (Not
+    # no-referrer: then the browser sends `Origin: null` with forms, and sign-in checks it.)
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
 

@@ -82,7 +82,7 @@
       { title: "Filterable", cell: (k) => flag(k, "filterable") },
       { title: "Retrievable", cell: (k) => flag(k, "retrievable") },
       { title: "Aliases", cell: (k) => h("input", { "data-field": k, "data-flag": "aliases", value: ((options[k] || {}).aliases || []).join(", "), "aria-label": `${k} aliases` }) },
-    ], keys.filter((k) => !k.includes(".") || true));
+    ], keys);
     field("options").hidden = !keys.length;
     loadTemplates();
   }
@@ -158,6 +158,7 @@
       search_term: field("term").value.trim(),
       rerank: field("rerank").checked,
       limit: Number(field("limit").value) || 10,
+      include_raw: true,
     };
     if (withChips) body.structured_filters = chips;
     const started = performance.now();
@@ -168,7 +169,7 @@
       renderChips();
       field("results").replaceChildren(
         ...found.results.map((r) => h("li", {}, h("strong", {}, `score ${Number(r.score).toFixed(4)}`), " ", h("code", {}, r.id),
-          h("pre", {}, JSON.stringify(r.record || r, null, 1))))
+          h("pre", {}, JSON.stringify(r.record || r.structured_filters, null, 1))))
       );
       if (found.notice) notice(found.notice);
     } catch (error) {
