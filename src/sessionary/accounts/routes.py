@@ -110,7 +110,7 @@ def list_keys(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
 @router.post("/keys", response_model=KeyObject, summary="Create an API key (its secret shown once)")
 def create_key(caller: Caller, db: DbSession, body: KeyCreate | None = None) -> KeyObject:
     name = body.name if body else None
-    issued = AccountService(db).create_key(caller.account_id, name)
+    issued = AccountService(db).issue_key_for(caller, name)
     return _key_object(issued.key, issued.plaintext)
 
 

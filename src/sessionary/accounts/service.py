@@ -17,7 +17,7 @@ from sessionary.accounts.keys import (
 )
 from sessionary.accounts.models import Account, ApiKey
 from sessionary.accounts.store import AccountStore
-from sessionary.kit.errors import InvalidRequest, NotFound, Unauthorized
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
 
@@ -97,6 +97,16 @@ class AccountService:
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         return self.store.list_keys(account_id)
+
+    def issue_key_for(self, caller: Principal, name: str | None) -> IssuedKey:
+        """A new account key at a caller's request; an auth token may not mint one (the key
+        would outlive the token, which must die with its root key)."""
+        if caller.token_id is not None:
+            raise Forbidden(
+                "An auth token may not create API keys: use an API key.",
+                code="token_cannot_mint_keys",
+            )
+        return self.create_key(caller.account_id, name)
 
     def account_keys(self, account_id: str) -> list[ApiKey]:
         """The account's own keys (its external users' keys are managed by rotation)."""
