@@ -61,7 +61,11 @@ def get_usage(
     )
 
 
-@router.get("/credits/ledger", summary="The account's ledger entries (cursor-paginated, or CSV)")
+@router.get(
+    "/credits/ledger",
+    summary="The account's ledger entries (cursor-paginated, or CSV)",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 def get_ledger(
     caller: Caller,
     db: DbSession,
