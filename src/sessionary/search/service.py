@@ -20,7 +20,7 @@ import numpy as np
 
 from sessionary.accounts.identity import Principal
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
@@ -35,9 +35,9 @@ from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
-from sessionary.search.settings import Extractor
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
+from sessionary.settings.search import Extractor
 
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
 EXACT_SEARCH_LIMIT = 20_000
@@ -104,11 +104,11 @@ class SearchService:
         # Held from the embedder's own count: a per-character guess held about five times the
         # charge and refused funded callers.
         worst = self.pricing.embedding(await embedder.count_tokens(texts), plain_text=plain_text)
-        meter = await reserve(self.db, owner, worst, route=route)
+        meter = await Meter.reserve(self.db, owner, worst, route=route)
         try:
             batch = await embedder.embed(texts)
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return np.asarray(batch.vectors, dtype=np.float32), meter, batch.input_tokens
 
@@ -119,11 +119,11 @@ class SearchService:
         model = self.providers.embedder().name
         vectors, meter, tokens = await self._embed(Owner.of(caller), texts, route)
         try:
-            settlement = await settle(
-                meter, self.pricing.embedding(tokens), model=model, usage={"input_tokens": tokens}
+            settlement = await meter.settle(
+                self.pricing.embedding(tokens), model=model, usage={"input_tokens": tokens}
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return vectors, tokens, settlement
 
@@ -185,9 +185,9 @@ class SearchService:
                 self._upsert(store, template, documents, vectors)
                 if store.dialect == "postgresql" and template.record_count > self.exact_limit:
                     store.ensure_vector_index(template.dimension)
-                settlement = meter.settle(
+                settlement = meter.settle_in(
+                    session,
                     price,
-                    session=session,
                     model=self.providers.embedder().name,
                     usage={"input_tokens": tokens, "records": len(documents)},
                     subject_id=template.id,
@@ -197,7 +197,7 @@ class SearchService:
         try:
             return await anyio.to_thread.run_sync(store_all)
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
 
     def _read_template(self, caller: Principal, template_id: str) -> EmbeddingTemplate:
@@ -360,16 +360,14 @@ class SearchService:
                     template, filters, vectors[0], semantic, limit, num_candidates, rerank
                 )
             )
-            settlement = await anyio.to_thread.run_sync(
-                lambda: meter.settle(
-                    self.pricing.embedding(tokens),
-                    model=template.embedding_model,
-                    usage={"input_tokens": tokens},
-                    subject_id=template.id,
-                )
+            settlement = await meter.settle(
+                self.pricing.embedding(tokens),
+                model=template.embedding_model,
+                usage={"input_tokens": tokens},
+                subject_id=template.id,
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return Found(template, filters, hits, settlement, semantic, sources)
 
