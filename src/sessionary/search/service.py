@@ -1,9 +1,14 @@
 """Rules for embedding templates: ingest records, and search them with extracted filters.
 
+The verbs routes call: `ingest` (and `ingest_plain_text`), `delete`, `search` (a `SearchQuery`),
+`embeddings` (raw vectors), `list` and `status`. A search: check the query (query.py) → plan in
+one read transaction (the template, extracted and given filters) → reserve and embed the query
+→ retrieve (retrieval.py) → settle → `Found`, which the route shapes with answers.py.
+
 Embedding happens before any write transaction, so no lock is held while the model works;
 documents, counts, hash and version then change in one transaction (the template row locked on
 PostgreSQL, the database's write lock on SQLite), so racing upserts of the same ids never
-duplicate. Inputs are billed at the embedding price through the ledger (reserve, then settle).
+duplicate. Inputs are billed at the embedding price through `Meter` (reserve, then settle).
 """
 
 from __future__ import annotations
