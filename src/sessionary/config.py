@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sessionary.search.settings import SearchSettings
 from sessionary.settings.pricing import PricingSettings
 from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
+from sessionary.settings.search import SearchSettings
 
 
 class CorsSettings(BaseModel):
