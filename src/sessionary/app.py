@@ -24,6 +24,7 @@ from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.chatkit.service import ClientSecrets
 from sessionary.config import Settings, load_settings
+from sessionary.conversations.conversation_routes import router as conversations_router
 from sessionary.conversations.routes import router as threads_router
 from sessionary.external.routes import root_router as external_root_router
 from sessionary.external.routes import router as external_router
@@ -60,6 +61,7 @@ API_ROUTERS: list[APIRouter] = [
     assistant_router,
     responses_router,
     threads_router,
+    conversations_router,
     profiles_router,
     chatkit_router,
     search_router,
