@@ -14,6 +14,7 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import UpstreamError
 from sessionary.providers.base import ChatRequest, ChatResult
 from tests.conftest import Tenant, make_tenant
+from tests.support.live import LiveServer
 from tests.support.recording import RecordingChat, record_chat
 from tests.test_auth import assert_error
 from tests.test_credits_http import grant
@@ -338,3 +339,41 @@ def test_one_session_through_every_face(
     sdk.beta.chatkit.threads.delete(chat.id)
     with pytest.raises(openai.NotFoundError):
         sdk.conversations.retrieve(chat.id)
+
+
+def test_the_sdk_against_a_live_server(settings_env: dict[str, str], funded: Tenant) -> None:
+    server = LiveServer(settings_env)
+    try:
+        sdk = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=funded.api_key)
+        conversation = sdk.conversations.create(
+            items=[{"role": "user", "content": "My name is Ada."}], metadata={"app": "live"}
+        )
+        added = sdk.conversations.items.create(
+            conversation.id,
+            items=[
+                {"type": "function_call", "call_id": "c1", "name": "now", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "noon"},
+            ],
+        )
+        assert [i.type for i in added.data] == ["function_call", "function_call_output"]
+        response = sdk.responses.create(
+            conversation=conversation.id, input="Who am I?", max_output_tokens=4
+        )
+        assert response.conversation is not None and response.conversation.id == conversation.id
+        items = list(sdk.conversations.items.list(conversation.id, order="asc", limit=2))
+        assert [i.type for i in items] == ["message", "function_call", "function_call_output"] + [
+            "message"
+        ] * 2
+        assert items[-1].content[0].text == response.output_text  # type: ignore[union-attr]
+        one = sdk.conversations.items.retrieve(items[0].id, conversation_id=conversation.id)
+        assert one.content[0].text == "My name is Ada."  # type: ignore[union-attr]
+        sdk.conversations.items.delete(items[0].id, conversation_id=conversation.id)
+        assert sdk.conversations.update(conversation.id, metadata={"app": "x"}).metadata == {
+            "app": "x"
+        }
+        assert len(list(sdk.conversations.items.list(conversation.id))) == 4
+        assert sdk.conversations.delete(conversation.id).deleted is True
+        with pytest.raises(openai.NotFoundError):
+            sdk.conversations.items.list(conversation.id)
+    finally:
+        server.stop()
