@@ -288,6 +288,11 @@ def test_responses_with_a_conversation_prepend_and_append_once(
     )
     assert second.conversation is not None and second.conversation.id == conversation.id
     assert len(list(sdk.conversations.items.list(conversation.id))) == 5
+    unstored = sdk.responses.create(
+        conversation=conversation.id, input="Off the record.", max_output_tokens=2, store=False
+    )
+    assert unstored.conversation is not None
+    assert len(list(sdk.conversations.items.list(conversation.id))) == 5
 
     async def broken(request: ChatRequest) -> ChatResult:
         raise UpstreamError("The model provider failed (simulated).")
