@@ -1,7 +1,18 @@
-"""A stand-in for a paid cloud API at its HTTP boundary: images, and injected faults.
+"""A stand-in for a paid cloud API at its HTTP boundary: images, function calls, and faults.
 
 Chat and embeddings are tested against a real OpenAI-compatible server (llama-cpp-python's);
-this fake only answers what no local server can (images) and misbehaves on purpose (slow, 500).
+this fake only answers what no local server can (images, a model that reliably chooses a function
+call) and misbehaves on purpose (slow, 500).
+
+Scripted answers, for function tools end to end:
+
+    fake.script_tool_calls([("get_weather", {"city": "Oslo"})])  # the next answers: this call
+    fake.script_text("It is sunny in Oslo.")  # then this text
+    fake.responses_mode = "script"  # also answer the Responses API (else it is missing: 404)
+
+Scripted answers are taken in order, one a request, and the last one repeats. Both APIs answer
+them, plain or streamed (arguments in several chunks); `fake.bodies("chat")` /
+`fake.bodies("responses")` are the request bodies received, to check what the provider sent.
 """
 
 from __future__ import annotations
@@ -11,7 +22,8 @@ import base64
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -31,6 +43,24 @@ PNG_1X1 = base64.b64encode(
 ).decode()
 
 
+@dataclass(frozen=True)
+class Scripted:
+    """One scripted answer: calls (name, arguments) and/or text."""
+
+    calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    text: str = ""
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+def _pieces(text: str, count: int = 3) -> list[str]:
+    """`text` cut in `count` pieces (fewer when short), as a server streams arguments."""
+    size = max(1, -(-len(text) // count))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -42,8 +72,11 @@ class FakeUpstream:
         self.word = "word "
         self.word_delay = 0.0
         self.sent = 0  # pieces actually streamed by "words" (a reader that stops, stops it)
-        # "missing": no Responses API here (404); "image": a model that chose to draw.
+        # "missing": no Responses API here (404); "image": a model that chose to draw;
+        # "script": the scripted answers (as chat_mode "script" does for chat completions).
         self.responses_mode = "missing"
+        self.script: list[Scripted] = []
+        self.answered = 0  # scripted answers given
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
@@ -80,8 +113,197 @@ class FakeUpstream:
         self.calls.append({"route": "edit", "prompt": form.get("prompt"), "image_bytes": len(data)})
         return JSONResponse({"created": 0, "data": [{"b64_json": PNG_1X1}]})
 
+    # Scripted answers
+
+    def script_tool_calls(
+        self, calls: Sequence[tuple[str, dict[str, Any]]], *, text: str = ""
+    ) -> None:
+        """Queue an answer that calls these functions (after `text`, if any)."""
+        self.script.append(Scripted(tuple(calls), text))
+        self.chat_mode = "script"
+
+    def script_text(self, text: str) -> None:
+        """Queue a plain text answer."""
+        self.script.append(Scripted(text=text))
+        self.chat_mode = "script"
+
+    def bodies(self, route: str) -> list[dict[str, Any]]:
+        """The bodies of the requests received on `route` ("chat" or "responses"), in order
+        (without the provider's probe of the Responses API)."""
+        return [
+            c["body"]
+            for c in self.calls
+            if c["route"] == route and "body" in c and c["body"].get("input") != "ping"
+        ]
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.script.clear()
+        self.answered = 0
+        self.chat_mode = "fail"
+        self.responses_mode = "missing"
+
+    def _next_answer(self) -> Scripted:
+        if not self.script:
+            return Scripted(text="Nothing was scripted.")
+        answer = self.script[min(self.answered, len(self.script) - 1)]
+        self.answered += 1
+        return answer
+
+    def _scripted_chat(self, body: dict[str, Any]) -> Response:
+        answer = self._next_answer()
+        ids = [f"call_fake{self.answered}_{i}" for i in range(len(answer.calls))]
+        if body.get("stream"):
+            return StreamingResponse(
+                self._scripted_chat_stream(answer, ids), media_type="text/event-stream"
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
+        if answer.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+                for call_id, (name, arguments) in zip(ids, answer.calls, strict=True)
+            ]
+        return JSONResponse(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if answer.calls else "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28},
+            }
+        )
+
+    async def _scripted_chat_stream(self, answer: Scripted, ids: list[str]) -> AsyncIterator[bytes]:
+        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "fake"}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return _sse({**base, "choices": [choice]})
+
+        yield chunk({"role": "assistant", "content": ""})
+        for piece in _pieces(answer.text) if answer.text else ():
+            yield chunk({"content": piece})
+        for index, (call_id, (name, arguments)) in enumerate(zip(ids, answer.calls, strict=True)):
+            first = {"name": name, "arguments": ""}
+            call = {"index": index, "id": call_id, "type": "function", "function": first}
+            yield chunk({"tool_calls": [call]})
+            for piece in _pieces(json.dumps(arguments)):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        yield chunk({}, "tool_calls" if answer.calls else "stop")
+        usage = {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
+        yield _sse({**base, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+
+    def _scripted_output(self, answer: Scripted) -> list[dict[str, Any]]:
+        output: list[dict[str, Any]] = []
+        if answer.text:
+            content = [{"type": "output_text", "text": answer.text, "annotations": []}]
+            output.append(
+                {
+                    "id": f"msg_fake{self.answered}",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": content,
+                }
+            )
+        for index, (name, arguments) in enumerate(answer.calls):
+            output.append(
+                {
+                    "id": f"fc_fake{self.answered}_{index}",
+                    "type": "function_call",
+                    "status": "completed",
+                    "call_id": f"call_fake{self.answered}_{index}",
+                    "name": name,
+                    "arguments": json.dumps(arguments),
+                }
+            )
+        return output
+
+    def _response(self, body: dict[str, Any], output: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": "resp_upstream",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": body["model"],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "output": output,
+            "usage": {
+                "input_tokens": 12,
+                "output_tokens": 5,
+                "total_tokens": 17,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+
+    async def _scripted_responses_stream(
+        self, body: dict[str, Any], output: list[dict[str, Any]]
+    ) -> AsyncIterator[bytes]:
+        sequence = iter(range(1_000_000))
+        final = self._response(body, output)
+
+        def event(kind: str, **fields: Any) -> bytes:
+            return _sse({"type": kind, "sequence_number": next(sequence), **fields})
+
+        yield event("response.created", response={**final, "status": "in_progress", "output": []})
+        for index, item in enumerate(output):
+            if item["type"] == "message":
+                text = item["content"][0]["text"]
+                yield event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "content": []},
+                )
+                for piece in _pieces(text):
+                    yield event(
+                        "response.output_text.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=0,
+                        delta=piece,
+                        logprobs=[],
+                    )
+            else:
+                started = {**item, "status": "in_progress", "arguments": ""}
+                yield event("response.output_item.added", output_index=index, item=started)
+                for piece in _pieces(item["arguments"]):
+                    yield event(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
+                yield event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            yield event("response.output_item.done", output_index=index, item=item)
+        yield event("response.completed", response=final)
+
+    # Routes
+
     async def chat(self, request: Request) -> Response:
-        self.calls.append({"route": "chat"})
+        body = await request.json() if self.chat_mode == "script" else None
+        self.calls.append({"route": "chat", **({"body": body} if body is not None else {})})
+        if body is not None:
+            return self._scripted_chat(body)
         if self.chat_mode == "drop":
             return StreamingResponse(self._dropped_stream(), media_type="text/event-stream")
         if self.chat_mode == "words":
@@ -141,7 +363,7 @@ class FakeUpstream:
         self.calls.append({"route": "embeddings"})
         return JSONResponse({"error": {"message": "boom"}}, status_code=503)
 
-    async def responses(self, request: Request) -> JSONResponse:
+    async def responses(self, request: Request) -> Response:
         if self.responses_mode == "missing":
             return JSONResponse({"error": {"message": "no"}}, status_code=404)
         body = await request.json()
@@ -152,17 +374,19 @@ class FakeUpstream:
                 "authorization": request.headers.get("authorization"),
             }
         )
+        if self.responses_mode == "script":
+            if not isinstance(body.get("input"), list):  # the provider's probe: not an answer
+                return JSONResponse(self._response(body, []))
+            output = self._scripted_output(self._next_answer())
+            if body.get("stream"):
+                return StreamingResponse(
+                    self._scripted_responses_stream(body, output), media_type="text/event-stream"
+                )
+            return JSONResponse(self._response(body, output))
         return JSONResponse(
-            {
-                "id": "resp_upstream",
-                "object": "response",
-                "created_at": 1,
-                "status": "completed",
-                "model": body["model"],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "output": [
+            self._response(
+                body,
+                [
                     {
                         "id": "ig_upstream",
                         "type": "image_generation_call",
@@ -180,14 +404,7 @@ class FakeUpstream:
                         ],
                     },
                 ],
-                "usage": {
-                    "input_tokens": 12,
-                    "output_tokens": 5,
-                    "total_tokens": 17,
-                    "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-            }
+            )
         )
 
     def stop(self) -> None:

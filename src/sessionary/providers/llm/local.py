@@ -12,6 +12,13 @@ A 135M-parameter model loops easily, so free text is sampled with the model card
 and a repetition penalty (`LocalSampling`), and watched by a `RepetitionGuard`: the same 8 words a
 third time end the answer before them (finish_reason "repetition"). Every generation is streamed
 internally, so the guard can stop it at once instead of after the output cap.
+
+Function tools are prompt text (local_tools.py). A required call (tool_choice "required" or a
+named function) is written by the grammar, never left to the model: the prompt ends with the call's
+opening, a grammar over the allowed names picks the function (skipped when only one is allowed),
+then a grammar from that function's JSON Schema writes its arguments, streamed as they come. One
+call per answer: a 135M model does not plan parallel calls. With "auto" the model may write calls
+in the format it was shown; with a JSON answer format it has no room for one and answers in it.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from typing import Any
 
 from sessionary.kit.errors import ApiError
 from sessionary.providers.base import (
+    CallDelta,
     ChatMessage,
     ChatRequest,
     ChatResult,
     FinishReason,
+    FunctionCall,
+    FunctionTool,
     StreamDone,
     StreamEvent,
     TextDelta,
@@ -39,6 +49,15 @@ from sessionary.providers.base import (
 )
 from sessionary.providers.bundled import package_dir
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
+from sessionary.providers.llm.functions import callable_functions, must_call, new_call_id
+from sessionary.providers.llm.local_tools import (
+    OPEN,
+    CallScanner,
+    TrimmedPieces,
+    arguments_schema,
+    call_text,
+    render_messages,
+)
 from sessionary.providers.llm.repetition import RepetitionGuard
 from sessionary.providers.settings import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -143,22 +162,22 @@ class LlamaCppChat:
 
     # Work (on the worker thread)
 
-    def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
-        rendered = self._formatter(
-            messages=[
-                {"role": "system" if m.role == "developer" else m.role, "content": m.text}
-                for m in messages
-            ]
-        )
+    def _prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        functions: Sequence[FunctionTool] = (),
+        *,
+        required: bool = False,
+    ) -> tuple[str, list[str]]:
+        rendered = self._formatter(messages=render_messages(messages, functions, required=required))
         stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
         return rendered.prompt, [s for s in stop if s]
 
     def _count(self, text: str, *, special: bool) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
-    def _completion(self, request: ChatRequest) -> tuple[Iterator[dict[str, Any]], int, int]:
-        llama = self._ensure_loaded()
-        prompt, stop = self._prompt(request.messages)
+    def _budget(self, prompt: str, request: ChatRequest) -> tuple[int, int]:
+        """The prompt's tokens, and the output cap that fits beside it in the context."""
         prompt_tokens = self._count(prompt, special=True)
         room = self.context_window - prompt_tokens
         if room <= 0:
@@ -168,11 +187,11 @@ class LlamaCppChat:
                 f"({self.context_window})",
                 status=400,
             )
-        max_tokens = min(request.max_output_tokens or LOCAL_MAX_OUTPUT_TOKENS, room)
+        return prompt_tokens, min(request.max_output_tokens or LOCAL_MAX_OUTPUT_TOKENS, room)
+
+    @staticmethod
+    def _sampling(request: ChatRequest, *, grammar: Any = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "stop": stop,
             "stream": True,
             "temperature": SAMPLING.temperature
             if request.temperature is None
@@ -181,27 +200,143 @@ class LlamaCppChat:
             "repeat_penalty": SAMPLING.repeat_penalty,
             "frequency_penalty": SAMPLING.frequency_penalty,
         }
-        if request.json_schema is not None:
-            from llama_cpp.llama_grammar import LlamaGrammar
-
-            schema = request.json_schema or {"type": "object"}
-            kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        if grammar is not None:
+            kwargs["grammar"] = grammar
             # JSON repeats keys and values by nature: no penalty, and the grammar ends it.
             kwargs["repeat_penalty"] = 1.0
             kwargs["frequency_penalty"] = 0.0
+        if request.frequency_penalty is not None:
+            kwargs["frequency_penalty"] = request.frequency_penalty
+        if request.presence_penalty is not None:
+            kwargs["presence_penalty"] = request.presence_penalty
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        return kwargs
+
+    @staticmethod
+    def _grammar(schema: dict[str, Any]) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+
+    def _completion(
+        self, request: ChatRequest, functions: Sequence[FunctionTool]
+    ) -> tuple[Iterator[dict[str, Any]], int, int]:
+        llama = self._ensure_loaded()
+        prompt, stop = self._prompt(request.messages, functions)
+        prompt_tokens, max_tokens = self._budget(prompt, request)
+        grammar = None
+        if request.json_schema is not None:
+            grammar = self._grammar(request.json_schema or {"type": "object"})
+        kwargs = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "stop": [*stop, *request.stop],
+            **self._sampling(request, grammar=grammar),
+        }
         return llama.create_completion(**kwargs), prompt_tokens, max_tokens
+
+    def _constrained(
+        self,
+        prompt: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+        request: ChatRequest,
+        cancelled: threading.Event | None,
+        on_piece: Any = None,
+    ) -> tuple[str, FinishReason]:
+        """Text that the grammar of `schema` allows, streamed from `prompt`."""
+        chunks = self._llama.create_completion(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            **self._sampling(request, grammar=self._grammar(schema)),
+        )
+        pieces: list[str] = []
+        finish: FinishReason = "stop"
+        try:
+            for chunk in chunks:
+                if cancelled is not None and cancelled.is_set():
+                    return "".join(pieces), "cancelled"
+                choice = chunk["choices"][0]
+                piece = choice.get("text") or ""
+                if piece:
+                    pieces.append(piece)
+                    if on_piece is not None:
+                        on_piece(piece)
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+        finally:
+            chunks.close()
+        return "".join(pieces), finish
+
+    def _run_call(
+        self, request: ChatRequest, emit: Any = None, cancelled: threading.Event | None = None
+    ) -> ChatResult:
+        """A required call, written by grammars (see the module's text)."""
+        self._ensure_loaded()
+        functions = callable_functions(request)
+        prompt, _ = self._prompt(request.messages, functions, required=True)
+        prompt += OPEN + '{"name": '
+        prompt_tokens, max_tokens = self._budget(prompt, request)
+        chosen = json.dumps(functions[0].name)
+        finish: FinishReason = "stop"
+        if len(functions) > 1:
+            names = [f.name for f in functions]
+            chosen, finish = self._constrained(
+                prompt, {"enum": names}, max_tokens, request, cancelled
+            )
+        fallback = functions[0] if finish == "stop" else None  # the grammar allows no other
+        function = next((f for f in functions if json.dumps(f.name) == chosen.strip()), fallback)
+        arguments = ""
+        calls: tuple[FunctionCall, ...] = ()
+        if function is not None and finish == "stop":
+            call_id = new_call_id()
+            if emit is not None:
+                emit(CallDelta(0, "", call_id, function.name))
+            room = max_tokens - self._count(chosen, special=False)
+            if room > 0:
+                arguments, finish = self._constrained(
+                    f'{prompt}{chosen}, "arguments": ',
+                    arguments_schema(function),
+                    room,
+                    request,
+                    cancelled,
+                    None if emit is None else TrimmedPieces(lambda text: emit(CallDelta(0, text))),
+                )
+                arguments = arguments.strip()  # the grammar allows a space after the object
+            else:
+                finish = "length"
+            calls = (FunctionCall(call_id, function.name, arguments),)
+        written = self._count(chosen + arguments, special=False)
+        return ChatResult(
+            text="",
+            usage=Usage(prompt_tokens, min(written, max_tokens)),
+            finish_reason="tool_calls" if finish == "stop" else finish,
+            model=self.name,
+            calls=calls,
+        )
 
     def _run_sync(
         self, request: ChatRequest, emit: Any = None, cancelled: threading.Event | None = None
     ) -> ChatResult:
         """One generation, streamed from llama.cpp; `emit` gets the text as it is released."""
-        chunks, prompt_tokens, max_tokens = self._completion(request)
+        if must_call(request):
+            return self._run_call(request, emit, cancelled)
+        functions = callable_functions(request)
+        chunks, prompt_tokens, max_tokens = self._completion(request, functions)
         guard = (
             None
             if request.json_schema is not None
             else RepetitionGuard(SAMPLING.repetition_ngram, SAMPLING.repetition_times)
         )
+        # Calls are looked for in a free answer only: a JSON answer's grammar leaves no room.
+        scanner = (
+            CallScanner({f.name for f in functions})
+            if functions and request.json_schema is None
+            else None
+        )
         pieces: list[str] = []
+        calls: list[FunctionCall] = []
         finish: FinishReason = "stop"
 
         def release(text: str) -> None:
@@ -210,6 +345,15 @@ class LlamaCppChat:
                 if emit is not None:
                     emit(TextDelta(text))
 
+        def scan(text: str, made: list[FunctionCall]) -> str:
+            """Calls found go out whole (id and name, then the arguments); text goes on."""
+            for call in made:
+                if emit is not None:
+                    emit(CallDelta(len(calls), "", call.call_id, call.name))
+                    emit(CallDelta(len(calls), call.arguments))
+                calls.append(call)
+            return text
+
         try:
             for chunk in chunks:
                 if cancelled is not None and cancelled.is_set():
@@ -217,6 +361,8 @@ class LlamaCppChat:
                     break
                 choice = chunk["choices"][0]
                 text = choice.get("text") or ""
+                if scanner is not None:
+                    text = scan(*scanner.feed(text))
                 release(guard.feed(text) if guard else text)
                 if guard is not None and guard.stopped:
                     finish = "repetition"
@@ -227,18 +373,24 @@ class LlamaCppChat:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # stops llama.cpp's generator (after a break) before the next request
+        if scanner is not None and finish not in ("cancelled", "repetition"):
+            rest = scan(*scanner.finish())
+            release(guard.feed(rest) if guard else rest)
         if guard is not None and finish != "cancelled":
             release(guard.finish())
             if guard.stopped:
                 finish = "repetition"
         text = "".join(pieces)
-        # The released text's own tokens (never more than the cap the hold was sized from).
-        output_tokens = min(self._count(text, special=False), max_tokens) if text else 0
+        # The released text's own tokens and the calls' (never more than the cap the hold was
+        # sized from).
+        written = text + "".join(call_text(c) for c in calls)
+        output_tokens = min(self._count(written, special=False), max_tokens) if written else 0
         return ChatResult(
             text=text,
             usage=Usage(prompt_tokens, output_tokens),
-            finish_reason=finish,
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
             model=self.name,
+            calls=tuple(calls),
         )
 
     # The protocol (on the event loop)

@@ -5,6 +5,10 @@ remembered as chat-completions-only. Usage is the server's own count; a server t
 (some stream without it) is billed on an estimate: streamed chunks for the output (servers send
 about one token a chunk) and four characters a token for the input.
 
+Function tools map to each API's own fields (openai_tools.py). The Responses API has no `stop`,
+`seed` or penalties: a request that sets one goes to chat completions instead, unless it also
+carries hosted tools (which only the Responses API takes): that is a 400 naming the option.
+
 Requests go through the SDK's plain `post` (its retries, error classes and response models)
 rather than `responses.create` / `chat.completions.create`: those first walk every input item
 against the parameter types to transform it, which cost about a third of an upstream call in the
@@ -21,16 +25,19 @@ from openai import AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
+from sessionary.kit.errors import InvalidRequest
 from sessionary.providers.base import (
     ChatMessage,
     ChatRequest,
     ChatResult,
     FinishReason,
+    FunctionCall,
     StreamDone,
     StreamEvent,
     TextDelta,
     Usage,
 )
+from sessionary.providers.llm import openai_tools as tools
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -41,7 +48,14 @@ BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 
 
 def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
-    return sum(math.ceil(len(m.text) / 4) + 4 for m in messages)
+    return sum(
+        math.ceil((len(m.text) + sum(len(c.name) + len(c.arguments) for c in m.calls)) / 4) + 4
+        for m in messages
+    )
+
+
+def _finish(length: bool, calls: tuple[FunctionCall, ...]) -> FinishReason:
+    return "length" if length else "tool_calls" if calls else "stop"
 
 
 class OpenAIChat:
@@ -62,13 +76,12 @@ class OpenAIChat:
     def _chat_messages(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         shaped: list[dict[str, Any]] = []
         for m in messages:
-            role = "system" if m.role == "developer" else m.role
             if m.images:
                 parts: list[dict[str, Any]] = [{"type": "text", "text": m.text}]
                 parts += [{"type": "image_url", "image_url": {"url": i.url}} for i in m.images]
-                shaped.append({"role": role, "content": parts})
+                shaped.append(tools.chat_message(m, parts))
             else:
-                shaped.append({"role": role, "content": m.text})
+                shaped.append(tools.chat_message(m, m.text))
         return shaped
 
     def _responses_input(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -77,7 +90,7 @@ class OpenAIChat:
             kind = "output_text" if m.role == "assistant" else "input_text"
             parts: list[dict[str, Any]] = [{"type": kind, "text": m.text}]
             parts += [{"type": "input_image", "image_url": i.url} for i in m.images]
-            shaped.append({"role": m.role, "content": parts})
+            shaped += tools.responses_items(m, parts)
         return shaped
 
     def _sampling(self, request: ChatRequest) -> dict[str, Any]:
@@ -96,6 +109,12 @@ class OpenAIChat:
         }
         if request.max_output_tokens is not None:
             kwargs["max_tokens"] = request.max_output_tokens
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        for option in ("seed", "presence_penalty", "frequency_penalty"):
+            if getattr(request, option) is not None:
+                kwargs[option] = getattr(request, option)
+        kwargs.update(tools.chat_tools(request))
         if request.json_schema is not None:
             kwargs["response_format"] = (
                 {
@@ -116,8 +135,7 @@ class OpenAIChat:
         }
         if request.max_output_tokens is not None:
             kwargs["max_output_tokens"] = request.max_output_tokens
-        if request.tools:
-            kwargs["tools"] = list(request.tools)
+        kwargs.update(tools.responses_tools(request))
         if request.json_schema is not None:
             kwargs["text"] = {
                 "format": {"type": "json_schema", "name": "answer", "schema": request.json_schema}
@@ -156,6 +174,22 @@ class OpenAIChat:
                     raise
         return bool(self._use_responses)
 
+    async def _use_responses_for(self, request: ChatRequest) -> bool:
+        """The Responses API when the upstream has it and the request fits it (see the top)."""
+        if not await self._responses_available():
+            return False
+        chat_only = tools.chat_only_options(request)
+        if not chat_only:
+            return True
+        if request.tools:
+            raise InvalidRequest(
+                f"'{chat_only[0]}' cannot be combined with hosted tools on this model: its "
+                "upstream takes hosted tools only through the Responses API, which has no "
+                f"'{chat_only[0]}'.",
+                param=chat_only[0],
+            )
+        return False
+
     # The protocol
 
     async def generate(self, request: ChatRequest) -> ChatResult:
@@ -166,18 +200,20 @@ class OpenAIChat:
 
     async def _generate(self, request: ChatRequest) -> ChatResult:
         with upstream_errors(self.label, self.timeout):
-            if await self._responses_available():
+            if await self._use_responses_for(request):
                 response: Response = await self._post(
                     "/responses", self._responses_kwargs(request), Response
                 )
                 usage = response.usage
+                calls = tools.responses_calls(response.output)
                 return ChatResult(
                     text=response.output_text,
                     usage=Usage(usage.input_tokens, usage.output_tokens)
                     if usage
                     else Usage(_estimate_tokens(request.messages), 0),
-                    finish_reason="length" if response.status == "incomplete" else "stop",
+                    finish_reason=_finish(response.status == "incomplete", calls),
                     model=self.name,
+                    calls=calls,
                     items=tuple(
                         item.model_dump(exclude_none=True)
                         for item in response.output
@@ -189,13 +225,16 @@ class OpenAIChat:
             )
             choice = completion.choices[0]
             text = choice.message.content or ""
+            calls = tools.chat_calls(choice.message.tool_calls)
+            written = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
             return ChatResult(
                 text=text,
                 usage=Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
                 if completion.usage
-                else Usage(_estimate_tokens(request.messages), math.ceil(len(text) / 4)),
-                finish_reason="length" if choice.finish_reason == "length" else "stop",
+                else Usage(_estimate_tokens(request.messages), math.ceil(written / 4)),
+                finish_reason=_finish(choice.finish_reason == "length", calls),
                 model=self.name,
+                calls=calls,
             )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -208,7 +247,7 @@ class OpenAIChat:
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         with upstream_errors(self.label, self.timeout):
-            if await self._responses_available():
+            if await self._use_responses_for(request):
                 async for event in self._stream_responses(request):
                     yield event
                 return
@@ -224,7 +263,8 @@ class OpenAIChat:
         )
         pieces: list[str] = []
         usage: Usage | None = None
-        finish: FinishReason = "stop"
+        length = False
+        streamed = tools.StreamedCalls()
         async with stream:
             async for event in stream:
                 if event.type == "response.output_text.delta":
@@ -234,9 +274,14 @@ class OpenAIChat:
                     final = event.response
                     if final.usage:
                         usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
-                    if final.status == "incomplete":
-                        finish = "length"
-        yield StreamDone(self._final("".join(pieces), usage, len(pieces), finish, request))
+                    length = final.status == "incomplete"
+                else:
+                    for delta in tools.responses_call_deltas(streamed, event):
+                        yield delta
+        calls = streamed.calls()
+        yield StreamDone(
+            self._final("".join(pieces), usage, len(pieces), _finish(length, calls), request, calls)
+        )
 
     async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         stream: AsyncStream[ChatCompletionChunk] = await self._post(
@@ -247,18 +292,28 @@ class OpenAIChat:
         )
         pieces: list[str] = []
         usage: Usage | None = None
-        finish: FinishReason = "stop"
+        length = False
+        streamed = tools.StreamedCalls()
+        chunks = 0
         async with stream:
             async for chunk in stream:
                 if chunk.usage:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
+                for choice in chunk.choices[:1]:
                     if choice.delta and choice.delta.content:
+                        chunks += 1
                         pieces.append(choice.delta.content)
                         yield TextDelta(choice.delta.content)
+                    if choice.delta and choice.delta.tool_calls:
+                        chunks += 1
+                        for delta in tools.chat_call_deltas(streamed, choice.delta.tool_calls):
+                            yield delta
                     if choice.finish_reason == "length":
-                        finish = "length"
-        yield StreamDone(self._final("".join(pieces), usage, len(pieces), finish, request))
+                        length = True
+        calls = streamed.calls()
+        yield StreamDone(
+            self._final("".join(pieces), usage, chunks, _finish(length, calls), request, calls)
+        )
 
     def _final(
         self,
@@ -267,10 +322,13 @@ class OpenAIChat:
         chunks: int,
         finish: FinishReason,
         request: ChatRequest,
+        calls: tuple[FunctionCall, ...] = (),
     ) -> ChatResult:
         if usage is None:
             usage = Usage(_estimate_tokens(request.messages), chunks)
-        return ChatResult(text=text, usage=usage, finish_reason=finish, model=self.name)
+        return ChatResult(
+            text=text, usage=usage, finish_reason=finish, model=self.name, calls=calls
+        )
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return _estimate_tokens(messages)
