@@ -225,6 +225,8 @@ def _function_call(raw: dict[str, Any], where: str) -> NewMessage:
     name = _bounded(raw, "name", where, MAX_NAME)
     arguments = _text(raw, "arguments", where)
     item = {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
+    if isinstance(raw.get("id"), str):  # the model's own id for the call (fc_...), kept with it
+        item["id"] = raw["id"]
     return NewMessage("assistant", [item], f"{name}({arguments})")
 
 
