@@ -2,7 +2,8 @@
 
 Upstream: `bench/stub_upstream.py`, a minimal OpenAI-compatible server answering at once, so the
 model's own time does not drown the overhead. Measured side by side, at concurrency 1, 16 and 64:
-the stub directly; Sessionary's `/v1/responses` and `/v1/assistant/completion` in front of it
+the stub directly; Sessionary's `/v1/responses`, `/v1/chat/completions` and
+`/v1/assistant/completion` in front of it
 (auth, ledger and storage on) on SQLite and on PostgreSQL; and the LiteLLM proxy in front of the
 same stub. Each server process gets one worker; load comes from one asyncio client on loopback.
 """
@@ -135,7 +136,7 @@ def measure_all(
 def sessionary(
     stub: str, work: Path, database_url: str | None, total: int, stack: ExitStack
 ) -> dict[str, Target]:
-    """A Sessionary server (stopped with `stack`) and its two routes as targets."""
+    """A Sessionary server (stopped with `stack`) and its three turn routes as targets."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -167,6 +168,11 @@ def sessionary(
         ]
     return {
         "responses": Target(f"{base}/responses", lambda n: {"input": "Hello"}, headers),
+        "chat": Target(
+            f"{base}/chat/completions",
+            lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+            headers,
+        ),
         "completion": Target(
             f"{base}/assistant/completion",
             lambda n: {"session_id": sessions[n % len(sessions)], "input": "Hello"},
@@ -310,8 +316,9 @@ def run(quick: bool) -> str:
             targets["litellm"] = proxy
         got = measure_all(targets, total, runs)
     direct_responses, direct_chat = got["direct responses"], got["direct chat"]
-    on_sqlite = {route: got[f"sqlite {route}"] for route in ("responses", "completion")}
-    on_postgres = {route: got[f"postgres {route}"] for route in ("responses", "completion")}
+    routes = ("responses", "chat", "completion")
+    on_sqlite = {route: got[f"sqlite {route}"] for route in routes}
+    on_postgres = {route: got[f"postgres {route}"] for route in routes}
     proxied: dict[int, dict[str, float]] | str = proxy if isinstance(proxy, str) else got["litellm"]
     header = " | ".join(f"c = {level}: p50 / p99 (added p50), throughput" for level in LEVELS)
     lines = [
@@ -319,7 +326,9 @@ def run(quick: bool) -> str:
         "",
         f"{total} requests per concurrency level, median of {runs} runs; one server process each,"
         ' a stub upstream that answers at once. "Added" is the p50 over the stub called directly'
-        " with the same API (Responses for Sessionary, chat completions for LiteLLM). All servers"
+        " with the API the server calls upstream (Responses for Sessionary, whose provider is set"
+        " to the Responses API, on all three of its routes; chat completions for LiteLLM). All"
+        " servers"
         " stay up through the measurement and the runs interleave (each run takes every path in"
         " turn, in a rotated order), so the machine's slow spells fall on all paths alike.",
         "",
@@ -328,12 +337,16 @@ def run(quick: bool) -> str:
         _row("stub directly (Responses)", direct_responses, direct_responses),
         _row("stub directly (chat completions)", direct_chat, direct_chat),
         _row("Sessionary `/v1/responses`, SQLite", on_sqlite["responses"], direct_responses),
+        _row("Sessionary `/v1/chat/completions`, SQLite", on_sqlite["chat"], direct_responses),
         _row(
             "Sessionary `/v1/assistant/completion`, SQLite",
             on_sqlite["completion"],
             direct_responses,
         ),
         _row("Sessionary `/v1/responses`, PostgreSQL", on_postgres["responses"], direct_responses),
+        _row(
+            "Sessionary `/v1/chat/completions`, PostgreSQL", on_postgres["chat"], direct_responses
+        ),
         _row(
             "Sessionary `/v1/assistant/completion`, PostgreSQL",
             on_postgres["completion"],
@@ -344,6 +357,7 @@ def run(quick: bool) -> str:
         "stub directly": direct_responses,
         "Sessionary /v1/responses (SQLite)": on_sqlite["responses"],
         "Sessionary /v1/responses (PostgreSQL)": on_postgres["responses"],
+        "Sessionary /v1/chat/completions (SQLite)": on_sqlite["chat"],
         "Sessionary /v1/assistant/completion (SQLite)": on_sqlite["completion"],
     }
     if isinstance(proxied, str):
@@ -353,6 +367,12 @@ def run(quick: bool) -> str:
         series[f"LiteLLM {LITELLM_VERSION} proxy"] = proxied
     plot(series, REPO / "docs" / "bench" / "gateway.png")
     lines += ["", headline(on_sqlite["responses"], direct_responses, proxied, direct_chat)]
+    chat_added = on_sqlite["chat"][1]["p50_ms"] - direct_responses[1]["p50_ms"]
+    lines += [
+        "",
+        f"Chat completions (`/v1/chat/completions`, not stored, so one write less than a "
+        f"Responses turn) add {chat_added:.1f} ms on SQLite at one client.",
+    ]
     lines += ["", "![Gateway overhead](bench/gateway.png)"]
     lines += [
         "",

@@ -236,6 +236,8 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("POST", "/v1/chat/generate_embeddings_from_plain_text"): (None, None, {"plain_text": ["x"]}),
     ("POST", "/v1/chat/create_embedding_from_url"): (None, None, None),  # 400 by design
     ("POST", "/v1/embeddings"): (None, None, {"input": "x"}),
+    ("POST", "/v1/chat/completions"): (
+        None, None, {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1}),
     ("POST", "/v2/external/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/utils/assistant_session"): (None, None, {}),

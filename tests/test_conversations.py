@@ -382,3 +382,69 @@ def test_the_sdk_against_a_live_server(settings_env: dict[str, str], funded: Ten
             sdk.conversations.items.list(conversation.id)
     finally:
         server.stop()
+
+
+def test_function_items_are_the_call_history_of_every_face(
+    sdk: openai.OpenAI, client: TestClient, funded: Tenant, recorder: RecordingChat
+) -> None:
+    """Calls and outputs added as conversation items are the call history a turn reads, in the
+    shape the Responses API stores them; a turn's own calls and outputs are conversation items."""
+    chat = sdk.beta.chatkit.sessions.create(user="ada", workflow={"id": "default"})
+    sdk.conversations.items.create(
+        chat.id,
+        items=[
+            {"role": "user", "content": "What time is it?"},
+            {
+                "type": "function_call",
+                "id": "fc_1",
+                "call_id": "c1",
+                "name": "now",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": "c1", "output": "noon"},
+        ],
+    )
+    sdk.responses.create(conversation=chat.id, input="So?", max_output_tokens=2)
+    seen = recorder.requests[-1].messages
+    assert [(m.role, m.call_id, [c.call_id for c in m.calls]) for m in seen[1:4]] == [
+        ("user", None, []),
+        ("assistant", None, ["c1"]),
+        ("tool", "c1", []),
+    ]
+    assert seen[3].text == "noon"
+
+    # A turn that answers a call (made in the conversation) through /responses.
+    sdk.conversations.items.create(
+        chat.id,
+        items=[{"type": "function_call", "call_id": "c2", "name": "now", "arguments": "{}"}],
+    )
+    answered = sdk.responses.create(
+        conversation=chat.id,
+        input=[{"type": "function_call_output", "call_id": "c2", "output": "one o'clock"}],
+        max_output_tokens=2,
+    )
+    inputs = list(sdk.responses.input_items.list(answered.id))
+    assert [(i.type, i.call_id) for i in inputs] == [("function_call_output", "c2")]  # type: ignore[union-attr]
+    items = list(sdk.conversations.items.list(chat.id, order="asc"))
+    kinds = [i.type for i in items]
+    assert kinds[:3] == ["message", "function_call", "function_call_output"]
+    assert kinds[5:8] == ["function_call", "function_call_output", "message"]
+    assert items[6].id == inputs[0].id and items[6].output == "one o'clock"  # type: ignore[union-attr]
+    tool_calls = [
+        i
+        for i in sdk.beta.chatkit.threads.list_items(chat.id, order="asc", limit=100)
+        if i.type == "chatkit.client_tool_call"
+    ]
+    assert [(c.call_id, c.output) for c in tool_calls] == [("c1", "noon"), ("c2", "one o'clock")]  # type: ignore[union-attr]
+    assert_error(
+        client.post(
+            "/v1/responses",
+            json={
+                "conversation": chat.id,
+                "input": [{"type": "function_call_output", "call_id": "c9", "output": "x"}],
+            },
+            headers=funded.headers,
+        ),
+        400,
+        "unknown_call_id",
+    )

@@ -16,6 +16,7 @@ from sessionary import __version__
 from sessionary.accounts.bearers import register_bearer_kind
 from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
+from sessionary.assistant.chat_completions_routes import router as chat_completions_router
 from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
 from sessionary.billing.idempotency_middleware import IdempotencyMiddleware
@@ -60,6 +61,7 @@ API_ROUTERS: list[APIRouter] = [
     models_router,
     assistant_router,
     responses_router,
+    chat_completions_router,
     threads_router,
     conversations_router,
     profiles_router,

@@ -1,4 +1,4 @@
-"""The assistant service, built from the app's state (it opens its own short transactions)."""
+"""The assistant services, built from the app's state (it opens its own short transactions)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from sessionary.assistant.chat_completions import ChatCompletions
 from sessionary.assistant.service import AssistantService
 from sessionary.billing.pricing import Pricing
 
@@ -16,3 +17,11 @@ def get_assistant_service(request: Request) -> AssistantService:
 
 
 AppAssistant = Annotated[AssistantService, Depends(get_assistant_service)]
+
+
+def get_chat_completions(request: Request) -> ChatCompletions:
+    state = request.app.state
+    return ChatCompletions(state.db, state.providers, Pricing(state.settings.pricing))
+
+
+AppChatCompletions = Annotated[ChatCompletions, Depends(get_chat_completions)]

@@ -4,21 +4,30 @@ A string; one message (`{"role", "content"}`, with or without `"type": "message"
 messages; or a bare content array (`input_text` / `input_image` parts) meaning one user message.
 Content is a string or parts: `input_text` / `text` / `output_text`, and `input_image` /
 `image_url` with a URL or a data URL. Images are passed on as given: the server never fetches them.
+
+Function calling adds two item types: `function_call` (a call the model made, replayed by a client
+that keeps its own history) and `function_call_output` (what the client's function returned). They
+are stored as messages of role "assistant" and "tool" whose one part is the item itself, so the
+history, `input_items` and the Threads and ChatKit faces can show them as they were.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sessionary.conversations.service import NewMessage
 from sessionary.kit.errors import InvalidRequest
-from sessionary.providers.base import ChatMessage, ImagePart
+from sessionary.providers.base import ChatMessage, FunctionCall, ImagePart
 
 ROLES = {"user", "assistant", "system", "developer"}
 TEXT_PARTS = {"input_text", "text", "output_text"}
 IMAGE_PARTS = {"input_image", "image_url"}
 MAX_MESSAGES = 500
 MAX_TEXT_CHARS = 200_000
+TOOL_ITEMS = {"function_call", "function_call_output"}
+MAX_CALL_ID = 128
 
 
 def _image_url(part: dict[str, Any], param: str) -> str:
@@ -71,11 +80,53 @@ def _text_of(parts: list[dict[str, Any]]) -> str:
     return "\n".join(p["text"] for p in parts if "text" in p)
 
 
+def _string(raw: dict[str, Any], key: str, param: str, limit: int | None = None) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or (limit is not None and not 0 < len(value) <= limit):
+        size = f" of 1 to {limit} characters" if limit else ""
+        raise InvalidRequest(f"'{key}' must be a string{size}.", param=f"{param}.{key}")
+    return value
+
+
+def _call_item(raw: dict[str, Any], param: str) -> NewMessage:
+    """A replayed `function_call`: stored as the assistant's, its one part the item."""
+    call_id = _string(raw, "call_id", param, MAX_CALL_ID)
+    name = _string(raw, "name", param, 64)
+    arguments = _string(raw, "arguments", param)
+    item = {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
+    if isinstance(raw.get("id"), str):
+        item["id"] = raw["id"]
+    return NewMessage("assistant", [item], f"{name}({arguments})")
+
+
+def _output_item(raw: dict[str, Any], param: str) -> NewMessage:
+    """A `function_call_output`: the output a string, or text (and image) parts."""
+    call_id = _string(raw, "call_id", param, MAX_CALL_ID)
+    output = raw.get("output")
+    if isinstance(output, str):
+        text = output
+    elif isinstance(output, list) and output:
+        parts = _parts(output, "user", f"{param}.output")
+        output, text = parts, _text_of(parts)
+    else:
+        raise InvalidRequest(
+            "'output' must be a string or a non-empty list of content parts.",
+            param=f"{param}.output",
+        )
+    return NewMessage(
+        "tool", [{"type": "function_call_output", "call_id": call_id, "output": output}], text
+    )
+
+
 def _message(raw: Any, param: str) -> NewMessage:
     if isinstance(raw, str):
         return NewMessage("user", [{"type": "input_text", "text": raw}], raw)
     if not isinstance(raw, dict):
         raise InvalidRequest("Each input message must be an object or a string.", param=param)
+    if raw.get("type") == "function_call":
+        return _call_item(raw, param)
+    if raw.get("type") == "function_call_output":
+        return _output_item(raw, param)
     if raw.get("type") not in (None, "message"):
         raise InvalidRequest(
             f"Unsupported input item type '{raw.get('type')}'.", param=f"{param}.type"
@@ -113,11 +164,21 @@ def normalise_input(raw: Any, param: str = "input") -> list[NewMessage]:
     return messages
 
 
+def tool_item(message: NewMessage) -> dict[str, Any] | None:
+    """The function_call or function_call_output item a message holds, if it is one."""
+    if len(message.parts) == 1 and message.parts[0].get("type") in TOOL_ITEMS:
+        return message.parts[0]
+    return None
+
+
 def images_of(message: NewMessage) -> tuple[ImagePart, ...]:
+    parts = message.parts
+    item = tool_item(message)
+    if item is not None:
+        output = item.get("output")
+        parts = output if isinstance(output, list) else []
     return tuple(
-        ImagePart(p["image_url"], p.get("detail"))
-        for p in message.parts
-        if p["type"] == "input_image"
+        ImagePart(p["image_url"], p.get("detail")) for p in parts if p["type"] == "input_image"
     )
 
 
@@ -128,3 +189,41 @@ def to_chat(message: NewMessage, *, with_images: bool) -> ChatMessage:
         message.text,
         images_of(message) if with_images else (),
     )
+
+
+def to_chat_messages(messages: Sequence[NewMessage], *, with_images: bool) -> list[ChatMessage]:
+    """Messages as the model reads them: a call joins the assistant message right before it (one
+    assistant turn may call several functions), an output is a "tool" message naming its call."""
+    chat: list[ChatMessage] = []
+    for message in messages:
+        item = tool_item(message)
+        if item is None:
+            chat.append(to_chat(message, with_images=with_images))
+        elif item["type"] == "function_call":
+            call = FunctionCall(item["call_id"], item["name"], item["arguments"])
+            if chat and chat[-1].role == "assistant":
+                chat[-1] = replace(chat[-1], calls=(*chat[-1].calls, call))
+            else:
+                chat.append(ChatMessage("assistant", "", calls=(call,)))
+        else:
+            images = images_of(message) if with_images else ()
+            chat.append(ChatMessage("tool", message.text, images, call_id=item["call_id"]))
+    return chat
+
+
+def check_call_ids(inputs: Sequence[NewMessage], known: set[str], listed: bool) -> None:
+    """Every function_call_output answers a call made earlier (in the history or this input)."""
+    seen = set(known)
+    for index, message in enumerate(inputs):
+        item = tool_item(message)
+        if item is None:
+            continue
+        if item["type"] == "function_call":
+            seen.add(item["call_id"])
+        elif item["call_id"] not in seen:
+            where = f"input[{index}].call_id" if listed else "input.call_id"
+            raise InvalidRequest(
+                f"No function call with call_id '{item['call_id']}' precedes this output.",
+                param=where,
+                code="unknown_call_id",
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sessionary.assistant.schemas import TurnRequest
+from sessionary.assistant.tools import ToolPlan
 from sessionary.conversations.models import ConversationSession
 from sessionary.kit.metadata import load
 from sessionary.kit.request_context import current_request_id
@@ -61,6 +62,30 @@ def output_text(output: list[dict[str, Any]]) -> str:
     )
 
 
+ABSENT_FEATURES = (
+    "access_programs",
+    "image",
+    "input_transformations",
+    "moderation",
+    "prompt_cache_diagnostics",
+    "prompt_cache_options",
+    "tool_usage",
+)
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
 def response_object(
     *,
     response_id: str,
@@ -70,14 +95,25 @@ def response_object(
     output: list[dict[str, Any]],
     usage: Usage | None,
     request: TurnRequest,
+    tools: ToolPlan,
+    truncation: str,
+    temperature: float | None,
     session_id: str,
     previous_response_id: str | None,
     instructions: str | None,
     incomplete_reason: str | None = None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Every field of OpenAI's Response object, on every path (create, retrieve, each event).
+
+    Parameters are echoed as the turn used them. Beyond the SDK's fields: `output_text` (the SDK
+    reads it as a property; Samsar's clients read it as a field), `session_id` (Samsar's name for
+    the conversation), `presence_penalty` / `frequency_penalty` (OpenAI's API answers them; the
+    SDK's type does not list them yet). A stream's final event adds `credits`.
+    """
     text_config = request.text or {"format": {"type": "text"}}
-    effort = (request.reasoning or {}).get("effort") or request.reasoning_effort
+    reasoning = request.reasoning or {}
+    effort = reasoning.get("effort") or request.reasoning_effort
     return {
         "id": response_id,
         "object": "response",
@@ -91,6 +127,7 @@ def response_object(
         "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
         "instructions": instructions,
         "max_output_tokens": request.max_output_tokens,
+        "max_tool_calls": request.max_tool_calls,
         "metadata": request.metadata or {},
         "model": model,
         "output": output,
@@ -99,16 +136,26 @@ def response_object(
         if request.parallel_tool_calls is None
         else request.parallel_tool_calls,
         "previous_response_id": previous_response_id,
-        "reasoning": {"effort": effort, "summary": None},
+        "prompt": None,
+        "prompt_cache_key": request.prompt_cache_key,
+        "prompt_cache_retention": request.prompt_cache_retention,
+        "reasoning": {"effort": effort, "summary": reasoning.get("summary")},
+        "safety_identifier": request.safety_identifier,
+        "service_tier": "default",
         "store": request.store,
-        "temperature": request.temperature if request.temperature is not None else 1.0,
+        "temperature": temperature if temperature is not None else 1.0,
+        "presence_penalty": request.presence_penalty or 0.0,
+        "frequency_penalty": request.frequency_penalty or 0.0,
         "text": text_config,
-        "tool_choice": request.tool_choice or "auto",
-        "tools": request.tools or [],
+        "tool_choice": tools.choice_echo,
+        "tools": list(tools.echo),
+        "top_logprobs": request.top_logprobs or 0,
         "top_p": request.top_p if request.top_p is not None else 1.0,
-        "truncation": request.truncation or "disabled",
+        "truncation": truncation,
         "usage": usage_object(usage) if usage else None,
         "user": request.user,
+        # Fields of features this server does not have: present, and null, as the SDK expects.
+        **dict.fromkeys(ABSENT_FEATURES),
     }
 
 

@@ -11,6 +11,7 @@ from sessionary.accounts.principal import SessionCaller, UserCaller
 from sessionary.assistant.answers import turn_response
 from sessionary.assistant.dependencies import AppAssistant
 from sessionary.assistant.schemas import ResponsesRequest
+from sessionary.conversations.faces import response_item
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import InvalidRequest
@@ -70,14 +71,5 @@ def input_items(
     conversations = ConversationService(db)
     row = conversations.owned_response(caller, response_id)
     chosen, has_more = conversations.input_messages(row, page)
-    data = [
-        {
-            "id": m.id,
-            "type": "message",
-            "role": m.role,
-            "status": m.status,
-            "content": json.loads(m.content_json),
-        }
-        for m in chosen
-    ]
+    data = [response_item(m) for m in chosen]
     return envelope(data, has_more)

@@ -22,10 +22,15 @@ from sessionary.accounts.identity import Principal
 from sessionary.accounts.models import Account
 from sessionary.accounts.service import AccountService
 from sessionary.assistant.enhance import enhance, enhance_request
-from sessionary.assistant.payloads import image_item, message_item, response_object
+from sessionary.assistant.payloads import (
+    function_call_item,
+    image_item,
+    message_item,
+    response_object,
+)
 from sessionary.assistant.schemas import EnhanceRequest, TurnRequest
 from sessionary.assistant.streaming import stream_turn
-from sessionary.assistant.turns import Turn, offered_image_tools, plan_turn
+from sessionary.assistant.turns import Turn, plan_turn
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter, balance_of, release, reserve, settle
 from sessionary.billing.pricing import Pricing
@@ -35,7 +40,14 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
-from sessionary.providers.base import ChatRequest, ChatResult, ImageRequest, Usage
+from sessionary.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    FunctionCall,
+    ImageRequest,
+    Usage,
+)
 from sessionary.providers.container import Providers, is_local
 
 log = structlog.get_logger("sessionary.assistant")
@@ -60,6 +72,26 @@ class TurnStream:
     reserved_micro: int
     remaining_micro: int
     write_timeout_seconds: float
+
+
+def tools_read(turn: Turn) -> str:
+    """What the model reads of the tools besides the messages' text: the function definitions
+    and the arguments of the calls in the prompt (billed as input tokens like any prompt text)."""
+    calls = [c.arguments for m in turn.messages() for c in m.calls]
+    return turn.tools.definitions_text() + "".join(calls)
+
+
+def kept_calls(turn: Turn, calls: tuple[FunctionCall, ...]) -> tuple[FunctionCall, ...]:
+    """The calls an answer may make: none when tool_choice is "none", else at most max_calls
+    (one when parallel_tool_calls is false)."""
+    if turn.tools.choice.mode == "none":
+        return ()
+    limit = turn.tools.max_calls
+    return calls[:limit] if limit is not None else calls
+
+
+def call_item(call: FunctionCall, status: str = "completed") -> dict[str, Any]:
+    return function_call_item(new_id("fc"), call.call_id, call.name, call.arguments, status)
 
 
 class AssistantService:
@@ -147,10 +179,15 @@ class AssistantService:
     # Fitting and reserving
 
     async def fit(self, turn: Turn, default_max_output_tokens: int) -> None:
-        """Count the prompt; drop the oldest history (truncation=auto) or refuse (disabled)."""
+        """Count the prompt; drop the oldest history (truncation=auto) or refuse (disabled).
+
+        The function definitions and the calls' arguments count as input: the model reads them.
+        """
         chat = self.providers.chat()
         wanted = turn.request.max_output_tokens or default_max_output_tokens
-        tokens = await chat.count_tokens(turn.messages())
+        tools_text = tools_read(turn)
+        extra = await chat.count_tokens([ChatMessage("system", tools_text)]) if tools_text else 0
+        tokens = await chat.count_tokens(turn.messages()) + extra
         while tokens + min(wanted, 256) > chat.context_window and turn.history:
             if turn.truncation != "auto":
                 raise InvalidRequest(
@@ -160,7 +197,13 @@ class AssistantService:
                     code="context_length_exceeded",
                 )
             del turn.history[: max(1, len(turn.history) // 8)]
-            tokens = await chat.count_tokens(turn.messages())
+            while turn.history and turn.history[0].role == "tool":  # its call was dropped
+                del turn.history[0]
+            tools_text = tools_read(turn)
+            extra = (
+                await chat.count_tokens([ChatMessage("system", tools_text)]) if tools_text else 0
+            )
+            tokens = await chat.count_tokens(turn.messages()) + extra
         if tokens >= chat.context_window:
             raise InvalidRequest(
                 f"The input ({tokens} tokens) does not fit the model's context window "
@@ -185,10 +228,11 @@ class AssistantService:
         if is_local(self.providers.chat()):
             return turn.input_tokens
         ceiling = sum(len(m.text.encode("utf-8")) + 8 for m in turn.messages())
+        ceiling += len(tools_read(turn).encode("utf-8"))
         return max(turn.input_tokens, ceiling)
 
     async def reserve(self, turn: Turn) -> Meter:
-        images = 1 if turn.image or offered_image_tools(turn.request) else 0
+        images = 1 if turn.image or turn.tools.image_offered else 0
         usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
         worst = self.cost(turn, usage, images)
         return await reserve(self.database, turn.owner, worst, route=turn.route)
@@ -196,13 +240,19 @@ class AssistantService:
     # Calling the provider
 
     def chat_request(self, turn: Turn, *, offer_tools: bool = True) -> ChatRequest:
+        plan = turn.tools
         return ChatRequest(
             turn.messages(),
             max_output_tokens=turn.max_output_tokens,
             temperature=turn.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
-            tools=offered_image_tools(turn.request) if offer_tools else (),
+            tools=plan.image_offered if offer_tools else (),
+            functions=plan.functions if plan.choice.mode != "none" else (),
+            tool_choice=plan.choice,
+            parallel_tool_calls=plan.max_calls != 1,
+            presence_penalty=turn.request.presence_penalty,
+            frequency_penalty=turn.request.frequency_penalty,
         )
 
     async def make_image(self, turn: Turn) -> tuple[dict[str, Any], Usage]:
@@ -244,9 +294,13 @@ class AssistantService:
             for item in result.items
             if item.get("type") == "image_generation_call"
         ][:1]  # at most the one image the reservation covers
+        calls = [call_item(c) for c in kept_calls(turn, result.calls)]
         output = images + (
-            [message_item(new_id("msg"), result.text)] if result.text or not images else []
+            [message_item(new_id("msg"), result.text)]
+            if result.text or not (images or calls)
+            else []
         )
+        output += calls
         return await self.commit(turn, meter, output, result.usage, status, images=len(images))
 
     # Recording
@@ -269,6 +323,9 @@ class AssistantService:
             output=output,
             usage=usage,
             request=turn.request,
+            tools=turn.tools,
+            truncation=turn.truncation,
+            temperature=turn.temperature,
             session_id=session_id,
             previous_response_id=turn.previous_response_id,
             instructions=turn.instructions,
@@ -339,6 +396,11 @@ class AssistantService:
             elif item["type"] == "image_generation_call":
                 note = f"[generated an image: {item.get('revised_prompt') or ''}]"
                 replies.append(NewMessage("assistant", [item], note))
+            elif item["type"] == "function_call":
+                call = {k: item[k] for k in ("type", "id", "call_id", "name", "arguments")}
+                replies.append(
+                    NewMessage("assistant", [call], f"{item['name']}({item['arguments']})")
+                )
         input_ids = conversations.record_turn(conversation, turn.response_id, turn.inputs, replies)
         conversations.store_response(
             StoredResponse(

@@ -1,45 +1,36 @@
 """A turn as Server-Sent Events, with the Responses API's full event lifecycle.
 
 created → in_progress → output_item.added → content_part.added → output_text.delta… →
-output_text.done → content_part.done → output_item.done → completed (or incomplete); image turns
-send the image_generation_call events instead; a failure sends `response.failed`, and nothing is
-charged. A client that hangs up stops the generation and pays for what was produced.
+output_text.done → content_part.done → output_item.done → completed (or incomplete); a function
+call is output_item.added → function_call_arguments.delta… → function_call_arguments.done →
+output_item.done (stream_items.py); image turns send the image_generation_call events instead;
+a failure sends `response.failed`, and nothing is charged. A client that hangs up stops the
+generation and pays for what was produced.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
-from sessionary.assistant.payloads import message_item
+from sessionary.assistant.stream_items import EventWriter, StreamedOutput
 from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.money import credits_number
 from sessionary.kit.errors import ApiError
 from sessionary.kit.ids import new_id
-from sessionary.providers.base import StreamDone, TextDelta, Usage
+from sessionary.providers.base import CallDelta, StreamDone, TextDelta, Usage
 from sessionary.providers.container import is_local
 
 if TYPE_CHECKING:  # the service builds the stream; the stream calls back into it
     from sessionary.assistant.service import AssistantService
 
 log = structlog.get_logger("sessionary.assistant")
-
-
-class EventWriter:
-    def __init__(self) -> None:
-        self.sequence = 0
-
-    def __call__(self, kind: str, **fields: Any) -> bytes:
-        data = {"type": kind, "sequence_number": self.sequence, **fields}
-        self.sequence += 1
-        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> AsyncIterator[bytes]:
@@ -59,58 +50,29 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
                 yield chunk
             closed = True
             return
-        item_id = new_id("msg")
-        yield event(
-            "response.output_item.added",
-            output_index=0,
-            item={**message_item(item_id, "", "in_progress"), "content": []},
-        )
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        yield event(
-            "response.content_part.added",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            part=part,
-        )
+        output = StreamedOutput(event, turn)
         done: StreamDone | None = None
-        # Streams do not offer hosted tools yet: an upstream image could not be shown or billed.
-        request = service.chat_request(turn, offer_tools=False)
+        request = service.chat_request(turn)
         started = True
         async for piece in service.providers.chat().stream(request):
             if isinstance(piece, TextDelta):
                 produced.append(piece.text)
-                yield event(
-                    "response.output_text.delta",
-                    item_id=item_id,
-                    output_index=0,
-                    content_index=0,
-                    delta=piece.text,
-                    logprobs=[],
-                )
+                for chunk in output.text(piece.text):
+                    yield chunk
+            elif isinstance(piece, CallDelta):
+                if piece.arguments:
+                    produced.append(piece.arguments)
+                for chunk in output.call(piece):
+                    yield chunk
             elif isinstance(piece, StreamDone):
                 done = piece
         assert done is not None
-        text = done.result.text
-        yield event(
-            "response.output_text.done",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            text=text,
-            logprobs=[],
-        )
-        yield event(
-            "response.content_part.done",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            part={**part, "text": text},
-        )
-        item = message_item(item_id, text)
-        yield event("response.output_item.done", output_index=0, item=item)
+        for chunk in output.finish(done.result):
+            yield chunk
         status = "incomplete" if done.result.finish_reason == "length" else "completed"
-        payload, settlement = await service.commit(turn, meter, [item], done.result.usage, status)
+        payload, settlement = await service.commit(
+            turn, meter, output.items, done.result.usage, status, images=output.image_count
+        )
         closed = True
         payload["credits"] = {
             "charged": credits_number(settlement.charged_micro),
@@ -123,7 +85,9 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         partial = await _settle_partial(service, turn, meter, produced, started)
         closed = True
         if isinstance(exc, ApiError):
-            error = {"code": exc.code or "server_error", "message": exc.message}
+            # OpenAI's response errors have a closed set of codes: a rate limit, or a server error.
+            code = "rate_limit_exceeded" if exc.status_code == 429 else "server_error"
+            error = {"code": code, "message": exc.message}
         else:
             log.exception("stream_failed", response_id=turn.response_id)
             error = {"code": "server_error", "message": "Internal server error."}

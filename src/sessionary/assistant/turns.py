@@ -6,6 +6,7 @@ transaction) and answers a `Turn`; `AssistantService` (service.py) fits, bills, 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,16 @@ from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.service import AccountService
-from sessionary.assistant.inputs import images_of, normalise_input, to_chat
+from sessionary.assistant.inputs import (
+    check_call_ids,
+    images_of,
+    normalise_input,
+    to_chat_messages,
+    tool_item,
+)
 from sessionary.assistant.prompts import system_prompt_for
 from sessionary.assistant.schemas import TurnRequest
+from sessionary.assistant.tools import ToolPlan, plan_tools
 from sessionary.billing.ledger import Owner
 from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.models import ConversationMessage, ConversationSession
@@ -57,6 +65,7 @@ class Turn:
     json_schema: dict[str, Any] | None
     image: ImagePlan | None
     truncation: str
+    tools: ToolPlan = field(default_factory=ToolPlan)
     temperature: float | None = None
     response_id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
@@ -68,7 +77,7 @@ class Turn:
         return Owner.of(self.caller)
 
     def messages(self) -> list[ChatMessage]:
-        new = [to_chat(m, with_images=True) for m in self.inputs]
+        new = to_chat_messages(self.inputs, with_images=True)
         return [ChatMessage("system", self.system_prompt), *self.history, *new]
 
 
@@ -108,23 +117,20 @@ def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
     raise InvalidRequest(f"Unsupported text.format type '{kind}'.", param="text.format.type")
 
 
-def offered_image_tools(request: TurnRequest) -> tuple[dict[str, Any], ...]:
-    """image_generation tools offered without forcing: a Responses-capable model may use them."""
-    if forced_image_tool(request) is not None:
-        return ()
-    return tuple(t for t in request.tools or [] if t.get("type") == "image_generation")
+LOGPROBS = "message.output_text.logprobs"
 
 
-def forced_image_tool(request: TurnRequest) -> dict[str, Any] | None:
-    """The image_generation tool when the request forces it (the local model cannot choose)."""
-    tool = next((t for t in request.tools or [] if t.get("type") == "image_generation"), None)
-    if tool is None:
-        return None
-    choice = request.tool_choice
-    forced = choice == "required" or (
-        isinstance(choice, dict) and choice.get("type") == "image_generation"
-    )
-    return tool if forced else None
+def refuse_unhonoured(request: TurnRequest) -> None:
+    """Parameters this server cannot honour are a 400 naming them, never a silent change."""
+    refused: tuple[str, str] | None = None
+    if request.top_logprobs:
+        refused = ("top_logprobs", "Log probabilities are not produced here; use 0 or omit it.")
+    elif LOGPROBS in (request.include or []):
+        refused = ("include", f"'{LOGPROBS}' is not produced here.")
+    elif request.service_tier not in (None, "auto", "default"):
+        refused = ("service_tier", "Only the 'default' service tier exists here.")
+    if refused is not None:
+        raise InvalidRequest(refused[1], param=refused[0], code="unsupported_parameter")
 
 
 def plan_turn(
@@ -142,6 +148,8 @@ def plan_turn(
     if request.background:
         raise InvalidRequest("Background responses are not supported.", param="background")
     check_metadata(request.metadata)
+    refuse_unhonoured(request)
+    tools = plan_tools(request)
     inputs = normalise_input(request.input)
     account = AccountService(db).get_account(caller.account_id)
     user = (
@@ -168,7 +176,8 @@ def plan_turn(
         if conversation
         else []
     )
-    image = _image_plan(providers, request, inputs, history_rows, conversations, conversation)
+    check_call_ids(inputs, _call_ids(history_rows), isinstance(request.input, list))
+    image = _image_plan(providers, tools, inputs, history_rows, conversations, conversation)
     workflow = ChatKitService(db).find(conversation.id) if conversation is not None else None
     if conversation is None and caller.session_scope is not None:
         raise Forbidden(
@@ -193,13 +202,7 @@ def plan_turn(
             param="input",
             code="images_not_supported",
         )
-    history = [
-        ChatMessage(
-            row.role if row.role in ("user", "assistant", "system", "developer") else "user",  # type: ignore[arg-type]
-            row.text,
-        )
-        for row in history_rows
-    ]
+    history = to_chat_messages([_stored(row) for row in history_rows], with_images=False)
     return Turn(
         caller=caller,
         request=request,
@@ -220,22 +223,38 @@ def plan_turn(
         json_schema=json_schema_of(request.text),
         image=image,
         truncation=request.truncation or default_truncation,
+        tools=tools,
         temperature=request.temperature
         if request.temperature is not None
         else (workflow.temperature if workflow else None),
     )
 
 
+def _stored(row: ConversationMessage) -> NewMessage:
+    """A stored message as history: its text, or the function_call / output item it holds."""
+    if row.role == "tool" or '"function_call"' in row.content_json:
+        return NewMessage(row.role, json.loads(row.content_json), row.text)
+    return NewMessage(row.role, [], row.text)
+
+
+def _call_ids(rows: list[ConversationMessage]) -> set[str]:
+    return {
+        item["call_id"]
+        for item in (tool_item(_stored(row)) for row in rows)
+        if item is not None and item["type"] == "function_call"
+    }
+
+
 def _image_plan(
     providers: Providers,
-    request: TurnRequest,
+    tools: ToolPlan,
     inputs: list[NewMessage],
     history_rows: list[ConversationMessage],
     conversations: ConversationService,
     conversation: ConversationSession | None,
 ) -> ImagePlan | None:
-    tool = forced_image_tool(request)
-    if tool is None:
+    tool = tools.image_tool
+    if tool is None or not tools.image_forced:
         return None
     providers.image_model()  # 400 naming the setting when there is none
     texts = [m.text for m in inputs if m.role == "user" and m.text]

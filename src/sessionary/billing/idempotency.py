@@ -56,7 +56,10 @@ def without_secrets(body: bytes) -> bytes:
 
 
 def stream_succeeded(body: bytes) -> bool:
-    """Whether a Server-Sent Events answer ended in success (its last event completed)."""
+    """Whether a Server-Sent Events answer ended in success: its last event completed (the
+    Responses API), or it ended with `data: [DONE]` (chat completions send it on success only)."""
+    if body.rstrip().endswith(b"\ndata: [DONE]") or body.strip() == b"data: [DONE]":
+        return True
     last = body.rstrip().rsplit(b"\nevent: ", 1)[-1]
     kind = last.removeprefix(b"event: ").split(b"\n", 1)[0].strip()
     return kind in (b"response.completed", b"response.incomplete", b"done")

@@ -10,7 +10,7 @@ from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.chatkit.payloads import session_object
 from sessionary.chatkit.schemas import SessionCreate
 from sessionary.chatkit.service import ChatKitService
-from sessionary.conversations.faces import chatkit_item, chatkit_thread
+from sessionary.conversations.faces import chatkit_items, chatkit_thread
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope
@@ -54,4 +54,4 @@ def list_items(
     thread_id: ObjectId, caller: SessionCaller, db: DbSession, page: Page
 ) -> dict[str, Any]:
     messages, has_more = ChatKitService(db).items(caller, thread_id, page)
-    return envelope([chatkit_item(m) for m in messages], has_more)
+    return envelope(chatkit_items(messages), has_more)

@@ -51,6 +51,11 @@ def _thread_content(part: dict[str, Any]) -> dict[str, Any] | None:
             "type": "image_file",
             "image_file": {"file_id": part["file_id"], "detail": part.get("detail", "auto")},
         }
+    if kind == "function_call":
+        call = f"{part.get('name')}({part.get('arguments')})"
+        return {"type": "text", "text": {"value": call, "annotations": []}}
+    if kind == "function_call_output":
+        return {"type": "text", "text": {"value": output_text(part), "annotations": []}}
     if kind == "image_generation_call" and part.get("result"):
         fmt = part.get("output_format") or "png"
         return {
@@ -58,6 +63,38 @@ def _thread_content(part: dict[str, Any]) -> dict[str, Any] | None:
             "image_url": {"url": f"data:image/{fmt};base64,{part['result']}", "detail": "auto"},
         }
     return None
+
+
+def output_text(item: dict[str, Any]) -> str:
+    """A function_call_output's output as text (a string, or its text parts joined)."""
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    return "\n".join(p.get("text", "") for p in output or [] if isinstance(p, dict))
+
+
+def tool_item(message: ConversationMessage) -> dict[str, Any] | None:
+    """The function_call or function_call_output item a stored message holds, if it is one."""
+    if message.role != "tool" and '"function_call"' not in message.content_json:
+        return None
+    parts = json.loads(message.content_json)
+    if len(parts) == 1 and parts[0].get("type") in ("function_call", "function_call_output"):
+        return dict(parts[0])
+    return None
+
+
+def response_item(message: ConversationMessage) -> dict[str, Any]:
+    """A stored message as a Responses item (what `input_items` lists)."""
+    item = tool_item(message)
+    if item is not None:
+        return {**item, "id": item.get("id") or message.id, "status": message.status}
+    return {
+        "id": message.id,
+        "type": "message",
+        "role": message.role,
+        "status": message.status,
+        "content": json.loads(message.content_json),
+    }
 
 
 def message_object(message: ConversationMessage) -> dict[str, Any]:
@@ -92,7 +129,26 @@ def chatkit_thread(conversation: ConversationSession, user: str) -> dict[str, An
     }
 
 
-def chatkit_item(message: ConversationMessage) -> dict[str, Any]:
+def chatkit_items(messages: list[ConversationMessage]) -> list[dict[str, Any]]:
+    """ChatKit's items: a function call is one `chatkit.client_tool_call` carrying its output
+    (when the output is on the same page), so outputs are not items of their own."""
+    outputs = {
+        item["call_id"]: output_text(item)
+        for item in (tool_item(m) for m in messages)
+        if item is not None and item["type"] == "function_call_output"
+    }
+    items = []
+    for message in messages:
+        item = tool_item(message)
+        if item is not None and item["type"] == "function_call_output":
+            continue
+        items.append(chatkit_item(message, outputs))
+    return items
+
+
+def chatkit_item(
+    message: ConversationMessage, outputs: dict[str, str] | None = None
+) -> dict[str, Any]:
     parts = json.loads(message.content_json)
     base = {
         "id": message.id,
@@ -100,6 +156,18 @@ def chatkit_item(message: ConversationMessage) -> dict[str, Any]:
         "created_at": unix(message.created_at),
         "thread_id": message.session_id,
     }
+    call = tool_item(message)
+    if call is not None and call["type"] == "function_call":
+        output = (outputs or {}).get(call["call_id"])
+        return {
+            **base,
+            "type": "chatkit.client_tool_call",
+            "call_id": call["call_id"],
+            "name": call["name"],
+            "arguments": call["arguments"],
+            "output": output,
+            "status": "in_progress" if output is None else "completed",
+        }
     if message.role == "assistant":
         texts = [p.get("text", "") for p in parts if p.get("type") == "output_text"]
         return {

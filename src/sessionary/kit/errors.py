@@ -176,6 +176,8 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
     message = str(first.get("msg", "Invalid value"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'." if param else "Missing required body."
+    elif first.get("type") == "extra_forbidden":
+        message = f"Unknown parameter: '{param}'."
     elif param:
         message = f"Invalid '{param}': {message}."
     extra = len(errors) - 1

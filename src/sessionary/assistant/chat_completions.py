@@ -1,0 +1,320 @@
+"""Chat completions: one stateless turn from the client's own messages, billed like any turn.
+
+plan (read the caller's prompt or workflow, check every parameter: 400s before any hold) → fit
+(count the prompt, refuse what the context window cannot hold) → reserve the worst case → call
+the provider, or stream it (chat_streaming.py) → settle what was produced → store the
+conversation on a new session only when `store: true` asked for it.
+
+The client sends the whole conversation each time, so nothing is read from a session. When the
+messages carry no system or developer message, the prompt an assistant turn would use goes first
+(the external user's, else the account's, else the default). A ChatKit client secret runs its
+workflow: its instructions go first, and it may not send system or developer messages, set a
+temperature its workflow fixes, or store (its conversation lives on its own session).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from sqlalchemy.orm import Session
+
+from sessionary.accounts.identity import Principal
+from sessionary.accounts.service import AccountService
+from sessionary.assistant.chat_inputs import ChatInputs, parse_request, record_parts
+from sessionary.assistant.chat_payloads import completion_object, finish_reason
+from sessionary.assistant.chat_schemas import ChatCompletionRequest
+from sessionary.assistant.chat_streaming import stream_chat
+from sessionary.assistant.prompts import system_prompt_for
+from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.metering import Meter, balance_of, release, reserve, settle
+from sessionary.billing.pricing import Pricing
+from sessionary.chatkit.service import ChatKitService
+from sessionary.conversations.service import ConversationService, NewMessage
+from sessionary.external.service import ExternalUserService
+from sessionary.kit.db import Database
+from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.ids import new_id
+from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
+from sessionary.providers.container import Providers, is_local
+
+log = structlog.get_logger("sessionary.assistant")
+
+ROUTE = "/v1/chat/completions"
+SESSION_KIND = "chat_completion"
+
+
+@dataclass
+class ChatTurn:
+    """Everything decided before the provider is called."""
+
+    caller: Principal
+    body: ChatCompletionRequest
+    inputs: ChatInputs
+    model: str
+    messages: list[ChatMessage]  # the prompt as the provider reads it (system prompt first)
+    temperature: float | None
+    completion_id: str = field(default_factory=lambda: new_id("chatcmpl"))
+    created: int = field(default_factory=lambda: int(time.time()))
+    input_tokens: int = 0
+    max_output_tokens: int = 0
+
+    @property
+    def owner(self) -> Owner:
+        return Owner.of(self.caller)
+
+    @property
+    def store(self) -> bool:
+        return bool(self.body.store)
+
+
+@dataclass
+class ChatAnswer:
+    payload: dict[str, Any]
+    settlement: Settlement
+
+
+@dataclass
+class ChatStream:
+    """The chunks, and the hold and balance the answer's headers announce."""
+
+    events: AsyncIterator[bytes]
+    reserved_micro: int
+    remaining_micro: int
+    write_timeout_seconds: float
+
+
+def _refuse_overrides(
+    body: ChatCompletionRequest, messages: list[ChatMessage], workflow_temperature: float | None
+) -> None:
+    """A client secret runs its workflow as configured (as on the Responses route)."""
+    overridden = None
+    if any(m.role in ("system", "developer") for m in messages):
+        overridden = "messages"
+    elif workflow_temperature is not None and body.temperature is not None:
+        overridden = "temperature"
+    elif body.store:
+        overridden = "store"
+    if overridden is not None:
+        raise InvalidRequest(
+            f"A client secret runs its workflow's instructions and settings; '{overridden}' "
+            "(a system/developer message, a temperature its workflow fixes, or store) may not "
+            "be set with it.",
+            param=overridden,
+            code="client_secret_cannot_override",
+        )
+
+
+def plan_chat(
+    db: Session, providers: Providers, caller: Principal, body: ChatCompletionRequest
+) -> ChatTurn:
+    """The turn's prompt, model and parameters; every 400 before any charge."""
+    inputs = parse_request(body)
+    chat = providers.chat()
+    model = providers.resolve_chat_model(body.model)
+    messages = inputs.messages
+    workflow = ChatKitService(db).find(caller.session_scope) if caller.session_scope else None
+    if caller.session_scope is not None:
+        _refuse_overrides(body, messages, workflow.temperature if workflow else None)
+    if any(m.images for m in messages) and not chat.supports_vision:
+        raise InvalidRequest(
+            f"The model '{chat.name}' reads text only; remove the image_url parts or configure "
+            "a vision model (SESSIONARY_LLM__VISION=true on a vision-capable server).",
+            param="messages",
+            code="images_not_supported",
+        )
+    if not any(m.role in ("system", "developer") for m in messages):
+        account = AccountService(db).get_account(caller.account_id)
+        user = (
+            ExternalUserService(db).find(caller.external_user_id)
+            if caller.external_user_id
+            else None
+        )
+        prompt = system_prompt_for(
+            account,
+            workflow.instructions if workflow else None,
+            user.system_prompt if user else None,
+        )
+        messages = [ChatMessage("system", prompt), *messages]
+    temperature = body.temperature
+    if temperature is None and workflow is not None:
+        temperature = workflow.temperature
+    return ChatTurn(caller, body, inputs, model, messages, temperature)
+
+
+class ChatCompletions:
+    def __init__(self, database: Database, providers: Providers, pricing: Pricing) -> None:
+        self.database = database
+        self.providers = providers
+        self.pricing = pricing
+
+    async def complete(
+        self, caller: Principal, body: ChatCompletionRequest
+    ) -> ChatAnswer | ChatStream:
+        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
+
+        def plan() -> ChatTurn:
+            with self.database.session(write=False) as db:
+                return plan_chat(db, self.providers, caller, body)
+
+        turn = await anyio.to_thread.run_sync(plan)
+        await self.fit(turn)
+        meter = await self.reserve(turn)
+        if not body.stream:
+            return await self.run(turn, meter)
+        try:
+            remaining = await balance_of(self.database, turn.owner)
+        except BaseException:
+            await release(meter)
+            raise
+        return ChatStream(
+            stream_chat(self, turn, meter),
+            reserved_micro=meter.reservation.amount_micro,
+            remaining_micro=remaining,
+            write_timeout_seconds=self.database.settings.stream_write_timeout_seconds,
+        )
+
+    # Fitting and reserving
+
+    def _tools_message(self, turn: ChatTurn) -> list[ChatMessage]:
+        """The function definitions as text: they reach the prompt too, so they are counted."""
+        if not turn.inputs.functions or turn.inputs.tool_choice.mode == "none":
+            return []
+        spec = [
+            {"name": f.name, "description": f.description, "parameters": f.parameters}
+            for f in turn.inputs.functions
+        ]
+        return [ChatMessage("system", json.dumps(spec))]
+
+    async def fit(self, turn: ChatTurn) -> None:
+        """Count the prompt and size the output; a conversation that does not fit is a 400
+        (chat completions have no truncation: the client owns its history)."""
+        chat = self.providers.chat()
+        default = self.database.settings.default_max_output_tokens
+        wanted = turn.inputs.max_output_tokens or default
+        tokens = await chat.count_tokens([*turn.messages, *self._tools_message(turn)])
+        if tokens + min(wanted, 16) > chat.context_window:
+            raise InvalidRequest(
+                f"The messages ({tokens} tokens) do not fit the model's context window "
+                f"({chat.context_window}); send a shorter conversation.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        turn.input_tokens = tokens
+        turn.max_output_tokens = min(wanted, chat.context_window - tokens)
+
+    def worst_input_tokens(self, turn: ChatTurn) -> int:
+        """Exact for the local model; for a remote one, whose tokenizer is not here, the UTF-8
+        bytes (a byte-level token covers at least one byte), as for every assistant turn."""
+        if is_local(self.providers.chat()):
+            return turn.input_tokens
+        messages = [*turn.messages, *self._tools_message(turn)]
+        ceiling = sum(
+            len(m.text.encode("utf-8"))
+            + sum(len(c.arguments.encode("utf-8")) + len(c.name) + 16 for c in m.calls)
+            + 8
+            for m in messages
+        )
+        return max(turn.input_tokens, ceiling)
+
+    def cost(self, turn: ChatTurn, usage: Usage) -> int:
+        return self.pricing.assistant_turn(turn.model, usage.input_tokens, usage.output_tokens)
+
+    async def reserve(self, turn: ChatTurn) -> Meter:
+        worst = self.cost(turn, Usage(self.worst_input_tokens(turn), turn.max_output_tokens))
+        return await reserve(self.database, turn.owner, worst, route=ROUTE)
+
+    # Calling the provider
+
+    def chat_request(self, turn: ChatTurn) -> ChatRequest:
+        body, inputs = turn.body, turn.inputs
+        return ChatRequest(
+            turn.messages,
+            max_output_tokens=turn.max_output_tokens,
+            temperature=turn.temperature,
+            top_p=body.top_p,
+            json_schema=inputs.json_schema,
+            functions=inputs.functions,
+            tool_choice=inputs.tool_choice,
+            parallel_tool_calls=body.parallel_tool_calls is not False,
+            stop=inputs.stop,
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+        )
+
+    async def run(self, turn: ChatTurn, meter: Meter) -> ChatAnswer:
+        """The non-streamed turn; the hold is settled or released before returning."""
+        try:
+            result = await self.providers.chat().generate(self.chat_request(turn))
+        except BaseException:
+            await release(meter)
+            raise
+        calls = result.calls if turn.inputs.functions else ()
+        reason = finish_reason(result.finish_reason, calls)
+        payload, settlement = await self.commit(
+            turn, meter, result.text, calls, reason, result.usage
+        )
+        return ChatAnswer(payload, settlement)
+
+    # Recording
+
+    async def commit(
+        self,
+        turn: ChatTurn,
+        meter: Meter,
+        text: str,
+        calls: tuple[FunctionCall, ...],
+        reason: str,
+        usage: Usage,
+    ) -> tuple[dict[str, Any], Settlement]:
+        """Charge what was produced (never more than the hold), then store when asked.
+
+        The charge commits on its own first: the answer exists whatever happens to the store.
+        """
+        charge = min(self.cost(turn, usage), meter.reservation.amount_micro)
+        session_id = new_id("sess") if turn.store else None
+        payload = completion_object(
+            completion_id=turn.completion_id,
+            created=turn.created,
+            model=turn.model,
+            text=text,
+            calls=calls,
+            reason=reason,
+            usage=usage,
+            session_id=session_id,
+        )
+        try:
+            settlement = await settle(
+                meter, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
+            )
+        except BaseException:
+            await release(meter)
+            raise
+        if session_id is not None:
+            reply = ChatMessage("assistant", text, calls=calls)
+            try:
+                await anyio.to_thread.run_sync(lambda: self._store(turn, session_id, reply))
+            except Exception:  # paid for and delivered all the same; the log says why not stored
+                log.exception("chat_completion_not_stored", completion_id=turn.completion_id)
+                payload.pop("session_id")
+        return payload, settlement
+
+    def _store(self, turn: ChatTurn, session_id: str, reply: ChatMessage) -> None:
+        with self.database.session() as db:
+            conversations = ConversationService(db)
+            conversation = conversations.create_session(
+                turn.caller,
+                kind=SESSION_KIND,
+                metadata=turn.body.metadata,
+                session_id=session_id,
+            )
+            answer = NewMessage("assistant", record_parts(reply), reply.text)
+            conversations.record_turn(
+                conversation, turn.completion_id, turn.inputs.records, [answer]
+            )
