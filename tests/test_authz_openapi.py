@@ -42,7 +42,13 @@ MISSING = {
     "request": "led_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "token": "tok_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "key": "key_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "conversation": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "item": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ/msg_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
 }
+# Kinds whose routes answer another owner's object as a missing one (OpenAI's Conversations API).
+HIDDEN = {"conversation", "item"}
+# Routes a client secret may call but an external user may not (the account's ChatKit threads).
+NOT_FOR_USERS = {("GET", "/v1/chatkit/threads")}
 
 
 def auth_class(route: Any) -> str:
@@ -95,6 +101,14 @@ class World:
             self.post(owner, "/v1/assistant/completion", {"session_id": session, **TURN})["id"]
         )
 
+    def conversation(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/conversations", {})["id"])
+
+    def item(self, owner: str) -> str:
+        made = self.post(owner, "/v1/conversations", {"items": [{"role": "user", "content": "x"}]})
+        listed = self.client.get(f"/v1/conversations/{made['id']}/items", headers=self.as_(owner))
+        return f"{made['id']}/{listed.json()['data'][0]['id']}"
+
     def template(self, owner: str) -> str:
         made = self.post(owner, "/v1/chat/create_embedding", {"records": RECORDS})
         return str(made["template_id"])
@@ -142,6 +156,15 @@ def _message(**body: Any) -> Build:
     return build
 
 
+def _item(**body: Any) -> Build:
+    def build(route: str, target: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        conversation, _, item = target.partition("/")
+        path = route.replace("{conversation_id}", conversation).replace("{item_id}", item)
+        return path, body or None, None
+
+    return build
+
+
 def _body(field: str, **extra: Any) -> Build:
     return lambda route, target: (route, {field: target, **extra}, None)
 
@@ -170,6 +193,19 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
         "message", _message(metadata={"k": "v"}), None),
     ("DELETE", "/v1/threads/{thread_id}/messages/{message_id}"): (
         "message", _message(), None),
+    ("GET", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("POST", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}", metadata={"k": "v"}), None),
+    ("DELETE", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("GET", "/v1/conversations/{conversation_id}/items"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("POST", "/v1/conversations/{conversation_id}/items"): (
+        "conversation", _path("{conversation_id}", items=[{"role": "user", "content": "x"}]), None),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): ("item", _item(), None),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): ("item", _item(), None),
+    ("POST", "/v1/conversations"): (None, None, {}),
     ("GET", "/v1/assistants/{assistant_id}"): ("profile", _path("{assistant_id}"), None),
     ("POST", "/v1/assistants/{assistant_id}"): (
         "profile", _path("{assistant_id}", name="renamed"), None),
@@ -245,7 +281,7 @@ def expected(
         return 401
     if role == "CS" and cls != "session":
         return 403
-    if role in USERS and cls == "account":
+    if role in USERS and (cls == "account" or (method, path) in NOT_FOR_USERS):
         return 403
     if (method, path) in BY_DESIGN_400:
         return 400
@@ -255,11 +291,14 @@ def expected(
     if owner is None:
         return 404
     if actor == "CS":
-        return OK if owner == "CS" else 403
+        # A client secret reaches the ChatKit threads of its own user ("u", as every ChatKit
+        # session made here) in its own account.
+        return OK if owner == "CS" or (kind == "chatkit" and owner == "A") else 403
+    denied = 404 if kind in HIDDEN else 403
     if ACCOUNT_OF[owner] != ACCOUNT_OF[actor]:
-        return 403
+        return denied
     if actor in USERS and owner != actor:
-        return 403
+        return denied
     return OK
 
 
@@ -274,6 +313,8 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "request": ["A1", "A2", "B1"],
         "token": ["A", "B"],
         "key": ["A", "B"],
+        "conversation": ["A", "A1", "A2", "B"],
+        "item": ["A", "A1", "A2", "B"],
     }[kind]
     return [*owners, None]
 

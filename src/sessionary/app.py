@@ -26,6 +26,7 @@ from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.chatkit.service import ClientSecrets
 from sessionary.config import Settings, load_settings
 from sessionary.console.setup import install_console
+from sessionary.conversations.conversation_routes import router as conversations_router
 from sessionary.conversations.routes import router as threads_router
 from sessionary.external.routes import root_router as external_root_router
 from sessionary.external.routes import router as external_router
@@ -63,6 +64,7 @@ API_ROUTERS: list[APIRouter] = [
     responses_router,
     chat_completions_router,
     threads_router,
+    conversations_router,
     profiles_router,
     chatkit_router,
     search_router,

@@ -159,6 +159,7 @@ def plan_turn(
     conversation: ConversationSession | None = None
     previous = request.previous_response_id
     if session_id is not None:
+        caller = ChatKitService(db).reach(caller, session_id)  # a secret's other threads
         conversation = conversations.owned_session(caller, session_id, "session_id")
     if previous is not None:
         stored = conversations.owned_response(caller, check_id(previous, "previous_response_id"))

@@ -39,7 +39,7 @@ def cancel_session(session_id: ObjectId, caller: Caller, db: DbSession) -> dict[
 
 @router.get("/chatkit/threads", summary="List ChatKit threads")
 def list_threads(
-    caller: Caller, db: DbSession, page: Page, user: str | None = None
+    caller: SessionCaller, db: DbSession, page: Page, user: str | None = None
 ) -> dict[str, Any]:
     threads, has_more = ChatKitService(db).threads(caller, user, page)
     return envelope([chatkit_thread(row, owner) for row, owner in threads], has_more)
