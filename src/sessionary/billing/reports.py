@@ -201,8 +201,7 @@ class ReportService:
         span: Window | None = None,
     ) -> tuple[list[LedgerEntry], bool]:
         where = self._filter(caller, owner=owner, kind=kind, route=route, model=model, span=span)
-        rows = self.store.entries(where, params)
-        return rows[: params.limit], len(rows) > params.limit
+        return self.store.entries(where, params)
 
     def ledger_csv(
         self,

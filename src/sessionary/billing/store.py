@@ -294,8 +294,9 @@ class LedgerFilter:
 class ReportStore(Store):
     """Reads over an account's ledger for usage reports and the ledger listing."""
 
-    def entries(self, where: LedgerFilter, params: PageParams) -> list[LedgerEntry]:
-        return list(self.db.scalars(page(where.where(select(LedgerEntry)), LedgerEntry.id, params)))
+    def entries(self, where: LedgerFilter, params: PageParams) -> tuple[list[LedgerEntry], bool]:
+        """One page of entries, and whether more lie beyond it."""
+        return page(self.db, where.where(select(LedgerEntry)), LedgerEntry.id, params)
 
     def all_entries(self, where: LedgerFilter, cap: int) -> Iterator[LedgerEntry]:
         query = where.where(select(LedgerEntry)).order_by(LedgerEntry.id.desc()).limit(cap)

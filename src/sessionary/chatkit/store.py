@@ -10,7 +10,8 @@ from sqlalchemy import Select, delete, func, select
 
 from sessionary.chatkit.models import ChatKitSession, RateLimitHit
 from sessionary.kit.ids import new_id
-from sessionary.kit.store import Store
+from sessionary.kit.pagination import PageParams
+from sessionary.kit.store import Store, page
 
 
 class ChatKitStore(Store):
@@ -31,6 +32,15 @@ class ChatKitStore(Store):
         if user is not None:
             query = query.where(ChatKitSession.user == user)
         return query
+
+    def page_of_account(
+        self, account_id: str, user: str | None, params: PageParams
+    ) -> tuple[list[ChatKitSession], bool]:
+        """One page of the account's ChatKit sessions (of one user), in id order."""
+        query = select(ChatKitSession).where(ChatKitSession.account_id == account_id)
+        if user is not None:
+            query = query.where(ChatKitSession.user == user)
+        return page(self.db, query, ChatKitSession.id, params)
 
     def users_of(self, session_ids: Sequence[str]) -> dict[str, str]:
         rows = self.db.execute(

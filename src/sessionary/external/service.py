@@ -130,8 +130,7 @@ class ExternalUserService:
 
     def listing(self, caller: Principal, params: PageParams) -> tuple[list[ExternalUser], bool]:
         """One page of the account's external users (an account-level read)."""
-        rows = self.store.page_of_account(caller.account_id, params)
-        return rows[: params.limit], len(rows) > params.limit
+        return self.store.page_of_account(caller.account_id, params)
 
     def find(self, user_id: str) -> ExternalUser | None:
         return self.store.get(user_id)

@@ -41,9 +41,12 @@ class ExternalUserStore(Store):
             .limit(1)
         ).first()
 
-    def page_of_account(self, account_id: str, params: PageParams) -> list[ExternalUser]:
+    def page_of_account(
+        self, account_id: str, params: PageParams
+    ) -> tuple[list[ExternalUser], bool]:
+        """One page of the account's users, and whether more lie beyond it."""
         query = select(ExternalUser).where(ExternalUser.account_id == account_id)
-        return list(self.db.scalars(page(query, ExternalUser.id, params)))
+        return page(self.db, query, ExternalUser.id, params)
 
     def insert(self, values: Mapping[str, Any]) -> bool:
         """False when a concurrent request created the same (account, provider, unique_key)."""
