@@ -55,6 +55,9 @@ class Memo:
         self.max_input_tokens = inner.max_input_tokens
         self.cache: dict[str, tuple[list[float], int]] = {}
 
+    async def count_tokens(self, texts: list[str]) -> int:
+        return int(await self.inner.count_tokens(texts))
+
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
@@ -133,7 +136,7 @@ def quality(embedder: Any, workdir: Path) -> dict[str, dict[str, float]]:
         template = store.get_template(template_id)
         assert template is not None
         index = INDEXES.get(store, template_id, template.version)
-        source = {row.id: row.source_id for row in store.documents(index.ids).values()}
+        source = {doc_id: hit.source_id for doc_id, hit in store.hits(index.ids).items()}
     vectors = asyncio.run(embedder.embed([q["text"] for q in queries])).vectors
     scores: dict[str, list[tuple[float, float]]] = {"dense": [], "lexical": [], "hybrid": []}
     for query, vector in zip(queries, vectors, strict=True):

@@ -43,6 +43,7 @@ from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
 from sessionary.search.embeddings_routes import router as embeddings_router
+from sessionary.search.query_vectors import QueryVectors
 from sessionary.search.routes import router as search_router
 
 DOCS_ASSETS = "/docs/assets"
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.metrics = Metrics()
     app.state.providers = providers
+    app.state.query_vectors = QueryVectors(settings.search.query_cache)
 
     install_error_handlers(app)
     install_openapi(app)

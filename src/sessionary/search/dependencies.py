@@ -20,6 +20,7 @@ def get_search_service(request: Request) -> SearchService:
         settings.search_exact_limit,
         settings.search.extractor,
         settings.search.max_fields,
+        state.query_vectors,
     )
 
 
