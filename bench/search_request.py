@@ -165,6 +165,36 @@ def run_requests(quick: bool, baseline: str | None = None) -> dict[str, dict[str
         return measure(servers, key, template_id, queries(), 2 if quick else 5)
 
 
+def describe(figures: dict[str, dict[str, float]]) -> list[str]:
+    """The report's paragraph and table."""
+    some = figures["uncached"]
+    lines = [
+        "**The whole request** (`POST /v1/chat/search_against_embedding`, limit 10, against a "
+        "`sessionary serve` process on SQLite holding the 10,099 Oslo listings; "
+        f"{len(queries())} distinct queries, with and without extracted filters, "
+        f"{some['requests']:.0f} timed requests per server, one at a time over loopback, "
+        "servers taking turns). Times are the client's, so HTTP, auth, filter extraction, the "
+        "ledger's reserve and settle, retrieval and the JSON answer are all in them, and so is "
+        "the query embedding: *uncached* is a server with `SESSIONARY_SEARCH__QUERY_CACHE=0`, "
+        "which runs the bundled model on every request; *repeated* is the default server asked "
+        "queries it has met, whose vectors come from its own query cache (no model call). CPU "
+        "is the server process's user + system time over the timed requests, all threads, "
+        "divided by their number.",
+        "",
+        "| server | p50 ms | p95 ms | CPU ms / request |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in (
+        ("uncached", "uncached (the model embeds every query)"),
+        ("repeated", "repeated (query cache)"),
+        ("before", "before (BENCH_BASELINE_SRC)"),
+    ):
+        if name in figures:
+            f = figures[name]
+            lines.append(f"| {label} | {f['p50']:.1f} | {f['p95']:.1f} | {f['cpu']:.1f} |")
+    return lines
+
+
 if __name__ == "__main__":
     print(
         json.dumps(
