@@ -41,6 +41,7 @@ MISSING = {
     "chatkit": "cksess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "request": "led_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "token": "tok_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "key": "key_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
 }
 
 
@@ -107,6 +108,9 @@ class World:
         auth = verified.json()["authToken"]
         listed = self.client.get("/v1/auth_tokens", params={"limit": 100}, headers=self.as_(owner))
         return str(next(t["id"] for t in listed.json()["data"] if auth.startswith(t["prefix"])))
+
+    def key(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/keys", {"name": "spare"})["id"])
 
     def chatkit(self, owner: str) -> str:
         body = {"user": "u", "workflow": {"id": "default"}}
@@ -195,6 +199,7 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("POST", "/v1/threads"): (None, None, {}),
     ("POST", "/v1/assistants"): (None, None, {"name": "p"}),
     ("DELETE", "/v1/auth_tokens/{token_id}"): ("token", _path("{token_id}"), None),
+    ("DELETE", "/v1/keys/{key_id}"): ("key", _path("{key_id}"), None),
     ("POST", "/v1/chatkit/sessions"): (None, None, {"user": "u", "workflow": {"id": "default"}}),
     ("POST", "/v1/chat/create_embedding"): (None, None, {"records": RECORDS}),
     ("POST", "/v1/chat/generate_embeddings_from_plain_text"): (None, None, {"plain_text": ["x"]}),
@@ -268,6 +273,7 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "chatkit": ["A", "B", "CS"],
         "request": ["A1", "A2", "B1"],
         "token": ["A", "B"],
+        "key": ["A", "B"],
     }[kind]
     return [*owners, None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.chatkit.payloads import session_object
@@ -22,6 +22,14 @@ router = APIRouter(tags=["chatkit"])
 def create_session(body: SessionCreate, caller: Caller, db: DbSession) -> dict[str, Any]:
     row, secret = ChatKitService(db).create(caller, body)
     return session_object(row, secret)
+
+
+@router.get("/chatkit/sessions", summary="List the account's ChatKit sessions")
+def list_sessions(
+    caller: Caller, db: DbSession, page: Page, user: str | None = Query(None, max_length=512)
+) -> dict[str, Any]:
+    rows, has_more = ChatKitService(db).sessions(caller, page, user)
+    return envelope([session_object(r) for r in rows], has_more)
 
 
 @router.post("/chatkit/sessions/{session_id}/cancel", summary="Cancel a ChatKit session")

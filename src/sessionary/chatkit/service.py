@@ -20,7 +20,7 @@ from sessionary.conversations.service import ConversationService
 from sessionary.kit.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
-from sessionary.kit.pagination import PageParams
+from sessionary.kit.pagination import PageParams, paginate
 from sessionary.profiles.service import ProfileService, render_instructions
 
 SECRET_TYPE = "ek_"  # noqa: S105 - the visible type prefix of client secrets, not a secret
@@ -112,6 +112,13 @@ class ChatKitService:
     def find(self, session_id: str) -> ChatKitSession | None:
         """The ChatKit session of a conversation, with the workflow it runs (None: not one)."""
         return self.store.get(session_id)
+
+    def sessions(
+        self, caller: Principal, page: PageParams, user: str | None = None
+    ) -> tuple[list[ChatKitSession], bool]:
+        """The account's ChatKit sessions (optionally one user's), one page in id order."""
+        rows = sorted(self.store.of_account(caller.account_id, user), key=lambda r: r.id)
+        return paginate(rows, lambda r: r.id, page)
 
     def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
         row = self.owned(caller, session_id)

@@ -25,6 +25,7 @@ from sessionary.external.payloads import (
     charge_details,
     library_item,
     publication,
+    summary,
     verified,
     with_summary,
 )
@@ -52,6 +53,7 @@ from sessionary.external.service import (
 from sessionary.kit.dependencies import AppDatabase, AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest, Unauthorized
 from sessionary.kit.metadata import check_metadata
+from sessionary.kit.pagination import Page, envelope
 from sessionary.search.embeddings_routes import answer_embeddings
 from sessionary.search.routes import ingest_payload, ingest_plain_text
 
@@ -65,6 +67,13 @@ def _json(payload: dict[str, Any], settlement: Settlement | None = None) -> JSON
 
 
 # Users, keys, credits
+
+
+@router.get("", summary="The account's external users, with their balances")
+def list_users(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
+    users = ExternalUserService(db)
+    rows, has_more = users.listing(caller, page)
+    return envelope([summary(users.facts(u)) for u in rows], has_more)
 
 
 @router.post("/session", summary="Create or refresh an external user (account key)")
