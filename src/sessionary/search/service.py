@@ -388,7 +388,9 @@ class SearchService:
             raise
         return Found(template, filters, hits, settlement, semantic, sources)
 
-    async def _embed_query(self, owner: Owner, text: str, route: str) -> tuple[Any, Meter, int]:
+    async def _embed_query(
+        self, owner: Owner, text: str, route: str
+    ) -> tuple[np.ndarray, Meter, int]:
         """The query's vector, from the cache or the model, with its hold taken. A cached vector
         is held and billed at the tokens the model counted the first time, as if it ran."""
         embedder = self.providers.embedder()
