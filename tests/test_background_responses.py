@@ -6,6 +6,7 @@ running while the test polls it, cancels it, or kills the process running it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -289,3 +290,25 @@ def test_two_server_processes_share_background_responses(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_server_that_stops_ends_its_background_responses_and_charges_what_they_made(
+    settings_env: dict[str, str], db: Database, tenant: Tenant, upstream: FakeUpstream
+) -> None:
+    upstream.words, upstream.word_delay = 1000, 0.02
+    server = LiveServer(remote_env(settings_env, upstream, **FAST))
+    try:
+        with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
+            queued = http.post("/v1/responses", json={"input": "Talk.", "background": True})
+            response_id = queued.json()["id"]
+            wait_for(lambda: upstream.sent >= 20)
+    finally:
+        server.stop()  # SIGTERM: a graceful stop
+    row = stored(db, response_id)
+    payload = json.loads(row.payload_json)
+    assert row.status == payload["status"] == "failed"
+    assert payload["error"]["code"] == "server_error" and payload["output_text"]
+    (charged,) = charges(db, tenant)
+    assert charged == turn_cost(payload["usage"], charged + 1)
+    balance, ledger_sum, holds = money(db, tenant)
+    assert balance == ledger_sum == FUNDS - charged and holds == 0

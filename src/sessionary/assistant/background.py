@@ -27,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskGroup
@@ -190,6 +191,7 @@ class BackgroundRuns:
         flushed = time.monotonic()
         try:
             with job.scope:
+                await anyio.lowlevel.checkpoint()  # cancelled while queued: the model is not called
                 running = service.payload(
                     turn, session_id=turn.session_id, status="in_progress", output=[], usage=None
                 )
