@@ -37,7 +37,7 @@ from sessionary.assistant.background_output import SeenOutput
 from sessionary.assistant.streaming import produced_tokens, stream_turn
 from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Ledger
-from sessionary.billing.metering import LIVE_HOLDS, Meter, balance_of, release
+from sessionary.billing.metering import LIVE_HOLDS, Meter
 from sessionary.conversations.background import TERMINAL_EVENTS, BackgroundResponses, Snapshot
 from sessionary.conversations.models import StoredResponse
 from sessionary.conversations.service import ConversationService
@@ -132,10 +132,10 @@ class BackgroundRuns:
         try:
             if group is None:
                 raise ServiceUnavailable("Background responses are not running yet; retry.")
-            remaining = await balance_of(self.database, turn.owner)
+            remaining = await meter.remaining()
             await anyio.to_thread.run_sync(lambda: self._store_queued(turn, meter, queued))
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         turn.session_exists = True
         job = _Job(turn.response_id)
@@ -212,7 +212,7 @@ class BackgroundRuns:
                 try:
                     await events.aclose()  # a stopped turn is charged what it produced here
                     if meter.reservation.id in LIVE_HOLDS:  # neither settled nor released
-                        await release(meter)
+                        await meter.release()
                     await self._flush(turn.response_id, pending)
                     await self._end(service, turn, meter, job, seen)
                 except Exception:

@@ -32,7 +32,7 @@ from sessionary.assistant.chat_schemas import ChatCompletionRequest
 from sessionary.assistant.chat_streaming import stream_chat
 from sessionary.assistant.prompts import system_prompt_for
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, balance_of, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.service import ConversationService, NewMessage
@@ -42,6 +42,7 @@ from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
 from sessionary.providers.container import Providers, is_local
+from sessionary.settings.files import FileInputSettings
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -111,10 +112,14 @@ def _refuse_overrides(
 
 
 def plan_chat(
-    db: Session, providers: Providers, caller: Principal, body: ChatCompletionRequest
+    db: Session,
+    providers: Providers,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    files: FileInputSettings,
 ) -> ChatTurn:
     """The turn's prompt, model and parameters; every 400 before any charge."""
-    inputs = parse_request(body)
+    inputs = parse_request(body, files)
     chat = providers.chat()
     model = providers.resolve_chat_model(body.model)
     messages = inputs.messages
@@ -160,7 +165,7 @@ class ChatCompletions:
 
         def plan() -> ChatTurn:
             with self.database.session(write=False) as db:
-                return plan_chat(db, self.providers, caller, body)
+                return plan_chat(db, self.providers, caller, body, self.database.settings.files)
 
         turn = await anyio.to_thread.run_sync(plan)
         await self.fit(turn)
@@ -168,9 +173,9 @@ class ChatCompletions:
         if not body.stream:
             return await self.run(turn, meter)
         try:
-            remaining = await balance_of(self.database, turn.owner)
+            remaining = await meter.remaining()
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return ChatStream(
             stream_chat(self, turn, meter),
@@ -227,7 +232,7 @@ class ChatCompletions:
 
     async def reserve(self, turn: ChatTurn) -> Meter:
         worst = self.cost(turn, Usage(self.worst_input_tokens(turn), turn.max_output_tokens))
-        return await reserve(self.database, turn.owner, worst, route=ROUTE)
+        return await Meter.reserve(self.database, turn.owner, worst, route=ROUTE)
 
     # Calling the provider
 
@@ -253,7 +258,7 @@ class ChatCompletions:
         try:
             result = await self.providers.chat().generate(self.chat_request(turn))
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         calls = result.calls if turn.inputs.functions else ()
         reason = finish_reason(result.finish_reason, calls)
@@ -290,11 +295,11 @@ class ChatCompletions:
             session_id=session_id,
         )
         try:
-            settlement = await settle(
-                meter, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
+            settlement = await meter.settle(
+                charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         if session_id is not None:
             reply = ChatMessage("assistant", text, calls=calls)

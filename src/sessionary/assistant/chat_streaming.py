@@ -133,16 +133,11 @@ async def settle_partial(
         if meter.settlement is not None:  # settled already (the hang-up came during commit)
             return None
         if not started:
-            await anyio.to_thread.run_sync(meter.release)
+            await meter.release()
             return None
         usage = Usage(turn.input_tokens, produced_tokens(service, produced))
         charge = min(service.cost(turn, usage), meter.reservation.amount_micro)
-        settlement = await anyio.to_thread.run_sync(
-            lambda: meter.settle(
-                charge,
-                model=turn.model,
-                usage={"cancelled": True},
-                subject_id=turn.completion_id,
-            )
+        settlement = await meter.settle(
+            charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.completion_id
         )
     return settlement

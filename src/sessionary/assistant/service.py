@@ -32,7 +32,7 @@ from sessionary.assistant.schemas import EnhanceRequest, TurnRequest
 from sessionary.assistant.streaming import stream_turn
 from sessionary.assistant.turns import Turn, plan_turn
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, balance_of, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
@@ -137,6 +137,7 @@ class AssistantService:
                     session_id=session_id,
                     session_kind=session_kind,
                     default_truncation=default_truncation,
+                    files=self.database.settings.files,
                 )
 
         turn = await anyio.to_thread.run_sync(plan)
@@ -147,9 +148,9 @@ class AssistantService:
         if not request.stream:
             return TurnAnswer(*await self.run(turn, meter))
         try:
-            remaining = await balance_of(self.database, turn.owner)
+            remaining = await meter.remaining()
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return TurnStream(
             stream_turn(self, turn, meter),
@@ -165,12 +166,14 @@ class AssistantService:
         )
         chat = self.providers.chat()
         price = self.pricing.enhance()
-        meter = await reserve(self.database, Owner.of(caller), price, route="/v1/chat/enhance")
+        meter = await Meter.reserve(
+            self.database, Owner.of(caller), price, route="/v1/chat/enhance"
+        )
         try:
             content = await enhance(chat, request, max_words)
-            settlement = await settle(meter, price, model=chat.name, usage={"requests": 1})
+            settlement = await meter.settle(price, model=chat.name, usage={"requests": 1})
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return content, settlement
 
@@ -249,7 +252,7 @@ class AssistantService:
         images = 1 if turn.image or turn.tools.image_offered else 0
         usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
         worst = self.cost(turn, usage, images)
-        return await reserve(self.database, turn.owner, worst, route=turn.route)
+        return await Meter.reserve(self.database, turn.owner, worst, route=turn.route)
 
     # Calling the provider
 
@@ -300,7 +303,7 @@ class AssistantService:
                 return await self.commit(turn, meter, [item], usage, "completed", images=1)
             result: ChatResult = await self.providers.chat().generate(self.chat_request(turn))
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         status = "incomplete" if result.finish_reason == "length" else "completed"
         images = [
@@ -367,11 +370,11 @@ class AssistantService:
             turn, session_id=turn.session_id, status=status, output=output, usage=usage
         )
         try:
-            settlement = await settle(
-                meter, charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
+            settlement = await meter.settle(
+                charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         try:
             await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))

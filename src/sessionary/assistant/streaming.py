@@ -159,14 +159,12 @@ async def _settle_partial(
         if meter.settlement is not None:  # settled already (the hang-up came during commit)
             return None
         if not started:
-            await anyio.to_thread.run_sync(meter.release)
+            await meter.release()
             return None
         usage = Usage(turn.input_tokens, produced_tokens(service, produced))
         # Never more than the hold: it was the agreed worst case (max_output_tokens).
         charge = min(service.cost(turn, usage, 0), meter.reservation.amount_micro)
-        settlement = await anyio.to_thread.run_sync(
-            lambda: meter.settle(
-                charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id
-            )
+        settlement = await meter.settle(
+            charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id
         )
     return settlement

@@ -8,8 +8,9 @@ service has checked that session.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 
 from sessionary.conversations.models import (
     ConversationMessage,
@@ -36,15 +37,16 @@ class ConversationStore(Store):
         kind: str,
         params: PageParams,
         *,
-        session_ids: Sequence[str] | None = None,
-    ) -> list[ConversationSession]:
-        """Up to limit + 1 live sessions of one face, of the account and all its users."""
+        among: Select[Any] | None = None,
+    ) -> tuple[list[ConversationSession], bool]:
+        """A page of the live sessions of one face, of the account and all its users, optionally
+        among the ids a subquery selects (one statement: the list is never loaded whole)."""
         query = live(select(ConversationSession), ConversationSession).where(
             ConversationSession.account_id == account_id, ConversationSession.kind == kind
         )
-        if session_ids is not None:
-            query = query.where(ConversationSession.id.in_(list(session_ids)))
-        return list(self.db.scalars(page(query, ConversationSession.id, params)))
+        if among is not None:
+            query = query.where(ConversationSession.id.in_(among))
+        return page(self.db, query, ConversationSession.id, params)
 
     # Messages
 
@@ -65,17 +67,19 @@ class ConversationStore(Store):
 
     def page_messages(
         self, session_id: str, params: PageParams, *, run_id: str | None = None
-    ) -> list[ConversationMessage]:
-        """Up to limit + 1 messages (the extra one tells whether more follow)."""
+    ) -> tuple[list[ConversationMessage], bool]:
+        """A page of a session's messages, and whether more follow it."""
         query = select(ConversationMessage).where(ConversationMessage.session_id == session_id)
         if run_id is not None:
             query = query.where(ConversationMessage.run_id == run_id)
-        return list(self.db.scalars(page(query, ConversationMessage.id, params)))
+        return page(self.db, query, ConversationMessage.id, params)
 
-    def page_sessions(self, scope: Scope, params: PageParams) -> list[ConversationSession]:
-        """Up to limit + 1 live sessions of one owner (the account's own, or one user's)."""
+    def page_sessions(
+        self, scope: Scope, params: PageParams
+    ) -> tuple[list[ConversationSession], bool]:
+        """A page of the live sessions of one owner (the account's own, or one user's)."""
         query = readable_by(select(ConversationSession), ConversationSession, scope)
-        return list(self.db.scalars(page(query, ConversationSession.id, params)))
+        return page(self.db, query, ConversationSession.id, params)
 
     def get_message(self, session_id: str, message_id: str) -> ConversationMessage | None:
         row = self.db.get(ConversationMessage, message_id)
@@ -84,17 +88,15 @@ class ConversationStore(Store):
     def delete_message(self, message_id: str) -> None:
         self.db.execute(delete(ConversationMessage).where(ConversationMessage.id == message_id))
 
-    def messages_by_ids(self, session_id: str, ids: Sequence[str]) -> list[ConversationMessage]:
-        if not ids:
-            return []
-        return list(
-            self.db.scalars(
-                select(ConversationMessage)
-                .where(ConversationMessage.session_id == session_id)
-                .where(ConversationMessage.id.in_(list(ids)))
-                .order_by(ConversationMessage.id)
-            )
+    def page_messages_among(
+        self, session_id: str, ids: Sequence[str], params: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        query = (
+            select(ConversationMessage)
+            .where(ConversationMessage.session_id == session_id)
+            .where(ConversationMessage.id.in_(list(ids)))
         )
+        return page(self.db, query, ConversationMessage.id, params)
 
     def last_message_of_response(self, response_id: str) -> ConversationMessage | None:
         return self.db.scalars(

@@ -5,8 +5,8 @@ and refreshes `heartbeat_at`; any process sets `cancel_requested`. Streamed even
 `response_events` for a bounded time so a stream can be resumed from any process. Column types
 are spelled here, not imported from the models, so the migration runs the same later.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from alembic import op
 
 from sessionary.kit.models import UtcDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
