@@ -36,6 +36,7 @@ MISSING = {
     "session": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "message": "msg_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "response": "resp_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "background": "resp_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "template": "tmpl_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "profile": "asst_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "chatkit": "cksess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
@@ -100,6 +101,9 @@ class World:
         return str(
             self.post(owner, "/v1/assistant/completion", {"session_id": session, **TURN})["id"]
         )
+
+    def background(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/responses", {"background": True, **TURN})["id"])
 
     def conversation(self, owner: str) -> str:
         return str(self.post(owner, "/v1/conversations", {})["id"])
@@ -181,6 +185,7 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("DELETE", "/v1/responses/{response_id}"): ("response", _path("{response_id}"), None),
     ("GET", "/v1/responses/{response_id}/input_items"): (
         "response", _path("{response_id}"), None),
+    ("POST", "/v1/responses/{response_id}/cancel"): ("background", _path("{response_id}"), None),
     ("GET", "/v1/threads/{thread_id}"): ("session", _path("{thread_id}"), None),
     ("POST", "/v1/threads/{thread_id}"): (
         "session", _path("{thread_id}", metadata={"k": "v"}), None),
@@ -307,6 +312,7 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "session": ["A", "A1", "A2", "B", "B1", "CS"],
         "message": ["A", "A1", "A2", "B"],
         "response": ["A", "A1", "A2", "B"],
+        "background": ["A", "A1", "A2", "B"],
         "template": ["A", "A1", "A2", "B"],
         "profile": ["A", "B"],
         "chatkit": ["A", "B", "CS"],

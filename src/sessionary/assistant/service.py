@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import structlog
@@ -34,6 +34,7 @@ from sessionary.assistant.turns import Turn, plan_turn
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
+from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
 from sessionary.kit.db import Database
@@ -49,6 +50,9 @@ from sessionary.providers.base import (
     Usage,
 )
 from sessionary.providers.container import Providers, is_local
+
+if TYPE_CHECKING:  # the runner calls back into the service
+    from sessionary.assistant.background import BackgroundRuns, TurnQueued
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -95,10 +99,17 @@ def call_item(call: FunctionCall, status: str = "completed") -> dict[str, Any]:
 
 
 class AssistantService:
-    def __init__(self, database: Database, providers: Providers, pricing: Pricing) -> None:
+    def __init__(
+        self,
+        database: Database,
+        providers: Providers,
+        pricing: Pricing,
+        background: BackgroundRuns | None = None,
+    ) -> None:
         self.database = database
         self.providers = providers
         self.pricing = pricing
+        self.background = background  # this process's runner of background responses
 
     # The verbs routes call
 
@@ -111,8 +122,9 @@ class AssistantService:
         session_id: str | None,
         session_kind: str,
         default_truncation: str,
-    ) -> TurnAnswer | TurnStream:
-        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
+    ) -> TurnAnswer | TurnStream | TurnQueued:
+        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream;
+        a background turn is queued here and runs in the server (background.py)."""
 
         def plan() -> Turn:
             with self.database.session(write=False) as db:
@@ -131,6 +143,8 @@ class AssistantService:
         turn = await anyio.to_thread.run_sync(plan)
         await self.fit(turn, self.database.settings.default_max_output_tokens)
         meter = await self.reserve(turn)
+        if request.background and self.background is not None:
+            return await self.background.queue(self, turn, meter)
         if not request.stream:
             return TurnAnswer(*await self.run(turn, meter))
         try:
@@ -405,18 +419,20 @@ class AssistantService:
                     NewMessage("assistant", [call], f"{item['name']}({item['arguments']})")
                 )
         input_ids = conversations.record_turn(conversation, turn.response_id, turn.inputs, replies)
-        conversations.store_response(
-            StoredResponse(
-                id=turn.response_id,
-                session_id=conversation.id,
-                account_id=turn.caller.account_id,
-                external_user_id=turn.caller.external_user_id,
-                previous_response_id=turn.previous_response_id,
-                model=turn.model,
-                status=payload["status"],
-                payload_json=json.dumps(payload),
-                input_message_ids=json.dumps(input_ids),
-                has_image=any(i["type"] == "image_generation_call" for i in output),
-                created_at=utcnow(),
-            )
+        row = StoredResponse(
+            id=turn.response_id,
+            session_id=conversation.id,
+            account_id=turn.caller.account_id,
+            external_user_id=turn.caller.external_user_id,
+            previous_response_id=turn.previous_response_id,
+            model=turn.model,
+            status=payload["status"],
+            payload_json=json.dumps(payload),
+            input_message_ids=json.dumps(input_ids),
+            has_image=any(i["type"] == "image_generation_call" for i in output),
+            created_at=utcnow(),
         )
+        if turn.request.background:  # stored when queued: it gets its final state
+            BackgroundResponses(conversations.store.db).finish(row)
+        else:
+            conversations.store_response(row)
