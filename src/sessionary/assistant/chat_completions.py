@@ -40,18 +40,19 @@ from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter, release, reserve, settle
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.service import ChatKitService
-from sessionary.conversations.service import ConversationService, NewMessage
+from sessionary.conversations.completions import CompletionService
+from sessionary.conversations.service import NewMessage
 from sessionary.external.service import ExternalUserService
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
+from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
 from sessionary.providers.container import Providers
 
 log = structlog.get_logger("sessionary.assistant")
 
 ROUTE = "/v1/chat/completions"
-SESSION_KIND = "chat_completion"
 
 
 @dataclass
@@ -270,22 +271,20 @@ class ChatCompletions:
         if session_id is not None:
             reply = ChatMessage("assistant", text, calls=calls)
             try:
-                await anyio.to_thread.run_sync(lambda: self._store(turn, session_id, reply))
+                await anyio.to_thread.run_sync(lambda: self._store(turn, payload, reply))
             except Exception:  # paid for and delivered all the same; the log says why not stored
                 log.exception("chat_completion_not_stored", completion_id=turn.completion_id)
                 payload.pop("session_id")
         return payload, settlement
 
-    def _store(self, turn: ChatTurn, session_id: str, reply: ChatMessage) -> None:
+    def _store(self, turn: ChatTurn, payload: dict[str, Any], reply: ChatMessage) -> None:
+        answer = NewMessage("assistant", record_parts(reply), reply.text)
         with self.database.session() as db:
-            conversations = ConversationService(db)
-            conversation = conversations.create_session(
+            CompletionService(db).record(
                 turn.caller,
-                kind=SESSION_KIND,
-                metadata=turn.body.metadata,
-                session_id=session_id,
-            )
-            answer = NewMessage("assistant", record_parts(reply), reply.text)
-            conversations.record_turn(
-                conversation, turn.completion_id, turn.inputs.records, [answer]
+                payload,
+                session_id=payload["session_id"],
+                metadata=check_metadata(turn.body.metadata),  # checked when planned
+                inputs=turn.inputs.records,
+                replies=[answer],
             )
