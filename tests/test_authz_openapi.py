@@ -41,7 +41,10 @@ MISSING = {
     "chatkit": "cksess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "request": "led_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "token": "tok_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "completion": "chatcmpl_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
 }
+# Kinds whose objects another owner cannot tell from missing ones (404), as OpenAI answers.
+UNSEEN_BY_OTHERS = {"completion"}
 
 
 def auth_class(route: Any) -> str:
@@ -93,6 +96,10 @@ class World:
         return str(
             self.post(owner, "/v1/assistant/completion", {"session_id": session, **TURN})["id"]
         )
+
+    def completion(self, owner: str) -> str:
+        body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1, "store": True}
+        return str(self.post(owner, "/v1/chat/completions", body)["id"])
 
     def template(self, owner: str) -> str:
         made = self.post(owner, "/v1/chat/create_embedding", {"records": RECORDS})
@@ -154,6 +161,13 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("DELETE", "/v1/responses/{response_id}"): ("response", _path("{response_id}"), None),
     ("GET", "/v1/responses/{response_id}/input_items"): (
         "response", _path("{response_id}"), None),
+    ("GET", "/v1/chat/completions/{completion_id}"): ("completion", _path("{completion_id}"), None),
+    ("POST", "/v1/chat/completions/{completion_id}"): (
+        "completion", _path("{completion_id}", metadata={"k": "v"}), None),
+    ("DELETE", "/v1/chat/completions/{completion_id}"): (
+        "completion", _path("{completion_id}"), None),
+    ("GET", "/v1/chat/completions/{completion_id}/messages"): (
+        "completion", _path("{completion_id}"), None),
     ("GET", "/v1/threads/{thread_id}"): ("session", _path("{thread_id}"), None),
     ("POST", "/v1/threads/{thread_id}"): (
         "session", _path("{thread_id}", metadata={"k": "v"}), None),
@@ -202,6 +216,7 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("POST", "/v1/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/chat/completions"): (
         None, None, {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1}),
+    ("GET", "/v1/chat/completions"): (None, None, None),
     ("POST", "/v2/external/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/utils/assistant_session"): (None, None, {}),
@@ -251,10 +266,11 @@ def expected(
         return 404
     if actor == "CS":
         return OK if owner == "CS" else 403
+    refused = 404 if kind in UNSEEN_BY_OTHERS else 403
     if ACCOUNT_OF[owner] != ACCOUNT_OF[actor]:
-        return 403
+        return refused
     if actor in USERS and owner != actor:
-        return 403
+        return refused
     return OK
 
 
@@ -268,6 +284,7 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "chatkit": ["A", "B", "CS"],
         "request": ["A1", "A2", "B1"],
         "token": ["A", "B"],
+        "completion": ["A", "A1", "A2", "B"],
     }[kind]
     return [*owners, None]
 
