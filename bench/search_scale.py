@@ -50,6 +50,7 @@ from bench.search import FILTERED, LOCAL, NONE, QUERIES, Memo, _ingest, _replica
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.container import Providers
 from sessionary.search.models import SearchDocument
+from sessionary.search.query import SearchQuery
 from sessionary.search.ranking import INDEXES
 from sessionary.search.records import fold_value
 from sessionary.search.store import SearchStore
@@ -291,7 +292,8 @@ class SessionaryEngine:
         ms, found = timed_ms(
             lambda: asyncio.run(
                 self.service.search(
-                    self.caller, template_id=self.template_id, term=query, limit=10, route="bench"
+                    self.caller,
+                    SearchQuery(template_id=self.template_id, route="bench", term=query, limit=10),
                 )
             )
         )

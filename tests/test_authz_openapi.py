@@ -41,10 +41,16 @@ MISSING = {
     "chatkit": "cksess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "request": "led_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "token": "tok_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "key": "key_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "conversation": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "item": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ/msg_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "completion": "chatcmpl_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
 }
-# Kinds whose objects another owner cannot tell from missing ones (404), as OpenAI answers.
-UNSEEN_BY_OTHERS = {"completion"}
+# Kinds whose routes answer another owner's object as a missing one (OpenAI's Conversations API,
+# stored chat completions).
+HIDDEN = {"conversation", "item", "completion"}
+# Routes a client secret may call but an external user may not (the account's ChatKit threads).
+NOT_FOR_USERS = {("GET", "/v1/chatkit/threads")}
 
 
 def auth_class(route: Any) -> str:
@@ -101,6 +107,14 @@ class World:
         body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1, "store": True}
         return str(self.post(owner, "/v1/chat/completions", body)["id"])
 
+    def conversation(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/conversations", {})["id"])
+
+    def item(self, owner: str) -> str:
+        made = self.post(owner, "/v1/conversations", {"items": [{"role": "user", "content": "x"}]})
+        listed = self.client.get(f"/v1/conversations/{made['id']}/items", headers=self.as_(owner))
+        return f"{made['id']}/{listed.json()['data'][0]['id']}"
+
     def template(self, owner: str) -> str:
         made = self.post(owner, "/v1/chat/create_embedding", {"records": RECORDS})
         return str(made["template_id"])
@@ -114,6 +128,9 @@ class World:
         auth = verified.json()["authToken"]
         listed = self.client.get("/v1/auth_tokens", params={"limit": 100}, headers=self.as_(owner))
         return str(next(t["id"] for t in listed.json()["data"] if auth.startswith(t["prefix"])))
+
+    def key(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/keys", {"name": "spare"})["id"])
 
     def chatkit(self, owner: str) -> str:
         body = {"user": "u", "workflow": {"id": "default"}}
@@ -140,6 +157,15 @@ def _message(**body: Any) -> Build:
     def build(route: str, target: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
         session, _, message = target.partition("/")
         path = route.replace("{thread_id}", session).replace("{message_id}", message or "x")
+        return path, body or None, None
+
+    return build
+
+
+def _item(**body: Any) -> Build:
+    def build(route: str, target: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        conversation, _, item = target.partition("/")
+        path = route.replace("{conversation_id}", conversation).replace("{item_id}", item)
         return path, body or None, None
 
     return build
@@ -180,6 +206,19 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
         "message", _message(metadata={"k": "v"}), None),
     ("DELETE", "/v1/threads/{thread_id}/messages/{message_id}"): (
         "message", _message(), None),
+    ("GET", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("POST", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}", metadata={"k": "v"}), None),
+    ("DELETE", "/v1/conversations/{conversation_id}"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("GET", "/v1/conversations/{conversation_id}/items"): (
+        "conversation", _path("{conversation_id}"), None),
+    ("POST", "/v1/conversations/{conversation_id}/items"): (
+        "conversation", _path("{conversation_id}", items=[{"role": "user", "content": "x"}]), None),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): ("item", _item(), None),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): ("item", _item(), None),
+    ("POST", "/v1/conversations"): (None, None, {}),
     ("GET", "/v1/assistants/{assistant_id}"): ("profile", _path("{assistant_id}"), None),
     ("POST", "/v1/assistants/{assistant_id}"): (
         "profile", _path("{assistant_id}", name="renamed"), None),
@@ -209,6 +248,7 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("POST", "/v1/threads"): (None, None, {}),
     ("POST", "/v1/assistants"): (None, None, {"name": "p"}),
     ("DELETE", "/v1/auth_tokens/{token_id}"): ("token", _path("{token_id}"), None),
+    ("DELETE", "/v1/keys/{key_id}"): ("key", _path("{key_id}"), None),
     ("POST", "/v1/chatkit/sessions"): (None, None, {"user": "u", "workflow": {"id": "default"}}),
     ("POST", "/v1/chat/create_embedding"): (None, None, {"records": RECORDS}),
     ("POST", "/v1/chat/generate_embeddings_from_plain_text"): (None, None, {"plain_text": ["x"]}),
@@ -255,7 +295,7 @@ def expected(
         return 401
     if role == "CS" and cls != "session":
         return 403
-    if role in USERS and cls == "account":
+    if role in USERS and (cls == "account" or (method, path) in NOT_FOR_USERS):
         return 403
     if (method, path) in BY_DESIGN_400:
         return 400
@@ -265,12 +305,14 @@ def expected(
     if owner is None:
         return 404
     if actor == "CS":
-        return OK if owner == "CS" else 403
-    refused = 404 if kind in UNSEEN_BY_OTHERS else 403
+        # A client secret reaches the ChatKit threads of its own user ("u", as every ChatKit
+        # session made here) in its own account.
+        return OK if owner == "CS" or (kind == "chatkit" and owner == "A") else 403
+    denied = 404 if kind in HIDDEN else 403
     if ACCOUNT_OF[owner] != ACCOUNT_OF[actor]:
-        return refused
+        return denied
     if actor in USERS and owner != actor:
-        return refused
+        return denied
     return OK
 
 
@@ -284,6 +326,9 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "chatkit": ["A", "B", "CS"],
         "request": ["A1", "A2", "B1"],
         "token": ["A", "B"],
+        "key": ["A", "B"],
+        "conversation": ["A", "A1", "A2", "B"],
+        "item": ["A", "A1", "A2", "B"],
         "completion": ["A", "A1", "A2", "B"],
     }[kind]
     return [*owners, None]

@@ -4,6 +4,7 @@ reservation left open once every request has finished."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation
-from sessionary.billing.metering import metered
+from sessionary.billing.metering import Meter
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InsufficientCredits
 from sessionary.kit.ids import new_id
@@ -90,9 +91,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def failed_request(self, amount: int) -> None:
         """A billed request whose provider call fails: reserved, then released, charged nothing."""
         before = self.expected
-        try:
-            with metered(self.db, self.owner, amount, route="/v1/probe"):
+
+        async def request() -> None:
+            async with Meter.held(self.db, self.owner, amount, route="/v1/probe"):
                 raise Simulated
+
+        try:
+            anyio.run(request)
         except InsufficientCredits:
             assert amount > before
         except Simulated:

@@ -17,7 +17,7 @@ from sessionary.kit.errors import ApiError
 from sessionary.providers.base import ChatRequest, ChatResult, Usage
 from sessionary.search import detection, llm_extraction
 from sessionary.search.records import flatten, parse_field_options
-from sessionary.search.settings import SearchSettings
+from sessionary.settings.search import SearchSettings
 from tests.conftest import Tenant
 from tests.test_credits_http import grant
 

@@ -139,14 +139,14 @@ def test_auto_pagination_over_250_messages(
             thread.id, order="asc", before=ids_asc[60], limit=25
         )
     ]
-    assert before == ids_asc[:60]
+    assert before == ids_asc[35:60]  # the previous page: the 25 just before the cursor
     before_desc = [
         m.id
         for m in sdk.beta.threads.messages.list(
             thread.id, order="desc", before=ids_asc[200], limit=10
         )
     ]
-    assert before_desc == list(reversed(ids_asc[201:]))
+    assert before_desc == list(reversed(ids_asc[201:211]))
     assert_error(
         client.get(f"/v1/threads/{thread.id}/messages?limit=101", headers=funded.headers), 400
     )
@@ -419,3 +419,69 @@ def test_every_list_route_validates_its_page_parameters(
         for bad in ("limit=0", "limit=101", "limit=x", "order=sideways"):
             error = assert_error(client.get(f"{route}?{bad}", headers=funded.headers), 400)
             assert error["param"] == bad.split("=")[0], route
+
+
+def test_client_secret_reaches_the_threads_of_its_own_user(
+    sdk: openai.OpenAI, client: TestClient, funded: Tenant, db: Database
+) -> None:
+    """The seed: `user` "ensures this Session can access other objects that have the same
+    `user` scope": the threads of that user in the same account, nothing else."""
+    first = sdk.beta.chatkit.sessions.create(user="alice", workflow={"id": "default"})
+    second = sdk.beta.chatkit.sessions.create(
+        user="alice", workflow={"id": "default"}, rate_limits={"max_requests_per_1_minute": 100}
+    )
+    bob = sdk.beta.chatkit.sessions.create(user="bob", workflow={"id": "default"})
+    other = make_tenant(db, "tenant-b")
+    grant(db, other, 1_000_000)
+    elsewhere = openai.OpenAI(
+        base_url="http://testserver/v1", api_key=other.api_key, http_client=client, max_retries=0
+    ).beta.chatkit.sessions.create(user="alice", workflow={"id": "default"})
+    sdk.conversations.items.create(second.id, items=[{"role": "user", "content": "earlier"}])
+
+    alice = secret_client(client, second.client_secret)
+    headers = {"Authorization": f"Bearer {second.client_secret}"}
+    assert [t.id for t in alice.beta.chatkit.threads.list()] == [second.id, first.id]
+    assert [t.id for t in alice.beta.chatkit.threads.list(user="alice", limit=1)] == [
+        second.id,
+        first.id,
+    ]
+    assert alice.beta.chatkit.threads.retrieve(first.id).user == "alice"
+    assert list(alice.beta.chatkit.threads.list_items(first.id)) == []
+    # It may continue them: a turn on the user's other thread, through both turn routes.
+    for route, key in (
+        ("/v1/responses", "conversation"),
+        ("/v1/assistant/completion", "session_id"),
+    ):
+        turn = client.post(
+            route, json={key: first.id, "input": "Hi", "max_output_tokens": 2}, headers=headers
+        )
+        assert turn.status_code == 200, turn.text
+    assert len(list(alice.beta.chatkit.threads.list_items(first.id))) == 4
+
+    for thread in (bob.id, elsewhere.id):
+        assert_error(client.get(f"/v1/chatkit/threads/{thread}", headers=headers), 403)
+        assert_error(client.get(f"/v1/chatkit/threads/{thread}/items", headers=headers), 403)
+        assert_error(
+            client.post(
+                "/v1/responses", json={"conversation": thread, "input": "x"}, headers=headers
+            ),
+            403,
+        )
+    assert_error(client.get("/v1/chatkit/threads?user=bob", headers=headers), 403)
+    # Nothing else: no deleting, no other faces.
+    assert_error(client.delete(f"/v1/chatkit/threads/{first.id}", headers=headers), 403)
+    assert_error(client.get(f"/v1/conversations/{first.id}/items", headers=headers), 403)
+    assert_error(client.get(f"/v1/threads/{first.id}/messages", headers=headers), 403)
+    # An external user lists no ChatKit threads (they are the account's).
+    user = client.post(
+        "/v1/external_users/session",
+        json={"external_user": {"provider": "shop", "unique_key": "u1"}},
+        headers=funded.headers,
+    ).json()
+    assert_error(
+        client.get(
+            "/v1/chatkit/threads",
+            headers={"Authorization": f"Bearer {user['external_api_key']}"},
+        ),
+        403,
+    )

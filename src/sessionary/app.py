@@ -25,6 +25,8 @@ from sessionary.billing.routes import router as billing_router
 from sessionary.chatkit.routes import router as chatkit_router
 from sessionary.chatkit.service import ClientSecrets
 from sessionary.config import Settings, load_settings
+from sessionary.console.setup import install_console
+from sessionary.conversations.conversation_routes import router as conversations_router
 from sessionary.conversations.routes import router as threads_router
 from sessionary.external.routes import root_router as external_root_router
 from sessionary.external.routes import router as external_router
@@ -62,6 +64,7 @@ API_ROUTERS: list[APIRouter] = [
     responses_router,
     chat_completions_router,
     threads_router,
+    conversations_router,
     profiles_router,
     chatkit_router,
     search_router,
@@ -110,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(front_door_router)
+    install_console(app)  # /console: pages and assets, and its cookie as an API credential
     app.include_router(ops_router)
     # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
     app.include_router(external_root_router)

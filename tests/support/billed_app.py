@@ -1,14 +1,13 @@
 """The real application plus one billed probe route, for ledger and idempotency tests.
 
 `uvicorn tests.support.billed_app:create_app --factory --workers 4` serves it like the real
-server (same middleware, ledger and storage); the probe spends credits through `metered`, exactly
+server (same middleware, ledger and storage); the probe spends credits through `Meter`, exactly
 as the product's billed routes do, with the cost, a delay and a failure chosen by the test.
 """
 
 from __future__ import annotations
 
-import time
-
+import anyio
 from fastapi import APIRouter, FastAPI, Response
 from pydantic import BaseModel, Field
 
@@ -16,7 +15,7 @@ from sessionary.accounts.principal import Caller
 from sessionary.app import create_app as create_real_app
 from sessionary.billing.headers import credit_headers
 from sessionary.billing.ledger import Owner
-from sessionary.billing.metering import metered
+from sessionary.billing.metering import Meter
 from sessionary.config import Settings
 from sessionary.kit.dependencies import AppDatabase
 from sessionary.kit.errors import UpstreamError
@@ -37,15 +36,17 @@ def probe_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/test/charge")
-    def charge(body: ChargeRequest, caller: Caller, db: AppDatabase, response: Response) -> dict:  # type: ignore[type-arg]
+    async def charge(
+        body: ChargeRequest, caller: Caller, db: AppDatabase, response: Response
+    ) -> dict:  # type: ignore[type-arg]
         owner = Owner.account(caller.account_id)
         worst_case = body.reserve_micro if body.reserve_micro is not None else body.cost_micro
-        with metered(db, owner, worst_case, route=PROBE_ROUTE) as meter:
+        async with Meter.held(db, owner, worst_case, route=PROBE_ROUTE) as meter:
             if body.sleep_seconds:
-                time.sleep(body.sleep_seconds)
+                await anyio.sleep(body.sleep_seconds)
             if body.fail:
                 raise UpstreamError("The model provider failed (simulated).")
-            settlement = meter.settle(body.cost_micro, model="probe", usage={"units": 1})
+            settlement = await meter.settle(body.cost_micro, model="probe", usage={"units": 1})
         response.headers.update(credit_headers(settlement))
         return {"answer": new_id("ans"), "charged_micro": settlement.charged_micro}
 

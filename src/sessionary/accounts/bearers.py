@@ -36,3 +36,35 @@ def bearer_kind_of(token: str | None) -> BearerKind | None:
     if token is None:
         return None
     return next((k for prefix, k in _KINDS.items() if token.startswith(prefix)), None)
+
+
+class CookieKind(Protocol):
+    """A browser session held in a cookie (the console's), registered like a bearer kind.
+
+    Only consulted when a request carries no Authorization header and no external-user key, so
+    an API client is never authenticated by a cookie it did not mean to send.
+    """
+
+    cookie: str
+
+    def authenticate(self, db: Session, value: str, csrf: str | None, method: str) -> Principal:
+        """The principal of a live session, or 401; 403 when a change lacks its CSRF token."""
+        ...
+
+    def scope_of(self, db: Session, value: str) -> str | None: ...
+
+
+_COOKIES: list[CookieKind] = []
+
+
+def register_cookie_kind(kind: CookieKind) -> None:
+    if all(k.cookie != kind.cookie for k in _COOKIES):
+        _COOKIES.append(kind)
+
+
+def cookie_credential(cookies: dict[str, str]) -> tuple[CookieKind, str] | None:
+    for kind in _COOKIES:
+        value = cookies.get(kind.cookie)
+        if value:
+            return kind, value
+    return None

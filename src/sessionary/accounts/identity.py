@@ -11,16 +11,22 @@ from sessionary.kit.errors import Forbidden
 class Principal:
     account_id: str
     api_key_id: str | None
-    # A ChatKit client secret speaks for one session only (turns and reads on it).
+    # A ChatKit client secret speaks for one session (turns and reads on it), and for the other
+    # threads of its ChatKit `user` within the account (`scope_user`; see chatkit/service.py).
     session_scope: str | None = None
     # Set when the caller is (or acts for) one external user of the account: its own key, an
     # auth token, or the account key naming the user in the body of an external-user route.
     external_user_id: str | None = None
     # Set when the caller presented an auth token: tokens it mints descend from it.
     token_id: str | None = None
+    scope_user: str | None = None
 
     def acting_for(self, external_user_id: str) -> Principal:
         return replace(self, external_user_id=external_user_id)
+
+    def within(self, session_id: str) -> Principal:
+        """This client secret's principal, moved onto another session it may reach."""
+        return replace(self, session_scope=session_id)
 
     def check_reach(
         self, account_id: str, external_user_id: str | None, what: str, param: str | None = None

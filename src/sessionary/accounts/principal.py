@@ -13,8 +13,9 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 
-from sessionary.accounts.bearers import bearer_kind_of
+from sessionary.accounts.bearers import CookieKind, bearer_kind_of, cookie_credential
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
 from sessionary.accounts.service import AccountService
@@ -27,6 +28,18 @@ log = structlog.get_logger("sessionary.auth")
 
 
 EXTERNAL_KEY_HEADER = "x-external-user-api-key"
+CSRF_HEADER = "x-csrf-token"
+
+
+def _cookies(headers: Headers) -> dict[str, str]:
+    return cookie_parser(headers.get("cookie", ""))
+
+
+def _browser_session(headers: Headers) -> tuple[CookieKind, str] | None:
+    """A registered cookie session, when the request carries no other credential."""
+    if headers.get("authorization") or headers.get(EXTERNAL_KEY_HEADER, "").strip():
+        return None
+    return cookie_credential(_cookies(headers))
 
 
 def bearer_of(headers: Headers) -> str | None:
@@ -89,6 +102,15 @@ def get_any_principal(request: Request, database: AppDatabase, settings: AppSett
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
+    browser = _browser_session(request.headers)
+    if browser is not None:
+        cookie_kind, value = browser
+        with database.session(write=False) as db:
+            principal = cookie_kind.authenticate(
+                db, value, request.headers.get(CSRF_HEADER), request.method
+            )
+        structlog.contextvars.bind_contextvars(account_id=principal.account_id)
+        return principal
     token, external_key = _credentials(request.headers)
     kind = bearer_kind_of(token)
     if kind is not None and token is not None:
@@ -169,6 +191,10 @@ def caller_scope(database: Database) -> Callable[[Headers], str | None]:
 
     def scope_of(headers: Headers) -> str | None:
         try:
+            browser = _browser_session(headers)
+            if browser is not None:
+                with database.session(write=False) as db:
+                    return browser[0].scope_of(db, browser[1])
             token, external_key = _credentials(headers)
             kind = bearer_kind_of(token)
             with database.session(write=False) as db:

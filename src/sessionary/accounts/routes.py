@@ -9,13 +9,15 @@ from fastapi import APIRouter, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
+from sessionary.accounts.models import ApiKey
 from sessionary.accounts.payloads import login_token_answer, token_info
 from sessionary.accounts.principal import Caller, UserCaller, bearer_of
-from sessionary.accounts.schemas import RevokeToken, WhoAmI
+from sessionary.accounts.schemas import KeyCreate, KeyObject, RevokeToken, WhoAmI
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import TokenService
 from sessionary.kit.dependencies import AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.ids import ObjectId
 from sessionary.kit.pagination import Page, envelope, paginate
 
 router = APIRouter(tags=["accounts"])
@@ -44,6 +46,8 @@ def who_am_i(caller: UserCaller, db: DbSession) -> WhoAmI:
         name=account.name,
         api_key_id=caller.api_key_id,
         external_user_id=caller.external_user_id,
+        system_prompt=account.system_prompt if caller.external_user_id is None else None,
+        assistant_model=account.assistant_model if caller.external_user_id is None else None,
     )
 
 
@@ -82,3 +86,34 @@ def list_auth_tokens(caller: Caller, db: DbSession, page: Page) -> dict[str, Any
 def revoke_auth_token_by_id(token_id: str, caller: Caller, db: DbSession) -> dict[str, Any]:
     row = TokenService(db).revoke_by_id(caller, token_id)
     return {"id": row.id, "object": "auth_token.deleted", "deleted": True}
+
+
+def _key_object(key: ApiKey, plaintext: str | None = None) -> KeyObject:
+    return KeyObject(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        revoked_at=key.revoked_at,
+        key=plaintext,
+    )
+
+
+@router.get("/keys", summary="The account's API keys (prefixes, never the secrets)")
+def list_keys(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
+    rows = AccountService(db).account_keys(caller.account_id)
+    chosen, has_more = paginate(rows, lambda k: k.id, page)
+    return envelope([_key_object(k).model_dump(mode="json") for k in chosen], has_more)
+
+
+@router.post("/keys", response_model=KeyObject, summary="Create an API key (its secret shown once)")
+def create_key(caller: Caller, db: DbSession, body: KeyCreate | None = None) -> KeyObject:
+    name = body.name if body else None
+    issued = AccountService(db).issue_key_for(caller, name)
+    return _key_object(issued.key, issued.plaintext)
+
+
+@router.delete("/keys/{key_id}", response_model=KeyObject, summary="Revoke an API key at once")
+def revoke_key(key_id: ObjectId, caller: Caller, db: DbSession) -> KeyObject:
+    return _key_object(AccountService(db).revoke_own_key(caller, key_id))

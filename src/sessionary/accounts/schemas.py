@@ -16,12 +16,34 @@ class KeyInfo(BaseModel):
     revoked_at: datetime | None
 
 
+class KeyObject(BaseModel):
+    """An account key as listed; `key` holds the secret only in the answer that created it."""
+
+    id: str
+    object: str = "api_key"
+    name: str | None
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    key: str | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200, description="A label for the key.")
+
+
 class WhoAmI(BaseModel):
     object: str = "account"
     account_id: str
     name: str
     api_key_id: str | None
     external_user_id: str | None = None
+    # The account's assistant settings, shown to the account itself only.
+    system_prompt: str | None = None
+    assistant_model: str | None = None
 
 
 class RevokeToken(BaseModel):

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import (
     ACCOUNT_KEY_TYPE,
     EXTERNAL_KEY_TYPE,
@@ -16,7 +17,7 @@ from sessionary.accounts.keys import (
 )
 from sessionary.accounts.models import Account, ApiKey
 from sessionary.accounts.store import AccountStore
-from sessionary.kit.errors import InvalidRequest, NotFound, Unauthorized
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
 
@@ -96,6 +97,28 @@ class AccountService:
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         return self.store.list_keys(account_id)
+
+    def issue_key_for(self, caller: Principal, name: str | None) -> IssuedKey:
+        """A new account key at a caller's request; an auth token may not mint one (the key
+        would outlive the token, which must die with its root key)."""
+        if caller.token_id is not None:
+            raise Forbidden(
+                "An auth token may not create API keys: use an API key.",
+                code="token_cannot_mint_keys",
+            )
+        return self.create_key(caller.account_id, name)
+
+    def account_keys(self, account_id: str) -> list[ApiKey]:
+        """The account's own keys (its external users' keys are managed by rotation)."""
+        return [k for k in self.store.list_keys(account_id) if k.external_user_id is None]
+
+    def revoke_own_key(self, caller: Principal, key_id: str) -> ApiKey:
+        """Revoke one of the caller's account keys: 404 when missing, 403 for another's."""
+        key = self.store.get_key(key_id)
+        if key is None or key.external_user_id is not None:
+            raise NotFound(f"No API key '{key_id}'.", param="key_id")
+        caller.check_reach(key.account_id, None, "api_key", param="key_id")
+        return self.revoke_key(key_id)
 
     def revoke_key(self, key_id: str) -> ApiKey:
         key = self.store.get_key(key_id)

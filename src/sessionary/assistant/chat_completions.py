@@ -37,7 +37,7 @@ from sessionary.assistant.turn_billing import (
     worst_input_tokens,
 )
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.completions import CompletionService
@@ -49,6 +49,7 @@ from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
 from sessionary.providers.container import Providers
+from sessionary.settings.files import FileInputSettings
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -101,10 +102,14 @@ def _refuse_overrides(
 
 
 def plan_chat(
-    db: Session, providers: Providers, caller: Principal, body: ChatCompletionRequest
+    db: Session,
+    providers: Providers,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    files: FileInputSettings,
 ) -> ChatTurn:
     """The turn's prompt, model and parameters; every 400 before any charge."""
-    inputs = parse_request(body)
+    inputs = parse_request(body, files)
     chat = providers.chat()
     model = providers.resolve_chat_model(body.model)
     messages = inputs.messages
@@ -150,16 +155,14 @@ class ChatCompletions:
 
         def plan() -> ChatTurn:
             with self.database.session(write=False) as db:
-                return plan_chat(db, self.providers, caller, body)
+                return plan_chat(db, self.providers, caller, body, self.database.settings.files)
 
         turn = await anyio.to_thread.run_sync(plan)
         await self.fit(turn)
         meter = await self.reserve(turn)
         if not body.stream:
             return await self.run(turn, meter)
-        return await stream_with_hold(
-            self.database, turn.owner, meter, stream_chat(self, turn, meter)
-        )
+        return await stream_with_hold(self.database, meter, stream_chat(self, turn, meter))
 
     # Fitting and reserving
 
@@ -199,7 +202,7 @@ class ChatCompletions:
 
     async def reserve(self, turn: ChatTurn) -> Meter:
         worst = self.cost(turn, Usage(self.worst_input_tokens(turn), turn.max_output_tokens))
-        return await reserve(self.database, turn.owner, worst, route=ROUTE)
+        return await Meter.reserve(self.database, turn.owner, worst, route=ROUTE)
 
     # Calling the provider
 
@@ -225,7 +228,7 @@ class ChatCompletions:
         try:
             result = await self.providers.chat().generate(self.chat_request(turn))
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         calls = result.calls if turn.inputs.functions else ()
         reason = finish_reason(result.finish_reason, calls)
@@ -262,11 +265,11 @@ class ChatCompletions:
             session_id=session_id,
         )
         try:
-            settlement = await settle(
-                meter, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
+            settlement = await meter.settle(
+                charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         if session_id is not None:
             reply = ChatMessage("assistant", text, calls=calls)

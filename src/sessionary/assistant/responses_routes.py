@@ -16,7 +16,7 @@ from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import ObjectId
-from sessionary.kit.pagination import Page, envelope, paginate
+from sessionary.kit.pagination import Page, envelope
 
 router = APIRouter(tags=["responses"])
 
@@ -70,7 +70,6 @@ def input_items(
 ) -> dict[str, Any]:
     conversations = ConversationService(db)
     row = conversations.owned_response(caller, response_id)
-    messages = conversations.input_messages(row)
-    chosen, has_more = paginate(messages, lambda m: m.id, page)
+    chosen, has_more = conversations.input_messages(row, page)
     data = [response_item(m) for m in chosen]
     return envelope(data, has_more)

@@ -36,7 +36,7 @@ from sessionary.assistant.turn_billing import (
 )
 from sessionary.assistant.turns import Turn, plan_turn
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
@@ -108,6 +108,7 @@ class AssistantService:
                     session_id=session_id,
                     session_kind=session_kind,
                     default_truncation=default_truncation,
+                    files=self.database.settings.files,
                 )
 
         turn = await anyio.to_thread.run_sync(plan)
@@ -115,9 +116,7 @@ class AssistantService:
         meter = await self.reserve(turn)
         if not request.stream:
             return TurnAnswer(*await self.run(turn, meter))
-        return await stream_with_hold(
-            self.database, turn.owner, meter, stream_turn(self, turn, meter)
-        )
+        return await stream_with_hold(self.database, meter, stream_turn(self, turn, meter))
 
     async def enhance(self, caller: Principal, body: EnhanceRequest) -> tuple[str, Settlement]:
         """Rewrite a message at the fixed enhance price, released if the model fails."""
@@ -126,12 +125,14 @@ class AssistantService:
         )
         chat = self.providers.chat()
         price = self.pricing.enhance()
-        meter = await reserve(self.database, Owner.of(caller), price, route="/v1/chat/enhance")
+        meter = await Meter.reserve(
+            self.database, Owner.of(caller), price, route="/v1/chat/enhance"
+        )
         try:
             content = await enhance(chat, request, max_words)
-            settlement = await settle(meter, price, model=chat.name, usage={"requests": 1})
+            settlement = await meter.settle(price, model=chat.name, usage={"requests": 1})
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return content, settlement
 
@@ -206,7 +207,7 @@ class AssistantService:
         images = 1 if turn.image or turn.tools.image_offered else 0
         usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
         worst = self.cost(turn, usage, images)
-        return await reserve(self.database, turn.owner, worst, route=turn.route)
+        return await Meter.reserve(self.database, turn.owner, worst, route=turn.route)
 
     # Calling the provider
 
@@ -257,7 +258,7 @@ class AssistantService:
                 return await self.commit(turn, meter, [item], usage, "completed", images=1)
             result: ChatResult = await self.providers.chat().generate(self.chat_request(turn))
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         status = "incomplete" if result.finish_reason == "length" else "completed"
         images = [
@@ -324,11 +325,11 @@ class AssistantService:
             turn, session_id=turn.session_id, status=status, output=output, usage=usage
         )
         try:
-            settlement = await settle(
-                meter, charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
+            settlement = await meter.settle(
+                charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         try:
             await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
-from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, balance_of, release
+from sessionary.billing.ledger import Settlement
+from sessionary.billing.metering import Meter
 from sessionary.kit.db import Database
 from sessionary.providers.base import ChatMessage, ChatModel, Usage
 from sessionary.providers.container import is_local
@@ -63,14 +62,14 @@ def worst_input_tokens(
 
 
 async def stream_with_hold(
-    database: Database, owner: Owner, meter: Meter, events: AsyncIterator[bytes]
+    database: Database, meter: Meter, events: AsyncIterator[bytes]
 ) -> TurnStream:
     """The stream and the headers' figures: the hold, and the balance once it was taken. The
     hold goes back if the balance cannot be read (the events never start)."""
     try:
-        remaining = await balance_of(database, owner)
+        remaining = await meter.remaining()
     except BaseException:
-        await release(meter)
+        await meter.release()
         raise
     return TurnStream(
         events,
@@ -107,13 +106,11 @@ async def settle_partial(
         if meter.settlement is not None:  # settled already (the hang-up came during commit)
             return None
         if not started:
-            await anyio.to_thread.run_sync(meter.release)
+            await meter.release()
             return None
         usage = Usage(input_tokens, produced_tokens(chat, produced))
         charge = min(price(usage), meter.reservation.amount_micro)
-        settlement = await anyio.to_thread.run_sync(
-            lambda: meter.settle(
-                charge, model=model, usage={"cancelled": True}, subject_id=subject_id
-            )
+        settlement = await meter.settle(
+            charge, model=model, usage={"cancelled": True}, subject_id=subject_id
         )
     return settlement

@@ -1,5 +1,8 @@
 """Reserve → work → settle, or release on any failure: how a billed request spends credits.
 
+`Meter` is the one public verb set for domains: `Meter.reserve`, `meter.settle` (or
+`meter.settle_in` inside a unit of work) and `meter.release`.
+
 The reservation commits in its own short transaction *before* the expensive call, so no database
 lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
 expires back to the owner. A request that fails is not charged.
@@ -12,8 +15,8 @@ holds of dead turns (any process) once their TTL has passed, at start and then p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -39,97 +42,110 @@ def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -
 
 
 class Meter:
+    """One request's hold on its owner's credits, and the only way domains spend them.
+
+    `await Meter.reserve(...)` holds the worst case (402 if the balance cannot), then exactly one
+    of `await meter.settle(...)` (charge what was delivered) or `await meter.release()` (the
+    request failed: charge nothing). `meter.settle_in(session, ...)` is the settle step for code
+    already inside a unit of work, so the charge commits with the request's other writes.
+    `Meter.held(...)` wraps the three for a block that must never leave a hold behind.
+    `Ledger` is the store-level implementation underneath; domains do not call it to spend.
+    """
+
     def __init__(self, database: Database, reservation: Reservation) -> None:
         self.database = database
         self.reservation = reservation
         self.settlement: Settlement | None = None
         LIVE_HOLDS.add(reservation.id)
 
-    def settle(
+    @classmethod
+    async def reserve(
+        cls, database: Database, owner: Owner, worst_case_micro: int, *, route: str
+    ) -> Meter:
+        """Hold `worst_case_micro` before the expensive work, committed off the event loop."""
+        reservation = await anyio.to_thread.run_sync(
+            lambda: _hold(database, owner, worst_case_micro, route)
+        )
+        return cls(database, reservation)
+
+    @classmethod
+    @asynccontextmanager
+    async def held(
+        cls, database: Database, owner: Owner, worst_case_micro: int, *, route: str
+    ) -> AsyncIterator[Meter]:
+        """A hold for the duration of the block: leaving it without `settle` (an exception, or
+        forgetting) releases the hold."""
+        meter = await cls.reserve(database, owner, worst_case_micro, route=route)
+        try:
+            yield meter
+        finally:
+            if meter.settlement is None:
+                await meter.release()
+
+    async def settle(
         self,
         actual_micro: int,
         *,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
-        session: Session | None = None,
         subject_id: str | None = None,
     ) -> Settlement:
-        """Charge actual usage; pass `session` to commit it with the request's other writes."""
+        """Charge what was delivered (never more than the hold), in its own transaction."""
+        return await anyio.to_thread.run_sync(
+            lambda: self._settle(actual_micro, model, usage, subject_id, None)
+        )
+
+    def settle_in(
+        self,
+        session: Session,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
+    ) -> Settlement:
+        """`settle`, inside the caller's unit of work (called from its worker thread): the
+        charge commits, or rolls back, with the request's other writes."""
+        return self._settle(actual_micro, model, usage, subject_id, session)
+
+    async def remaining(self) -> int:
+        """The owner's balance now, with this hold taken out (what a stream's headers show)."""
+
+        def read() -> int:
+            with self.database.session(write=False) as db:
+                return Ledger(db).balance(self.reservation.owner)
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def release(self) -> None:
+        """Give the hold back, even when the caller is being cancelled (a client hung up)."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._release)
+
+    def _settle(
+        self,
+        actual_micro: int,
+        model: str | None,
+        usage: dict[str, Any] | None,
+        subject_id: str | None,
+        session: Session | None,
+    ) -> Settlement:
         LIVE_HOLDS.discard(self.reservation.id)
-        if session is not None:
-            self.settlement = Ledger(session).settle(
-                self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
-            )
-        else:
+        if session is None:
             with self.database.session() as own:
-                self.settlement = Ledger(own).settle(
-                    self.reservation.id,
-                    actual_micro,
-                    model=model,
-                    usage=usage,
-                    subject_id=subject_id,
-                )
+                return self._settle(actual_micro, model, usage, subject_id, own)
+        self.settlement = Ledger(session).settle(
+            self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
+        )
         return self.settlement
 
-    def release(self) -> None:
+    def _release(self) -> None:
         LIVE_HOLDS.discard(self.reservation.id)
         try:
             with self.database.session() as own:
                 Ledger(own).release(self.reservation.id)
         except Exception:  # the reservation then expires back to its owner
             log.exception("release_failed", reservation_id=self.reservation.id)
-
-
-@contextmanager
-def metered(
-    database: Database, owner: Owner, worst_case_micro: int, *, route: str
-) -> Iterator[Meter]:
-    """Hold `worst_case_micro` (402 if the balance cannot) for the duration of the block.
-
-    Leaving the block without `settle` - by an exception or by forgetting - releases the hold.
-    """
-    meter = Meter(database, _hold(database, owner, worst_case_micro, route))
-    try:
-        yield meter
-    finally:
-        if meter.settlement is None:
-            meter.release()
-
-
-async def reserve(database: Database, owner: Owner, worst_case_micro: int, *, route: str) -> Meter:
-    """The same hold as `metered`, for async code that settles or releases it explicitly."""
-    reservation = await anyio.to_thread.run_sync(
-        lambda: _hold(database, owner, worst_case_micro, route)
-    )
-    return Meter(database, reservation)
-
-
-async def release(meter: Meter) -> None:
-    """Give the hold back, even when the caller is being cancelled (a client hung up)."""
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(meter.release)
-
-
-async def settle(
-    meter: Meter,
-    actual_micro: int,
-    *,
-    model: str | None,
-    usage: dict[str, Any] | None,
-    subject_id: str | None = None,
-) -> Settlement:
-    """`Meter.settle` in its own transaction, off the event loop."""
-    return await anyio.to_thread.run_sync(
-        lambda: meter.settle(actual_micro, model=model, usage=usage, subject_id=subject_id)
-    )
-
-
-async def balance_of(database: Database, owner: Owner) -> int:
-    def read() -> int:
-        with database.session(write=False) as db:
-            return Ledger(db).balance(owner)
-
-    return await anyio.to_thread.run_sync(read)
 
 
 class HoldKeeper:

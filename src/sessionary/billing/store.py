@@ -9,7 +9,8 @@ parameters: building an ORM statement per call cost ten times the database's own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,8 +23,9 @@ from sessionary.billing.models import (
     LedgerEntry,
 )
 from sessionary.kit.models import UtcDateTime, utcnow
+from sessionary.kit.pagination import PageParams
 from sessionary.kit.sql import insert_ignoring_conflict
-from sessionary.kit.store import Store
+from sessionary.kit.store import Store, page
 
 _BALANCES = cast(Table, CreditBalance.__table__)
 _LEDGER = cast(Table, LedgerEntry.__table__)
@@ -256,3 +258,61 @@ class IdempotencyStore(Store):
             delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)
         )
         return int(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    """Which entries of one account a report reads (every bound optional, `until` exclusive)."""
+
+    account_id: str
+    owner_type: str | None = None
+    owner_id: str | None = None
+    kind: str | None = None
+    route: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, query: Any) -> Any:  # a Select of any columns
+        query = query.where(LedgerEntry.account_id == self.account_id)
+        for column, value in (
+            (LedgerEntry.owner_type, self.owner_type),
+            (LedgerEntry.owner_id, self.owner_id),
+            (LedgerEntry.kind, self.kind),
+            (LedgerEntry.route, self.route),
+            (LedgerEntry.model, self.model),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if self.since is not None:
+            query = query.where(LedgerEntry.created_at >= self.since)
+        if self.until is not None:
+            query = query.where(LedgerEntry.created_at < self.until)
+        return query
+
+
+class ReportStore(Store):
+    """Reads over an account's ledger for usage reports and the ledger listing."""
+
+    def entries(self, where: LedgerFilter, params: PageParams) -> tuple[list[LedgerEntry], bool]:
+        """One page of entries, and whether more lie beyond it."""
+        return page(self.db, where.where(select(LedgerEntry)), LedgerEntry.id, params)
+
+    def all_entries(self, where: LedgerFilter, cap: int) -> Iterator[LedgerEntry]:
+        query = where.where(select(LedgerEntry)).order_by(LedgerEntry.id.desc()).limit(cap)
+        yield from self.db.scalars(query.execution_options(yield_per=1000))
+
+    def charges(
+        self, where: LedgerFilter
+    ) -> Iterator[tuple[datetime, str | None, str | None, int]]:
+        """(when, route, model, micro-credits spent) of every charge in the window."""
+        query = where.where(
+            select(
+                LedgerEntry.created_at,
+                LedgerEntry.route,
+                LedgerEntry.model,
+                LedgerEntry.amount_micro,
+            )
+        ).where(LedgerEntry.kind == "charge")
+        for when, route, model, micro in self.db.execute(query.execution_options(yield_per=1000)):
+            yield when, route, model, -int(micro)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from sessionary.accounts.principal import Caller, SessionCaller
 from sessionary.chatkit.payloads import session_object
@@ -24,6 +24,14 @@ def create_session(body: SessionCreate, caller: Caller, db: DbSession) -> dict[s
     return session_object(row, secret)
 
 
+@router.get("/chatkit/sessions", summary="List the account's ChatKit sessions")
+def list_sessions(
+    caller: Caller, db: DbSession, page: Page, user: str | None = Query(None, max_length=512)
+) -> dict[str, Any]:
+    rows, has_more = ChatKitService(db).sessions(caller, page, user)
+    return envelope([session_object(r) for r in rows], has_more)
+
+
 @router.post("/chatkit/sessions/{session_id}/cancel", summary="Cancel a ChatKit session")
 def cancel_session(session_id: ObjectId, caller: Caller, db: DbSession) -> dict[str, Any]:
     return session_object(ChatKitService(db).cancel(caller, session_id))
@@ -31,7 +39,7 @@ def cancel_session(session_id: ObjectId, caller: Caller, db: DbSession) -> dict[
 
 @router.get("/chatkit/threads", summary="List ChatKit threads")
 def list_threads(
-    caller: Caller, db: DbSession, page: Page, user: str | None = None
+    caller: SessionCaller, db: DbSession, page: Page, user: str | None = None
 ) -> dict[str, Any]:
     threads, has_more = ChatKitService(db).threads(caller, user, page)
     return envelope([chatkit_thread(row, owner) for row, owner in threads], has_more)

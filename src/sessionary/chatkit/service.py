@@ -113,6 +113,12 @@ class ChatKitService:
         """The ChatKit session of a conversation, with the workflow it runs (None: not one)."""
         return self.store.get(session_id)
 
+    def sessions(
+        self, caller: Principal, page: PageParams, user: str | None = None
+    ) -> tuple[list[ChatKitSession], bool]:
+        """The account's ChatKit sessions (optionally one user's), one page in id order."""
+        return self.store.page_of_account(caller.account_id, user, page)
+
     def cancel(self, caller: Principal, session_id: str) -> ChatKitSession:
         row = self.owned(caller, session_id)
         row.status = "cancelled"
@@ -123,15 +129,44 @@ class ChatKitService:
     def threads(
         self, caller: Principal, user: str | None, page: PageParams
     ) -> tuple[list[tuple[ConversationSession, str]], bool]:
-        """The account's ChatKit conversations (optionally one user's), with their users."""
-        users = {row.id: row.user for row in self.store.of_account(caller.account_id, user)}
+        """The account's ChatKit conversations (optionally one user's), with their users.
+
+        A client secret lists its own user's threads only (the seed: `user` "ensures this
+        Session can access other objects that have the same `user` scope").
+        """
+        if caller.session_scope is not None:
+            if user is not None and user != caller.scope_user:
+                raise Forbidden(
+                    "A client secret lists the threads of its own user only.",
+                    param="user",
+                    code="client_secret_forbidden",
+                )
+            user = caller.scope_user
+        elif caller.external_user_id is not None:
+            raise Forbidden(
+                "ChatKit threads are the account's; an external user may not list them.",
+                code="account_only",
+            )
         rows, has_more = ConversationService(self.db).sessions_of_kind(
-            caller, "chatkit", session_ids=list(users), page=page
+            caller, "chatkit", among=self.store.ids_of(caller.account_id, user), page=page
         )
+        users = self.store.users_of([row.id for row in rows])
         return [(row, users[row.id]) for row in rows], has_more
+
+    def reach(self, caller: Principal, session_id: str) -> Principal:
+        """The caller, moved onto `session_id` when it is a client secret and that session is a
+        ChatKit thread of the same user in the same account; otherwise the caller unchanged
+        (and the session's own checks answer)."""
+        if caller.session_scope is None or caller.session_scope == session_id:
+            return caller
+        row = self.store.get(session_id)
+        if row is None or row.account_id != caller.account_id or row.user != caller.scope_user:
+            return caller
+        return caller.within(row.id)
 
     def thread(self, caller: Principal, thread_id: str) -> tuple[ConversationSession, str]:
         """A ChatKit conversation the caller may use, and its user; 404 for any other one."""
+        caller = self.reach(caller, thread_id)
         conversation = ConversationService(self.db).owned_session(caller, thread_id, "thread_id")
         row = self.store.get(conversation.id)
         if row is None:
@@ -186,7 +221,9 @@ class ChatKitService:
             )
         self.store.prune_hits(bucket, now - WINDOW)
         self.store.add_hit(bucket, now)
-        return Principal(account_id=row.account_id, api_key_id=None, session_scope=row.id)
+        return Principal(
+            account_id=row.account_id, api_key_id=None, session_scope=row.id, scope_user=row.user
+        )
 
 
 class ClientSecrets:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 
 from sessionary.chatkit.models import ChatKitSession, RateLimitHit
 from sessionary.kit.ids import new_id
-from sessionary.kit.store import Store
+from sessionary.kit.pagination import PageParams
+from sessionary.kit.store import Store, page
 
 
 class ChatKitStore(Store):
@@ -23,11 +26,29 @@ class ChatKitStore(Store):
             query = query.with_for_update()
         return self.db.scalars(query).first()
 
-    def of_account(self, account_id: str, user: str | None) -> list[ChatKitSession]:
+    def ids_of(self, account_id: str, user: str | None) -> Select[Any]:
+        """The ids of the account's ChatKit sessions (of one user), as a subquery."""
+        query = select(ChatKitSession.id).where(ChatKitSession.account_id == account_id)
+        if user is not None:
+            query = query.where(ChatKitSession.user == user)
+        return query
+
+    def page_of_account(
+        self, account_id: str, user: str | None, params: PageParams
+    ) -> tuple[list[ChatKitSession], bool]:
+        """One page of the account's ChatKit sessions (of one user), in id order."""
         query = select(ChatKitSession).where(ChatKitSession.account_id == account_id)
         if user is not None:
             query = query.where(ChatKitSession.user == user)
-        return list(self.db.scalars(query))
+        return page(self.db, query, ChatKitSession.id, params)
+
+    def users_of(self, session_ids: Sequence[str]) -> dict[str, str]:
+        rows = self.db.execute(
+            select(ChatKitSession.id, ChatKitSession.user).where(
+                ChatKitSession.id.in_(list(session_ids))
+            )
+        )
+        return {session_id: user for session_id, user in rows}
 
     def hits_since(self, bucket: str, since: datetime) -> tuple[int, datetime | None]:
         count, oldest = self.db.execute(

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sessionary.cli import (
     accounts,
     chat,
+    console_link,
     credits,
     external_users,
     keys,
@@ -37,6 +38,7 @@ app.add_typer(templates.app, name="templates")
 app.add_typer(external_users.app, name="external-users")
 app.add_typer(sessions.app, name="sessions")
 app.command("chat")(chat.chat)
+app.command("console-link")(console_link.console_link)
 
 
 def main() -> None:

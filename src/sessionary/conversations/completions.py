@@ -26,7 +26,7 @@ from sessionary.conversations.store import ConversationStore
 from sessionary.kit.errors import NotFound
 from sessionary.kit.metadata import check_metadata, dump, load
 from sessionary.kit.models import utcnow
-from sessionary.kit.pagination import PageParams, paginate
+from sessionary.kit.pagination import PageParams
 
 SESSION_KIND = "chat_completion"
 
@@ -90,8 +90,7 @@ class CompletionService:
         metadata: dict[str, str],
     ) -> tuple[list[StoredCompletion], bool]:
         """The caller's own stored completions (an account's list leaves out its users')."""
-        rows = self.store.page_completions(caller, page, model=model, metadata=metadata)
-        return rows[: page.limit], len(rows) > page.limit
+        return self.store.page_completions(caller, page, model=model, metadata=metadata)
 
     def messages(
         self, caller: Principal, completion_id: str, page: PageParams
@@ -99,7 +98,7 @@ class CompletionService:
         """The messages the completion was asked with, as the client sent them."""
         row = self.owned(caller, completion_id)
         ids = json.loads(row.input_message_ids)
-        return paginate(self.store.messages_by_ids(row.session_id, ids), lambda m: m.id, page)
+        return self.store.page_messages_among(row.session_id, ids, page)
 
     def update(self, caller: Principal, completion_id: str, metadata: Any) -> StoredCompletion:
         """Replace the completion's metadata (null clears it), as OpenAI's update does."""

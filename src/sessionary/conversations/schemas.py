@@ -32,3 +32,22 @@ class MessageCreate(BaseModel):
 class MessageUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     metadata: Any = None
+
+
+class ConversationCreate(BaseModel):
+    """`POST /conversations`: items are validated by the service, one by one, so a wrong one is
+    a 400 naming it (`items[3].role`) rather than a schema dump."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: Any = None
+    metadata: Any = None
+
+
+class ConversationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metadata: Any
+
+
+class ItemsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: Any

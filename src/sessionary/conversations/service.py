@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
@@ -69,6 +70,16 @@ class ConversationService:
             )
         )
 
+    def visible_session(
+        self, caller: Principal, session_id: str, param: str, what: str
+    ) -> ConversationSession:
+        """As `owned_session`, but another owner's session is as absent as a missing one (404),
+        as OpenAI answers for objects of another organisation."""
+        try:
+            return self.owned_session(caller, session_id, param)
+        except (Forbidden, NotFound):
+            raise NotFound(f"No {what} '{session_id}'.", param=param) from None
+
     def owned_session(self, caller: Principal, session_id: str, param: str) -> ConversationSession:
         row = self.store.get_session(check_id(session_id, param))
         if row is None:
@@ -90,21 +101,19 @@ class ConversationService:
         self, caller: Principal, page: PageParams
     ) -> tuple[list[ConversationSession], bool]:
         """The caller's own sessions (the account's, or one external user's), every kind."""
-        rows = self.store.page_sessions(caller, page)
-        return rows[: page.limit], len(rows) > page.limit
+        return self.store.page_sessions(caller, page)
 
     def sessions_of_kind(
-        self, caller: Principal, kind: str, *, session_ids: Sequence[str], page: PageParams
+        self, caller: Principal, kind: str, *, among: Select[Any], page: PageParams
     ) -> tuple[list[ConversationSession], bool]:
-        """The account's live sessions of one face among the given ids (ChatKit threads)."""
-        rows = self.store.sessions_of(caller.account_id, kind, page, session_ids=session_ids)
-        return rows[: page.limit], len(rows) > page.limit
+        """The account's live sessions of one face among the ids a subquery selects (ChatKit
+        threads of one user)."""
+        return self.store.sessions_of(caller.account_id, kind, page, among=among)
 
     def page_messages(
         self, conversation: ConversationSession, page: PageParams
     ) -> tuple[list[ConversationMessage], bool]:
-        rows = self.store.page_messages(conversation.id, page)
-        return rows[: page.limit], len(rows) > page.limit
+        return self.store.page_messages(conversation.id, page)
 
     def soft_delete(self, conversation: ConversationSession) -> None:
         """Hidden from every face at once (thread, ChatKit thread, conversation)."""
@@ -130,6 +139,32 @@ class ConversationService:
         last = self.store.last_message_of_response(through_response)
         return self.store.messages(conversation.id, up_to_id=last.id) if last else []
 
+    def append(
+        self,
+        conversation: ConversationSession,
+        messages: Sequence[NewMessage],
+        *,
+        response_id: str | None = None,
+    ) -> list[ConversationMessage]:
+        """Store messages at the end of the session, in order (their ids sort as given)."""
+        now = utcnow()
+        rows = [
+            ConversationMessage(
+                id=new_id("msg"),
+                session_id=conversation.id,
+                role=message.role,
+                content_json=json.dumps(message.parts),
+                text=message.text,
+                status="completed",
+                response_id=response_id,
+                created_at=now,
+            )
+            for message in messages
+        ]
+        self.store.add_messages(rows)
+        conversation.updated_at = now
+        return rows
+
     def record_turn(
         self,
         conversation: ConversationSession,
@@ -138,24 +173,8 @@ class ConversationService:
         outputs: Sequence[NewMessage],
     ) -> list[str]:
         """Append the turn's messages; returns the ids of its inputs (for input_items)."""
-        now = utcnow()
-        rows: list[ConversationMessage] = []
-        for message in [*inputs, *outputs]:
-            rows.append(
-                ConversationMessage(
-                    id=new_id("msg"),
-                    session_id=conversation.id,
-                    role=message.role,
-                    content_json=json.dumps(message.parts),
-                    text=message.text,
-                    status="completed",
-                    response_id=response_id,
-                    created_at=now,
-                )
-            )
-        self.store.add_messages(rows)
+        rows = self.append(conversation, [*inputs, *outputs], response_id=response_id)
         conversation.last_response_id = response_id
-        conversation.updated_at = now
         return [row.id for row in rows[: len(inputs)]]
 
     def store_response(self, row: StoredResponse) -> None:
@@ -174,6 +193,9 @@ class ConversationService:
                 return str(item["result"])
         return None
 
-    def input_messages(self, response: StoredResponse) -> list[ConversationMessage]:
+    def input_messages(
+        self, response: StoredResponse, page: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        """A page of a response's input items (still in its session: a deleted one is gone)."""
         ids = json.loads(response.input_message_ids)
-        return self.store.messages_by_ids(response.session_id, ids)
+        return self.store.page_messages_among(response.session_id, ids, page)

@@ -40,15 +40,16 @@ class ConversationStore(Store):
         kind: str,
         params: PageParams,
         *,
-        session_ids: Sequence[str] | None = None,
-    ) -> list[ConversationSession]:
-        """Up to limit + 1 live sessions of one face, of the account and all its users."""
+        among: Select[Any] | None = None,
+    ) -> tuple[list[ConversationSession], bool]:
+        """A page of the live sessions of one face, of the account and all its users, optionally
+        among the ids a subquery selects (one statement: the list is never loaded whole)."""
         query = live(select(ConversationSession), ConversationSession).where(
             ConversationSession.account_id == account_id, ConversationSession.kind == kind
         )
-        if session_ids is not None:
-            query = query.where(ConversationSession.id.in_(list(session_ids)))
-        return list(self.db.scalars(page(query, ConversationSession.id, params)))
+        if among is not None:
+            query = query.where(ConversationSession.id.in_(among))
+        return page(self.db, query, ConversationSession.id, params)
 
     # Messages
 
@@ -69,17 +70,19 @@ class ConversationStore(Store):
 
     def page_messages(
         self, session_id: str, params: PageParams, *, run_id: str | None = None
-    ) -> list[ConversationMessage]:
-        """Up to limit + 1 messages (the extra one tells whether more follow)."""
+    ) -> tuple[list[ConversationMessage], bool]:
+        """A page of a session's messages, and whether more follow it."""
         query = select(ConversationMessage).where(ConversationMessage.session_id == session_id)
         if run_id is not None:
             query = query.where(ConversationMessage.run_id == run_id)
-        return list(self.db.scalars(page(query, ConversationMessage.id, params)))
+        return page(self.db, query, ConversationMessage.id, params)
 
-    def page_sessions(self, scope: Scope, params: PageParams) -> list[ConversationSession]:
-        """Up to limit + 1 live sessions of one owner (the account's own, or one user's)."""
+    def page_sessions(
+        self, scope: Scope, params: PageParams
+    ) -> tuple[list[ConversationSession], bool]:
+        """A page of the live sessions of one owner (the account's own, or one user's)."""
         query = readable_by(select(ConversationSession), ConversationSession, scope)
-        return list(self.db.scalars(page(query, ConversationSession.id, params)))
+        return page(self.db, query, ConversationSession.id, params)
 
     def get_message(self, session_id: str, message_id: str) -> ConversationMessage | None:
         row = self.db.get(ConversationMessage, message_id)
@@ -88,17 +91,15 @@ class ConversationStore(Store):
     def delete_message(self, message_id: str) -> None:
         self.db.execute(delete(ConversationMessage).where(ConversationMessage.id == message_id))
 
-    def messages_by_ids(self, session_id: str, ids: Sequence[str]) -> list[ConversationMessage]:
-        if not ids:
-            return []
-        return list(
-            self.db.scalars(
-                select(ConversationMessage)
-                .where(ConversationMessage.session_id == session_id)
-                .where(ConversationMessage.id.in_(list(ids)))
-                .order_by(ConversationMessage.id)
-            )
+    def page_messages_among(
+        self, session_id: str, ids: Sequence[str], params: PageParams
+    ) -> tuple[list[ConversationMessage], bool]:
+        query = (
+            select(ConversationMessage)
+            .where(ConversationMessage.session_id == session_id)
+            .where(ConversationMessage.id.in_(list(ids)))
         )
+        return page(self.db, query, ConversationMessage.id, params)
 
     def last_message_of_response(self, response_id: str) -> ConversationMessage | None:
         return self.db.scalars(
@@ -153,8 +154,8 @@ class ConversationStore(Store):
 
     def page_completions(
         self, scope: Scope, params: PageParams, *, model: str | None, metadata: dict[str, str]
-    ) -> list[StoredCompletion]:
-        """Up to limit + 1 of one owner's own completions (not its users'), filtered."""
+    ) -> tuple[list[StoredCompletion], bool]:
+        """A page of one owner's own completions (not its users'), filtered in SQL."""
         query = self._completions_of(scope)
         if scope.external_user_id is None:
             query = query.where(StoredCompletion.external_user_id.is_(None))
@@ -165,7 +166,7 @@ class ConversationStore(Store):
                 StoredCompletionTag.key == key, StoredCompletionTag.value == value
             )
             query = query.where(StoredCompletion.id.in_(tagged))
-        return list(self.db.scalars(page(query, StoredCompletion.id, params)))
+        return page(self.db, query, StoredCompletion.id, params)
 
     def set_completion_tags(self, completion_id: str, metadata: dict[str, str]) -> None:
         self.db.execute(

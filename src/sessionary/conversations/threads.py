@@ -187,5 +187,4 @@ class ThreadService:
         run_id: str | None,
     ) -> tuple[list[ConversationMessage], bool]:
         thread = self.get(caller, thread_id)
-        rows = self.store.page_messages(thread.id, page, run_id=run_id)
-        return rows[: page.limit], len(rows) > page.limit
+        return self.store.page_messages(thread.id, page, run_id=run_id)

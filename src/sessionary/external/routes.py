@@ -25,6 +25,7 @@ from sessionary.external.payloads import (
     charge_details,
     library_item,
     publication,
+    summary,
     verified,
     with_summary,
 )
@@ -52,8 +53,10 @@ from sessionary.external.service import (
 from sessionary.kit.dependencies import AppDatabase, AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest, Unauthorized
 from sessionary.kit.metadata import check_metadata
-from sessionary.search.embeddings_routes import answer_embeddings
-from sessionary.search.routes import ingest_payload, ingest_plain_text
+from sessionary.kit.pagination import Page, envelope
+from sessionary.search.answers import ingest_summary
+from sessionary.search.dependencies import AppSearch
+from sessionary.search.raw_embeddings import embeddings_payload
 
 router = APIRouter(prefix="/external_users", tags=["external users"])
 # Mounted at the server root, where samsar-js calls them.
@@ -65,6 +68,13 @@ def _json(payload: dict[str, Any], settlement: Settlement | None = None) -> JSON
 
 
 # Users, keys, credits
+
+
+@router.get("", summary="The account's external users, with their balances")
+def list_users(caller: Caller, db: DbSession, page: Page) -> dict[str, Any]:
+    users = ExternalUserService(db)
+    rows, has_more = users.listing(caller, page)
+    return envelope([summary(users.facts(u)) for u in rows], has_more)
 
 
 @router.post("/session", summary="Create or refresh an external user (account key)")
@@ -173,25 +183,26 @@ async def user_completion(
     "/generate_embeddings_from_plain_text", summary="A template of the user's, from plain text"
 )
 async def user_plain_text(
-    body: UserPlainText, caller: UserCaller, request: Request, database: AppDatabase
+    body: UserPlainText, caller: UserCaller, search: AppSearch, database: AppDatabase
 ) -> JSONResponse:
     acting = await acting_principal(database, caller, body.external_user)
     assert acting.external_user_id is not None
-    ingested = await ingest_plain_text(
-        body, acting, request, "/v1/external_users/generate_embeddings_from_plain_text"
+    ingested = await search.ingest_plain_text(
+        acting, body, route="/v1/external_users/generate_embeddings_from_plain_text"
     )
     facts = await facts_of(database, acting.external_user_id)
-    return _json(with_summary(facts, ingest_payload(ingested)), ingested.settlement)
+    return _json(with_summary(facts, ingest_summary(ingested.template)), ingested.settlement)
 
 
 @router.post("/embeddings", summary="Raw vectors (OpenAI's shape), billed to the caller")
 async def user_embeddings(
-    body: UserEmbeddingsRequest, caller: UserCaller, request: Request, database: AppDatabase
+    body: UserEmbeddingsRequest, caller: UserCaller, search: AppSearch, database: AppDatabase
 ) -> JSONResponse:
     acting = caller
     if body.external_user is not None or caller.external_user_id is not None:
         acting = await acting_principal(database, caller, body.external_user)
-    return await answer_embeddings(body, acting, request, "/v1/external_users/embeddings")
+    embedded = await search.embeddings(acting, body, "/v1/external_users/embeddings")
+    return _json(embeddings_payload(embedded, body.encoding_format), embedded.settlement)
 
 
 @root_router.post(
@@ -199,9 +210,9 @@ async def user_embeddings(
     summary="Raw vectors, where samsar-js's createExternalEmbeddings asks",
 )
 async def v2_external_embeddings(
-    body: UserEmbeddingsRequest, caller: UserCaller, request: Request, database: AppDatabase
+    body: UserEmbeddingsRequest, caller: UserCaller, search: AppSearch, database: AppDatabase
 ) -> JSONResponse:
-    return await user_embeddings(body, caller, request, database)
+    return await user_embeddings(body, caller, search, database)
 
 
 # Usage incurred elsewhere

@@ -11,8 +11,7 @@ from starlette.datastructures import QueryParams
 
 from sessionary.assistant.schemas import CompletionRequest, NewSessionRequest, SystemPromptRequest
 from sessionary.kit.errors import InvalidRequest
-from sessionary.search.embeddings_routes import EmbeddingsRequest
-from sessionary.search.schemas import PlainText
+from sessionary.search.schemas import EmbeddingsRequest, PlainText
 
 MAX_PROFILE_JSON = 16_384
 

@@ -34,6 +34,7 @@ from sessionary.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
+from sessionary.kit.pagination import PageParams
 
 PROFILE_FIELDS = (
     "external_app_id",
@@ -126,6 +127,10 @@ class ExternalUserService:
                 account_id, identity.provider, identity.external_user_id
             )
         return user
+
+    def listing(self, caller: Principal, params: PageParams) -> tuple[list[ExternalUser], bool]:
+        """One page of the account's external users (an account-level read)."""
+        return self.store.page_of_account(caller.account_id, params)
 
     def find(self, user_id: str) -> ExternalUser | None:
         return self.store.get(user_id)

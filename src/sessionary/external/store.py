@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sessionary.billing.models import LedgerEntry
 from sessionary.conversations.models import StoredResponse
 from sessionary.external.models import ExternalUser, LibraryMark
+from sessionary.kit.pagination import PageParams
 from sessionary.kit.sql import insert_ignoring_conflict
-from sessionary.kit.store import Store
+from sessionary.kit.store import Store, page
 
 LibraryRow = tuple[LedgerEntry, LibraryMark | None, str | None]
 
@@ -39,6 +40,13 @@ class ExternalUserStore(Store):
             .order_by(ExternalUser.id)
             .limit(1)
         ).first()
+
+    def page_of_account(
+        self, account_id: str, params: PageParams
+    ) -> tuple[list[ExternalUser], bool]:
+        """One page of the account's users, and whether more lie beyond it."""
+        query = select(ExternalUser).where(ExternalUser.account_id == account_id)
+        return page(self.db, query, ExternalUser.id, params)
 
     def insert(self, values: Mapping[str, Any]) -> bool:
         """False when a concurrent request created the same (account, provider, unique_key)."""

@@ -46,10 +46,18 @@ def ascending_page_params(
 AscendingPage = Annotated[PageParams, Depends(ascending_page_params)]
 
 
+def travels_backwards(params: PageParams) -> bool:
+    """A page asked for with `before` alone is the `limit` items just before that cursor (the
+    previous page); with `after` too it starts right after `after`, as the SDKs' auto-pagination
+    sends it (`after=last_id`, the original `before` kept), and stops at `before`."""
+    return params.before is not None and params.after is None
+
+
 def paginate(
     items: Sequence[T], key: Callable[[T], str], params: PageParams
 ) -> tuple[list[T], bool]:
-    """One page of items (already in ascending id order) and whether more follow it."""
+    """One page of items (given in ascending id order) and whether more lie beyond it in the
+    direction of travel; for lists small enough to hold in memory (stores page in SQL)."""
     ordered = list(items) if params.order == "asc" else list(reversed(items))
     ids = [key(item) for item in ordered]
     start, end = 0, len(ordered)
@@ -61,9 +69,9 @@ def paginate(
         if params.before not in ids:
             raise InvalidRequest(f"No item '{params.before}' to page before.", param="before")
         end = ids.index(params.before)
-    # `before` bounds the window rather than paging backwards: the SDKs page forward with
-    # `after=last_id` and keep the original `before`, so the first page must start at the top.
     window = ordered[start:end]
+    if travels_backwards(params):
+        return window[-params.limit :], len(window) > params.limit
     return window[: params.limit], len(window) > params.limit
 
 

@@ -1,5 +1,5 @@
 """What every store does the same way: its database session, soft deletes, owner scoping in SQL
-and cursor pagination on sortable ids.
+and cursor pagination on sortable ids (in SQL: a page never loads the rest of the list).
 
 Lists are scoped to their owner in the query (`readable_by`). A single object is fetched by id
 (`by_id`, soft-deleted rows hidden) and its owner checked by the service with
@@ -14,7 +14,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from sessionary.kit.models import utcnow
-from sessionary.kit.pagination import PageParams
+from sessionary.kit.pagination import PageParams, travels_backwards
 
 T = TypeVar("T")
 
@@ -63,20 +63,28 @@ def readable_by(query: Select[Any], model: Any, scope: Scope) -> Select[Any]:
     return query.where(model.external_user_id == scope.external_user_id)
 
 
-def page(query: Select[Any], column: InstrumentedAttribute[str], params: PageParams) -> Select[Any]:
-    """Up to limit + 1 rows (the extra one tells whether more follow), in list order.
+def page(
+    db: Session, query: Select[Any], column: InstrumentedAttribute[str], params: PageParams
+) -> tuple[list[Any], bool]:
+    """One page of rows in list order, and whether more lie beyond it in the direction of travel.
 
-    `after` / `before` bound the window in list order, on a sortable id.
+    Ids sort by creation time, so `after` / `before` are comparisons on the id column. A page
+    asked for with `before` alone is read from the cursor backwards (the `limit` rows nearest to
+    it) and turned around, so it is the previous page, not the top of the list. One extra row is
+    read to tell whether more follow.
     """
     after, before, limit = params.after, params.before, params.limit
-    if params.order == "asc":
-        if after is not None:
-            query = query.where(column > after)
-        if before is not None:
-            query = query.where(column < before)
-        return query.order_by(column.asc()).limit(limit + 1)
+    ascending = params.order == "asc"
     if after is not None:
-        query = query.where(column < after)
+        query = query.where(column > after if ascending else column < after)
     if before is not None:
-        query = query.where(column > before)
-    return query.order_by(column.desc()).limit(limit + 1)
+        query = query.where(column < before if ascending else column > before)
+    backwards = travels_backwards(params)
+    forward_sql = ascending != backwards
+    query = query.order_by(column.asc() if forward_sql else column.desc()).limit(limit + 1)
+    rows = list(db.scalars(query))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    return rows, has_more

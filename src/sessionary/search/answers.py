@@ -1,4 +1,5 @@
-"""What a search answers: results without private values, the filters applied, and a notice.
+"""What a search answers: results without private values, the filters applied, and a notice;
+and what the template routes answer (a template's summary).
 
 Privacy is enforced here a second time, on the way out, from the template's schema: a
 document written before a field became private (update_embedding with new field_options)
@@ -104,6 +105,26 @@ def template_summary(template: EmbeddingTemplate) -> dict[str, Any]:
         "created_at": template.created_at.isoformat(),
         "updated_at": template.updated_at.isoformat(),
     }
+
+
+INGEST_KEYS = (
+    "template_id",
+    "template_hash",
+    "hash_link",
+    "record_count",
+    "status",
+    "structured_fields",
+    "unstructured_fields",
+    "field_options",
+    "embedding_model",
+    "name",
+)
+
+
+def ingest_summary(template: EmbeddingTemplate) -> dict[str, Any]:
+    """What an upload answers: the template as it now stands (no timestamps)."""
+    summary = template_summary(template)
+    return {k: summary[k] for k in INGEST_KEYS}
 
 
 def _shown_options(template: EmbeddingTemplate) -> dict[str, Any]:

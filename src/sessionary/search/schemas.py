@@ -1,9 +1,10 @@
-"""Request shapes of the embedding routes, with every alias samsar-js sends."""
+"""Request shapes of the embedding routes, with every alias samsar-js sends, and OpenAI's
+`POST /v1/embeddings` body."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -94,3 +95,15 @@ class SimilarBody(SearchBody):
         le=100,
         validation_alias=AliasChoices("min_results", "minResults"),
     )
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings body (also samsar-js's `createExternalEmbeddings`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[Any]
+    model: str | None = Field(default=None, max_length=200)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, le=65_536, strict=True)
+    user: str | None = Field(default=None, max_length=256)

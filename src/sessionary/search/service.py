@@ -1,9 +1,14 @@
 """Rules for embedding templates: ingest records, and search them with extracted filters.
 
+The verbs routes call: `ingest` (and `ingest_plain_text`), `delete`, `search` (a `SearchQuery`),
+`embeddings` (raw vectors), `list` and `status`. A search: check the query (query.py) → plan in
+one read transaction (the template, extracted and given filters) → reserve and embed the query
+→ retrieve (retrieval.py) → settle → `Found`, which the route shapes with answers.py.
+
 Embedding happens before any write transaction, so no lock is held while the model works;
 documents, counts, hash and version then change in one transaction (the template row locked on
 PostgreSQL, the database's write lock on SQLite), so racing upserts of the same ids never
-duplicate. Inputs are billed at the embedding price through the ledger (reserve, then settle).
+duplicate. Inputs are billed at the embedding price through `Meter` (reserve, then settle).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from sessionary.accounts.identity import Principal
 from sessionary.billing.ledger import Owner, Settlement
-from sessionary.billing.metering import Meter, release, reserve, settle
+from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
@@ -30,14 +35,18 @@ from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
 from sessionary.search.extraction import Extractor as Rules
-from sessionary.search.filters import column_mask, validate
+from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
-from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
+from sessionary.search.plain_text import DEFAULT_OPTIONS, plain_text_records
+from sessionary.search.query import SearchQuery, checked_term, record_text
+from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
-from sessionary.search.settings import Extractor
+from sessionary.search.retrieval import retrieve
+from sessionary.search.schemas import EmbeddingsRequest, PlainText
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
+from sessionary.settings.search import Extractor
 
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
 EXACT_SEARCH_LIMIT = 20_000
@@ -104,28 +113,41 @@ class SearchService:
         # Held from the embedder's own count: a per-character guess held about five times the
         # charge and refused funded callers.
         worst = self.pricing.embedding(await embedder.count_tokens(texts), plain_text=plain_text)
-        meter = await reserve(self.db, owner, worst, route=route)
+        meter = await Meter.reserve(self.db, owner, worst, route=route)
         try:
             batch = await embedder.embed(texts)
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return np.asarray(batch.vectors, dtype=np.float32), meter, batch.input_tokens
 
-    async def embed_raw(
-        self, caller: Principal, texts: list[str], route: str
-    ) -> tuple[np.ndarray, int, Settlement]:
+    async def embeddings(self, caller: Principal, body: EmbeddingsRequest, route: str) -> Embedded:
         """Vectors for texts, billed to the caller at the embedding price (no template)."""
-        model = self.providers.embedder().name
+        embedder = self.providers.embedder()
+        if body.model is not None and not same_model(body.model, embedder.name):
+            raise InvalidRequest(
+                f"The model '{body.model}' is not served here; the embedding model is "
+                f"'{embedder.name}'.",
+                param="model",
+                code="model_not_found",
+            )
+        if body.dimensions is not None and body.dimensions != embedder.dimension:
+            raise InvalidRequest(
+                f"'{embedder.name}' gives {embedder.dimension} dimensions, not {body.dimensions}.",
+                param="dimensions",
+            )
+        texts = texts_of(body.input)
         vectors, meter, tokens = await self._embed(Owner.of(caller), texts, route)
         try:
-            settlement = await settle(
-                meter, self.pricing.embedding(tokens), model=model, usage={"input_tokens": tokens}
+            settlement = await meter.settle(
+                self.pricing.embedding(tokens),
+                model=embedder.name,
+                usage={"input_tokens": tokens},
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
-        return vectors, tokens, settlement
+        return Embedded(vectors, tokens, embedder.name, embedder.dimension, settlement)
 
     # Ingest
 
@@ -185,9 +207,9 @@ class SearchService:
                 self._upsert(store, template, documents, vectors)
                 if store.dialect == "postgresql" and template.record_count > self.exact_limit:
                     store.ensure_vector_index(template.dimension)
-                settlement = meter.settle(
+                settlement = meter.settle_in(
+                    session,
                     price,
-                    session=session,
                     model=self.providers.embedder().name,
                     usage={"input_tokens": tokens, "records": len(documents)},
                     subject_id=template.id,
@@ -197,8 +219,21 @@ class SearchService:
         try:
             return await anyio.to_thread.run_sync(store_all)
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
+
+    async def ingest_plain_text(
+        self, caller: Principal, body: PlainText, *, route: str
+    ) -> Ingested:
+        """A new template from plain text: each entry's passages become its records."""
+        return await self.ingest(
+            caller,
+            route=route,
+            records=plain_text_records(body),
+            field_options=body.field_options or DEFAULT_OPTIONS,
+            name=body.name,
+            plain_text=True,
+        )
 
     def _read_template(self, caller: Principal, template_id: str) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
@@ -276,27 +311,23 @@ class SearchService:
     # Search
 
     def _plan(
-        self,
-        caller: Principal,
-        template_id: Any,
-        term: str | None,
-        params: Any,
-        forced: Any,
-        search_date: date | None,
-        extract: bool,
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str]]:
+        self, caller: Principal, query: SearchQuery, term: str | None
+    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str], str]:
+        """The template, the filters (extracted from the term, then the caller's own), the
+        semantic part of the term, where each filter came from, and the text to embed."""
         with self.db.session(write=False) as session:
-            template = self.owned(SearchStore(session), caller, template_id)
+            template = self.owned(SearchStore(session), caller, query.template_id)
+        text = record_text(template, query.record) if term is None else None
         filters: dict[str, Any] = {}
         semantic = term or ""
-        if extract and term:
-            filters, semantic = self._extract(template, term, search_date)
+        if not query.similar and term:
+            filters, semantic = self._extract(template, term, query.search_date)
         sources = dict.fromkeys(filters, "query")
-        for param, raw in (("search_params", params), ("structured_filters", forced)):
+        for param, raw in (("search_params", query.params), ("structured_filters", query.forced)):
             given = validate(raw, template.schema, param)
             filters.update(given)
             sources.update(dict.fromkeys(given, param))
-        return template, filters, semantic, sources
+        return template, filters, semantic, sources, text or semantic
 
     def _extract(
         self, template: EmbeddingTemplate, term: str, search_date: date | None
@@ -332,107 +363,50 @@ class SearchService:
 
         return Semantic(embedder.name, embed)
 
-    async def search(
-        self,
-        caller: Principal,
-        *,
-        template_id: Any,
-        term: str | None,
-        text_for_embedding: str | None = None,
-        params: Any = None,
-        forced: Any = None,
-        search_date: date | None = None,
-        limit: int = 10,
-        num_candidates: int | None = None,
-        rerank: bool = False,
-        extract: bool = True,
-        route: str,
-    ) -> Found:
-        limit = max(1, min(limit, MAX_LIMIT))
-        template, filters, semantic, sources = await anyio.to_thread.run_sync(
-            lambda: self._plan(caller, template_id, term, params, forced, search_date, extract)
+    async def search(self, caller: Principal, query: SearchQuery) -> Found:
+        """Check the query, plan its filters, embed it (billed), rank, and settle the charge."""
+        term = checked_term(query)
+        limit = max(1, min(query.limit, MAX_LIMIT))
+        template, filters, semantic, sources, text = await anyio.to_thread.run_sync(
+            lambda: self._plan(caller, query, term)
         )
-        query_text = text_for_embedding or semantic
-        vectors, meter, tokens = await self._embed(Owner.of(caller), [query_text], route)
+        vectors, meter, tokens = await self._embed(Owner.of(caller), [text], query.route)
         try:
             hits = await anyio.to_thread.run_sync(
-                lambda: self._rank(
-                    template, filters, vectors[0], semantic, limit, num_candidates, rerank
-                )
+                lambda: self._retrieve(template, filters, vectors[0], semantic, limit, query)
             )
-            settlement = await anyio.to_thread.run_sync(
-                lambda: meter.settle(
-                    self.pricing.embedding(tokens),
-                    model=template.embedding_model,
-                    usage={"input_tokens": tokens},
-                    subject_id=template.id,
-                )
+            settlement = await meter.settle(
+                self.pricing.embedding(tokens),
+                model=template.embedding_model,
+                usage={"input_tokens": tokens},
+                subject_id=template.id,
             )
         except BaseException:
-            await release(meter)
+            await meter.release()
             raise
         return Found(template, filters, hits, settlement, semantic, sources)
 
-    def _rank(
+    def _retrieve(
         self,
         template: EmbeddingTemplate,
         filters: dict[str, Any],
-        query: np.ndarray,
-        text: str,
+        vector: np.ndarray,
+        semantic: str,
         limit: int,
-        num_candidates: int | None,
-        rerank: bool,
+        query: SearchQuery,
     ) -> list[tuple[SearchDocument, float]]:
-        pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
         with self.db.session(write=False) as session:
-            store = SearchStore(session)
-            where = store.where(filters, template.schema)
-            index = None
-            rows = None
-            postgres = store.dialect == "postgresql"
-            if postgres:
-                count = (
-                    store.count_candidates(template.id, where, self.exact_limit + 1)
-                    if where
-                    else template.record_count
-                )
-                if count > self.exact_limit:
-                    dense = store.approximate_nearest(
-                        template.id, where, query, pool, template.dimension
-                    )
-                else:
-                    dense = store.nearest(template.id, where, query, pool)
-            else:
-                index = INDEXES.get(store, template.id, template.version)
-                if where:
-                    rows = self._filtered_rows(store, index, template, filters, where)
-                dense = index.dense(query, rows, pool)
-            ranked = dense
-            if rerank:
-                index = index or INDEXES.get(store, template.id, template.version)
-                if postgres and where:
-                    rows = index.rows_of(store.candidate_ids(template.id, where))
-                lexical = index.lexical(text, rows, pool)
-                ranked = fuse([dense, lexical])
-            chosen = ranked[:limit]
-            found = store.documents([doc_id for doc_id, _ in chosen])
-            return [(found[doc_id], score) for doc_id, score in chosen if doc_id in found]
-
-    @staticmethod
-    def _filtered_rows(
-        store: SearchStore,
-        index: TemplateIndex,
-        template: EmbeddingTemplate,
-        filters: dict[str, Any],
-        where: list[Any],
-    ) -> np.ndarray:
-        """SQLite: the rows meeting the filters, from the cached columns when the conditions
-        allow (a scan of arrays instead of parsing every document's JSON), else from SQL."""
-        columns = index.columns(lambda key: store.folded_values(template.id, key))
-        keep = column_mask(filters, template.schema, columns)
-        if keep is not None:
-            return np.flatnonzero(keep)
-        return index.rows_of(store.candidate_ids(template.id, where))
+            return retrieve(
+                SearchStore(session),
+                template,
+                filters,
+                vector,
+                semantic,
+                limit=limit,
+                num_candidates=query.num_candidates,
+                rerank=query.rerank,
+                exact_limit=self.exact_limit,
+            )
 
     # Reading
 

@@ -1,4 +1,7 @@
-"""Search settings (`SESSIONARY_SEARCH__*`)."""
+"""`SESSIONARY_SEARCH__*`: how the search domain extracts filters and bounds a template.
+
+Pure pydantic, so config.py composes it without importing the search domain.
+"""
 
 from __future__ import annotations
 

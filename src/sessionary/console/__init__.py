@@ -1,0 +1,1 @@
+"""The web console: pages and their assets, served by the app itself (no CDN, no other host)."""

@@ -1,0 +1,26 @@
+"""The search service, built from the app's state (it opens its own short transactions)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sessionary.billing.pricing import Pricing
+from sessionary.search.service import SearchService
+
+
+def get_search_service(request: Request) -> SearchService:
+    state = request.app.state
+    settings = state.settings
+    return SearchService(
+        state.db,
+        state.providers,
+        Pricing(settings.pricing),
+        settings.search_exact_limit,
+        settings.search.extractor,
+        settings.search.max_fields,
+    )
+
+
+AppSearch = Annotated[SearchService, Depends(get_search_service)]
