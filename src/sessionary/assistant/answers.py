@@ -13,7 +13,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from sessionary.assistant.background import TurnQueued
-from sessionary.assistant.service import TurnAnswer, TurnStream
+from sessionary.assistant.turn_billing import TurnAnswer, TurnStream
 from sessionary.billing.headers import REMAINING, RESERVED, credit_headers
 from sessionary.billing.money import format_credits
 from sessionary.kit.http import TimedStreamingResponse

@@ -34,7 +34,8 @@ from anyio.abc import TaskGroup
 
 from sessionary.accounts.identity import Principal
 from sessionary.assistant.background_output import SeenOutput
-from sessionary.assistant.streaming import produced_tokens, stream_turn
+from sessionary.assistant.streaming import stream_turn
+from sessionary.assistant.turn_billing import TurnStream, produced_tokens
 from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Ledger
 from sessionary.billing.metering import LIVE_HOLDS, Meter
@@ -47,7 +48,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import Usage
 
 if TYPE_CHECKING:
-    from sessionary.assistant.service import AssistantService, TurnStream
+    from sessionary.assistant.service import AssistantService
 
 log = structlog.get_logger("sessionary.assistant")
 T = TypeVar("T")
@@ -123,8 +124,6 @@ class BackgroundRuns:
         self, service: AssistantService, turn: Turn, meter: Meter
     ) -> TurnQueued | TurnStream:
         """Store the response as queued and start it; the hold is released if that fails."""
-        from sessionary.assistant.service import TurnStream
-
         group = self.group
         queued = service.payload(
             turn, session_id=turn.session_id, status="queued", output=[], usage=None
@@ -235,7 +234,7 @@ class BackgroundRuns:
             payload = {k: v for k, v in seen.final.items() if k != "credits"}
         else:
             status = "cancelled" if job.reason == "cancelled" else "failed"
-            produced = produced_tokens(service, seen.produced)
+            produced = produced_tokens(service.providers.chat(), seen.produced)
             usage = Usage(turn.input_tokens, produced) if meter.settlement is not None else None
             payload = service.payload(
                 turn,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sessionary.kit.models import Base, UtcDateTime, utcnow
@@ -83,3 +83,35 @@ class ResponseEvent(Base):
     kind: Mapped[str] = mapped_column(String(80))
     data: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class StoredCompletion(Base):
+    """A chat completion made with `store: true`: its conversation is a session of its own."""
+
+    __tablename__ = "stored_completions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("conversation_sessions.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    external_user_id: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    # The chat.completion object as answered, so a GET returns the same object.
+    payload_json: Mapped[str] = mapped_column(Text)
+    input_message_ids: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class StoredCompletionTag(Base):
+    """One metadata pair of a stored completion, so a list filters on it in SQL."""
+
+    __tablename__ = "stored_completion_tags"
+    __table_args__ = (Index("ix_stored_completion_tags_pair", "key", "value"),)
+
+    completion_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("stored_completions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512))
