@@ -126,6 +126,7 @@ def measure(
             ask(name, text)
     latencies: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    load = os.getloadavg()[0]
     for run in range(rounds):
         order = names[run % len(names) :] + names[: run % len(names)]
         for text in texts:
@@ -142,6 +143,7 @@ def measure(
             "p95": sorted(latencies[n])[int(0.95 * len(latencies[n]))] * 1000,
             "cpu": cpu[n] / len(latencies[n]) * 1000,
             "requests": len(latencies[n]),
+            "load": load,
         }
         for n in names
     }
@@ -188,7 +190,9 @@ def describe(figures: dict[str, dict[str, float]]) -> list[str]:
         "queries it has met, whose vectors come from its own query cache (no model call). CPU "
         "is the server process's user + system time over the timed requests, all threads, "
         "divided by their number. The floor row is the cheapest authenticated call to the "
-        "same server, what any request pays before search begins.",
+        "same server, what any request pays before search begins. The machine's load average "
+        f"when the timed requests began: {some['load']:.1f} (on {os.cpu_count()} cores); other "
+        "work inflates every row alike, since the servers take turns.",
         "",
         "| server | p50 ms | p95 ms | CPU ms / request |",
         "| --- | --- | --- | --- |",
