@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sessionary.settings.files import FileInputSettings
 from sessionary.settings.pricing import PricingSettings
 from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 from sessionary.settings.search import SearchSettings
@@ -148,6 +149,7 @@ class Settings(BaseSettings):
         description="PostgreSQL scores up to this many candidates exactly; beyond, it uses HNSW.",
     )
     search: SearchSettings = Field(default_factory=SearchSettings)
+    files: FileInputSettings = Field(default_factory=FileInputSettings)
     preload_models: bool = Field(
         default=True,
         description="Load model weights at startup (false: on first use).",

@@ -42,6 +42,7 @@ from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
 from sessionary.providers.container import Providers, is_local
+from sessionary.settings.files import FileInputSettings
 
 log = structlog.get_logger("sessionary.assistant")
 
@@ -111,10 +112,14 @@ def _refuse_overrides(
 
 
 def plan_chat(
-    db: Session, providers: Providers, caller: Principal, body: ChatCompletionRequest
+    db: Session,
+    providers: Providers,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    files: FileInputSettings,
 ) -> ChatTurn:
     """The turn's prompt, model and parameters; every 400 before any charge."""
-    inputs = parse_request(body)
+    inputs = parse_request(body, files)
     chat = providers.chat()
     model = providers.resolve_chat_model(body.model)
     messages = inputs.messages
@@ -160,7 +165,7 @@ class ChatCompletions:
 
         def plan() -> ChatTurn:
             with self.database.session(write=False) as db:
-                return plan_chat(db, self.providers, caller, body)
+                return plan_chat(db, self.providers, caller, body, self.database.settings.files)
 
         turn = await anyio.to_thread.run_sync(plan)
         await self.fit(turn)

@@ -3,6 +3,8 @@
 Messages become `ChatMessage`s (assistant `tool_calls` become `calls`, a `tool` message the output
 of the call it names) and `NewMessage`s for a stored completion; tools, tool_choice, stop and
 response_format become the provider contract's values. Every check runs before any credit is held.
+A user message's `file` parts (PDF or text, inline) are read as text by files.py; a stored
+completion keeps them as `input_file` parts holding that text.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sessionary.assistant.chat_schemas import ChatCompletionRequest
-from sessionary.assistant.inputs import MAX_TEXT_CHARS
+from sessionary.assistant.files import FileReader
+from sessionary.assistant.inputs import MAX_TEXT_CHARS, text_of
 from sessionary.conversations.service import NewMessage
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage, FunctionCall, FunctionTool, ImagePart, ToolChoice
+from sessionary.settings.files import FileInputSettings
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -83,13 +87,16 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
     check_metadata(body.metadata)
 
 
-def _text_parts(content: Any, param: str, *, allow_images: bool) -> tuple[str, list[ImagePart]]:
-    """The text (parts joined by newlines) and the images of a message's content."""
+def _text_parts(
+    content: Any, param: str, *, files: FileReader | None
+) -> tuple[str, list[ImagePart], list[dict[str, Any]]]:
+    """The text (parts joined by newlines, files' text wrapped in their names), the images, and
+    the parts in the Responses shape when there are files (else []). `files` None: text only."""
     if isinstance(content, str):
-        return content, []
+        return content, [], []
     if not isinstance(content, list) or not content:
         raise _bad("Message content must be a string or a non-empty list of parts.", param)
-    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     images: list[ImagePart] = []
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
@@ -97,15 +104,25 @@ def _text_parts(content: Any, param: str, *, allow_images: bool) -> tuple[str, l
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise _bad("A text part needs a 'text' string.", f"{where}.text")
-            texts.append(part["text"])
-        elif kind == "image_url" and allow_images:
+            parts.append({"type": "input_text", "text": part["text"]})
+        elif kind == "image_url" and files is not None:
             images.append(_image(part, where))
+            parts.append({"type": "input_image", "image_url": images[-1].url})
+        elif kind == "file" and files is not None:
+            if not isinstance(part.get("file"), dict):
+                raise _bad(
+                    "A file part needs a 'file' object with file_data and filename.",
+                    f"{where}.file",
+                    "invalid_file",
+                )
+            parts.append(files.read(part["file"], f"{where}.file"))
         else:
-            allowed = "text or image_url" if allow_images else "text"
+            allowed = "text, image_url or file" if files is not None else "text"
             raise _bad(
                 f"Unsupported content part type {kind!r} here (use {allowed}).", f"{where}.type"
             )
-    return "\n".join(texts), images
+    with_files = any(p["type"] == "input_file" for p in parts)
+    return text_of(parts), images, parts if with_files else []
 
 
 def _image(part: dict[str, Any], param: str) -> ImagePart:
@@ -160,9 +177,13 @@ def record_parts(message: ChatMessage) -> list[dict[str, Any]]:
     return parts
 
 
-def parse_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
-    """The conversation as the provider reads it; a tool output must answer an earlier call."""
+def parse_messages(
+    raw: list[dict[str, Any]], files: FileReader
+) -> tuple[list[ChatMessage], dict[int, list[dict[str, Any]]]]:
+    """The conversation as the provider reads it (a tool output must answer an earlier call), and
+    the stored parts of the messages that hold files, by index."""
     messages: list[ChatMessage] = []
+    with_files: dict[int, list[dict[str, Any]]] = {}
     called: set[str] = set()
     for index, item in enumerate(raw):
         param = f"messages[{index}]"
@@ -189,7 +210,11 @@ def parse_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
             continue
         if content is None:
             raise _bad(f"Missing required parameter: '{param}.content'.", f"{param}.content")
-        text, images = _text_parts(content, f"{param}.content", allow_images=role == "user")
+        text, images, parts = _text_parts(
+            content, f"{param}.content", files=files if role == "user" else None
+        )
+        if parts:
+            with_files[index] = parts
         if role == "tool":
             call_id = item.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in called:
@@ -202,8 +227,10 @@ def parse_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
         else:
             messages.append(ChatMessage(role, text, tuple(images)))
     if sum(len(m.text) + sum(len(c.arguments) for c in m.calls) for m in messages) > MAX_TEXT_CHARS:
-        raise _bad(f"The messages exceed {MAX_TEXT_CHARS} characters.", "messages")
-    return messages
+        raise _bad(
+            f"The messages (files' text included) exceed {MAX_TEXT_CHARS} characters.", "messages"
+        )
+    return messages, with_files
 
 
 def _assistant_text(content: Any, param: str) -> str:
@@ -214,7 +241,7 @@ def _assistant_text(content: Any, param: str) -> str:
             else p
             for p in content
         ]
-    text, _ = _text_parts(content, param, allow_images=False)
+    text, _, _ = _text_parts(content, param, files=None)
     return text
 
 
@@ -352,15 +379,18 @@ def _include_usage(options: dict[str, Any] | None, streamed: bool) -> bool:
     return bool(options.get("include_usage"))
 
 
-def parse_request(body: ChatCompletionRequest) -> ChatInputs:
+def parse_request(body: ChatCompletionRequest, files: FileInputSettings) -> ChatInputs:
     refuse_unsupported(body)
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise _bad("Give max_completion_tokens or max_tokens, not both.", "max_tokens")
-    messages = parse_messages(body.messages)
+    messages, with_files = parse_messages(body.messages, FileReader(files, MAX_TEXT_CHARS))
     functions = parse_tools(body.tools)
     return ChatInputs(
         messages=messages,
-        records=[NewMessage(m.role, record_parts(m), m.text) for m in messages],
+        records=[
+            NewMessage(m.role, with_files.get(i) or record_parts(m), m.text)
+            for i, m in enumerate(messages)
+        ],
         functions=functions,
         tool_choice=parse_tool_choice(body.tool_choice, functions),
         json_schema=parse_response_format(body.response_format),

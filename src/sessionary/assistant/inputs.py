@@ -4,6 +4,7 @@ A string; one message (`{"role", "content"}`, with or without `"type": "message"
 messages; or a bare content array (`input_text` / `input_image` parts) meaning one user message.
 Content is a string or parts: `input_text` / `text` / `output_text`, and `input_image` /
 `image_url` with a URL or a data URL. Images are passed on as given: the server never fetches them.
+An `input_file` (a PDF or text file sent inline) is read here, in files.py, and stored as its text.
 
 Function calling adds two item types: `function_call` (a call the model made, replayed by a client
 that keeps its own history) and `function_call_output` (what the client's function returned). They
@@ -17,13 +18,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from sessionary.assistant.files import FileReader, wrap
 from sessionary.conversations.service import NewMessage
 from sessionary.kit.errors import InvalidRequest
 from sessionary.providers.base import ChatMessage, FunctionCall, ImagePart
+from sessionary.settings.files import FileInputSettings
 
 ROLES = {"user", "assistant", "system", "developer"}
 TEXT_PARTS = {"input_text", "text", "output_text"}
 IMAGE_PARTS = {"input_image", "image_url"}
+FILE_PART = "input_file"
 MAX_MESSAGES = 500
 MAX_TEXT_CHARS = 200_000
 TOOL_ITEMS = {"function_call", "function_call_output"}
@@ -43,7 +47,7 @@ def _image_url(part: dict[str, Any], param: str) -> str:
     return value
 
 
-def _parts(content: Any, role: str, param: str) -> list[dict[str, Any]]:
+def _parts(content: Any, role: str, param: str, files: FileReader) -> list[dict[str, Any]]:
     if isinstance(content, str):
         kind = "output_text" if role == "assistant" else "input_text"
         return [{"type": kind, "text": content}]
@@ -68,16 +72,26 @@ def _parts(content: Any, role: str, param: str) -> list[dict[str, Any]]:
             if isinstance(part.get("detail"), str):
                 image["detail"] = part["detail"]
             parts.append(image)
+        elif part_type == FILE_PART:
+            if role == "assistant":
+                raise InvalidRequest("An assistant message holds no files.", param=where)
+            parts.append(files.read(part, where))
         else:
             raise InvalidRequest(
-                f"Unsupported content part type '{part_type}' (use input_text or input_image).",
+                f"Unsupported content part type '{part_type}' "
+                "(use input_text, input_image or input_file).",
                 param=where,
             )
     return parts
 
 
-def _text_of(parts: list[dict[str, Any]]) -> str:
-    return "\n".join(p["text"] for p in parts if "text" in p)
+def text_of(parts: list[dict[str, Any]]) -> str:
+    """The text the model reads: text parts as they are, a file's text wrapped in its name."""
+    return "\n".join(
+        wrap(p["filename"], p["text"]) if p["type"] == FILE_PART else p["text"]
+        for p in parts
+        if "text" in p
+    )
 
 
 def _string(raw: dict[str, Any], key: str, param: str, limit: int | None = None) -> str:
@@ -99,15 +113,15 @@ def _call_item(raw: dict[str, Any], param: str) -> NewMessage:
     return NewMessage("assistant", [item], f"{name}({arguments})")
 
 
-def _output_item(raw: dict[str, Any], param: str) -> NewMessage:
+def _output_item(raw: dict[str, Any], param: str, files: FileReader) -> NewMessage:
     """A `function_call_output`: the output a string, or text (and image) parts."""
     call_id = _string(raw, "call_id", param, MAX_CALL_ID)
     output = raw.get("output")
     if isinstance(output, str):
         text = output
     elif isinstance(output, list) and output:
-        parts = _parts(output, "user", f"{param}.output")
-        output, text = parts, _text_of(parts)
+        parts = _parts(output, "user", f"{param}.output", files)
+        output, text = parts, text_of(parts)
     else:
         raise InvalidRequest(
             "'output' must be a string or a non-empty list of content parts.",
@@ -118,7 +132,7 @@ def _output_item(raw: dict[str, Any], param: str) -> NewMessage:
     )
 
 
-def _message(raw: Any, param: str) -> NewMessage:
+def _message(raw: Any, param: str, files: FileReader) -> NewMessage:
     if isinstance(raw, str):
         return NewMessage("user", [{"type": "input_text", "text": raw}], raw)
     if not isinstance(raw, dict):
@@ -126,7 +140,7 @@ def _message(raw: Any, param: str) -> NewMessage:
     if raw.get("type") == "function_call":
         return _call_item(raw, param)
     if raw.get("type") == "function_call_output":
-        return _output_item(raw, param)
+        return _output_item(raw, param, files)
     if raw.get("type") not in (None, "message"):
         raise InvalidRequest(
             f"Unsupported input item type '{raw.get('type')}'.", param=f"{param}.type"
@@ -136,31 +150,38 @@ def _message(raw: Any, param: str) -> NewMessage:
         raise InvalidRequest(
             f"Invalid role '{role}' (user, assistant, system or developer).", param=f"{param}.role"
         )
-    parts = _parts(raw.get("content"), role, f"{param}.content")
-    return NewMessage(role, parts, _text_of(parts))
+    parts = _parts(raw.get("content"), role, f"{param}.content", files)
+    return NewMessage(role, parts, text_of(parts))
 
 
-def normalise_input(raw: Any, param: str = "input") -> list[NewMessage]:
+def normalise_input(
+    raw: Any, *, files: FileInputSettings, param: str = "input"
+) -> list[NewMessage]:
     """The turn's new messages; [] when there is no input (the session history answers)."""
     if raw is None or raw == "" or raw == []:
         return []
+    reader = FileReader(files, MAX_TEXT_CHARS)
     if isinstance(raw, (str, dict)):
-        messages = [_message(raw, param)]
+        messages = [_message(raw, param, reader)]
     elif isinstance(raw, list):
-        if all(isinstance(p, dict) and p.get("type") in TEXT_PARTS | IMAGE_PARTS for p in raw):
-            parts = _parts(raw, "user", param)
-            messages = [NewMessage("user", parts, _text_of(parts))]
+        content_parts = TEXT_PARTS | IMAGE_PARTS | {FILE_PART}
+        if all(isinstance(p, dict) and p.get("type") in content_parts for p in raw):
+            parts = _parts(raw, "user", param, reader)
+            messages = [NewMessage("user", parts, text_of(parts))]
         else:
             if len(raw) > MAX_MESSAGES:
                 raise InvalidRequest(f"At most {MAX_MESSAGES} input messages.", param=param)
-            messages = [_message(item, f"{param}[{i}]") for i, item in enumerate(raw)]
+            messages = [_message(item, f"{param}[{i}]", reader) for i, item in enumerate(raw)]
     else:
         raise InvalidRequest(
             "input must be a string, a message, a list of messages or a content array.",
             param=param,
         )
     if sum(len(m.text) for m in messages) > MAX_TEXT_CHARS:
-        raise InvalidRequest(f"The input text exceeds {MAX_TEXT_CHARS} characters.", param=param)
+        raise InvalidRequest(
+            f"The input text (files' text included) exceeds {MAX_TEXT_CHARS} characters.",
+            param=param,
+        )
     return messages
 
 

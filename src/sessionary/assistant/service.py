@@ -125,6 +125,7 @@ class AssistantService:
                     session_id=session_id,
                     session_kind=session_kind,
                     default_truncation=default_truncation,
+                    files=self.database.settings.files,
                 )
 
         turn = await anyio.to_thread.run_sync(plan)

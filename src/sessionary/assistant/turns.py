@@ -35,6 +35,7 @@ from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage
 from sessionary.providers.container import Providers
+from sessionary.settings.files import FileInputSettings
 
 IMAGE_OPTIONS = ("size", "quality", "output_format", "background", "compression", "partial_images")
 
@@ -143,6 +144,7 @@ def plan_turn(
     session_id: str | None,
     session_kind: str,
     default_truncation: str,
+    files: FileInputSettings,
 ) -> Turn:
     """The turn's conversation, history, prompt and model; 400 / 403 / 404 before any charge."""
     if request.background:
@@ -150,7 +152,7 @@ def plan_turn(
     check_metadata(request.metadata)
     refuse_unhonoured(request)
     tools = plan_tools(request)
-    inputs = normalise_input(request.input)
+    inputs = normalise_input(request.input, files=files)
     account = AccountService(db).get_account(caller.account_id)
     user = (
         ExternalUserService(db).find(caller.external_user_id) if caller.external_user_id else None
