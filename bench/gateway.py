@@ -169,8 +169,10 @@ def sessionary(
     total: int,
     stack: ExitStack,
     workers: int = 1,
+    key: str | None = None,
 ) -> dict[str, Target]:
-    """A Sessionary server (stopped with `stack`) and its three turn routes as targets."""
+    """A Sessionary server (stopped with `stack`) and its three turn routes as targets. `key`:
+    the account key of an earlier server on the same database (whose `init` made it)."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -190,7 +192,9 @@ def sessionary(
         env["SESSIONARY_DATABASE_URL"] = database_url
     cli = [sys.executable, "-m", "sessionary"]
     init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
-    key = next(line for line in init.stdout.splitlines() if line.startswith("sk_sy_"))
+    key = next((line for line in init.stdout.splitlines() if line.startswith("sk_sy_")), key)
+    if key is None:
+        raise RuntimeError(f"sessionary init printed no key:\n{init.stdout}{init.stderr}")
     server = start(
         [*cli, "serve", "--workers", str(workers)],
         env,
@@ -377,7 +381,8 @@ def run(quick: bool) -> str:
         ):
             routes = sessionary(stub_url, work / engine, url, total, stack)
             targets |= {f"{engine} {route}": target for route, target in routes.items()}
-            pair = sessionary(stub_url, work / f"{engine}-2", url, total, stack, workers=2)
+            key = routes["responses"].headers["Authorization"].removeprefix("Bearer ")
+            pair = sessionary(stub_url, work / f"{engine}-2", url, total, stack, 2, key)
             targets[f"{engine} responses x2"] = pair["responses"]
         proxy = litellm(stub_url, work, stack)
         proxy_pair = litellm(stub_url, work, stack, workers=2)
