@@ -455,6 +455,8 @@ def run(quick: bool) -> str:
     else:
         lines.append(_row(f"LiteLLM {LITELLM_VERSION} proxy (master key)", proxied, direct_chat))
         series[f"LiteLLM {LITELLM_VERSION} proxy"] = proxied
+    if isinstance(proxy_pair, str):
+        lines += ["", f"LiteLLM proxy with 2 workers: not measured ({proxy_pair})."]
     if "litellm x2" in got:
         lines.append(
             _row(f"LiteLLM {LITELLM_VERSION} proxy, 2 workers", got["litellm x2"], direct_chat)
