@@ -36,6 +36,7 @@ MISSING = {
     "session": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "message": "msg_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "response": "resp_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "background": "resp_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "template": "tmpl_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "profile": "asst_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "chatkit": "cksess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
@@ -44,9 +45,11 @@ MISSING = {
     "key": "key_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "conversation": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
     "item": "sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ/msg_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "completion": "chatcmpl_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
 }
-# Kinds whose routes answer another owner's object as a missing one (OpenAI's Conversations API).
-HIDDEN = {"conversation", "item"}
+# Kinds whose routes answer another owner's object as a missing one (OpenAI's Conversations API,
+# stored chat completions).
+HIDDEN = {"conversation", "item", "completion"}
 # Routes a client secret may call but an external user may not (the account's ChatKit threads).
 NOT_FOR_USERS = {("GET", "/v1/chatkit/threads")}
 
@@ -100,6 +103,13 @@ class World:
         return str(
             self.post(owner, "/v1/assistant/completion", {"session_id": session, **TURN})["id"]
         )
+
+    def background(self, owner: str) -> str:
+        return str(self.post(owner, "/v1/responses", {"background": True, **TURN})["id"])
+
+    def completion(self, owner: str) -> str:
+        body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1, "store": True}
+        return str(self.post(owner, "/v1/chat/completions", body)["id"])
 
     def conversation(self, owner: str) -> str:
         return str(self.post(owner, "/v1/conversations", {})["id"])
@@ -181,6 +191,14 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("DELETE", "/v1/responses/{response_id}"): ("response", _path("{response_id}"), None),
     ("GET", "/v1/responses/{response_id}/input_items"): (
         "response", _path("{response_id}"), None),
+    ("POST", "/v1/responses/{response_id}/cancel"): ("background", _path("{response_id}"), None),
+    ("GET", "/v1/chat/completions/{completion_id}"): ("completion", _path("{completion_id}"), None),
+    ("POST", "/v1/chat/completions/{completion_id}"): (
+        "completion", _path("{completion_id}", metadata={"k": "v"}), None),
+    ("DELETE", "/v1/chat/completions/{completion_id}"): (
+        "completion", _path("{completion_id}"), None),
+    ("GET", "/v1/chat/completions/{completion_id}/messages"): (
+        "completion", _path("{completion_id}"), None),
     ("GET", "/v1/threads/{thread_id}"): ("session", _path("{thread_id}"), None),
     ("POST", "/v1/threads/{thread_id}"): (
         "session", _path("{thread_id}", metadata={"k": "v"}), None),
@@ -243,6 +261,7 @@ CASES: dict[tuple[str, str], tuple[str | None, Build | None, dict[str, Any] | No
     ("POST", "/v1/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/chat/completions"): (
         None, None, {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 1}),
+    ("GET", "/v1/chat/completions"): (None, None, None),
     ("POST", "/v2/external/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/embeddings"): (None, None, {"input": "x"}),
     ("POST", "/v1/external_users/utils/assistant_session"): (None, None, {}),
@@ -307,6 +326,7 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "session": ["A", "A1", "A2", "B", "B1", "CS"],
         "message": ["A", "A1", "A2", "B"],
         "response": ["A", "A1", "A2", "B"],
+        "background": ["A", "A1", "A2", "B"],
         "template": ["A", "A1", "A2", "B"],
         "profile": ["A", "B"],
         "chatkit": ["A", "B", "CS"],
@@ -315,6 +335,7 @@ def owners_for(role: str, kind: str) -> list[str | None]:
         "key": ["A", "B"],
         "conversation": ["A", "A1", "A2", "B"],
         "item": ["A", "A1", "A2", "B"],
+        "completion": ["A", "A1", "A2", "B"],
     }[kind]
     return [*owners, None]
 

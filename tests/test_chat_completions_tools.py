@@ -16,8 +16,8 @@ from sessionary.kit.db import Database
 from tests.conftest import Tenant, make_tenant
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
+from tests.support.money import charges, money, remote_env
 from tests.test_credits_http import grant
-from tests.test_money_attacks import charges, money, remote_env
 
 pytestmark = pytest.mark.slow
 

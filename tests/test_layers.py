@@ -18,6 +18,7 @@ DOMAINS = {
     "assistant",
     "billing",
     "chatkit",
+    "console",
     "conversations",
     "external",
     "ops",

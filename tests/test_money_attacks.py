@@ -1,14 +1,14 @@
 """Output is never delivered without payment: attacks on the hold, the charge and the price.
 
 Each test replays a way an adversary with a key got streamed output for nothing (or for less),
-against a real server process whose model server is a fake at its HTTP boundary.
+against a real server process whose model server is a fake at its HTTP boundary. The attacks on
+a turn run against both faces that answer turns: `/v1/responses` and `/v1/chat/completions`.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -25,9 +25,21 @@ from sessionary.kit.db import Database
 from tests.conftest import Tenant, make_tenant
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.live import LiveServer
+from tests.support.money import (
+    FACES,
+    Face,
+    charge_usage,
+    charges,
+    money,
+    open_holds,
+    remote_env,
+    sse_events,
+    wait_for,
+)
 from tests.test_credits_http import grant
 
 FUNDS = 1_000_000_000  # 1,000 credits
+every_face = pytest.mark.parametrize("face", FACES, ids=str)
 
 
 @pytest.fixture
@@ -36,55 +48,6 @@ def upstream() -> Iterator[FakeUpstream]:
     fake.chat_mode = "words"
     yield fake
     fake.stop()
-
-
-def remote_env(
-    settings_env: dict[str, str], upstream: FakeUpstream, **extra: str
-) -> dict[str, str]:
-    return {
-        **settings_env,
-        "SESSIONARY_LLM__PROVIDER": "openai",
-        "SESSIONARY_LLM__MODEL": "gpt-4o-mini",
-        "SESSIONARY_LLM__BASE_URL": upstream.base_url,
-        "SESSIONARY_LLM__API": "chat",
-        "SESSIONARY_LLM__API_KEY": "sk-upstream",
-        "SESSIONARY_LLM__MAX_RETRIES": "0",
-        **extra,
-    }
-
-
-def money(db: Database, tenant: Tenant) -> tuple[int, int, int]:
-    """(balance, ledger sum, open reservations) of the tenant's account."""
-    with db.session(write=False) as session:
-        ledger = Ledger(session)
-        owner = Owner.account(tenant.account_id)
-        return ledger.balance(owner), ledger.ledger_sum(owner), open_holds(db)
-
-
-def open_holds(db: Database) -> int:
-    with db.session(write=False) as session:
-        return Ledger(session).store.count_open_reservations()
-
-
-def charges(db: Database, tenant: Tenant) -> list[int]:
-    with db.session(write=False) as session:
-        rows = Ledger(session).store.entries("account", tenant.account_id, limit=1000)
-        return [-r.amount_micro for r in rows if r.kind == "charge"]
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[dict[str, object]]:
-    for line in lines:
-        if line.startswith("data: "):
-            yield json.loads(line[6:])
-
-
-def wait_for(condition: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_deleting_the_thread_during_a_stream_still_charges_what_was_delivered(
@@ -118,8 +81,9 @@ def test_deleting_the_thread_during_a_stream_still_charges_what_was_delivered(
         server.stop()
 
 
+@every_face
 def test_a_turn_that_outlives_its_hold_ttl_keeps_its_hold_and_pays_in_full(
-    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
 ) -> None:
     """TTL 2 s and a 6 s stream; meanwhile the owner reserves again (which sweeps expired holds),
     reads its balance and gives all of it away. The stream must still be paid in full."""
@@ -139,34 +103,35 @@ def test_a_turn_that_outlives_its_hold_ttl_keeps_its_hold_and_pays_in_full(
     try:
         with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
             assert http.post("/v1/external_users/session", json={"external_user": user}).is_success
-            body = {"input": "Talk at length.", "stream": True, "max_output_tokens": 100}
+            body = face.turn("Talk at length.", stream=True, max_tokens=100)
             last: dict[str, object] = {}
-            with http.stream("POST", "/v1/responses", json=body) as stream:
+            with http.stream("POST", face.path, json=body) as stream:
                 for index, event in enumerate(sse_events(stream.iter_lines())):
                     if index == 40:  # about 3.5 s in: past the TTL
                         upstream.word_delay = 0
-                        quick = {"input": "Quick.", "max_output_tokens": 100}
-                        assert http.post("/v1/responses", json=quick).status_code == 200
+                        quick = face.turn("Quick.", max_tokens=100)
+                        assert http.post(face.path, json=quick).status_code == 200
                         upstream.word_delay = 0.1
                         left = http.get("/v1/credits").json()["remainingCredits"]
                         gift = {"external_user": user, "input": {"credits": int(left)}}
                         given = http.post("/v1/external_users/credits/grant", json=gift)
                         assert given.status_code == 200, given.text
                     last = event
-        assert last["type"] == "response.completed"
-        usage = last["response"]["usage"]  # type: ignore[index]
-        assert usage["output_tokens"] == 60
-        charged = round(last["response"]["credits"]["charged"] * 1_000_000)  # type: ignore[index]
+        assert face.completed(last)
+        assert face.output_tokens(last) == 60
+        charged = round(face.credits(last)["charged"] * 1_000_000)
         assert charged == 1_500 * 1_000_000  # 60 tokens at $0.10 each, x 100 credits x 2.5
         balance, ledger_sum, holds = money(db, tenant)
         assert balance == ledger_sum
         assert holds == 0
+        assert charges(db, tenant).count(charged) == 2  # the stream and the quick turn (+ the gift)
     finally:
         server.stop()
 
 
+@every_face
 def test_a_reader_that_stops_reading_is_cut_off_and_billed_for_what_was_sent(
-    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
 ) -> None:
     tenant = make_tenant(db, "staller")
     grant(db, tenant, FUNDS)
@@ -176,9 +141,9 @@ def test_a_reader_that_stops_reading_is_cut_off_and_billed_for_what_was_sent(
     env = remote_env(settings_env, upstream, SESSIONARY_STREAM_WRITE_TIMEOUT_SECONDS="1")
     server = LiveServer(env)
     try:
-        payload = json.dumps({"input": "Flood me.", "stream": True, "max_output_tokens": 20_000})
+        payload = json.dumps(face.turn("Flood me.", stream=True, max_tokens=20_000))
         request = (
-            f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.api_key}\r\n"
+            f"POST {face.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.api_key}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n{payload}"
         ).encode()
         reader = socket.socket()
@@ -190,10 +155,7 @@ def test_a_reader_that_stops_reading_is_cut_off_and_billed_for_what_was_sent(
         finally:
             reader.close()
         (charged,) = charges(db, tenant)
-        with db.session(write=False) as session:
-            rows = Ledger(session).store.entries("account", tenant.account_id)
-            usage = json.loads(next(r.usage for r in rows if r.kind == "charge") or "{}")
-        assert usage.get("cancelled") is True
+        assert charge_usage(db, tenant).get("cancelled") is True
         # The generation stopped with the reader: the upstream was not read to its end...
         assert upstream.sent < upstream.words
         # ...and the charge covers what was produced, never more than the hold.
@@ -240,8 +202,9 @@ def test_embedding_holds_are_sized_from_the_tokenizer_not_from_characters(
     assert holds == 0
 
 
+@every_face
 def test_hanging_up_as_the_turn_is_settled_never_charges_twice(
-    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
 ) -> None:
     """The client reads up to the last item and closes, while the final charge commits."""
     tenant = make_tenant(db, "hanger")
@@ -251,11 +214,9 @@ def test_hanging_up_as_the_turn_is_settled_never_charges_twice(
     try:
         with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
             for _ in range(8):
-                with http.stream(
-                    "POST", "/v1/responses", json={"input": "Hi", "stream": True}
-                ) as s:
+                with http.stream("POST", face.path, json=face.turn("Hi", stream=True)) as s:
                     for event in sse_events(s.iter_lines()):
-                        if event["type"] == "response.output_item.done":
+                        if face.last_item(event):
                             break  # and hang up
         wait_for(lambda: open_holds(db) == 0)
         with db.session(write=False) as session:
@@ -269,8 +230,38 @@ def test_hanging_up_as_the_turn_is_settled_never_charges_twice(
         server.stop()
 
 
+@every_face
+def test_hanging_up_mid_stream_stops_the_model_and_pays_for_what_was_produced(
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
+) -> None:
+    tenant = make_tenant(db, "hangup")
+    grant(db, tenant, FUNDS)
+    upstream.words, upstream.word_delay = 200, 0.02
+    server = LiveServer(remote_env(settings_env, upstream))
+    try:
+        body = face.turn("Hi", stream=True, max_tokens=1000)
+        with (
+            httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http,
+            http.stream("POST", face.path, json=body) as s,
+        ):
+            reserved = round(float(s.headers["x-credits-reserved"]) * 1_000_000)
+            for index, _ in enumerate(sse_events(s.iter_lines())):
+                if index == 5:
+                    break  # and hang up
+        wait_for(lambda: charges(db, tenant) and open_holds(db) == 0)
+        (charged,) = charges(db, tenant)
+        assert 0 < charged < reserved
+        assert upstream.sent < upstream.words  # the generation stopped with the client
+        assert charge_usage(db, tenant).get("cancelled") is True
+        balance, ledger_sum, _ = money(db, tenant)
+        assert balance == ledger_sum == FUNDS - charged
+    finally:
+        server.stop()
+
+
+@every_face
 def test_an_upstream_that_drops_mid_stream_still_charges_what_was_delivered(
-    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
 ) -> None:
     tenant = make_tenant(db, "dropped")
     grant(db, tenant, FUNDS)
@@ -279,12 +270,12 @@ def test_an_upstream_that_drops_mid_stream_still_charges_what_was_delivered(
     try:
         with (
             httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http,
-            http.stream("POST", "/v1/responses", json={"input": "Hi", "stream": True}) as s,
+            http.stream("POST", face.path, json=face.turn("Hi", stream=True)) as s,
         ):
             events = list(sse_events(s.iter_lines()))
-        deltas = [e for e in events if e["type"] == "response.output_text.delta"]
-        assert len(deltas) == 2 and events[-1]["type"] == "response.failed"
-        charged = events[-1]["response"]["credits"]["charged"]  # type: ignore[index]
+        deltas = [e for e in events if face.text_delta(e)]
+        assert len(deltas) == 2 and face.failed(events[-1])
+        charged = face.credits(events[-1])["charged"]
         assert charged > 0 and charges(db, tenant) == [round(charged * 1_000_000)]
         balance, ledger_sum, holds = money(db, tenant)
         assert balance == ledger_sum and holds == 0
@@ -292,8 +283,9 @@ def test_an_upstream_that_drops_mid_stream_still_charges_what_was_delivered(
         server.stop()
 
 
+@every_face
 def test_a_remote_prompt_is_held_at_its_byte_count_so_no_script_overspends(
-    settings_env: dict[str, str], db: Database, upstream: FakeUpstream
+    settings_env: dict[str, str], db: Database, upstream: FakeUpstream, face: Face
 ) -> None:
     """30,000 CJK characters: about 4 characters a token is a quarter of the truth here."""
     tenant = make_tenant(db, "cjk")
@@ -302,7 +294,7 @@ def test_a_remote_prompt_is_held_at_its_byte_count_so_no_script_overspends(
     server = LiveServer(remote_env(settings_env, upstream))
     try:
         with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
-            answer = http.post("/v1/responses", json={"input": "漢" * 30_000})
+            answer = http.post(face.path, json=face.turn("漢" * 30_000))
         assert answer.status_code == 402, answer.text
         assert money(db, tenant) == (1_000_000, 1_000_000, 0)
     finally:

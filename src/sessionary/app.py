@@ -16,6 +16,7 @@ from sessionary import __version__
 from sessionary.accounts.bearers import register_bearer_kind
 from sessionary.accounts.principal import caller_scope
 from sessionary.accounts.routes import router as accounts_router
+from sessionary.assistant.background import BackgroundRuns
 from sessionary.assistant.chat_completions_routes import router as chat_completions_router
 from sessionary.assistant.responses_routes import router as responses_router
 from sessionary.assistant.routes import router as assistant_router
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_bearer_kind(ClientSecrets())  # accounts authenticates them without importing chatkit
     db = Database(settings)
     providers = build_providers(settings)
+    background_runs = BackgroundRuns(db)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(providers.load)
         async with anyio.create_task_group() as background:
             background.start_soon(HoldKeeper(db).run)
+            # Background responses run in this task group, not in the request that made them.
+            background_runs.attach(background)
+            background.start_soon(background_runs.run)
             yield
             background.cancel_scope.cancel()
         db.dispose()
@@ -109,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.metrics = Metrics()
     app.state.providers = providers
+    app.state.background_runs = background_runs
 
     install_error_handlers(app)
     install_openapi(app)

@@ -128,6 +128,19 @@ class Settings(BaseSettings):
         description="A streamed answer whose client reads nothing for this long is closed and "
         "billed for what was produced.",
     )
+    background_heartbeat_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="How often a process says its background responses are still running; one "
+        "not heard of for three of these is failed and its hold released (its process died).",
+    )
+    background_events_retention_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="How long a background response's events stay replayable "
+        "(GET /v1/responses/{id}?stream=true) after they were produced, once it has ended.",
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for /metrics; unset: /metrics answers loopback clients only.",

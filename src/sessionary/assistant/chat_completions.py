@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,23 +30,30 @@ from sessionary.assistant.chat_payloads import completion_object, finish_reason
 from sessionary.assistant.chat_schemas import ChatCompletionRequest
 from sessionary.assistant.chat_streaming import stream_chat
 from sessionary.assistant.prompts import system_prompt_for
+from sessionary.assistant.turn_billing import (
+    TurnAnswer,
+    TurnStream,
+    stream_with_hold,
+    worst_input_tokens,
+)
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.service import ChatKitService
-from sessionary.conversations.service import ConversationService, NewMessage
+from sessionary.conversations.completions import CompletionService
+from sessionary.conversations.service import NewMessage
 from sessionary.external.service import ExternalUserService
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
+from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage, ChatRequest, FunctionCall, Usage
-from sessionary.providers.container import Providers, is_local
+from sessionary.providers.container import Providers
 from sessionary.settings.files import FileInputSettings
 
 log = structlog.get_logger("sessionary.assistant")
 
 ROUTE = "/v1/chat/completions"
-SESSION_KIND = "chat_completion"
 
 
 @dataclass
@@ -72,22 +78,6 @@ class ChatTurn:
     @property
     def store(self) -> bool:
         return bool(self.body.store)
-
-
-@dataclass
-class ChatAnswer:
-    payload: dict[str, Any]
-    settlement: Settlement
-
-
-@dataclass
-class ChatStream:
-    """The chunks, and the hold and balance the answer's headers announce."""
-
-    events: AsyncIterator[bytes]
-    reserved_micro: int
-    remaining_micro: int
-    write_timeout_seconds: float
 
 
 def _refuse_overrides(
@@ -160,7 +150,7 @@ class ChatCompletions:
 
     async def complete(
         self, caller: Principal, body: ChatCompletionRequest
-    ) -> ChatAnswer | ChatStream:
+    ) -> TurnAnswer | TurnStream:
         """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
 
         def plan() -> ChatTurn:
@@ -172,17 +162,7 @@ class ChatCompletions:
         meter = await self.reserve(turn)
         if not body.stream:
             return await self.run(turn, meter)
-        try:
-            remaining = await meter.remaining()
-        except BaseException:
-            await meter.release()
-            raise
-        return ChatStream(
-            stream_chat(self, turn, meter),
-            reserved_micro=meter.reservation.amount_micro,
-            remaining_micro=remaining,
-            write_timeout_seconds=self.database.settings.stream_write_timeout_seconds,
-        )
+        return await stream_with_hold(self.database, meter, stream_chat(self, turn, meter))
 
     # Fitting and reserving
 
@@ -214,18 +194,8 @@ class ChatCompletions:
         turn.max_output_tokens = min(wanted, chat.context_window - tokens)
 
     def worst_input_tokens(self, turn: ChatTurn) -> int:
-        """Exact for the local model; for a remote one, whose tokenizer is not here, the UTF-8
-        bytes (a byte-level token covers at least one byte), as for every assistant turn."""
-        if is_local(self.providers.chat()):
-            return turn.input_tokens
         messages = [*turn.messages, *self._tools_message(turn)]
-        ceiling = sum(
-            len(m.text.encode("utf-8"))
-            + sum(len(c.arguments.encode("utf-8")) + len(c.name) + 16 for c in m.calls)
-            + 8
-            for m in messages
-        )
-        return max(turn.input_tokens, ceiling)
+        return worst_input_tokens(self.providers.chat(), turn.input_tokens, messages)
 
     def cost(self, turn: ChatTurn, usage: Usage) -> int:
         return self.pricing.assistant_turn(turn.model, usage.input_tokens, usage.output_tokens)
@@ -253,7 +223,7 @@ class ChatCompletions:
             frequency_penalty=body.frequency_penalty,
         )
 
-    async def run(self, turn: ChatTurn, meter: Meter) -> ChatAnswer:
+    async def run(self, turn: ChatTurn, meter: Meter) -> TurnAnswer:
         """The non-streamed turn; the hold is settled or released before returning."""
         try:
             result = await self.providers.chat().generate(self.chat_request(turn))
@@ -265,7 +235,7 @@ class ChatCompletions:
         payload, settlement = await self.commit(
             turn, meter, result.text, calls, reason, result.usage
         )
-        return ChatAnswer(payload, settlement)
+        return TurnAnswer(payload, settlement)
 
     # Recording
 
@@ -304,22 +274,20 @@ class ChatCompletions:
         if session_id is not None:
             reply = ChatMessage("assistant", text, calls=calls)
             try:
-                await anyio.to_thread.run_sync(lambda: self._store(turn, session_id, reply))
+                await anyio.to_thread.run_sync(lambda: self._store(turn, payload, reply))
             except Exception:  # paid for and delivered all the same; the log says why not stored
                 log.exception("chat_completion_not_stored", completion_id=turn.completion_id)
                 payload.pop("session_id")
         return payload, settlement
 
-    def _store(self, turn: ChatTurn, session_id: str, reply: ChatMessage) -> None:
+    def _store(self, turn: ChatTurn, payload: dict[str, Any], reply: ChatMessage) -> None:
+        answer = NewMessage("assistant", record_parts(reply), reply.text)
         with self.database.session() as db:
-            conversations = ConversationService(db)
-            conversation = conversations.create_session(
+            CompletionService(db).record(
                 turn.caller,
-                kind=SESSION_KIND,
-                metadata=turn.body.metadata,
-                session_id=session_id,
-            )
-            answer = NewMessage("assistant", record_parts(reply), reply.text)
-            conversations.record_turn(
-                conversation, turn.completion_id, turn.inputs.records, [answer]
+                payload,
+                session_id=payload["session_id"],
+                metadata=check_metadata(turn.body.metadata),  # checked when planned
+                inputs=turn.inputs.records,
+                replies=[answer],
             )

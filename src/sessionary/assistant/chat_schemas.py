@@ -62,3 +62,11 @@ class ChatCompletionRequest(BaseModel):
     moderation: Any = None
     prompt_cache_retention: str | None = Field(default=None, max_length=32)
     prompt_cache_options: Any = None
+
+
+class ChatCompletionUpdate(BaseModel):
+    """`POST /v1/chat/completions/{id}`: a stored completion's new metadata (null clears it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: Any

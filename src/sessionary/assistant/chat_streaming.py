@@ -11,11 +11,9 @@ up stops the generation and pays for what was produced, never more than the hold
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import structlog
 
 from sessionary.assistant.chat_payloads import (
@@ -24,11 +22,11 @@ from sessionary.assistant.chat_payloads import (
     finish_reason,
     tool_call_object,
 )
+from sessionary.assistant.turn_billing import settle_partial as settle_turn_partial
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.kit.errors import ApiError, error_type
-from sessionary.providers.base import CallDelta, StreamDone, TextDelta, Usage
-from sessionary.providers.container import is_local
+from sessionary.providers.base import CallDelta, StreamDone, TextDelta
 
 if TYPE_CHECKING:  # the service builds the stream; the stream calls back into it
     from sessionary.assistant.chat_completions import ChatCompletions, ChatTurn
@@ -115,29 +113,16 @@ async def stream_chat(
             await settle_partial(service, turn, meter, produced, started)
 
 
-def produced_tokens(service: ChatCompletions, produced: list[str]) -> int:
-    """Output tokens of an interrupted stream: the local model streams one token a delta; a
-    remote one may pack several in a delta, so count at least a token per four characters."""
-    if is_local(service.providers.chat()):
-        return len(produced)
-    return max(len(produced), math.ceil(sum(len(p) for p in produced) / 4))
-
-
 async def settle_partial(
     service: ChatCompletions, turn: ChatTurn, meter: Meter, produced: list[str], started: bool
 ) -> Settlement | None:
-    """Bill an interrupted turn: its prompt and the deltas produced once the model was called
-    (never more than the hold); release the hold when the model was never called."""
-    settlement: Settlement | None = None
-    with anyio.CancelScope(shield=True):
-        if meter.settlement is not None:  # settled already (the hang-up came during commit)
-            return None
-        if not started:
-            await meter.release()
-            return None
-        usage = Usage(turn.input_tokens, produced_tokens(service, produced))
-        charge = min(service.cost(turn, usage), meter.reservation.amount_micro)
-        settlement = await meter.settle(
-            charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.completion_id
-        )
-    return settlement
+    return await settle_turn_partial(
+        meter,
+        service.providers.chat(),
+        started=started,
+        produced=produced,
+        input_tokens=turn.input_tokens,
+        price=lambda usage: service.cost(turn, usage),
+        model=turn.model,
+        subject_id=turn.completion_id,
+    )

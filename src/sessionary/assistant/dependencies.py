@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from sessionary.assistant.background import BackgroundRuns
 from sessionary.assistant.chat_completions import ChatCompletions
 from sessionary.assistant.service import AssistantService
 from sessionary.billing.pricing import Pricing
@@ -13,9 +14,17 @@ from sessionary.billing.pricing import Pricing
 
 async def get_assistant_service(request: Request) -> AssistantService:
     state = request.app.state
-    return AssistantService(state.db, state.providers, Pricing(state.settings.pricing))
+    return AssistantService(
+        state.db, state.providers, Pricing(state.settings.pricing), state.background_runs
+    )
 
 
+def get_background_runs(request: Request) -> BackgroundRuns:
+    runs: BackgroundRuns = request.app.state.background_runs
+    return runs
+
+
+AppBackgroundRuns = Annotated[BackgroundRuns, Depends(get_background_runs)]
 AppAssistant = Annotated[AssistantService, Depends(get_assistant_service)]
 
 

@@ -119,7 +119,7 @@ def response_object(
         "object": "response",
         "created_at": created_at,
         "status": status,
-        "background": False,
+        "background": bool(request.background),
         "completed_at": created_at if status == "completed" else None,
         "conversation": {"id": session_id},
         "session_id": session_id,

@@ -1,15 +1,15 @@
-"""OpenAI's Responses API over the same sessions: create, retrieve, delete, input items."""
+"""OpenAI's Responses API over the same sessions: create, retrieve, delete, input items; and
+for background responses, cancel and a resumable stream."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from sessionary.accounts.principal import SessionCaller, UserCaller
-from sessionary.assistant.answers import turn_response
-from sessionary.assistant.dependencies import AppAssistant
+from sessionary.assistant.answers import event_stream, turn_response
+from sessionary.assistant.dependencies import AppAssistant, AppBackgroundRuns
 from sessionary.assistant.schemas import ResponsesRequest
 from sessionary.conversations.faces import response_item
 from sessionary.conversations.service import ConversationService, check_id
@@ -49,13 +49,32 @@ async def create_response(
     return turn_response(outcome)
 
 
-@router.get("/responses/{response_id}", summary="Retrieve a stored response")
-def retrieve_response(
-    response_id: ObjectId, caller: SessionCaller, db: DbSession
+@router.get("/responses/{response_id}", summary="Retrieve a stored response, or stream it again")
+async def retrieve_response(
+    response_id: ObjectId,
+    caller: SessionCaller,
+    runs: AppBackgroundRuns,
+    stream: Annotated[
+        bool, Query(description="Replay a background response's events, then follow it.")
+    ] = False,
+    starting_after: Annotated[
+        int | None,
+        Query(ge=0, le=2**31 - 1, description="With stream: replay the events after this one."),
+    ] = None,
+) -> Any:
+    if stream:
+        after = -1 if starting_after is None else starting_after
+        return event_stream(await runs.replay_of(caller, response_id, after), runs.write_timeout)
+    if starting_after is not None:
+        raise InvalidRequest("starting_after applies with stream=true.", param="starting_after")
+    return await runs.read(caller, response_id)
+
+
+@router.post("/responses/{response_id}/cancel", summary="Cancel a background response")
+async def cancel_response(
+    response_id: ObjectId, caller: SessionCaller, runs: AppBackgroundRuns
 ) -> dict[str, Any]:
-    row = ConversationService(db).owned_response(caller, response_id)
-    payload: dict[str, Any] = json.loads(row.payload_json)
-    return payload
+    return await runs.cancel(caller, response_id)
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")

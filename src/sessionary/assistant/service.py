@@ -9,9 +9,7 @@ releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import structlog
@@ -30,10 +28,17 @@ from sessionary.assistant.payloads import (
 )
 from sessionary.assistant.schemas import EnhanceRequest, TurnRequest
 from sessionary.assistant.streaming import stream_turn
+from sessionary.assistant.turn_billing import (
+    TurnAnswer,
+    TurnStream,
+    stream_with_hold,
+    worst_input_tokens,
+)
 from sessionary.assistant.turns import Turn, plan_turn
 from sessionary.billing.ledger import Owner, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
+from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
 from sessionary.kit.db import Database
@@ -48,30 +53,12 @@ from sessionary.providers.base import (
     ImageRequest,
     Usage,
 )
-from sessionary.providers.container import Providers, is_local
+from sessionary.providers.container import Providers
+
+if TYPE_CHECKING:  # the runner calls back into the service
+    from sessionary.assistant.background import BackgroundRuns, TurnQueued
 
 log = structlog.get_logger("sessionary.assistant")
-
-
-@dataclass
-class TurnAnswer:
-    """A finished turn: its Responses payload and what it cost."""
-
-    payload: dict[str, Any]
-    settlement: Settlement
-
-
-@dataclass
-class TurnStream:
-    """A turn being streamed: the events, and the hold the answer's headers announce.
-
-    The charge is known only at the end: the final event's response carries `credits`.
-    """
-
-    events: AsyncIterator[bytes]
-    reserved_micro: int
-    remaining_micro: int
-    write_timeout_seconds: float
 
 
 def tools_read(turn: Turn) -> str:
@@ -95,10 +82,17 @@ def call_item(call: FunctionCall, status: str = "completed") -> dict[str, Any]:
 
 
 class AssistantService:
-    def __init__(self, database: Database, providers: Providers, pricing: Pricing) -> None:
+    def __init__(
+        self,
+        database: Database,
+        providers: Providers,
+        pricing: Pricing,
+        background: BackgroundRuns | None = None,
+    ) -> None:
         self.database = database
         self.providers = providers
         self.pricing = pricing
+        self.background = background  # this process's runner of background responses
 
     # The verbs routes call
 
@@ -111,8 +105,9 @@ class AssistantService:
         session_id: str | None,
         session_kind: str,
         default_truncation: str,
-    ) -> TurnAnswer | TurnStream:
-        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
+    ) -> TurnAnswer | TurnStream | TurnQueued:
+        """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream;
+        a background turn is queued here and runs in the server (background.py)."""
 
         def plan() -> Turn:
             with self.database.session(write=False) as db:
@@ -131,19 +126,11 @@ class AssistantService:
         turn = await anyio.to_thread.run_sync(plan)
         await self.fit(turn, self.database.settings.default_max_output_tokens)
         meter = await self.reserve(turn)
+        if request.background and self.background is not None:
+            return await self.background.queue(self, turn, meter)
         if not request.stream:
             return TurnAnswer(*await self.run(turn, meter))
-        try:
-            remaining = await meter.remaining()
-        except BaseException:
-            await meter.release()
-            raise
-        return TurnStream(
-            stream_turn(self, turn, meter),
-            reserved_micro=meter.reservation.amount_micro,
-            remaining_micro=remaining,
-            write_timeout_seconds=self.database.settings.stream_write_timeout_seconds,
-        )
+        return await stream_with_hold(self.database, meter, stream_turn(self, turn, meter))
 
     async def enhance(self, caller: Principal, body: EnhanceRequest) -> tuple[str, Settlement]:
         """Rewrite a message at the fixed enhance price, released if the model fails."""
@@ -225,14 +212,10 @@ class AssistantService:
         return micro
 
     def worst_input_tokens(self, turn: Turn) -> int:
-        """The prompt's tokens as a ceiling: exact for the local model (its own tokenizer); for a
-        remote one, whose tokenizer is not here, the UTF-8 bytes (a byte-level token covers at
-        least one byte), so a prompt in any script cannot cost more than its hold."""
-        if is_local(self.providers.chat()):
-            return turn.input_tokens
-        ceiling = sum(len(m.text.encode("utf-8")) + 8 for m in turn.messages())
-        ceiling += len(tools_read(turn).encode("utf-8"))
-        return max(turn.input_tokens, ceiling)
+        definitions = turn.tools.definitions_text()
+        return worst_input_tokens(
+            self.providers.chat(), turn.input_tokens, turn.messages(), definitions
+        )
 
     async def reserve(self, turn: Turn) -> Meter:
         images = 1 if turn.image or turn.tools.image_offered else 0
@@ -242,7 +225,7 @@ class AssistantService:
 
     # Calling the provider
 
-    def chat_request(self, turn: Turn, *, offer_tools: bool = True) -> ChatRequest:
+    def chat_request(self, turn: Turn) -> ChatRequest:
         plan = turn.tools
         return ChatRequest(
             turn.messages(),
@@ -250,7 +233,7 @@ class AssistantService:
             temperature=turn.temperature,
             top_p=turn.request.top_p,
             json_schema=turn.json_schema,
-            tools=plan.image_offered if offer_tools else (),
+            tools=plan.image_offered,
             functions=plan.functions if plan.choice.mode != "none" else (),
             tool_choice=plan.choice,
             parallel_tool_calls=plan.max_calls != 1,
@@ -405,18 +388,20 @@ class AssistantService:
                     NewMessage("assistant", [call], f"{item['name']}({item['arguments']})")
                 )
         input_ids = conversations.record_turn(conversation, turn.response_id, turn.inputs, replies)
-        conversations.store_response(
-            StoredResponse(
-                id=turn.response_id,
-                session_id=conversation.id,
-                account_id=turn.caller.account_id,
-                external_user_id=turn.caller.external_user_id,
-                previous_response_id=turn.previous_response_id,
-                model=turn.model,
-                status=payload["status"],
-                payload_json=json.dumps(payload),
-                input_message_ids=json.dumps(input_ids),
-                has_image=any(i["type"] == "image_generation_call" for i in output),
-                created_at=utcnow(),
-            )
+        row = StoredResponse(
+            id=turn.response_id,
+            session_id=conversation.id,
+            account_id=turn.caller.account_id,
+            external_user_id=turn.caller.external_user_id,
+            previous_response_id=turn.previous_response_id,
+            model=turn.model,
+            status=payload["status"],
+            payload_json=json.dumps(payload),
+            input_message_ids=json.dumps(input_ids),
+            has_image=any(i["type"] == "image_generation_call" for i in output),
+            created_at=utcnow(),
         )
+        if turn.request.background:  # stored when queued: it gets its final state
+            BackgroundResponses(conversations.store.db).finish(row)
+        else:
+            conversations.store_response(row)

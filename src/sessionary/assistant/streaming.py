@@ -10,22 +10,20 @@ generation and pays for what was produced.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import anyio
 import structlog
 
 from sessionary.assistant.stream_items import EventWriter, StreamedOutput
+from sessionary.assistant.turn_billing import settle_partial
 from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.money import credits_number
 from sessionary.kit.errors import ApiError
 from sessionary.kit.ids import new_id
-from sessionary.providers.base import CallDelta, StreamDone, TextDelta, Usage
-from sessionary.providers.container import is_local
+from sessionary.providers.base import CallDelta, StreamDone, TextDelta
 
 if TYPE_CHECKING:  # the service builds the stream; the stream calls back into it
     from sessionary.assistant.service import AssistantService
@@ -141,30 +139,16 @@ async def _image_events(
     yield event("response.completed", response=payload)
 
 
-def produced_tokens(service: AssistantService, produced: list[str]) -> int:
-    """Output tokens of an interrupted stream: the local model streams one token a delta; a
-    remote one may pack several in a delta, so count at least a token per four characters."""
-    if is_local(service.providers.chat()):
-        return len(produced)
-    return max(len(produced), math.ceil(sum(len(p) for p in produced) / 4))
-
-
 async def _settle_partial(
     service: AssistantService, turn: Turn, meter: Meter, produced: list[str], started: bool
 ) -> Settlement | None:
-    """Bill an interrupted turn: its prompt and the deltas produced once the model was called
-    (never more than the hold); release the hold when the model was never called."""
-    settlement: Settlement | None = None
-    with anyio.CancelScope(shield=True):
-        if meter.settlement is not None:  # settled already (the hang-up came during commit)
-            return None
-        if not started:
-            await meter.release()
-            return None
-        usage = Usage(turn.input_tokens, produced_tokens(service, produced))
-        # Never more than the hold: it was the agreed worst case (max_output_tokens).
-        charge = min(service.cost(turn, usage, 0), meter.reservation.amount_micro)
-        settlement = await meter.settle(
-            charge, model=turn.model, usage={"cancelled": True}, subject_id=turn.response_id
-        )
-    return settlement
+    return await settle_partial(
+        meter,
+        service.providers.chat(),
+        started=started,
+        produced=produced,
+        input_tokens=turn.input_tokens,
+        price=lambda usage: service.cost(turn, usage, 0),
+        model=turn.model,
+        subject_id=turn.response_id,
+    )

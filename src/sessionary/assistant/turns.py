@@ -134,6 +134,25 @@ def refuse_unhonoured(request: TurnRequest) -> None:
         raise InvalidRequest(refused[1], param=refused[0], code="unsupported_parameter")
 
 
+BACKGROUND_ROUTE = "/v1/responses"
+
+
+def _check_background(request: TurnRequest, route: str) -> None:
+    """Background turns are the Responses API's, and are stored (they are read back by id)."""
+    if not request.background:
+        return
+    if route != BACKGROUND_ROUTE:
+        raise InvalidRequest(
+            "Background responses are made with POST /v1/responses.", param="background"
+        )
+    if not request.store:
+        raise InvalidRequest(
+            "background=true needs store=true: a background response is read back by its id.",
+            param="background",
+            code="background_requires_store",
+        )
+
+
 def plan_turn(
     db: Session,
     providers: Providers,
@@ -147,8 +166,7 @@ def plan_turn(
     files: FileInputSettings,
 ) -> Turn:
     """The turn's conversation, history, prompt and model; 400 / 403 / 404 before any charge."""
-    if request.background:
-        raise InvalidRequest("Background responses are not supported.", param="background")
+    _check_background(request, route)
     check_metadata(request.metadata)
     refuse_unhonoured(request)
     tools = plan_tools(request)
@@ -165,6 +183,13 @@ def plan_turn(
         conversation = conversations.owned_session(caller, session_id, "session_id")
     if previous is not None:
         stored = conversations.owned_response(caller, check_id(previous, "previous_response_id"))
+        if stored.status in ("queued", "in_progress"):
+            raise InvalidRequest(
+                f"The response '{previous}' is still {stored.status}; continue from it once it "
+                "has ended.",
+                param="previous_response_id",
+                code="response_in_progress",
+            )
         if conversation is not None and stored.session_id != conversation.id:
             raise InvalidRequest(
                 "previous_response_id belongs to another session.",

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from sessionary import __version__
 from sessionary.console.limits import SignInLimiter
+from sessionary.console.schemas import SessionForm, SignInForm
 from sessionary.console.service import COOKIE, SESSION_TTL, ConsoleService, Opened, csrf_token
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import ApiError, Forbidden, InvalidRequest
@@ -114,7 +115,7 @@ def sign_in_form(request: Request) -> Response:
 @router.post("/sign-in")
 def sign_in(request: Request, db: DbSession, form: Form) -> Response:
     same_origin(request)
-    key = form.get("api_key", "").strip()
+    key = SignInForm.model_validate(form).api_key
     if not key:
         return sign_in_page(request, "Enter an account API key.", 400)
     return _attempt(request, lambda: ConsoleService(db).sign_in(key))
@@ -128,17 +129,18 @@ def sign_in_with_link(token: str, request: Request, db: DbSession) -> Response:
     return _attempt(request, lambda: ConsoleService(db).redeem_link(token))
 
 
-def _checked_session(request: Request, db: Any, form: dict[str, str]) -> str:
+def _checked_session(request: Request, form: dict[str, str]) -> tuple[str, SessionForm]:
     same_origin(request)
     token = request.cookies.get(COOKIE, "")
-    if not token or form.get("csrf_token") != csrf_token(token):
+    fields = SessionForm.model_validate(form)
+    if not token or fields.csrf_token != csrf_token(token):
         raise Forbidden("Missing or wrong CSRF token.", code="csrf_failed")
-    return token
+    return token, fields
 
 
 @router.post("/sign-out")
 def sign_out(request: Request, db: DbSession, form: Form) -> Response:
-    token = _checked_session(request, db, form)
+    token, _ = _checked_session(request, form)
     ConsoleService(db).sign_out(token)
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
@@ -147,9 +149,9 @@ def sign_out(request: Request, db: DbSession, form: Form) -> Response:
 
 @router.post("/account")
 def switch_account(request: Request, db: DbSession, form: Form) -> Response:
-    token = _checked_session(request, db, form)
-    ConsoleService(db).switch_account(token, form.get("account_id", ""))
-    return RedirectResponse(form.get("next_page") or "/console", status_code=303)
+    token, fields = _checked_session(request, form)
+    ConsoleService(db).switch_account(token, fields.account_id)
+    return RedirectResponse(fields.next_page, status_code=303)
 
 
 def page(request: Request, db: Any, slug: str) -> Response:

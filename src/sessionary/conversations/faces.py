@@ -9,6 +9,8 @@ from typing import Any
 from sessionary.conversations.models import ConversationMessage, ConversationSession
 from sessionary.kit.metadata import load
 
+TEXT_PARTS = ("input_text", "output_text")
+
 
 def unix(when: Any) -> int:
     return int(when.timestamp())
@@ -187,3 +189,31 @@ def chatkit_item(
         "attachments": [],
         "inference_options": None,
     }
+
+
+def chat_message_object(message: ConversationMessage) -> dict[str, Any]:
+    """A stored message as chat completions list it (`ChatCompletionStoreMessage`): text as
+    `content`, images as `content_parts` beside it, calls as `tool_calls`."""
+    parts = json.loads(message.content_json)
+    item: dict[str, Any] = {"id": message.id, "role": message.role, "name": None}
+    output = tool_item(message)
+    if output is not None and output["type"] == "function_call_output":
+        return {**item, "content": output_text(output), "tool_call_id": output["call_id"]}
+    text = "".join(p.get("text", "") for p in parts if p.get("type") in TEXT_PARTS)
+    calls = [p for p in parts if p.get("type") == "function_call"]
+    images = [p["image_url"] for p in parts if p.get("type") == "input_image"]
+    item["content"] = text if text or not calls else None
+    item["content_parts"] = None
+    if images:
+        item["content_parts"] = [{"type": "text", "text": text}] if text else []
+        item["content_parts"] += [{"type": "image_url", "image_url": {"url": u}} for u in images]
+    if calls:
+        item["tool_calls"] = [
+            {
+                "id": call["call_id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call["arguments"]},
+            }
+            for call in calls
+        ]
+    return item

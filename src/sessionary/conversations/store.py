@@ -1,8 +1,9 @@
-"""SQL for sessions, messages and stored responses.
+"""SQL for sessions, messages, stored responses and stored chat completions.
 
 Lists are scoped to their owner in SQL; a session or response is fetched by id and its owner
-checked by the service (403 for another's). Messages are read through their session, once the
-service has checked that session.
+checked by the service (403 for another's). A stored completion is fetched within its owner's
+reach in SQL, as OpenAI answers another's with 404. Messages are read through their session,
+once the service has checked that session.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlalchemy import Select, delete, select
 from sessionary.conversations.models import (
     ConversationMessage,
     ConversationSession,
+    StoredCompletion,
+    StoredCompletionTag,
     StoredResponse,
 )
 from sessionary.kit.pagination import PageParams
@@ -128,3 +131,60 @@ class ConversationStore(Store):
             .order_by(StoredResponse.id.desc())
             .limit(1)
         ).first()
+
+    # Chat completions
+
+    def add_completion(self, row: StoredCompletion) -> None:
+        insert_rows(self.db, [row])
+
+    @staticmethod
+    def _completions_of(scope: Scope) -> Select[Any]:
+        """The completions an owner reaches whose session still lives: an account reaches its
+        users' too, an external user only its own."""
+        query = (
+            select(StoredCompletion)
+            .join(ConversationSession, ConversationSession.id == StoredCompletion.session_id)
+            .where(ConversationSession.deleted_at.is_(None))
+            .where(StoredCompletion.account_id == scope.account_id)
+        )
+        if scope.external_user_id is not None:
+            query = query.where(StoredCompletion.external_user_id == scope.external_user_id)
+        return query
+
+    def reachable_completion(self, scope: Scope, completion_id: str) -> StoredCompletion | None:
+        query = self._completions_of(scope).where(StoredCompletion.id == completion_id)
+        return self.db.scalars(query).first()
+
+    def page_completions(
+        self, scope: Scope, params: PageParams, *, model: str | None, metadata: dict[str, str]
+    ) -> tuple[list[StoredCompletion], bool]:
+        """A page of one owner's own completions (not its users'), filtered in SQL."""
+        query = self._completions_of(scope)
+        if scope.external_user_id is None:
+            query = query.where(StoredCompletion.external_user_id.is_(None))
+        if model is not None:
+            query = query.where(StoredCompletion.model == model)
+        for key, value in metadata.items():
+            tagged = select(StoredCompletionTag.completion_id).where(
+                StoredCompletionTag.key == key, StoredCompletionTag.value == value
+            )
+            query = query.where(StoredCompletion.id.in_(tagged))
+        return page(self.db, query, StoredCompletion.id, params)
+
+    def set_completion_tags(self, completion_id: str, metadata: dict[str, str]) -> None:
+        self.db.execute(
+            delete(StoredCompletionTag).where(StoredCompletionTag.completion_id == completion_id)
+        )
+        insert_rows(
+            self.db,
+            [
+                StoredCompletionTag(completion_id=completion_id, key=k, value=v)
+                for k, v in metadata.items()
+            ],
+        )
+
+    def delete_completion(self, completion_id: str) -> None:
+        self.db.execute(
+            delete(StoredCompletionTag).where(StoredCompletionTag.completion_id == completion_id)
+        )
+        self.db.execute(delete(StoredCompletion).where(StoredCompletion.id == completion_id))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from sessionary.kit.errors import InvalidRequest
@@ -10,6 +12,7 @@ from sessionary.kit.errors import InvalidRequest
 MAX_PAIRS = 16
 MAX_KEY = 64
 MAX_VALUE = 512
+_FILTER_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 
 def check_metadata(value: Any, param: str = "metadata") -> dict[str, str] | None:
@@ -36,3 +39,10 @@ def dump(value: Any) -> str | None:
 
 def load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def metadata_filter(query: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The `metadata[key]=value` pairs of a list's query string (how OpenAI's SDKs send a
+    metadata filter), checked like metadata."""
+    pairs = {m.group(1): value for key, value in query if (m := _FILTER_KEY.match(key))}
+    return check_metadata(pairs) or {}

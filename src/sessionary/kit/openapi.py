@@ -30,7 +30,12 @@ ERRORS = {
 }
 PUBLIC = frozenset({"/healthz", "/readyz", "/users/verify_token"})
 STREAMING = frozenset(
-    {"/v1/assistant/completion", "/v1/responses", "/v1/external_users/assistant/completion"}
+    {
+        "/v1/assistant/completion",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/external_users/assistant/completion",
+    }
 )
 
 

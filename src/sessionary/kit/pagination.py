@@ -34,6 +34,18 @@ def page_params(
 Page = Annotated[PageParams, Depends(page_params)]
 
 
+def ascending_page_params(
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    order: Order = "asc",
+) -> PageParams:
+    return PageParams(after=after, limit=limit, order=order)
+
+
+# The lists OpenAI pages forward only, oldest first unless asked (stored chat completions).
+AscendingPage = Annotated[PageParams, Depends(ascending_page_params)]
+
+
 def travels_backwards(params: PageParams) -> bool:
     """A page asked for with `before` alone is the `limit` items just before that cursor (the
     previous page); with `after` too it starts right after `after`, as the SDKs' auto-pagination
