@@ -19,7 +19,7 @@ async def get_assistant_service(request: Request) -> AssistantService:
     )
 
 
-def get_background_runs(request: Request) -> BackgroundRuns:
+async def get_background_runs(request: Request) -> BackgroundRuns:
     runs: BackgroundRuns = request.app.state.background_runs
     return runs
 
