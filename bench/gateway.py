@@ -5,12 +5,18 @@ model's own time does not drown the overhead. Measured side by side, at concurre
 the stub directly; Sessionary's `/v1/responses`, `/v1/chat/completions` and
 `/v1/assistant/completion` in front of it
 (auth, ledger and storage on) on SQLite and on PostgreSQL; and the LiteLLM proxy in front of the
-same stub. Each server process gets one worker; load comes from one asyncio client on loopback.
+same stub. Each server runs with one worker process, and again with two (Sessionary's
+`/v1/responses` and the LiteLLM proxy); load comes from one asyncio client on loopback.
+
+CPU per request is the CPU time (user + system) of the server's whole process group during a
+load run divided by the requests it answered: work moved to another thread or process still
+counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import statistics
@@ -72,8 +78,29 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, 9)
 
 
+def group_cpu_seconds(group: int | None) -> float:
+    """User + system CPU seconds of every live process in a process group (Linux /proc)."""
+    if group is None:
+        return math.nan
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp; utime and stime follow at 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 async def _load(
-    url: str, body: Callable[[int], dict[str, Any]], headers: dict[str, str], level: int, total: int
+    url: str,
+    body: Callable[[int], dict[str, Any]],
+    headers: dict[str, str],
+    group: int | None,
+    level: int,
+    total: int,
 ) -> dict[str, float]:
     latencies: list[float] = []
     failures = 0
@@ -89,14 +116,15 @@ async def _load(
                 latencies.append(time.perf_counter() - started)
                 failures += answer.status_code >= 400
 
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), group_cpu_seconds(group)
         await asyncio.gather(*(worker() for _ in range(level)))
-        wall = time.perf_counter() - began
+        wall, cpu = time.perf_counter() - began, group_cpu_seconds(group) - cpu
     ordered = sorted(latencies)
     return {
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
         "rps": len(ordered) / wall,
+        "cpu_ms": cpu / len(ordered) * 1000,
         "failures": failures,
     }
 
@@ -105,6 +133,7 @@ class Target(NamedTuple):
     url: str
     body: Callable[[int], dict[str, Any]]
     headers: dict[str, str]
+    group: int | None = None  # the server's process group, for its CPU time
 
 
 def measure_all(
@@ -134,9 +163,16 @@ def measure_all(
 
 
 def sessionary(
-    stub: str, work: Path, database_url: str | None, total: int, stack: ExitStack
+    stub: str,
+    work: Path,
+    database_url: str | None,
+    total: int,
+    stack: ExitStack,
+    workers: int = 1,
+    key: str | None = None,
 ) -> dict[str, Target]:
-    """A Sessionary server (stopped with `stack`) and its three turn routes as targets."""
+    """A Sessionary server (stopped with `stack`) and its three turn routes as targets. `key`:
+    the account key of an earlier server on the same database (whose `init` made it)."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -156,8 +192,15 @@ def sessionary(
         env["SESSIONARY_DATABASE_URL"] = database_url
     cli = [sys.executable, "-m", "sessionary"]
     init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
-    key = next(line for line in init.stdout.splitlines() if line.startswith("sk_sy_"))
-    server = start([*cli, "serve"], env, f"http://127.0.0.1:{port}/readyz", work / "server.log")
+    key = next((line for line in init.stdout.splitlines() if line.startswith("sk_sy_")), key)
+    if key is None:
+        raise RuntimeError(f"sessionary init printed no key:\n{init.stdout}{init.stderr}")
+    server = start(
+        [*cli, "serve", "--workers", str(workers)],
+        env,
+        f"http://127.0.0.1:{port}/readyz",
+        work / "server.log",
+    )
     stack.callback(stop, server)
     base = f"http://127.0.0.1:{port}/v1"
     headers = {"Authorization": f"Bearer {key}"}
@@ -167,28 +210,30 @@ def sessionary(
             for _ in range(total + 20)
         ]
     return {
-        "responses": Target(f"{base}/responses", lambda n: {"input": "Hello"}, headers),
+        "responses": Target(f"{base}/responses", lambda n: {"input": "Hello"}, headers, server.pid),
         "chat": Target(
             f"{base}/chat/completions",
             lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
             headers,
+            server.pid,
         ),
         "completion": Target(
             f"{base}/assistant/completion",
             lambda n: {"session_id": sessions[n % len(sessions)], "input": "Hello"},
             headers,
+            server.pid,
         ),
     }
 
 
-def litellm(stub: str, work: Path, stack: ExitStack) -> Target | str:
+def litellm(stub: str, work: Path, stack: ExitStack, workers: int = 1) -> Target | str:
     """LiteLLM's proxy in front of the same stub (stopped with `stack`), or why it could not
     run."""
     failed = own_venv(LITELLM_VENV, [f"litellm[proxy]=={LITELLM_VERSION}", "certifi<=2026.10.18"])
     if failed:
         return failed
     port = free_port()
-    config = work / "litellm.yaml"
+    config = work / f"litellm-{workers}.yaml"
     config.write_text(
         "model_list:\n"
         "  - model_name: gpt-4o-mini\n"
@@ -201,13 +246,16 @@ def litellm(stub: str, work: Path, stack: ExitStack) -> Target | str:
         "litellm_settings:\n"
         "  drop_params: true\n"
     )
-    command = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--port", str(port)]
+    command = [
+        str(LITELLM_VENV / "bin" / "litellm"),
+        *("--config", str(config), "--port", str(port), "--num_workers", str(workers)),
+    ]
     try:
         proxy = start(
             command,
             {"LITELLM_LOG": "ERROR"},
             f"http://127.0.0.1:{port}/health/liveliness",
-            work / "litellm.log",
+            work / f"litellm-{workers}.log",
         )
     except RuntimeError as exc:
         return f"the proxy did not start: {str(exc)[-300:]}"
@@ -216,6 +264,7 @@ def litellm(stub: str, work: Path, stack: ExitStack) -> Target | str:
         f"http://127.0.0.1:{port}/v1/chat/completions",
         lambda n: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
         {"Authorization": "Bearer sk-bench-master"},
+        proxy.pid,
     )
 
 
@@ -224,8 +273,9 @@ def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[st
     for level in LEVELS:
         r, b = result[level], base[level]
         added = r["p50_ms"] - b["p50_ms"]
+        cpu = "" if math.isnan(r["cpu_ms"]) else f", {r['cpu_ms']:.1f} ms CPU"
         cells.append(
-            f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms (+{added:.1f}), {r['rps']:.0f} req/s"
+            f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms (+{added:.1f}), {r['rps']:.0f} req/s{cpu}"
         )
     return f"| {name} | " + " | ".join(cells) + " |"
 
@@ -248,6 +298,25 @@ def headline(
     return (
         text + f"; the LiteLLM proxy adds {theirs:.1f} ms with no database "
         f"(ratio {added / theirs:.2f}) and serves {proxied[16]['rps']:.0f} req/s."
+    )
+
+
+def ratios(got: dict[str, dict[int, dict[str, float]]]) -> str:
+    """Throughput against the LiteLLM proxy with the same number of worker processes."""
+    parts = []
+    for suffix, label in (("", "one worker"), (" x2", "two workers")):
+        theirs = got.get(f"litellm{suffix}")
+        if theirs is None:
+            continue
+        for engine, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+            ours = got[f"{engine} responses{suffix}"]
+            cells = ", ".join(
+                f"{ours[c]['rps'] / theirs[c]['rps']:.2f}x at {c}" for c in LEVELS if c > 1
+            )
+            parts.append(f"{label}, {name}: {cells}")
+    return (
+        "**Throughput of `/v1/responses` over the LiteLLM proxy's**, same number of workers "
+        "(req/s ratio): " + "; ".join(parts) + "."
     )
 
 
@@ -297,12 +366,13 @@ def run(quick: bool) -> str:
         stack.callback(pg.cleanup)  # after the servers using it have stopped
         targets = {
             "direct responses": Target(
-                f"{stub_url}/responses", lambda n: {"model": "stub", "input": "Hello"}, {}
+                f"{stub_url}/responses", lambda n: {"model": "stub", "input": "Hello"}, {}, stub.pid
             ),
             "direct chat": Target(
                 f"{stub_url}/chat/completions",
                 lambda n: {"model": "stub", "messages": [{"role": "user", "content": "Hello"}]},
                 {},
+                stub.pid,
             ),
         }
         for engine, url in (
@@ -311,9 +381,15 @@ def run(quick: bool) -> str:
         ):
             routes = sessionary(stub_url, work / engine, url, total, stack)
             targets |= {f"{engine} {route}": target for route, target in routes.items()}
+            key = routes["responses"].headers["Authorization"].removeprefix("Bearer ")
+            pair = sessionary(stub_url, work / f"{engine}-2", url, total, stack, 2, key)
+            targets[f"{engine} responses x2"] = pair["responses"]
         proxy = litellm(stub_url, work, stack)
+        proxy_pair = litellm(stub_url, work, stack, workers=2)
         if isinstance(proxy, Target):
             targets["litellm"] = proxy
+        if isinstance(proxy_pair, Target):
+            targets["litellm x2"] = proxy_pair
         got = measure_all(targets, total, runs)
     direct_responses, direct_chat = got["direct responses"], got["direct chat"]
     routes = ("responses", "chat", "completion")
@@ -324,8 +400,10 @@ def run(quick: bool) -> str:
     lines = [
         "## Gateway overhead",
         "",
-        f"{total} requests per concurrency level, median of {runs} runs; one server process each,"
-        ' a stub upstream that answers at once. "Added" is the p50 over the stub called directly'
+        f"{total} requests per concurrency level, median of {runs} runs; one server process each"
+        ' (rows marked "2 workers": two), a stub upstream that answers at once. CPU is the'
+        " server's whole process group's CPU time over the requests it answered."
+        ' "Added" is the p50 over the stub called directly'
         " with the API the server calls upstream (Responses for Sessionary, whose provider is set"
         " to the Responses API, on all three of its routes; chat completions for LiteLLM). All"
         " servers"
@@ -360,13 +438,33 @@ def run(quick: bool) -> str:
         "Sessionary /v1/chat/completions (SQLite)": on_sqlite["chat"],
         "Sessionary /v1/assistant/completion (SQLite)": on_sqlite["completion"],
     }
+    lines += [
+        _row(
+            "Sessionary `/v1/responses`, SQLite, 2 workers",
+            got["sqlite responses x2"],
+            direct_responses,
+        ),
+        _row(
+            "Sessionary `/v1/responses`, PostgreSQL, 2 workers",
+            got["postgres responses x2"],
+            direct_responses,
+        ),
+    ]
     if isinstance(proxied, str):
         lines += ["", f"LiteLLM proxy: not measured ({proxied})."]
     else:
         lines.append(_row(f"LiteLLM {LITELLM_VERSION} proxy (master key)", proxied, direct_chat))
         series[f"LiteLLM {LITELLM_VERSION} proxy"] = proxied
+    if isinstance(proxy_pair, str):
+        lines += ["", f"LiteLLM proxy with 2 workers: not measured ({proxy_pair})."]
+    if "litellm x2" in got:
+        lines.append(
+            _row(f"LiteLLM {LITELLM_VERSION} proxy, 2 workers", got["litellm x2"], direct_chat)
+        )
     plot(series, REPO / "docs" / "bench" / "gateway.png")
     lines += ["", headline(on_sqlite["responses"], direct_responses, proxied, direct_chat)]
+    if not isinstance(proxied, str):
+        lines += ["", ratios(got)]
     chat_added = on_sqlite["chat"][1]["p50_ms"] - direct_responses[1]["p50_ms"]
     lines += [
         "",

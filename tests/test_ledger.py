@@ -126,3 +126,39 @@ def test_the_ledger_is_append_only(db: Database, statement: str) -> None:
     with pytest.raises(DBAPIError, match="append-only"), db.session() as session:
         session.execute(text(statement))
     check_invariants(db, ACME)
+
+
+def test_a_settle_writes_the_release_and_the_charge_with_consistent_running_balances(
+    db: Database,
+) -> None:
+    """Settled at once (one balance update, both entries in one insert): the release's running
+    balance is the charge's plus the charge, and each equals the ledger's sum up to it."""
+    with db.session() as session:
+        ledger = Ledger(session)
+        ledger.grant(ACME, 1_000)
+        held = ledger.reserve(ACME, 400)
+        assert ledger.settle(held.id, 150).remaining_micro == 850
+        entries = sorted(ledger.store.entries(ACME.type, ACME.id), key=lambda e: e.kind)
+        release, charge = (next(e for e in entries if e.kind == k) for k in ("release", "charge"))
+        assert (release.amount_micro, release.balance_after_micro) == (400, 1_000)
+        assert (charge.amount_micro, charge.balance_after_micro) == (-150, 850)
+        assert release.reservation_id == charge.reservation_id == held.id
+        assert ledger.settle(held.id, 150).charged_micro == 0  # never charged twice
+    check_invariants(db, ACME)
+
+
+def test_an_expired_hold_is_swept_when_a_spend_would_be_refused(db: Database) -> None:
+    """No sweep runs on a reserve that the balance covers; one the balance refuses sweeps the
+    owner's expired holds first, then tries again (a charge likewise)."""
+    with db.session() as session:
+        ledger = Ledger(session, reservation_ttl=timedelta(seconds=-1))
+        ledger.grant(ACME, 1_000)
+        stranded = ledger.reserve(ACME, 600)
+        other = ledger.reserve(ACME, 300)  # covered: the stranded hold stays as it is
+        assert ledger.store.get_reservation(stranded.id).status == "open"  # type: ignore[union-attr]
+        assert ledger.charge(ACME, 500).remaining_micro == 500  # refused, both swept, charged
+        for hold in (stranded, other):
+            assert ledger.store.get_reservation(hold.id).status == "released"  # type: ignore[union-attr]
+        with pytest.raises(InsufficientCredits):
+            ledger.charge(ACME, 501)  # nothing left to sweep: refused
+    check_invariants(db, ACME)

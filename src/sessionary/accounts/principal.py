@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
+import anyio.to_thread
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.tokens import TokenService
+from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.dependencies import AppDatabase, AppSettings
 from sessionary.kit.errors import Forbidden, Unauthorized
@@ -96,38 +98,43 @@ def identify(db: Session, token: str | None, external_key: str | None) -> Princi
     return Principal(user_key.account_id, user_key.id, external_user_id=user_key.external_user_id)
 
 
-def get_any_principal(request: Request, database: AppDatabase, settings: AppSettings) -> Principal:
-    """Resolved in short sessions of its own, before the route's transaction begins.
+async def get_any_principal(
+    request: Request, database: AppDatabase, settings: AppSettings
+) -> Principal:
+    """Resolved in short sessions of its own, before the route's transaction begins, in one
+    hand-off to a worker thread (the lookups and the occasional `last_used_at` write together).
 
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
-    browser = _browser_session(request.headers)
+    headers, method = request.headers, request.method
+    principal = await anyio.to_thread.run_sync(
+        lambda: _resolve(database, settings, headers, method)
+    )
+    structlog.contextvars.bind_contextvars(
+        account_id=principal.account_id, external_user_id=principal.external_user_id
+    )
+    return principal
+
+
+def _resolve(database: Database, settings: Settings, headers: Headers, method: str) -> Principal:
+    browser = _browser_session(headers)
     if browser is not None:
         cookie_kind, value = browser
         with database.session(write=False) as db:
-            principal = cookie_kind.authenticate(
-                db, value, request.headers.get(CSRF_HEADER), request.method
-            )
-        structlog.contextvars.bind_contextvars(account_id=principal.account_id)
-        return principal
-    token, external_key = _credentials(request.headers)
+            return cookie_kind.authenticate(db, value, headers.get(CSRF_HEADER), method)
+    token, external_key = _credentials(headers)
     kind = bearer_kind_of(token)
     if kind is not None and token is not None:
         # A write: every request with a client secret counts against its rate limit.
         with database.session() as db:
-            principal = kind.authenticate(db, token)
-        structlog.contextvars.bind_contextvars(account_id=principal.account_id)
-        return principal
+            return kind.authenticate(db, token)
     with database.session(write=False) as db:
         principal = identify(db, token, external_key)
     if principal.api_key_id is not None:
         _touch(
             database, principal.api_key_id, timedelta(seconds=settings.key_touch_interval_seconds)
         )
-    structlog.contextvars.bind_contextvars(
-        account_id=principal.account_id, external_user_id=principal.external_user_id
-    )
     return principal
 
 
@@ -150,7 +157,9 @@ def _touch(database: Database, key_id: str, interval: timedelta) -> None:
         log.warning("key_touch_failed", key_id=key_id, exc_info=True)
 
 
-def get_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -> Principal:
+async def get_principal(
+    principal: Annotated[Principal, Depends(get_any_principal)],
+) -> Principal:
     """Account-level callers only: client secrets and external users are refused here."""
     if principal.session_scope is not None:
         raise Forbidden(
@@ -165,7 +174,9 @@ def get_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -
     return principal
 
 
-def get_user_principal(principal: Annotated[Principal, Depends(get_any_principal)]) -> Principal:
+async def get_user_principal(
+    principal: Annotated[Principal, Depends(get_any_principal)],
+) -> Principal:
     """The account or one of its external users; a ChatKit client secret is refused."""
     if principal.session_scope is not None:
         raise Forbidden(

@@ -32,6 +32,15 @@ class IssuedKey:
     plaintext: str
 
 
+@dataclass(frozen=True)
+class KeyCheck:
+    """Who a presented key speaks for: what every request needs of its key, nothing more."""
+
+    id: str
+    account_id: str
+    external_user_id: str | None
+
+
 class AccountService:
     def __init__(self, db: Session) -> None:
         self.store = AccountStore(db)
@@ -128,7 +137,7 @@ class AccountService:
             key.revoked_at = utcnow()
         return key
 
-    def authenticate(self, plaintext: str) -> ApiKey:
+    def authenticate(self, plaintext: str) -> KeyCheck:
         """The live key (an account's or an external user's) behind a presented secret, or 401."""
         key_type = (
             EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
@@ -141,7 +150,7 @@ class AccountService:
             raise Unauthorized("Invalid API key.")
         if key.revoked_at is not None:
             raise Unauthorized("This API key has been revoked.", code="revoked_api_key")
-        return key
+        return KeyCheck(key.id, key.account_id, key.external_user_id)
 
     def touch(self, key_id: str, interval: timedelta) -> None:
         now = utcnow()

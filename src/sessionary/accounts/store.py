@@ -1,13 +1,23 @@
-"""SQL for accounts and API keys."""
+"""SQL for accounts and API keys.
+
+The key lookup runs on every request: it reads the few columns a check needs with a statement
+built once, on the session's connection (a tenth of what loading an ORM row costs).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
 from sessionary.kit.store import Store
+
+_KEYS = cast(Table, ApiKey.__table__)
+_KEY_BY_PREFIX = select(
+    _KEYS.c.id, _KEYS.c.account_id, _KEYS.c.external_user_id, _KEYS.c.key_hash, _KEYS.c.revoked_at
+).where(_KEYS.c.prefix == bindparam("p_prefix"))
 
 
 class AccountStore(Store):
@@ -33,8 +43,9 @@ class AccountStore(Store):
         self.db.flush()
         return key
 
-    def key_by_prefix(self, prefix: str) -> ApiKey | None:
-        return self.db.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    def key_by_prefix(self, prefix: str) -> Any | None:
+        """The key's id, account_id, external_user_id, key_hash and revoked_at (a row), or None."""
+        return self.db.connection().execute(_KEY_BY_PREFIX, {"p_prefix": prefix}).first()
 
     def get_key(self, key_id: str) -> ApiKey | None:
         return self.db.get(ApiKey, key_id)

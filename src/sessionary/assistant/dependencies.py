@@ -12,14 +12,14 @@ from sessionary.assistant.service import AssistantService
 from sessionary.billing.pricing import Pricing
 
 
-def get_assistant_service(request: Request) -> AssistantService:
+async def get_assistant_service(request: Request) -> AssistantService:
     state = request.app.state
     return AssistantService(
         state.db, state.providers, Pricing(state.settings.pricing), state.background_runs
     )
 
 
-def get_background_runs(request: Request) -> BackgroundRuns:
+async def get_background_runs(request: Request) -> BackgroundRuns:
     runs: BackgroundRuns = request.app.state.background_runs
     return runs
 
@@ -28,7 +28,7 @@ AppBackgroundRuns = Annotated[BackgroundRuns, Depends(get_background_runs)]
 AppAssistant = Annotated[AssistantService, Depends(get_assistant_service)]
 
 
-def get_chat_completions(request: Request) -> ChatCompletions:
+async def get_chat_completions(request: Request) -> ChatCompletions:
     state = request.app.state
     return ChatCompletions(state.db, state.providers, Pricing(state.settings.pricing))
 

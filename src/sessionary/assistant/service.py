@@ -358,7 +358,7 @@ class AssistantService:
             conversations = ConversationService(db)
             if not turn.session_exists:
                 conversation = conversations.create_session(
-                    turn.caller, kind=turn.session_kind, session_id=turn.session_id
+                    turn.caller, kind=turn.session_kind, session_id=turn.session_id, deferred=True
                 )
             else:
                 conversation = conversations.owned_session(

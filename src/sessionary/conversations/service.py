@@ -54,7 +54,11 @@ class ConversationService:
         name: str | None = None,
         metadata: dict[str, str] | None = None,
         session_id: str | None = None,
+        deferred: bool = False,
     ) -> ConversationSession:
+        """A new session of the caller's. `deferred`: inserted at the unit of work's next flush
+        rather than now, so a session created and written to in one turn (a first Responses
+        call) is inserted once with its final state instead of inserted and then updated."""
         now = utcnow()
         return self.store.add_session(
             ConversationSession(
@@ -67,7 +71,8 @@ class ConversationService:
                 status="active",
                 created_at=now,
                 updated_at=now,
-            )
+            ),
+            flush=not deferred,
         )
 
     def visible_session(
@@ -161,8 +166,8 @@ class ConversationService:
             )
             for message in messages
         ]
+        conversation.updated_at = now  # before the insert, which flushes a deferred session
         self.store.add_messages(rows)
-        conversation.updated_at = now
         return rows
 
     def record_turn(
@@ -173,8 +178,8 @@ class ConversationService:
         outputs: Sequence[NewMessage],
     ) -> list[str]:
         """Append the turn's messages; returns the ids of its inputs (for input_items)."""
+        conversation.last_response_id = response_id  # before `append` flushes a new session
         rows = self.append(conversation, [*inputs, *outputs], response_id=response_id)
-        conversation.last_response_id = response_id
         return [row.id for row in rows[: len(inputs)]]
 
     def store_response(self, row: StoredResponse) -> None:

@@ -28,7 +28,10 @@ from sessionary.kit.store import Scope, Store, live, page, readable_by
 class ConversationStore(Store):
     # Sessions
 
-    def add_session(self, row: ConversationSession) -> ConversationSession:
+    def add_session(self, row: ConversationSession, *, flush: bool = True) -> ConversationSession:
+        if not flush:
+            self.db.add(row)
+            return row
         return self.add(row)
 
     def get_session(self, session_id: str) -> ConversationSession | None:

@@ -1,4 +1,8 @@
-"""FastAPI dependencies shared by every domain: the request's database session."""
+"""FastAPI dependencies shared by every domain: the request's database session.
+
+Dependencies that only read the app's state are `async def`: FastAPI runs a plain `def`
+dependency in the thread pool, and a hand-off there and back costs more than the lookup.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,12 @@ from sessionary.kit.db import Database
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.db
     return database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,7 +34,8 @@ def get_db(request: Request) -> Iterator[Session]:
     Scoped to the route function (see `DbSession`), so the commit happens before the response
     is sent: an acknowledged write is a durable write.
     """
-    with get_database(request).session(write=request.method not in _READ_METHODS) as db:
+    database: Database = request.app.state.db
+    with database.session(write=request.method not in _READ_METHODS) as db:
         yield db
 
 

@@ -27,7 +27,13 @@ def insert_rows(db: Session, rows: Sequence[Any]) -> None:
 
     For rows written once and never changed through this session: they stay transient, so a
     later attribute change on them is not saved. Attributes left unset get the column defaults.
+    ORM rows still pending in the session are flushed first: a row inserted here may refer to
+    one of them (a message to the session created in the same unit of work).
+    Consecutive rows of one table with the same columns set go in one statement (executemany).
     """
+    if db.new:
+        db.flush()
+    batches: list[tuple[Any, list[dict[str, Any]]]] = []
     for row in rows:
         mapper = inspect(type(row))
         values = {
@@ -36,4 +42,10 @@ def insert_rows(db: Session, rows: Sequence[Any]) -> None:
             for column in attr.columns
             if attr.key in row.__dict__
         }
-        db.execute(insert(mapper.local_table), values)
+        last = batches[-1] if batches else None
+        if last and last[0] is mapper.local_table and last[1][0].keys() == values.keys():
+            last[1].append(values)
+        else:
+            batches.append((mapper.local_table, [values]))
+    for table, values_list in batches:
+        db.execute(insert(table), values_list if len(values_list) > 1 else values_list[0])

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sessionary.providers.container import Providers
 
 
-def get_providers(request: Request) -> Providers:
+async def get_providers(request: Request) -> Providers:
     providers: Providers = request.app.state.providers
     return providers
 

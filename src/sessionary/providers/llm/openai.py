@@ -12,11 +12,14 @@ carries hosted tools (which only the Responses API takes): that is a 400 naming 
 Requests go through the SDK's plain `post` (its retries, error classes and response models)
 rather than `responses.create` / `chat.completions.create`: those first walk every input item
 against the parameter types to transform it, which cost about a third of an upstream call in the
-gateway benchmark, and our bodies are plain JSON already.
+gateway benchmark, and our bodies are plain JSON already. A non-streamed answer is read as
+plain JSON too (the SDK's raw response, parsed here): building its pydantic models cost about
+half a millisecond of CPU a call for the few fields read.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -51,6 +54,28 @@ def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
     return sum(
         math.ceil((len(m.text) + sum(len(c.name) + len(c.arguments) for c in m.calls)) / 4) + 4
         for m in messages
+    )
+
+
+def _raw_response_type() -> type[Any]:
+    """The SDK's HTTP client's response class: asked for it, the SDK answers unparsed (httpx2
+    in newer SDKs, httpx before)."""
+    from openai import _base_client
+
+    names = vars(_base_client)
+    client_module = names.get("httpx2") or names["httpx"]
+    response_type: type[Any] = client_module.Response
+    return response_type
+
+
+def _output_text(output: list[dict[str, Any]]) -> str:
+    """The text of a response's message items, as the SDK's `output_text` joins it."""
+    return "".join(
+        part.get("text") or ""
+        for item in output
+        if item.get("type") == "message"
+        for part in item.get("content") or ()
+        if isinstance(part, dict) and part.get("type") == "output_text"
     )
 
 
@@ -144,6 +169,20 @@ class OpenAIChat:
             }
         return kwargs
 
+    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`_post` answered as parsed JSON; an answer that is not a JSON object is an
+        `APIResponseValidationError`, as the SDK's own parsing would raise."""
+        import openai
+
+        raw = await self._post(path, body, _raw_response_type())
+        try:
+            answer = json.loads(raw.content)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise openai.APIResponseValidationError(raw, answer, message="not a JSON object")
+        return answer
+
     async def _post(
         self, path: str, body: dict[str, Any], cast_to: type[Any], stream_cls: Any = None
     ) -> Any:
@@ -201,38 +240,37 @@ class OpenAIChat:
     async def _generate(self, request: ChatRequest) -> ChatResult:
         with upstream_errors(self.label, self.timeout):
             if await self._use_responses_for(request):
-                response: Response = await self._post(
-                    "/responses", self._responses_kwargs(request), Response
-                )
-                usage = response.usage
-                calls = tools.responses_calls(response.output)
+                response = await self._post_json("/responses", self._responses_kwargs(request))
+                output = [i for i in response.get("output") or () if isinstance(i, dict)]
+                calls = tools.responses_calls_of(output)
+                usage = response.get("usage")
                 return ChatResult(
-                    text=response.output_text,
-                    usage=Usage(usage.input_tokens, usage.output_tokens)
-                    if usage
+                    text=_output_text(output),
+                    usage=Usage(int(usage["input_tokens"]), int(usage["output_tokens"]))
+                    if isinstance(usage, dict)
                     else Usage(_estimate_tokens(request.messages), 0),
-                    finish_reason=_finish(response.status == "incomplete", calls),
+                    finish_reason=_finish(response.get("status") == "incomplete", calls),
                     model=self.name,
                     calls=calls,
                     items=tuple(
-                        item.model_dump(exclude_none=True)
-                        for item in response.output
-                        if item.type == "image_generation_call"
+                        {k: v for k, v in item.items() if v is not None}
+                        for item in output
+                        if item.get("type") == "image_generation_call"
                     ),
                 )
-            completion: ChatCompletion = await self._post(
-                "/chat/completions", self._chat_kwargs(request), ChatCompletion
-            )
-            choice = completion.choices[0]
-            text = choice.message.content or ""
-            calls = tools.chat_calls(choice.message.tool_calls)
+            completion = await self._post_json("/chat/completions", self._chat_kwargs(request))
+            choice = (completion.get("choices") or [{}])[0]
+            message = choice.get("message") or {}
+            text = message.get("content") or ""
+            calls = tools.chat_calls_of(message.get("tool_calls"))
             written = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
+            usage = completion.get("usage")
             return ChatResult(
                 text=text,
-                usage=Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-                if completion.usage
+                usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+                if isinstance(usage, dict)
                 else Usage(_estimate_tokens(request.messages), math.ceil(written / 4)),
-                finish_reason=_finish(choice.finish_reason == "length", calls),
+                finish_reason=_finish(choice.get("finish_reason") == "length", calls),
                 model=self.name,
                 calls=calls,
             )

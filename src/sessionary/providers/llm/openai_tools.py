@@ -100,19 +100,6 @@ def chat_message(message: ChatMessage, content: Any) -> dict[str, Any]:
     return shaped
 
 
-def chat_calls(tool_calls: Sequence[Any] | None) -> tuple[FunctionCall, ...]:
-    """`message.tool_calls` of a chat completion (SDK objects) as calls."""
-    calls: list[FunctionCall] = []
-    for call in tool_calls or ():
-        function = getattr(call, "function", None)
-        if function is None:  # a custom (non-function) tool call: not ours to run
-            continue
-        calls.append(
-            FunctionCall(call.id or new_call_id(), function.name, function.arguments or "")
-        )
-    return tuple(calls)
-
-
 @dataclass
 class StreamedCalls:
     """Calls arriving in pieces: upstream keys (index or item id) to our indexes, in order."""
@@ -218,13 +205,34 @@ def responses_items(message: ChatMessage, parts: list[dict[str, Any]]) -> list[d
     return items
 
 
-def responses_calls(output: Sequence[Any]) -> tuple[FunctionCall, ...]:
-    """The `function_call` output items of a response as calls."""
+def responses_calls_of(output: Sequence[dict[str, Any]]) -> tuple[FunctionCall, ...]:
+    """The `function_call` output items of a response (plain JSON) as calls."""
     return tuple(
-        FunctionCall(item.call_id, item.name, item.arguments or "")
+        FunctionCall(
+            str(item.get("call_id") or new_call_id()),
+            str(item.get("name") or ""),
+            item.get("arguments") or "",
+        )
         for item in output
-        if item.type == "function_call"
+        if item.get("type") == "function_call"
     )
+
+
+def chat_calls_of(tool_calls: Sequence[Any] | None) -> tuple[FunctionCall, ...]:
+    """`message.tool_calls` of a chat completion (plain JSON) as calls."""
+    calls: list[FunctionCall] = []
+    for call in tool_calls or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):  # a custom (non-function) tool call: not ours to run
+            continue
+        calls.append(
+            FunctionCall(
+                str(call.get("id") or new_call_id()),
+                str(function.get("name") or ""),
+                function.get("arguments") or "",
+            )
+        )
+    return tuple(calls)
 
 
 def responses_call_deltas(streamed: StreamedCalls, event: Any) -> list[CallDelta]:
