@@ -663,7 +663,9 @@ def run(quick: bool) -> str:
         lines.append(f"{engine}: not measured ({why}).")
     lines += [
         "How to read it: Sessionary's times are the whole server-side search (filter extraction, "
-        "the cached query embedding, the ledger's reserve and settle, SQL and scoring); the "
+        "the query embedding from a cache in the benchmark, so the model's time is left out: the "
+        "Search section measures whole requests with it, uncached and repeated; the ledger's "
+        "reserve and settle, SQL and scoring); the "
         "others are one query call given the vector. Recall@10 is tie-aware (ann-benchmarks' "
         'rule: a result counts when it is as similar as the exact 10th best). "Memory" is '
         "what the searching process holds: SQLite's matrix cache (its exact size) and Chroma's "

@@ -44,6 +44,7 @@ from sessionary.profiles.routes import router as profiles_router
 from sessionary.providers.container import Providers
 from sessionary.providers.routes import router as models_router
 from sessionary.search.embeddings_routes import router as embeddings_router
+from sessionary.search.query_vectors import QueryVectors
 from sessionary.search.routes import router as search_router
 
 DOCS_ASSETS = "/docs/assets"
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.providers = providers
     app.state.background_runs = background_runs
+    app.state.query_vectors = QueryVectors(settings.search.query_cache)
 
     install_error_handlers(app)
     install_openapi(app)

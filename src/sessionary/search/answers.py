@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from sessionary.search import detection
-from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.models import EmbeddingTemplate
+from sessionary.search.store import Hit
 
 HIDDEN = "(hidden)"
 _SYMBOLS = {"min": "≥", "max": "≤", "ne": "≠", "in": "in"}
@@ -76,7 +77,7 @@ def notice(
 
 
 def result(
-    document: SearchDocument, score: float, include_raw: bool, private: frozenset[str]
+    document: Hit, score: float, include_raw: bool, private: frozenset[str]
 ) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "id": document.source_id,

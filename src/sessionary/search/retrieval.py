@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from sessionary.search.filters import column_mask
-from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.models import EmbeddingTemplate
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse
-from sessionary.search.store import SearchStore
+from sessionary.search.store import Hit, SearchStore
 
 
 def retrieve(
@@ -28,7 +28,7 @@ def retrieve(
     num_candidates: int | None,
     rerank: bool,
     exact_limit: int,
-) -> list[tuple[SearchDocument, float]]:
+) -> list[tuple[Hit, float]]:
     """The top `limit` documents meeting `filters`, nearest to `query` (fused with `text`'s
     lexical ranking when `rerank`), with their scores."""
     pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
@@ -59,7 +59,7 @@ def retrieve(
         lexical = index.lexical(text, rows, pool)
         ranked = fuse([dense, lexical])
     chosen = ranked[:limit]
-    found = store.documents([doc_id for doc_id, _ in chosen])
+    found = store.hits([doc_id for doc_id, _ in chosen])
     return [(found[doc_id], score) for doc_id, score in chosen if doc_id in found]
 
 

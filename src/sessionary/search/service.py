@@ -40,11 +40,12 @@ from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.plain_text import DEFAULT_OPTIONS, plain_text_records
 from sessionary.search.query import SearchQuery, checked_term, record_text
+from sessionary.search.query_vectors import QueryVectors
 from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
 from sessionary.search.retrieval import retrieve
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
-from sessionary.search.store import SearchStore
+from sessionary.search.store import Hit, SearchStore
 from sessionary.search.vocabulary import Semantic
 from sessionary.settings.search import Extractor
 
@@ -62,7 +63,7 @@ class Ingested:
 class Found:
     template: EmbeddingTemplate
     filters: dict[str, Any]
-    hits: list[tuple[SearchDocument, float]]
+    hits: list[tuple[Hit, float]]
     settlement: Settlement
     semantic_query: str
     sources: dict[str, str]
@@ -81,6 +82,7 @@ class SearchService:
         exact_limit: int = EXACT_SEARCH_LIMIT,
         extractor: Extractor = "rules",
         max_fields: int = MAX_FIELDS,
+        query_vectors: QueryVectors | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -88,6 +90,7 @@ class SearchService:
         self.exact_limit = exact_limit
         self.extractor = extractor
         self.max_fields = max_fields
+        self.query_vectors = query_vectors if query_vectors is not None else QueryVectors(1024)
 
     # Access
 
@@ -364,29 +367,43 @@ class SearchService:
         return Semantic(embedder.name, embed)
 
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
-        """Check the query, plan its filters, embed it (billed), rank, and settle the charge."""
+        """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
+
+        Three hand-offs to worker threads when the query's vector is cached (plan; reserve;
+        retrieve and settle), five when the model runs (its token count and its call too)."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         template, filters, semantic, sources, text = await anyio.to_thread.run_sync(
             lambda: self._plan(caller, query, term)
         )
-        vectors, meter, tokens = await self._embed(Owner.of(caller), [text], query.route)
+        vector, meter, tokens = await self._embed_query(Owner.of(caller), text, query.route)
         try:
-            hits = await anyio.to_thread.run_sync(
-                lambda: self._retrieve(template, filters, vectors[0], semantic, limit, query)
-            )
-            settlement = await meter.settle(
-                self.pricing.embedding(tokens),
-                model=template.embedding_model,
-                usage={"input_tokens": tokens},
-                subject_id=template.id,
+            hits, settlement = await anyio.to_thread.run_sync(
+                lambda: self._retrieve_and_settle(
+                    template, filters, vector, semantic, limit, query, meter, tokens
+                )
             )
         except BaseException:
             await meter.release()
             raise
         return Found(template, filters, hits, settlement, semantic, sources)
 
-    def _retrieve(
+    async def _embed_query(
+        self, owner: Owner, text: str, route: str
+    ) -> tuple[np.ndarray, Meter, int]:
+        """The query's vector, from the cache or the model, with its hold taken. A cached vector
+        is held and billed at the tokens the model counted the first time, as if it ran."""
+        embedder = self.providers.embedder()
+        known = self.query_vectors.get(embedder.name, text)
+        if known is None:
+            vectors, meter, tokens = await self._embed(owner, [text], route)
+            self.query_vectors.put(embedder.name, text, vectors[0], tokens)
+            return vectors[0], meter, tokens
+        vector, tokens = known
+        meter = await Meter.reserve(self.db, owner, self.pricing.embedding(tokens), route=route)
+        return vector, meter, tokens
+
+    def _retrieve_and_settle(
         self,
         template: EmbeddingTemplate,
         filters: dict[str, Any],
@@ -394,9 +411,13 @@ class SearchService:
         semantic: str,
         limit: int,
         query: SearchQuery,
-    ) -> list[tuple[SearchDocument, float]]:
+        meter: Meter,
+        tokens: int,
+    ) -> tuple[list[tuple[Hit, float]], Settlement]:
+        """Rank in a read transaction, then settle in a short write one, in one worker thread
+        (the write lock is not held while scoring)."""
         with self.db.session(write=False) as session:
-            return retrieve(
+            hits = retrieve(
                 SearchStore(session),
                 template,
                 filters,
@@ -407,6 +428,15 @@ class SearchService:
                 rerank=query.rerank,
                 exact_limit=self.exact_limit,
             )
+        with self.db.session() as session:
+            settlement = meter.settle_in(
+                session,
+                self.pricing.embedding(tokens),
+                model=template.embedding_model,
+                usage={"input_tokens": tokens},
+                subject_id=template.id,
+            )
+        return hits, settlement
 
     # Reading
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
@@ -17,6 +17,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from sessionary.search import operators
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.records import fold_value as _fold
+
+
+class Hit(NamedTuple):
+    """A found document as answers show it."""
+
+    source_id: str
+    record: dict[str, Any]
+    filters: dict[str, Any]
 
 
 def filter_clauses(
@@ -266,12 +274,17 @@ class SearchStore:
         found = [(row[0], 1.0 - float(row[1])) for row in rows]
         return sorted(found, key=lambda item: (-item[1], item[0]))  # relaxed order: re-sort
 
-    def documents(self, ids: Sequence[str]) -> dict[str, SearchDocument]:
+    def hits(self, ids: Sequence[str]) -> dict[str, Hit]:
+        """What an answer shows of each document: its id, retrievable record and filter values.
+        Only those columns are read (not the vector, text or folded values a full row holds)."""
         if not ids:
             return {}
-        return {
-            row.id: row
-            for row in self.session.scalars(
-                select(SearchDocument).where(SearchDocument.id.in_(list(ids)))
-            )
-        }
+        rows = self.session.execute(
+            select(
+                SearchDocument.id,
+                SearchDocument.source_id,
+                SearchDocument.record,
+                SearchDocument.filters,
+            ).where(SearchDocument.id.in_(list(ids)))
+        )
+        return {row[0]: Hit(row[1], row[2], row[3]) for row in rows}

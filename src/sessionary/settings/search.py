@@ -26,3 +26,11 @@ class SearchSettings(BaseModel):
         description="Fields (dot paths) one template may hold; an upload that would pass it is a "
         "400. It bounds what one query costs to extract, and the size of the listing.",
     )
+    query_cache: int = Field(
+        default=1024,
+        ge=0,
+        le=1_000_000,
+        description="Query embeddings kept in memory per (model, exact text), least recently "
+        "used out first; a repeated query skips the embedding model and is billed as the first "
+        "one was. 0 turns the cache off.",
+    )
