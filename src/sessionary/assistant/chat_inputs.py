@@ -19,6 +19,7 @@ from sessionary.assistant.files import FileReader
 from sessionary.assistant.inputs import MAX_TEXT_CHARS, text_of
 from sessionary.conversations.service import NewMessage
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.json_schema import check_schema
 from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage, FunctionCall, FunctionTool, ImagePart, ToolChoice
 from sessionary.settings.files import FileInputSettings
@@ -273,6 +274,7 @@ def parse_tools(raw: list[dict[str, Any]] | None) -> tuple[FunctionTool, ...]:
                 "function.parameters must be a JSON Schema object ({'type': 'object', ...}).",
                 f"{param}.function.parameters",
             )
+        check_schema(parameters, f"{param}.function.parameters")
         description = function.get("description")
         strict = function.get("strict")
         if description is not None and not isinstance(description, str):
@@ -350,6 +352,7 @@ def parse_response_format(raw: dict[str, Any] | None) -> dict[str, Any] | None:
             json.dumps(schema)
         except (TypeError, ValueError) as exc:
             raise _bad("json_schema.schema is not JSON.", "response_format.json_schema") from exc
+        check_schema(schema, "response_format.json_schema.schema")
         return schema or {"type": "object"}
     raise _bad(
         f"Unsupported response_format type {kind!r} (text, json_object or json_schema).",

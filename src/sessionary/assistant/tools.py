@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sessionary.assistant.schemas import TurnRequest
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.json_schema import check_schema
 from sessionary.providers.base import FunctionTool, ToolChoice
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -98,13 +98,7 @@ def _function(raw: dict[str, Any], param: str) -> FunctionTool:
             f"The parameters of {label} must be a JSON Schema of type 'object'.",
             param=f"{param}.parameters",
         )
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(
-            f"The parameters of {label} are not a valid JSON Schema: {exc.message}",
-            param=f"{param}.parameters",
-        ) from None
+    check_schema(schema, f"{param}.parameters")
     return FunctionTool(definition.name, schema, definition.description, definition.strict)
 
 

@@ -32,6 +32,7 @@ from sessionary.conversations.service import ConversationService, NewMessage, ch
 from sessionary.external.service import ExternalUserService
 from sessionary.kit.errors import Forbidden, InvalidRequest
 from sessionary.kit.ids import new_id
+from sessionary.kit.json_schema import check_schema
 from sessionary.kit.metadata import check_metadata
 from sessionary.providers.base import ChatMessage
 from sessionary.providers.container import Providers
@@ -114,6 +115,7 @@ def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("text.format json_schema needs a 'schema' object.", param="text")
+        check_schema(schema, "text.format.schema")
         return schema
     raise InvalidRequest(f"Unsupported text.format type '{kind}'.", param="text.format.type")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sessionary.kit.errors import ApiError
+from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.providers.base import (
     CallDelta,
     ChatMessage,
@@ -217,7 +217,14 @@ class LlamaCppChat:
     def _grammar(schema: dict[str, Any]) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the schema uses what the grammar converter cannot express
+            raise InvalidRequest(
+                f"The local model cannot follow this JSON Schema: {str(exc)[:200] or 'too large'}.",
+                param="schema",
+                code="schema_not_supported",
+            ) from None
 
     def _completion(
         self, request: ChatRequest, functions: Sequence[FunctionTool]
