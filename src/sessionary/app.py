@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.start_soon(background_runs.run)
             yield
             background.cancel_scope.cancel()
+        await providers.aclose()
         db.dispose()
 
     # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package (FastAPI's
@@ -120,13 +121,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_openapi(app)
+    # Routes are matched in the order they are added, one by one: the API under /v1 first,
+    # since nearly every request is for it (no other path starts with /v1).
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/v1")
     app.include_router(front_door_router)
     install_console(app)  # /console: pages and assets, and its cookie as an API credential
     app.include_router(ops_router)
     # samsar-js calls these at the server root (verifyClientSession, createExternalEmbeddings).
     app.include_router(external_root_router)
     for router in API_ROUTERS:
-        app.include_router(router, prefix="/v1")
         # The same routes under /api/v1, kept out of the schema so each operation appears once.
         app.include_router(router, prefix="/api/v1", include_in_schema=False)
 

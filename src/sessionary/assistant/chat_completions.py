@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,10 @@ from sessionary.assistant.turn_billing import (
     TurnAnswer,
     TurnStream,
     stream_with_hold,
+    token_counter,
     worst_input_tokens,
 )
-from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.ledger import Owner, Reservation, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.chatkit.service import ChatKitService
@@ -153,13 +155,17 @@ class ChatCompletions:
     ) -> TurnAnswer | TurnStream:
         """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream."""
 
-        def plan() -> ChatTurn:
-            with self.database.session(write=False) as db:
-                return plan_chat(db, self.providers, caller, body, self.database.settings.files)
+        count = token_counter(self.providers.chat())
 
-        turn = await anyio.to_thread.run_sync(plan)
-        await self.fit(turn)
-        meter = await self.reserve(turn)
+        def plan_and_hold() -> tuple[ChatTurn, Reservation]:
+            """One hand-off: the plan's reads, the fit, then the hold's own transaction."""
+            with self.database.session(write=False) as db:
+                turn = plan_chat(db, self.providers, caller, body, self.database.settings.files)
+            self.fit(turn, count)
+            return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
+
+        turn, reservation = await anyio.to_thread.run_sync(plan_and_hold)
+        meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if not body.stream:
             return await self.run(turn, meter)
         return await stream_with_hold(self.database, meter, stream_chat(self, turn, meter))
@@ -176,13 +182,14 @@ class ChatCompletions:
         ]
         return [ChatMessage("system", json.dumps(spec))]
 
-    async def fit(self, turn: ChatTurn) -> None:
+    def fit(self, turn: ChatTurn, count: Callable[[Sequence[ChatMessage]], int]) -> None:
         """Count the prompt and size the output; a conversation that does not fit is a 400
-        (chat completions have no truncation: the client owns its history)."""
+        (chat completions have no truncation: the client owns its history). In a worker
+        thread, `count` being `turn_billing.token_counter`."""
         chat = self.providers.chat()
         default = self.database.settings.default_max_output_tokens
         wanted = turn.inputs.max_output_tokens or default
-        tokens = await chat.count_tokens([*turn.messages, *self._tools_message(turn)])
+        tokens = count([*turn.messages, *self._tools_message(turn)])
         if tokens + min(wanted, 16) > chat.context_window:
             raise InvalidRequest(
                 f"The messages ({tokens} tokens) do not fit the model's context window "
@@ -200,9 +207,9 @@ class ChatCompletions:
     def cost(self, turn: ChatTurn, usage: Usage) -> int:
         return self.pricing.assistant_turn(turn.model, usage.input_tokens, usage.output_tokens)
 
-    async def reserve(self, turn: ChatTurn) -> Meter:
-        worst = self.cost(turn, Usage(self.worst_input_tokens(turn), turn.max_output_tokens))
-        return await Meter.reserve(self.database, turn.owner, worst, route=ROUTE)
+    def worst_cost(self, turn: ChatTurn) -> int:
+        """What the hold covers: the longest answer the turn allows."""
+        return self.cost(turn, Usage(self.worst_input_tokens(turn), turn.max_output_tokens))
 
     # Calling the provider
 

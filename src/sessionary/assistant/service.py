@@ -9,6 +9,7 @@ releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -32,10 +33,11 @@ from sessionary.assistant.turn_billing import (
     TurnAnswer,
     TurnStream,
     stream_with_hold,
+    token_counter,
     worst_input_tokens,
 )
 from sessionary.assistant.turns import Turn, plan_turn
-from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.ledger import Owner, Reservation, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.conversations.background import BackgroundResponses
@@ -107,11 +109,16 @@ class AssistantService:
         default_truncation: str,
     ) -> TurnAnswer | TurnStream | TurnQueued:
         """Plan, fit and reserve (errors here are plain JSON answers), then answer or stream;
-        a background turn is queued here and runs in the server (background.py)."""
+        a background turn is queued here and runs in the server (background.py).
 
-        def plan() -> Turn:
+        The three first steps run in one hand-off to a worker thread: the plan's reads in their
+        own transaction, then the reservation in its own short write transaction."""
+        default_max = self.database.settings.default_max_output_tokens
+        count = token_counter(self.providers.chat())
+
+        def plan_and_hold() -> tuple[Turn, Reservation]:
             with self.database.session(write=False) as db:
-                return plan_turn(
+                turn = plan_turn(
                     db,
                     self.providers,
                     caller,
@@ -122,10 +129,11 @@ class AssistantService:
                     default_truncation=default_truncation,
                     files=self.database.settings.files,
                 )
+            self.fit(turn, default_max, count)
+            return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
-        turn = await anyio.to_thread.run_sync(plan)
-        await self.fit(turn, self.database.settings.default_max_output_tokens)
-        meter = await self.reserve(turn)
+        turn, reservation = await anyio.to_thread.run_sync(plan_and_hold)
+        meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if request.background and self.background is not None:
             return await self.background.queue(self, turn, meter)
         if not request.stream:
@@ -168,16 +176,26 @@ class AssistantService:
 
     # Fitting and reserving
 
-    async def fit(self, turn: Turn, default_max_output_tokens: int) -> None:
+    def fit(
+        self,
+        turn: Turn,
+        default_max_output_tokens: int,
+        count: Callable[[Sequence[ChatMessage]], int],
+    ) -> None:
         """Count the prompt; drop the oldest history (truncation=auto) or refuse (disabled).
 
         The function definitions and the calls' arguments count as input: the model reads them.
+        Runs in a worker thread, `count` being `turn_billing.token_counter`.
         """
         chat = self.providers.chat()
         wanted = turn.request.max_output_tokens or default_max_output_tokens
-        tools_text = tools_read(turn)
-        extra = await chat.count_tokens([ChatMessage("system", tools_text)]) if tools_text else 0
-        tokens = await chat.count_tokens(turn.messages()) + extra
+
+        def prompt_tokens() -> int:
+            tools_text = tools_read(turn)
+            extra = count([ChatMessage("system", tools_text)]) if tools_text else 0
+            return count(turn.messages()) + extra
+
+        tokens = prompt_tokens()
         while tokens + min(wanted, 256) > chat.context_window and turn.history:
             if turn.truncation != "auto":
                 raise InvalidRequest(
@@ -189,11 +207,7 @@ class AssistantService:
             del turn.history[: max(1, len(turn.history) // 8)]
             while turn.history and turn.history[0].role == "tool":  # its call was dropped
                 del turn.history[0]
-            tools_text = tools_read(turn)
-            extra = (
-                await chat.count_tokens([ChatMessage("system", tools_text)]) if tools_text else 0
-            )
-            tokens = await chat.count_tokens(turn.messages()) + extra
+            tokens = prompt_tokens()
         if tokens >= chat.context_window:
             raise InvalidRequest(
                 f"The input ({tokens} tokens) does not fit the model's context window "
@@ -217,11 +231,11 @@ class AssistantService:
             self.providers.chat(), turn.input_tokens, turn.messages(), definitions
         )
 
-    async def reserve(self, turn: Turn) -> Meter:
+    def worst_cost(self, turn: Turn) -> int:
+        """What the reservation holds: the cost of the longest answer the turn allows."""
         images = 1 if turn.image or turn.tools.image_offered else 0
         usage = Usage(self.worst_input_tokens(turn), turn.max_output_tokens)
-        worst = self.cost(turn, usage, images)
-        return await Meter.reserve(self.database, turn.owner, worst, route=turn.route)
+        return self.cost(turn, usage, images)
 
     # Calling the provider
 
@@ -328,44 +342,61 @@ class AssistantService:
         status: str,
         images: int = 0,
     ) -> tuple[dict[str, Any], Settlement]:
-        """Charge what was produced, then store the transcript, in that order.
+        """Charge what was produced and store the transcript, in one transaction and one
+        hand-off to a worker thread.
 
-        The charge commits on its own first: the output exists (and in a stream, has reached the
-        client) whatever happens to the session meanwhile. A transcript that cannot be stored
-        (the session was deleted during the turn) is logged and the answer still delivered.
+        The charge never depends on the transcript: the store runs in a savepoint after it, so a
+        transcript that cannot be stored (the session was deleted during the turn) is rolled back
+        alone, logged, and the charge commits all the same: the output exists (and in a stream,
+        has reached the client). When the charge itself cannot commit, the hold is released.
         """
         charge = self.cost(turn, usage, images)
         payload = self.payload(
             turn, session_id=turn.session_id, status=status, output=output, usage=usage
         )
+
+        def settle_and_store() -> Settlement:
+            with self.database.session() as db:
+                settlement = meter.settle_in(
+                    db,
+                    charge,
+                    model=turn.model,
+                    usage=payload["usage"],
+                    subject_id=turn.response_id,
+                )
+                try:
+                    with db.begin_nested():
+                        self._store(db, turn, payload, output)
+                except (ApiError, IntegrityError) as exc:  # the session went away meanwhile
+                    log.warning(
+                        "turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200]
+                    )
+                except Exception:  # paid for and delivered all the same; the log says why
+                    log.exception("turn_not_stored", response_id=turn.response_id)
+                return settlement
+
         try:
-            settlement = await meter.settle(
-                charge, model=turn.model, usage=payload["usage"], subject_id=turn.response_id
-            )
+            settlement = await anyio.to_thread.run_sync(settle_and_store)
         except BaseException:
             await meter.release()
             raise
-        try:
-            await anyio.to_thread.run_sync(lambda: self._store(turn, payload, output))
-        except (ApiError, IntegrityError) as exc:  # the session went away during the turn
-            log.warning("turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200])
-        except Exception:  # paid for and delivered all the same; the log says why not stored
-            log.exception("turn_not_stored", response_id=turn.response_id)
         return payload, settlement
 
-    def _store(self, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]) -> None:
-        with self.database.session() as db:
-            conversations = ConversationService(db)
-            if not turn.session_exists:
-                conversation = conversations.create_session(
-                    turn.caller, kind=turn.session_kind, session_id=turn.session_id, deferred=True
-                )
-            else:
-                conversation = conversations.owned_session(
-                    turn.caller, turn.session_id, "session_id"
-                )
-            if turn.request.store:
-                self._record(conversations, conversation, turn, payload, output)
+    def _store(
+        self, db: Session, turn: Turn, payload: dict[str, Any], output: list[dict[str, Any]]
+    ) -> None:
+        conversations = ConversationService(db)
+        if not turn.session_exists:
+            conversation = conversations.create_session(  # inserted with the turn's messages
+                turn.caller,
+                kind=turn.session_kind,
+                session_id=turn.session_id,
+                deferred=turn.request.store,
+            )
+        else:
+            conversation = conversations.owned_session(turn.caller, turn.session_id, "session_id")
+        if turn.request.store:
+            self._record(conversations, conversation, turn, payload, output)
 
     @staticmethod
     def _record(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
+import anyio.from_thread
 
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
@@ -42,6 +43,16 @@ class TurnStream:
     reserved_micro: int
     remaining_micro: int
     write_timeout_seconds: float
+
+
+def token_counter(chat: ChatModel) -> Callable[[Sequence[ChatMessage]], int]:
+    """How a turn's tokens are counted from a worker thread (where a turn is planned, fitted
+    and reserved in one hand-off): directly when the model counts without waiting (a remote
+    model's estimate), else through the event loop."""
+    counted_now = getattr(chat, "count_tokens_now", None)
+    if counted_now is not None:
+        return cast(Callable[[Sequence[ChatMessage]], int], counted_now)
+    return lambda messages: anyio.from_thread.run(chat.count_tokens, messages)
 
 
 def worst_input_tokens(

@@ -58,6 +58,13 @@ class Meter:
         self.settlement: Settlement | None = None
         LIVE_HOLDS.add(reservation.id)
 
+    @staticmethod
+    def hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
+        """`reserve`'s transaction, for code already in a worker thread. Wrap the result in a
+        `Meter` back on the event loop: a hold whose turn was cancelled meanwhile is then never
+        kept alive, and expires back to its owner."""
+        return _hold(database, owner, worst_case_micro, route)
+
     @classmethod
     async def reserve(
         cls, database: Database, owner: Owner, worst_case_micro: int, *, route: str

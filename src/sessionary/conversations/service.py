@@ -56,7 +56,7 @@ class ConversationService:
         session_id: str | None = None,
         deferred: bool = False,
     ) -> ConversationSession:
-        """A new session of the caller's. `deferred`: inserted at the unit of work's next flush
+        """A new session of the caller's. `deferred`: inserted with its first messages (`append`)
         rather than now, so a session created and written to in one turn (a first Responses
         call) is inserted once with its final state instead of inserted and then updated."""
         now = utcnow()
@@ -72,7 +72,7 @@ class ConversationService:
                 created_at=now,
                 updated_at=now,
             ),
-            flush=not deferred,
+            now=not deferred,
         )
 
     def visible_session(
@@ -166,8 +166,8 @@ class ConversationService:
             )
             for message in messages
         ]
-        conversation.updated_at = now  # before the insert, which flushes a deferred session
-        self.store.add_messages(rows)
+        conversation.updated_at = now  # before the insert, which may insert a deferred session
+        self.store.add_messages(conversation, rows)
         return rows
 
     def record_turn(
@@ -178,7 +178,7 @@ class ConversationService:
         outputs: Sequence[NewMessage],
     ) -> list[str]:
         """Append the turn's messages; returns the ids of its inputs (for input_items)."""
-        conversation.last_response_id = response_id  # before `append` flushes a new session
+        conversation.last_response_id = response_id  # before `append` inserts a new session
         rows = self.append(conversation, [*inputs, *outputs], response_id=response_id)
         return [row.id for row in rows[: len(inputs)]]
 

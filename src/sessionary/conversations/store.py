@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, inspect, select
 
 from sessionary.conversations.models import (
     ConversationMessage,
@@ -28,11 +28,10 @@ from sessionary.kit.store import Scope, Store, live, page, readable_by
 class ConversationStore(Store):
     # Sessions
 
-    def add_session(self, row: ConversationSession, *, flush: bool = True) -> ConversationSession:
-        if not flush:
-            self.db.add(row)
-            return row
-        return self.add(row)
+    def add_session(self, row: ConversationSession, *, now: bool = True) -> ConversationSession:
+        """Insert the session now, or (`now=False`) leave it transient for `add_messages` to
+        insert with the first messages (a turn on a new session)."""
+        return self.add(row) if now else row
 
     def get_session(self, session_id: str) -> ConversationSession | None:
         return self.by_id(ConversationSession, session_id)
@@ -56,8 +55,12 @@ class ConversationStore(Store):
 
     # Messages
 
-    def add_messages(self, rows: Sequence[ConversationMessage]) -> None:
-        insert_rows(self.db, rows)
+    def add_messages(
+        self, conversation: ConversationSession, rows: Sequence[ConversationMessage]
+    ) -> None:
+        """Insert messages, after their session when it is not stored yet (one Core insert
+        each, instead of the unit of work's flush of the session)."""
+        insert_rows(self.db, [conversation, *rows] if inspect(conversation).transient else rows)
 
     def messages(
         self, session_id: str, *, up_to_id: str | None = None

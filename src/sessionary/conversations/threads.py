@@ -152,7 +152,7 @@ class ThreadService:
             attachments_json=dump(check_attachments(attachments)),
             created_at=utcnow(),
         )
-        self.store.add_messages([row])
+        self.store.add_messages(thread, [row])
         thread.updated_at = row.created_at
         return row
 

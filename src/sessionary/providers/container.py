@@ -77,6 +77,13 @@ class Providers:
             if load is not None:
                 load()
 
+    async def aclose(self) -> None:
+        """Close this event loop's upstream connections (the app's shutdown)."""
+        for provider in (self.llm, self.embeddings, self.images):
+            poster = getattr(provider, "poster", None)
+            if poster is not None:
+                await poster.aclose()
+
     def chat(self) -> ChatModel:
         if self.llm is None:
             raise InvalidRequest(
