@@ -320,6 +320,54 @@ def ratios(got: dict[str, dict[int, dict[str, float]]]) -> str:
     )
 
 
+def goals(got: dict[str, dict[int, dict[str, float]]]) -> str:
+    """Each of the performance goals with its measured figure and whether it is met."""
+    base = got["direct responses"]
+    rows = []
+    for engine, name, limit in (("sqlite", "SQLite", 3.0), ("postgres", "PostgreSQL", 4.0)):
+        for route in ("responses", "chat", "completion"):
+            added = got[f"{engine} {route}"][1]["p50_ms"] - base[1]["p50_ms"]
+            rows.append(
+                (
+                    f"added p50 at 1 client, {route}, {name}",
+                    f"{added:.1f} ms",
+                    f"<= {limit:g} ms",
+                    added <= limit,
+                )
+            )
+    for suffix, label in (("", "1 worker"), (" x2", "2 workers")):
+        theirs = got.get(f"litellm{suffix}")
+        if theirs is None:
+            continue
+        for engine, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+            ours = got[f"{engine} responses{suffix}"]
+            for level in LEVELS[1:]:
+                ratio = ours[level]["rps"] / theirs[level]["rps"]
+                rows.append(
+                    (
+                        f"throughput at {level} clients over LiteLLM, {label}, {name}",
+                        f"{ratio:.2f}x",
+                        ">= 2x",
+                        ratio >= 2,
+                    )
+                )
+            p99, their_p99 = ours[64]["p99_ms"], theirs[64]["p99_ms"]
+            rows.append(
+                (
+                    f"p99 at 64 clients, {label}, {name}",
+                    f"{p99:.0f} ms (LiteLLM {their_p99:.0f} ms)",
+                    "below LiteLLM's",
+                    p99 < their_p99,
+                )
+            )
+    lines = ["| goal | measured | target | met |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {goal} | {value} | {target} | {'yes' if ok else 'no'} |"
+        for goal, value, target, ok in rows
+    ]
+    return "\n".join(lines)
+
+
 def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
     """p50 latency and throughput against concurrency, one line per path."""
     import matplotlib
@@ -464,7 +512,7 @@ def run(quick: bool) -> str:
     plot(series, REPO / "docs" / "bench" / "gateway.png")
     lines += ["", headline(on_sqlite["responses"], direct_responses, proxied, direct_chat)]
     if not isinstance(proxied, str):
-        lines += ["", ratios(got)]
+        lines += ["", ratios(got), "", "**Goals**, as measured in this run:", "", goals(got)]
     chat_added = on_sqlite["chat"][1]["p50_ms"] - direct_responses[1]["p50_ms"]
     lines += [
         "",

@@ -2,8 +2,9 @@
 
 A turn: plan (turns.py: read the conversation, its history and prompts) → fit (count tokens,
 truncate) → reserve the worst case → call the provider with no database lock held, or stream it
-(streaming.py) → settle the charge, then store the transcript. A failure after the reservation
-releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a `TurnStream`.
+(streaming.py) → settle the charge and store the transcript (in a savepoint of the charge's
+transaction). A failure after the reservation releases it. Routes hand over a parsed request and
+get back a `TurnAnswer` or a `TurnStream`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,88 @@
+"""A turn's end is one transaction: the charge, then the transcript in a savepoint. A transcript
+the database refuses rolls back alone: the answer is delivered and paid for, and nothing of the
+transcript is left half-written. When the charge itself cannot commit, the hold goes back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from sessionary.app import create_app
+from sessionary.config import Settings
+from sessionary.conversations.service import ConversationService
+from sessionary.kit.db import Database
+from tests.conftest import Tenant, make_tenant
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.money import charges, money
+from tests.test_credits_http import grant
+
+FUNDS = 1_000_000_000
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    fake.chat_mode = "words"
+    fake.words = 5
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def remote(settings: Settings, upstream: FakeUpstream) -> Iterator[TestClient]:
+    llm = settings.llm.model_copy(
+        update={"provider": "openai", "model": "gpt-4o-mini", "base_url": upstream.base_url,
+                "api": "chat", "max_retries": 0}
+    )  # fmt: skip
+    app = create_app(settings.model_copy(update={"llm": llm}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def payer(db: Database) -> Tenant:
+    tenant = make_tenant(db, "payer")
+    grant(db, tenant, FUNDS)
+    return tenant
+
+
+def test_a_transcript_the_database_refuses_rolls_back_alone_and_the_turn_is_paid(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: ConversationService, row: object) -> None:
+        raise IntegrityError("INSERT INTO stored_responses", {}, Exception("refused"))
+
+    # The messages are written first, then the response row fails: both must roll back.
+    monkeypatch.setattr(ConversationService, "store_response", refused)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["output_text"]
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS - charged[0] and holds == 0
+    monkeypatch.undo()
+    assert remote.get(f"/v1/responses/{body['id']}", headers=payer.headers).status_code == 404
+    items = remote.get(f"/v1/conversations/{body['session_id']}/items", headers=payer.headers)
+    assert items.status_code == 404  # the new session went with the savepoint: nothing half-kept
+
+
+def test_a_charge_that_cannot_commit_gives_the_hold_back(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionary.billing.ledger import Ledger
+
+    def broken(*_: object, **__: object) -> None:
+        raise OperationalError("UPDATE credit_reservations", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(Ledger, "settle", broken)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code >= 500 and answer.json()["error"]["message"]
+    monkeypatch.undo()
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS and holds == 0
+    assert charges(db, payer) == []
