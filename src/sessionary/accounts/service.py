@@ -65,6 +65,10 @@ class AccountService:
             raise NotFound(f"No account '{account_id}'.", param="account_id")
         return account
 
+    def system_prompt(self, account_id: str) -> str | None:
+        """The account's own system prompt, if it set one."""
+        return self.store.system_prompt(account_id)
+
     def set_assistant(
         self, account_id: str, *, system_prompt: str | None, model: str | None
     ) -> Account:

@@ -15,6 +15,8 @@ from sessionary.accounts.models import Account, ApiKey, ClientToken
 from sessionary.kit.store import Store
 
 _KEYS = cast(Table, ApiKey.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_SYSTEM_PROMPT = select(_ACCOUNTS.c.system_prompt).where(_ACCOUNTS.c.id == bindparam("p_id"))
 _KEY_BY_PREFIX = select(
     _KEYS.c.id, _KEYS.c.account_id, _KEYS.c.external_user_id, _KEYS.c.key_hash, _KEYS.c.revoked_at
 ).where(_KEYS.c.prefix == bindparam("p_prefix"))
@@ -28,6 +30,12 @@ class AccountStore(Store):
 
     def get_account(self, account_id: str) -> Account | None:
         return self.db.get(Account, account_id)
+
+    def system_prompt(self, account_id: str) -> str | None:
+        """The account's prompt alone, read with Core: every turn needs it, and loading the
+        account as an ORM object cost as much as the key check."""
+        prompt = self.db.connection().execute(_SYSTEM_PROMPT, {"p_id": account_id}).scalar()
+        return None if prompt is None else str(prompt)
 
     def first_account(self) -> Account | None:
         return self.db.scalars(select(Account).order_by(Account.id).limit(1)).first()

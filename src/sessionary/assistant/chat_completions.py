@@ -126,14 +126,14 @@ def plan_chat(
             code="images_not_supported",
         )
     if not any(m.role in ("system", "developer") for m in messages):
-        account = AccountService(db).get_account(caller.account_id)
+        account_prompt = AccountService(db).system_prompt(caller.account_id)
         user = (
             ExternalUserService(db).find(caller.external_user_id)
             if caller.external_user_id
             else None
         )
         prompt = system_prompt_for(
-            account,
+            account_prompt,
             workflow.instructions if workflow else None,
             user.system_prompt if user else None,
         )

@@ -173,7 +173,7 @@ def plan_turn(
     refuse_unhonoured(request)
     tools = plan_tools(request)
     inputs = normalise_input(request.input, files=files)
-    account = AccountService(db).get_account(caller.account_id)
+    account_prompt = AccountService(db).system_prompt(caller.account_id)
     user = (
         ExternalUserService(db).find(caller.external_user_id) if caller.external_user_id else None
     )
@@ -243,7 +243,7 @@ def plan_turn(
         model=model,
         instructions=request.instructions,
         system_prompt=system_prompt_for(
-            account,
+            account_prompt,
             request.instructions or (workflow.instructions if workflow else None),
             user.system_prompt if user else None,
         ),

@@ -71,10 +71,18 @@ _EXPIRED = (
 
 
 class LedgerStore(Store):
+    _conn: Connection | None = None
+
     @property
     def conn(self) -> Connection:
-        """The unit of work's own connection (its transaction): Core statements run here."""
-        return self.db.connection()
+        """The unit of work's own connection (its transaction): Core statements run here.
+
+        Kept between statements: asking the session for it again cost about as much as a
+        statement. A commit or rollback of the session closes it, and the next call asks anew.
+        """
+        if self._conn is None or self._conn.closed:
+            self._conn = self.db.connection()
+        return self._conn
 
     def ensure_balance(self, owner_type: str, owner_id: str, account_id: str) -> None:
         values = {
