@@ -84,6 +84,7 @@ class JsonPoster:
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the SDK's client honours them
             )
             # An async generator the loop knows of: `asyncio.run` (and any loop shut down with
             # `shutdown_asyncgens`) closes it before the loop ends, and with it the session, so
