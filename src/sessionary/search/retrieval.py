@@ -32,11 +32,12 @@ def retrieve(
     """The top `limit` documents meeting `filters`, nearest to `query` (fused with `text`'s
     lexical ranking when `rerank`), with their scores."""
     pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
-    where = store.where(filters, template.schema)
     index = None
     rows = None
+    where: list[Any] = []
     postgres = store.dialect == "postgresql"
     if postgres:
+        where = store.where(filters, template.schema)
         count = (
             store.count_candidates(template.id, where, exact_limit + 1)
             if where
@@ -48,8 +49,8 @@ def retrieve(
             dense = store.nearest(template.id, where, query, pool)
     else:
         index = INDEXES.get(store, template.id, template.version)
-        if where:
-            rows = _filtered_rows(store, index, template, filters, where)
+        if filters:  # SQL conditions are built only if the cached columns cannot answer
+            rows = _filtered_rows(store, index, template, filters)
         dense = index.dense(query, rows, pool)
     ranked = dense
     if rerank:
@@ -68,7 +69,6 @@ def _filtered_rows(
     index: TemplateIndex,
     template: EmbeddingTemplate,
     filters: dict[str, Any],
-    where: list[Any],
 ) -> np.ndarray:
     """SQLite: the rows meeting the filters, from the cached columns when the conditions
     allow (a scan of arrays instead of parsing every document's JSON), else from SQL."""
@@ -76,4 +76,4 @@ def _filtered_rows(
     keep = column_mask(filters, template.schema, columns)
     if keep is not None:
         return np.flatnonzero(keep)
-    return index.rows_of(store.candidate_ids(template.id, where))
+    return index.rows_of(store.candidate_ids(template.id, store.where(filters, template.schema)))

@@ -60,6 +60,17 @@ class Ingested:
 
 
 @dataclass
+class Plan:
+    """What a search asks before any vector: its template, filters, and the text to embed."""
+
+    template: EmbeddingTemplate
+    filters: dict[str, Any]
+    semantic: str
+    sources: dict[str, str]
+    text: str
+
+
+@dataclass
 class Found:
     template: EmbeddingTemplate
     filters: dict[str, Any]
@@ -95,11 +106,21 @@ class SearchService:
     # Access
 
     def owned(
-        self, store: SearchStore, caller: Principal, template_id: Any, *, lock: bool = False
+        self,
+        store: SearchStore,
+        caller: Principal,
+        template_id: Any,
+        *,
+        lock: bool = False,
+        detached: bool = False,
     ) -> EmbeddingTemplate:
+        """The caller's template, or 404/403. `detached` reads a copy for reading only."""
         if not isinstance(template_id, str) or not template_id:
             raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
-        template = store.get_template(template_id, lock=lock)
+        if detached:
+            template = store.read_template(template_id)
+        else:
+            template = store.get_template(template_id, lock=lock)
         if template is None:
             raise NotFound(f"No embedding template '{template_id}'.", param="template_id")
         caller.check_reach(
@@ -313,13 +334,11 @@ class SearchService:
 
     # Search
 
-    def _plan(
-        self, caller: Principal, query: SearchQuery, term: str | None
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str], str]:
+    def _plan(self, caller: Principal, query: SearchQuery, term: str | None) -> Plan:
         """The template, the filters (extracted from the term, then the caller's own), the
         semantic part of the term, where each filter came from, and the text to embed."""
         with self.db.session(write=False) as session:
-            template = self.owned(SearchStore(session), caller, query.template_id)
+            template = self.owned(SearchStore(session), caller, query.template_id, detached=True)
         text = record_text(template, query.record) if term is None else None
         filters: dict[str, Any] = {}
         semantic = term or ""
@@ -330,7 +349,7 @@ class SearchService:
             given = validate(raw, template.schema, param)
             filters.update(given)
             sources.update(dict.fromkeys(given, param))
-        return template, filters, semantic, sources, text or semantic
+        return Plan(template, filters, semantic, sources, text or semantic)
 
     def _extract(
         self, template: EmbeddingTemplate, term: str, search_date: date | None
@@ -369,74 +388,88 @@ class SearchService:
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
         """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
 
-        Three hand-offs to worker threads when the query's vector is cached (plan; reserve;
-        retrieve and settle), five when the model runs (its token count and its call too)."""
+        Each hand-off to a worker thread cost a search about as much as a transaction on a busy
+        machine, so the steps are grouped: a query whose vector is cached is one hand-off (plan,
+        hold, rank, settle, each still its own short transaction, in that order); one the model
+        embeds is three (plan, count and hold; the model's call; rank and settle). The hold is
+        always taken before the vector is used and settled or released after."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
-        template, filters, semantic, sources, text = await anyio.to_thread.run_sync(
-            lambda: self._plan(caller, query, term)
+        owner = Owner.of(caller)
+        plan, found, meter = await anyio.to_thread.run_sync(
+            lambda: self._begin(caller, owner, query, term, limit)
         )
-        vector, meter, tokens = await self._embed_query(Owner.of(caller), text, query.route)
+        if found is not None:
+            return found
+        assert meter is not None
+        embedder = self.providers.embedder()
         try:
-            hits, settlement = await anyio.to_thread.run_sync(
-                lambda: self._retrieve_and_settle(
-                    template, filters, vector, semantic, limit, query, meter, tokens
-                )
-            )
+            batch = await embedder.embed([plan.text])
         except BaseException:
             await meter.release()
             raise
-        return Found(template, filters, hits, settlement, semantic, sources)
+        vector = np.asarray(batch.vectors, dtype=np.float32)[0]
+        self.query_vectors.put(embedder.name, plan.text, vector, batch.input_tokens)
+        return await anyio.to_thread.run_sync(
+            lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
+        )
 
-    async def _embed_query(
-        self, owner: Owner, text: str, route: str
-    ) -> tuple[np.ndarray, Meter, int]:
-        """The query's vector, from the cache or the model, with its hold taken. A cached vector
-        is held and billed at the tokens the model counted the first time, as if it ran."""
+    def _begin(
+        self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
+    ) -> tuple[Plan, Found | None, Meter | None]:
+        """On a worker thread: the plan, then the hold. A cached vector is held at the tokens
+        the model counted the first time (billed as if it ran) and the search finishes here;
+        otherwise the model's own count is held and the caller embeds."""
+        plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
-        known = self.query_vectors.get(embedder.name, text)
+        known = self.query_vectors.get(embedder.name, plan.text)
         if known is None:
-            vectors, meter, tokens = await self._embed(owner, [text], route)
-            self.query_vectors.put(embedder.name, text, vectors[0], tokens)
-            return vectors[0], meter, tokens
+            counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
+            held = Meter.reserve_now(
+                self.db, owner, self.pricing.embedding(counted), route=query.route
+            )
+            return plan, None, held
         vector, tokens = known
-        meter = await Meter.reserve(self.db, owner, self.pricing.embedding(tokens), route=route)
-        return vector, meter, tokens
+        meter = Meter.reserve_now(self.db, owner, self.pricing.embedding(tokens), route=query.route)
+        return plan, self._finish(plan, vector, tokens, limit, query, meter), None
 
-    def _retrieve_and_settle(
+    def _finish(
         self,
-        template: EmbeddingTemplate,
-        filters: dict[str, Any],
+        plan: Plan,
         vector: np.ndarray,
-        semantic: str,
+        tokens: int,
         limit: int,
         query: SearchQuery,
         meter: Meter,
-        tokens: int,
-    ) -> tuple[list[tuple[Hit, float]], Settlement]:
-        """Rank in a read transaction, then settle in a short write one, in one worker thread
-        (the write lock is not held while scoring)."""
-        with self.db.session(write=False) as session:
-            hits = retrieve(
-                SearchStore(session),
-                template,
-                filters,
-                vector,
-                semantic,
-                limit=limit,
-                num_candidates=query.num_candidates,
-                rerank=query.rerank,
-                exact_limit=self.exact_limit,
-            )
-        with self.db.session() as session:
-            settlement = meter.settle_in(
-                session,
-                self.pricing.embedding(tokens),
-                model=template.embedding_model,
-                usage={"input_tokens": tokens},
-                subject_id=template.id,
-            )
-        return hits, settlement
+    ) -> Found:
+        """Rank in a read transaction, then settle in a short write one, on a worker thread
+        (the write lock is not held while scoring); any failure releases the hold."""
+        template = plan.template
+        try:
+            with self.db.session(write=False) as session:
+                hits = retrieve(
+                    SearchStore(session),
+                    template,
+                    plan.filters,
+                    vector,
+                    plan.semantic,
+                    limit=limit,
+                    num_candidates=query.num_candidates,
+                    rerank=query.rerank,
+                    exact_limit=self.exact_limit,
+                )
+            with self.db.session() as session:
+                settlement = meter.settle_in(
+                    session,
+                    self.pricing.embedding(tokens),
+                    model=template.embedding_model,
+                    usage={"input_tokens": tokens},
+                    subject_id=template.id,
+                )
+        except BaseException:
+            meter.release_now()
+            raise
+        return Found(template, plan.filters, hits, settlement, plan.semantic, plan.sources)
 
     # Reading
 
@@ -450,4 +483,4 @@ class SearchService:
 
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
-            return self.owned(SearchStore(session), caller, template_id)
+            return self.owned(SearchStore(session), caller, template_id, detached=True)

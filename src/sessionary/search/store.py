@@ -116,6 +116,18 @@ class SearchStore:
             query = query.with_for_update()
         return self.session.scalars(query).first()
 
+    def read_template(self, template_id: str) -> EmbeddingTemplate | None:
+        """The template's row as a detached object, read through Core: a search only reads
+        it, and the ORM's loading (identity map, events, state) cost more than the query."""
+        row = (
+            self.session.connection()
+            .execute(
+                select(EmbeddingTemplate.__table__).where(EmbeddingTemplate.id == template_id)
+            )
+            .first()
+        )
+        return None if row is None else EmbeddingTemplate(**row._mapping)
+
     def templates_of(
         self, account_id: str, external_user_id: str | None, limit: int, offset: int
     ) -> tuple[list[EmbeddingTemplate], int]:
@@ -279,7 +291,7 @@ class SearchStore:
         Only those columns are read (not the vector, text or folded values a full row holds)."""
         if not ids:
             return {}
-        rows = self.session.execute(
+        rows = self.session.connection().execute(  # Core: plain rows, no ORM loading
             select(
                 SearchDocument.id,
                 SearchDocument.source_id,
