@@ -121,9 +121,7 @@ class SearchStore:
         it, and the ORM's loading (identity map, events, state) cost more than the query."""
         row = (
             self.session.connection()
-            .execute(
-                select(EmbeddingTemplate.__table__).where(EmbeddingTemplate.id == template_id)
-            )
+            .execute(select(EmbeddingTemplate.__table__).where(EmbeddingTemplate.id == template_id))
             .first()
         )
         return None if row is None else EmbeddingTemplate(**row._mapping)
