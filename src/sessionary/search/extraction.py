@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import date
 from typing import Any
 
@@ -93,6 +96,9 @@ class Extractor:
             for path, info in self.fields.items()
             if self._extractable(info)
         }
+        # A field's similarity threshold depends only on its words and the model: computed on
+        # the first query that needs it (a product and a median over its values' words).
+        self._thresholds: dict[str, float] = {}
 
     @staticmethod
     def _extractable(info: dict[str, Any]) -> bool:
@@ -257,7 +263,10 @@ class Extractor:
             groups = [
                 [w for w in entry.distinctive if entry.distinctive[w] == v] for v in entry.values
             ]
-            threshold = self.semantic.threshold([g for g in groups if g])
+            threshold = self._thresholds.get(path)
+            if threshold is None:
+                threshold = self.semantic.threshold([g for g in groups if g])
+                self._thresholds[path] = threshold
             hits = self.semantic.best(list(dict.fromkeys(candidates.values())), targets, threshold)
             for i, token in candidates.items():
                 if token in hits:
@@ -285,3 +294,31 @@ class Extractor:
         if entry is None:
             return set()
         return set(entry.name) | {w for alias in entry.aliases for w in alias}
+
+
+class Extractors:
+    """Extractors kept by their caller's key (a template's id and version, and the model),
+    so a search does not rebuild the schema's words and thresholds. An extractor only reads
+    what it was built from; every change to a template's schema or options bumps its version,
+    which makes a new key."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, Extractor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Extractor]) -> Extractor:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        built = build()
+        with self._lock:
+            self._entries[key] = built
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return built
+
+
+EXTRACTORS = Extractors()

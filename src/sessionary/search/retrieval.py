@@ -60,7 +60,8 @@ def retrieve(
         lexical = index.lexical(text, rows, pool)
         ranked = fuse([dense, lexical])
     chosen = ranked[:limit]
-    found = store.hits([doc_id for doc_id, _ in chosen])
+    ids = [doc_id for doc_id, _ in chosen]
+    found = store.hits(ids) if index is None else index.shown(ids, store.hits)
     return [(found[doc_id], score) for doc_id, score in chosen if doc_id in found]
 
 

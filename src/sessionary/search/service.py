@@ -34,6 +34,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
+from sessionary.search.extraction import EXTRACTORS
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
@@ -358,7 +359,7 @@ class SearchService:
         filters: dict[str, Any] = {}
         semantic = term
         if self.extractor in ("rules", "both"):
-            rules = Rules(template.schema, template.field_options, self._semantic())
+            rules = self._rules(template)
             filters, rest = rules.extract(term, search_date)
             semantic = rest or term
         if self.extractor in ("llm", "both"):
@@ -371,6 +372,15 @@ class SearchService:
                 filters, llm_extraction.extract(template.schema, term, generate)
             )
         return filters, semantic
+
+    def _rules(self, template: EmbeddingTemplate) -> Rules:
+        """The template's rules extractor, built once per version and embedding model (the
+        key holds the model object itself: a test's app and another's never share one)."""
+        embedder = self.providers.embeddings
+        key = (template.id, template.version, template.updated_at, id(embedder))
+        return EXTRACTORS.get(
+            key, lambda: Rules(template.schema, template.field_options, self._semantic())
+        )
 
     def _semantic(self) -> Semantic | None:
         """Word similarity for the extractor, through the configured embedding model (called
