@@ -34,7 +34,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
-from sessionary.search.extraction import EXTRACTORS
+from sessionary.search.extraction import EXTRACTORS, REMEMBERED_TERMS
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
@@ -374,12 +374,15 @@ class SearchService:
         return filters, semantic
 
     def _rules(self, template: EmbeddingTemplate) -> Rules:
-        """The template's rules extractor, built once per version and embedding model (the
-        key holds the model object itself: a test's app and another's never share one)."""
+        """The template's rules extractor, built once per version and embedding model (keyed by
+        the model object: two apps in one process never share one). It remembers answers when
+        the query cache is on."""
         embedder = self.providers.embeddings
-        key = (template.id, template.version, template.updated_at, id(embedder))
+        remember = REMEMBERED_TERMS if self.query_vectors.size > 0 else 0
+        key = (template.id, template.version, template.updated_at, id(embedder), remember)
         return EXTRACTORS.get(
-            key, lambda: Rules(template.schema, template.field_options, self._semantic())
+            key,
+            lambda: Rules(template.schema, template.field_options, self._semantic(), remember),
         )
 
     def _semantic(self) -> Semantic | None:
