@@ -23,6 +23,8 @@ _CACHE_TEMPLATES = 8
 # Documents as answers show them, kept per version: a repeated query (a page asked again, a
 # retry) then reads no document rows at all. About 1 KB each for the Oslo listings.
 _CACHE_SHOWN = 2048
+# Row sets of filters met lately, per version (a repeated filtered query skips the column scan).
+_CACHE_MASKS = 256
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TemplateIndex:
     position: dict[str, int] = field(default_factory=dict)
     column_cache: dict[Any, np.ndarray | None] = field(default_factory=dict)
     shown_cache: OrderedDict[str, Hit] = field(default_factory=OrderedDict)
+    rows_cache: OrderedDict[str, np.ndarray | None] = field(default_factory=OrderedDict)
     _bm25: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +69,22 @@ class TemplateIndex:
                 while len(self.shown_cache) > _CACHE_SHOWN:
                     self.shown_cache.popitem(last=False)
         return found
+
+    def filtered(self, key: str, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        """The rows meeting the filters written as `key`, computed once per version from its
+        cached columns (None: the columns cannot answer). The rows are read-only."""
+        with self._lock:
+            if key in self.rows_cache:
+                self.rows_cache.move_to_end(key)
+                return self.rows_cache[key]
+        rows = compute()
+        if rows is not None:
+            rows.setflags(write=False)
+        with self._lock:
+            self.rows_cache[key] = rows
+            while len(self.rows_cache) > _CACHE_MASKS:
+                self.rows_cache.popitem(last=False)
+        return rows
 
     def columns(self, load: Callable[[str], list[tuple[str, Any]]]) -> Columns:
         """This version's filter columns, each read once with `load` (id, folded value)."""

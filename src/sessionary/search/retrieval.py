@@ -74,7 +74,13 @@ def _filtered_rows(
     """SQLite: the rows meeting the filters, from the cached columns when the conditions
     allow (a scan of arrays instead of parsing every document's JSON), else from SQL."""
     columns = index.columns(lambda key: store.folded_values(template.id, key))
-    keep = column_mask(filters, template.schema, columns)
-    if keep is not None:
-        return np.flatnonzero(keep)
+
+    def scan() -> np.ndarray | None:
+        keep = column_mask(filters, template.schema, columns)
+        return None if keep is None else np.flatnonzero(keep)
+
+    # repr, not JSON: values of different types (a date, its ISO text) never share a key.
+    rows = index.filtered(repr(filters), scan)
+    if rows is not None:
+        return rows
     return index.rows_of(store.candidate_ids(template.id, store.where(filters, template.schema)))
