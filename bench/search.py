@@ -292,7 +292,7 @@ def run(quick: bool) -> str:
         ingest = ingestion(providers.embedder(), workdir, 1000 if quick else 10_000, 5)
     from bench.search_request import describe, run_requests
 
-    requests = run_requests(quick)
+    requests = run_requests(quick, os.environ.get("BENCH_BASELINE_SRC"))
     best = max(figures["dense"]["ndcg10"], figures["lexical"]["ndcg10"])
     lines = [
         "## Search",
