@@ -401,28 +401,28 @@ class SearchService:
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
         """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
 
-        Each hand-off to a worker thread cost a search about as much as a transaction on a busy
-        machine, so the steps are grouped: a query whose vector is cached is one hand-off (plan,
-        hold, rank, settle, each still its own short transaction, in that order); one the model
-        embeds is three (plan, count and hold; the model's call; rank and settle). The hold is
-        always taken before the vector is used and settled or released after."""
+        Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
+        hold, rank, settle, each its own short transaction, in that order); one the model embeds
+        is three (plan, count and hold; the model's call; rank and settle). The hold is taken
+        before the vector is used, and settled or released after."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
-        plan, found, meter = await anyio.to_thread.run_sync(
-            lambda: self._begin(caller, owner, query, term, limit)
-        )
+        with anyio.CancelScope(shield=True):  # a hold taken there must reach the release below
+            plan, found, meter = await anyio.to_thread.run_sync(
+                lambda: self._begin(caller, owner, query, term, limit)
+            )
         if found is not None:
             return found
         assert meter is not None
         embedder = self.providers.embedder()
         try:
             batch = await embedder.embed([plan.text])
+            vector = np.asarray(batch.vectors, dtype=np.float32)[0]
+            self.query_vectors.put(embedder.name, plan.text, vector, batch.input_tokens)
         except BaseException:
             await meter.release()
             raise
-        vector = np.asarray(batch.vectors, dtype=np.float32)[0]
-        self.query_vectors.put(embedder.name, plan.text, vector, batch.input_tokens)
         return await anyio.to_thread.run_sync(
             lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
         )
