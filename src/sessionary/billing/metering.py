@@ -1,8 +1,8 @@
 """Reserve → work → settle, or release on any failure: how a billed request spends credits.
 
 `Meter` is the one public verb set for domains: `Meter.reserve`, `meter.settle` (or
-`meter.settle_in` inside a unit of work) and `meter.release`; `Meter.reserve_now` and
-`meter.release_now` are the same steps for code already running on a worker thread.
+`meter.settle_in` inside a unit of work) and `meter.release` (`meter.release_now` on a
+worker thread).
 
 The reservation commits in its own short transaction *before* the expensive call, so no database
 lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
@@ -75,14 +75,6 @@ class Meter:
             lambda: _hold(database, owner, worst_case_micro, route)
         )
         return cls(database, reservation)
-
-    @classmethod
-    def reserve_now(
-        cls, database: Database, owner: Owner, worst_case_micro: int, *, route: str
-    ) -> Meter:
-        """`reserve` for a caller already on a worker thread (never the event loop): the same
-        short transaction of its own, without a second hand-off to get there."""
-        return cls(database, _hold(database, owner, worst_case_micro, route))
 
     @classmethod
     @asynccontextmanager

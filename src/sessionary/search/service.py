@@ -24,7 +24,7 @@ import anyio.to_thread
 import numpy as np
 
 from sessionary.accounts.identity import Principal
-from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.ledger import Owner, Reservation, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
@@ -408,13 +408,13 @@ class SearchService:
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
-        with anyio.CancelScope(shield=True):  # a hold taken there must reach the release below
-            plan, found, meter = await anyio.to_thread.run_sync(
-                lambda: self._begin(caller, owner, query, term, limit)
-            )
+        plan, found, reservation = await anyio.to_thread.run_sync(
+            lambda: self._begin(caller, owner, query, term, limit)
+        )
         if found is not None:
             return found
-        assert meter is not None
+        assert reservation is not None
+        meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
         embedder = self.providers.embedder()
         try:
             batch = await embedder.embed([plan.text])
@@ -429,21 +429,21 @@ class SearchService:
 
     def _begin(
         self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
-    ) -> tuple[Plan, Found | None, Meter | None]:
+    ) -> tuple[Plan, Found | None, Reservation | None]:
         """On a worker thread: the plan, then the hold. A cached vector is held at the tokens
         the model counted the first time (billed as if it ran) and the search finishes here;
-        otherwise the model's own count is held and the caller embeds."""
+        otherwise the model's own count is held and the caller embeds (the hold is wrapped in
+        a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
         plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
         known = self.query_vectors.get(embedder.name, plan.text)
         if known is None:
             counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
-            held = Meter.reserve_now(
-                self.db, owner, self.pricing.embedding(counted), route=query.route
-            )
-            return plan, None, held
+            held = self.pricing.embedding(counted)
+            return plan, None, Meter.hold(self.db, owner, held, query.route)
         vector, tokens = known
-        meter = Meter.reserve_now(self.db, owner, self.pricing.embedding(tokens), route=query.route)
+        held = self.pricing.embedding(tokens)
+        meter = Meter(self.db, Meter.hold(self.db, owner, held, query.route))
         return plan, self._finish(plan, vector, tokens, limit, query, meter), None
 
     def _finish(
