@@ -292,7 +292,7 @@ def run(quick: bool) -> str:
         ingest = ingestion(providers.embedder(), workdir, 1000 if quick else 10_000, 5)
     from bench.search_request import describe, run_requests
 
-    requests = run_requests(quick)
+    requests = run_requests(quick, os.environ.get("BENCH_BASELINE_SRC"))
     best = max(figures["dense"]["ndcg10"], figures["lexical"]["ndcg10"])
     lines = [
         "## Search",
@@ -339,6 +339,14 @@ def run(quick: bool) -> str:
         f"({figures['hybrid']['ndcg10'] / figures['lexical']['ndcg10']:.2f} times); ingestion "
         f"at {ingest['ratio']:.2f} of the speed of raw sentence-transformers; a whole search "
         f"request at 10,000 records {requests['uncached']['p50']:.1f} ms p50 with its query "
-        f"embedded, {requests['repeated']['p50']:.1f} ms for a repeated query.",
+        f"embedded, {requests['repeated']['p50']:.1f} ms for a repeated query"
+        + (
+            f" ({requests['before_uncached']['p50']:.1f} and "
+            f"{requests['before_repeated']['p50']:.1f} ms from BENCH_BASELINE_SRC, same run)"
+            if "before_uncached" in requests
+            else ""
+        )
+        + f"; CPU per request {requests['uncached']['cpu']:.1f} and "
+        f"{requests['repeated']['cpu']:.1f} ms.",
     ]
     return "\n".join(lines)

@@ -5,14 +5,17 @@ the ledger, retrieval and the JSON answer, measured against a real server proces
 processes answer `POST /v1/chat/search_against_embedding` over loopback, one request at a time:
 
 - "uncached": a server with `SESSIONARY_SEARCH__QUERY_CACHE=0`, so every request embeds its
-  query with the bundled model (the extractor's word vectors are warm, as on any live server);
+  query with the bundled model and runs the filter extraction in full (the extractor's word
+  vectors are warm, as on any live server);
 - "repeated": a server with the query cache on, asked queries it has met (no model call);
-- optionally a "before" server run from another source tree (`BENCH_BASELINE_SRC`), to compare
-  a change side by side.
+- with `BENCH_BASELINE_SRC` (a `src` directory of another checkout), the same two servers run
+  from that tree too ("before uncached", "before repeated"), to compare a change side by side.
 
-Servers take turns query by query (the order rotated each round), so a slow spell of a shared
-machine hits all of them. CPU per request is the server process's user + system CPU over the
-timed requests, divided by their number: every thread of the process counts, BLAS's included.
+The servers of this checkout run its own source (their PYTHONPATH is set to it), whatever the
+environment's installed copy is. Servers take turns query by query (the order rotated each
+round), so a slow spell of a shared machine hits all of them. CPU per request is the server
+process's user + system CPU over the timed requests, divided by their number: every thread of
+the process counts, BLAS's included.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import httpx
 import psutil
 
+import sessionary
 from bench.common import SHARED_DATA
 from bench.gateway import free_port, start, stop
 from bench.search import FILTERED, LOCAL, NONE, QUERIES, Memo, _ingest
@@ -46,6 +50,15 @@ from sessionary.providers.container import Providers
 from sessionary.search.service import SearchService
 
 ROUTE = "/v1/chat/search_against_embedding"
+OWN_SRC = str(Path(sessionary.__file__).resolve().parents[1])
+# (name, label) of every row the report can hold, in its order.
+ROWS = (
+    ("uncached", "uncached (the model embeds every query)"),
+    ("before_uncached", "before: uncached (BENCH_BASELINE_SRC)"),
+    ("repeated", "repeated (query cache)"),
+    ("before_repeated", "before: repeated (BENCH_BASELINE_SRC)"),
+    ("status", "floor: `GET embedding_status` on the same server (auth, one read)"),
+)
 
 
 def queries() -> list[str]:
@@ -162,15 +175,17 @@ def run_requests(quick: bool, baseline: str | None = None) -> dict[str, dict[str
         key, template_id = prepare(work / "data", embedder)
         if saved:
             Path(saved).write_bytes(pickle.dumps(embedder.cache))
-        servers = {
-            "uncached": serve(
-                work / "data", work, "uncached", {"SESSIONARY_SEARCH__QUERY_CACHE": "0"}, stack
-            ),
-            "repeated": serve(work / "data", work, "repeated", {}, stack),
-        }
-        if baseline:
-            servers["before"] = serve(
-                work / "data", work, "before", {"PYTHONPATH": baseline}, stack
+        servers: dict[str, Any] = {}
+        for prefix, src in (("", OWN_SRC), ("before_", baseline)):
+            if src is None:
+                continue
+            uncached = {"PYTHONPATH": src, "SESSIONARY_SEARCH__QUERY_CACHE": "0"}
+            servers[prefix + "uncached"] = serve(
+                work / "data", work, prefix + "uncached", uncached, stack
+            )
+            repeated = {"PYTHONPATH": src}
+            servers[prefix + "repeated"] = serve(
+                work / "data", work, prefix + "repeated", repeated, stack
             )
         return measure(servers, key, template_id, queries(), 2 if quick else 5)
 
@@ -178,6 +193,7 @@ def run_requests(quick: bool, baseline: str | None = None) -> dict[str, dict[str
 def describe(figures: dict[str, dict[str, float]]) -> list[str]:
     """The report's paragraph and table."""
     some = figures["uncached"]
+    before = "before_uncached" in figures
     lines = [
         "**The whole request** (`POST /v1/chat/search_against_embedding`, limit 10, against a "
         "`sessionary serve` process on SQLite holding the 10,099 Oslo listings; "
@@ -186,23 +202,28 @@ def describe(figures: dict[str, dict[str, float]]) -> list[str]:
         "servers taking turns). Times are the client's, so HTTP, auth, filter extraction, the "
         "ledger's reserve and settle, retrieval and the JSON answer are all in them, and so is "
         "the query embedding: *uncached* is a server with `SESSIONARY_SEARCH__QUERY_CACHE=0`, "
-        "which runs the bundled model on every request; *repeated* is the default server asked "
-        "queries it has met, whose vectors come from its own query cache (no model call). CPU "
+        "which runs the bundled model and the whole filter extraction on every request; "
+        "*repeated* is the default server asked queries it has met, whose vectors and "
+        "extracted filters come from its own caches (no model call). Both keep, per template "
+        "version, the matrix, the filter columns, the rows a filter set keeps and the documents "
+        "as answers show them, so a row of either is a request against a warm server. CPU "
         "is the server process's user + system time over the timed requests, all threads, "
         "divided by their number. The floor row is the cheapest authenticated call to the "
-        "same server, what any request pays before search begins. The machine's load average "
+        "same server, what any request pays before search begins. "
+        + (
+            "The *before* rows are the same servers run from another source tree "
+            "(`BENCH_BASELINE_SRC`), in the same run, taking turns with the others. "
+            if before
+            else ""
+        )
+        + "The machine's load average "
         f"when the timed requests began: {some['load']:.1f} (on {os.cpu_count()} cores); other "
         "work inflates every row alike, since the servers take turns.",
         "",
         "| server | p50 ms | p95 ms | CPU ms / request |",
         "| --- | --- | --- | --- |",
     ]
-    for name, label in (
-        ("uncached", "uncached (the model embeds every query)"),
-        ("repeated", "repeated (query cache)"),
-        ("before", "before (BENCH_BASELINE_SRC)"),
-        ("status", "floor: `GET embedding_status` on the same server (auth, one read)"),
-    ):
+    for name, label in ROWS:
         if name in figures:
             f = figures[name]
             lines.append(f"| {label} | {f['p50']:.1f} | {f['p95']:.1f} | {f['cpu']:.1f} |")

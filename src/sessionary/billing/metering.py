@@ -1,7 +1,8 @@
 """Reserve → work → settle, or release on any failure: how a billed request spends credits.
 
 `Meter` is the one public verb set for domains: `Meter.reserve`, `meter.settle` (or
-`meter.settle_in` inside a unit of work) and `meter.release`.
+`meter.settle_in` inside a unit of work) and `meter.release` (`meter.release_now` on a
+worker thread).
 
 The reservation commits in its own short transaction *before* the expensive call, so no database
 lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
@@ -128,6 +129,10 @@ class Meter:
         """Give the hold back, even when the caller is being cancelled (a client hung up)."""
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._release)
+
+    def release_now(self) -> None:
+        """`release` for a caller already on a worker thread."""
+        self._release()
 
     def _settle(
         self,

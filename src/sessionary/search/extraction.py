@@ -20,8 +20,12 @@ Every phrase used for a filter leaves the query; what remains is searched semant
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import date
 from typing import Any
 
@@ -41,6 +45,8 @@ NEGATIONS = {"not", "no", "without", "except", "excluding", "non", "but"}
 ARTICLES = {"a", "an", "the", "any"}
 # Words that may stand between a negation and what it negates ("not made in Japan").
 NEGATION_GAP = {"from", "in", "made", "built", "located", "based", "at", "of", "on", "by"}
+# Answers an extractor remembers when its caller asks it to (with the query cache on).
+REMEMBERED_TERMS = 256
 _TOKEN = re.compile(r"\$?\d+(?:[.,]\d+)*k?\+?|[a-z]+")
 
 
@@ -83,6 +89,7 @@ class Extractor:
         schema: dict[str, Any],
         options: dict[str, Any] | None = None,
         semantic: Semantic | None = None,
+        remember: int = 0,
     ) -> None:
         self.fields: dict[str, dict[str, Any]] = schema["fields"]
         self.ranges: dict[str, dict[str, str]] = schema.get("ranges", {})
@@ -93,6 +100,15 @@ class Extractor:
             for path, info in self.fields.items()
             if self._extractable(info)
         }
+        # A field's similarity threshold depends only on its words and the model: computed on
+        # the first query that needs it (a product and a median over its values' words).
+        self._thresholds: dict[str, float] = {}
+        # Up to `remember` answers by (term, date): the same words against the same schema give
+        # the same filters, so a repeated query skips the passes (callers turn it off with the
+        # query cache, so a server without one measures a new query's whole cost).
+        self.remember = remember
+        self._answers: OrderedDict[tuple[str, date], tuple[dict[str, Any], str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @staticmethod
     def _extractable(info: dict[str, Any]) -> bool:
@@ -102,11 +118,29 @@ class Extractor:
         return [p for p, w in self.words.items() if w.kind in kinds]
 
     def extract(self, term: str, search_date: date | None = None) -> tuple[dict[str, Any], str]:
+        """The filters the term names, and what is left of it (copies: callers add to them)."""
+        key = (term, search_date or date.today())
+        if self.remember:
+            with self._lock:
+                known = self._answers.get(key)
+                if known is not None:
+                    self._answers.move_to_end(key)
+            if known is not None:
+                return copy.deepcopy(known[0]), known[1]
+        filters, rest = self._passes(term, key[1])
+        if self.remember:
+            with self._lock:
+                self._answers[key] = (copy.deepcopy(filters), rest)
+                while len(self._answers) > self.remember:
+                    self._answers.popitem(last=False)
+        return filters, rest
+
+    def _passes(self, term: str, search_date: date) -> tuple[dict[str, Any], str]:
         query = Query(term)
         filters: dict[str, Any] = {}
         self._categorical(query, filters)
         self._booleans(query, filters)
-        quantities.dates(self, query, filters, search_date or date.today())
+        quantities.dates(self, query, filters, search_date)
         quantities.numbers(self, query, filters)
         if self.semantic is not None:
             self._similar_values(query, filters)
@@ -257,7 +291,10 @@ class Extractor:
             groups = [
                 [w for w in entry.distinctive if entry.distinctive[w] == v] for v in entry.values
             ]
-            threshold = self.semantic.threshold([g for g in groups if g])
+            threshold = self._thresholds.get(path)
+            if threshold is None:
+                threshold = self.semantic.threshold([g for g in groups if g])
+                self._thresholds[path] = threshold
             hits = self.semantic.best(list(dict.fromkeys(candidates.values())), targets, threshold)
             for i, token in candidates.items():
                 if token in hits:
@@ -285,3 +322,31 @@ class Extractor:
         if entry is None:
             return set()
         return set(entry.name) | {w for alias in entry.aliases for w in alias}
+
+
+class Extractors:
+    """Extractors kept by their caller's key (a template's id and version, and the model),
+    so a search does not rebuild the schema's words and thresholds. An extractor only reads
+    what it was built from; every change to a template's schema or options bumps its version,
+    which makes a new key."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, Extractor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Extractor]) -> Extractor:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        built = build()
+        with self._lock:
+            self._entries[key] = built
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return built
+
+
+EXTRACTORS = Extractors()

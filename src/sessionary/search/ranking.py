@@ -16,10 +16,15 @@ from typing import Any
 import numpy as np
 
 from sessionary.search.filters import Columns, as_numbers
-from sessionary.search.store import SearchStore
+from sessionary.search.store import Hit, SearchStore
 
 RRF_K = 60
 _CACHE_TEMPLATES = 8
+# Documents as answers show them, kept per version: a repeated query (a page asked again, a
+# retry) then reads no document rows at all. About 1 KB each for the Oslo listings.
+_CACHE_SHOWN = 2048
+# Row sets of filters met lately, per version (a repeated filtered query skips the column scan).
+_CACHE_MASKS = 256
 
 
 @dataclass
@@ -30,6 +35,8 @@ class TemplateIndex:
     texts: list[str]
     position: dict[str, int] = field(default_factory=dict)
     column_cache: dict[Any, np.ndarray | None] = field(default_factory=dict)
+    shown_cache: OrderedDict[str, Hit] = field(default_factory=OrderedDict)
+    rows_cache: OrderedDict[str, np.ndarray | None] = field(default_factory=OrderedDict)
     _bm25: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -41,6 +48,43 @@ class TemplateIndex:
         return np.fromiter(
             (self.position[c] for c in candidates if c in self.position), dtype=np.int64
         )
+
+    def shown(
+        self, ids: Sequence[str], load: Callable[[list[str]], dict[str, Hit]]
+    ) -> dict[str, Hit]:
+        """What answers show of these documents, read with `load` only for those not met yet.
+
+        Safe to keep: every write to a template bumps its version, and a new version gets a
+        new index, so what is kept here is what this version's rows hold."""
+        with self._lock:
+            found = {i: self.shown_cache[i] for i in ids if i in self.shown_cache}
+            for doc_id in found:
+                self.shown_cache.move_to_end(doc_id)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            loaded = load(missing)
+            found.update(loaded)
+            with self._lock:
+                self.shown_cache.update(loaded)
+                while len(self.shown_cache) > _CACHE_SHOWN:
+                    self.shown_cache.popitem(last=False)
+        return found
+
+    def filtered(self, key: str, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        """The rows meeting the filters written as `key`, computed once per version from its
+        cached columns (None: the columns cannot answer). The rows are read-only."""
+        with self._lock:
+            if key in self.rows_cache:
+                self.rows_cache.move_to_end(key)
+                return self.rows_cache[key]
+        rows = compute()
+        if rows is not None:
+            rows.setflags(write=False)
+        with self._lock:
+            self.rows_cache[key] = rows
+            while len(self.rows_cache) > _CACHE_MASKS:
+                self.rows_cache.popitem(last=False)
+        return rows
 
     def columns(self, load: Callable[[str], list[tuple[str, Any]]]) -> Columns:
         """This version's filter columns, each read once with `load` (id, folded value)."""

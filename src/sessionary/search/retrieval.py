@@ -32,11 +32,12 @@ def retrieve(
     """The top `limit` documents meeting `filters`, nearest to `query` (fused with `text`'s
     lexical ranking when `rerank`), with their scores."""
     pool = max(num_candidates or 0, limit * 5, 50) if rerank else limit
-    where = store.where(filters, template.schema)
     index = None
     rows = None
+    where: list[Any] = []
     postgres = store.dialect == "postgresql"
     if postgres:
+        where = store.where(filters, template.schema)
         count = (
             store.count_candidates(template.id, where, exact_limit + 1)
             if where
@@ -48,8 +49,8 @@ def retrieve(
             dense = store.nearest(template.id, where, query, pool)
     else:
         index = INDEXES.get(store, template.id, template.version)
-        if where:
-            rows = _filtered_rows(store, index, template, filters, where)
+        if filters:  # SQL conditions are built only if the cached columns cannot answer
+            rows = _filtered_rows(store, index, template, filters)
         dense = index.dense(query, rows, pool)
     ranked = dense
     if rerank:
@@ -59,7 +60,8 @@ def retrieve(
         lexical = index.lexical(text, rows, pool)
         ranked = fuse([dense, lexical])
     chosen = ranked[:limit]
-    found = store.hits([doc_id for doc_id, _ in chosen])
+    ids = [doc_id for doc_id, _ in chosen]
+    found = store.hits(ids) if index is None else index.shown(ids, store.hits)
     return [(found[doc_id], score) for doc_id, score in chosen if doc_id in found]
 
 
@@ -68,12 +70,17 @@ def _filtered_rows(
     index: TemplateIndex,
     template: EmbeddingTemplate,
     filters: dict[str, Any],
-    where: list[Any],
 ) -> np.ndarray:
     """SQLite: the rows meeting the filters, from the cached columns when the conditions
     allow (a scan of arrays instead of parsing every document's JSON), else from SQL."""
     columns = index.columns(lambda key: store.folded_values(template.id, key))
-    keep = column_mask(filters, template.schema, columns)
-    if keep is not None:
-        return np.flatnonzero(keep)
-    return index.rows_of(store.candidate_ids(template.id, where))
+
+    def scan() -> np.ndarray | None:
+        keep = column_mask(filters, template.schema, columns)
+        return None if keep is None else np.flatnonzero(keep)
+
+    # repr, not JSON: values of different types (a date, its ISO text) never share a key.
+    rows = index.filtered(repr(filters), scan)
+    if rows is not None:
+        return rows
+    return index.rows_of(store.candidate_ids(template.id, store.where(filters, template.schema)))

@@ -24,7 +24,7 @@ import anyio.to_thread
 import numpy as np
 
 from sessionary.accounts.identity import Principal
-from sessionary.billing.ledger import Owner, Settlement
+from sessionary.billing.ledger import Owner, Reservation, Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
@@ -34,6 +34,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
+from sessionary.search.extraction import EXTRACTORS, REMEMBERED_TERMS
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
@@ -57,6 +58,17 @@ EXACT_SEARCH_LIMIT = 20_000
 class Ingested:
     template: EmbeddingTemplate
     settlement: Settlement
+
+
+@dataclass
+class Plan:
+    """What a search asks before any vector: its template, filters, and the text to embed."""
+
+    template: EmbeddingTemplate
+    filters: dict[str, Any]
+    semantic: str
+    sources: dict[str, str]
+    text: str
 
 
 @dataclass
@@ -95,11 +107,21 @@ class SearchService:
     # Access
 
     def owned(
-        self, store: SearchStore, caller: Principal, template_id: Any, *, lock: bool = False
+        self,
+        store: SearchStore,
+        caller: Principal,
+        template_id: Any,
+        *,
+        lock: bool = False,
+        detached: bool = False,
     ) -> EmbeddingTemplate:
+        """The caller's template, or 404/403. `detached` reads a copy for reading only."""
         if not isinstance(template_id, str) or not template_id:
             raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
-        template = store.get_template(template_id, lock=lock)
+        if detached:
+            template = store.read_template(template_id)
+        else:
+            template = store.get_template(template_id, lock=lock)
         if template is None:
             raise NotFound(f"No embedding template '{template_id}'.", param="template_id")
         caller.check_reach(
@@ -313,13 +335,11 @@ class SearchService:
 
     # Search
 
-    def _plan(
-        self, caller: Principal, query: SearchQuery, term: str | None
-    ) -> tuple[EmbeddingTemplate, dict[str, Any], str, dict[str, str], str]:
+    def _plan(self, caller: Principal, query: SearchQuery, term: str | None) -> Plan:
         """The template, the filters (extracted from the term, then the caller's own), the
         semantic part of the term, where each filter came from, and the text to embed."""
         with self.db.session(write=False) as session:
-            template = self.owned(SearchStore(session), caller, query.template_id)
+            template = self.owned(SearchStore(session), caller, query.template_id, detached=True)
         text = record_text(template, query.record) if term is None else None
         filters: dict[str, Any] = {}
         semantic = term or ""
@@ -330,7 +350,7 @@ class SearchService:
             given = validate(raw, template.schema, param)
             filters.update(given)
             sources.update(dict.fromkeys(given, param))
-        return template, filters, semantic, sources, text or semantic
+        return Plan(template, filters, semantic, sources, text or semantic)
 
     def _extract(
         self, template: EmbeddingTemplate, term: str, search_date: date | None
@@ -339,7 +359,7 @@ class SearchService:
         filters: dict[str, Any] = {}
         semantic = term
         if self.extractor in ("rules", "both"):
-            rules = Rules(template.schema, template.field_options, self._semantic())
+            rules = self._rules(template)
             filters, rest = rules.extract(term, search_date)
             semantic = rest or term
         if self.extractor in ("llm", "both"):
@@ -352,6 +372,18 @@ class SearchService:
                 filters, llm_extraction.extract(template.schema, term, generate)
             )
         return filters, semantic
+
+    def _rules(self, template: EmbeddingTemplate) -> Rules:
+        """The template's rules extractor, built once per version and embedding model (keyed by
+        the model object: two apps in one process never share one). It remembers answers when
+        the query cache is on."""
+        embedder = self.providers.embeddings
+        remember = REMEMBERED_TERMS if self.query_vectors.size > 0 else 0
+        key = (template.id, template.version, template.updated_at, id(embedder), remember)
+        return EXTRACTORS.get(
+            key,
+            lambda: Rules(template.schema, template.field_options, self._semantic(), remember),
+        )
 
     def _semantic(self) -> Semantic | None:
         """Word similarity for the extractor, through the configured embedding model (called
@@ -369,74 +401,88 @@ class SearchService:
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
         """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
 
-        Three hand-offs to worker threads when the query's vector is cached (plan; reserve;
-        retrieve and settle), five when the model runs (its token count and its call too)."""
+        Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
+        hold, rank, settle, each its own short transaction, in that order); one the model embeds
+        is three (plan, count and hold; the model's call; rank and settle). The hold is taken
+        before the vector is used, and settled or released after."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
-        template, filters, semantic, sources, text = await anyio.to_thread.run_sync(
-            lambda: self._plan(caller, query, term)
+        owner = Owner.of(caller)
+        plan, found, reservation = await anyio.to_thread.run_sync(
+            lambda: self._begin(caller, owner, query, term, limit)
         )
-        vector, meter, tokens = await self._embed_query(Owner.of(caller), text, query.route)
+        if found is not None:
+            return found
+        assert reservation is not None
+        meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
+        embedder = self.providers.embedder()
         try:
-            hits, settlement = await anyio.to_thread.run_sync(
-                lambda: self._retrieve_and_settle(
-                    template, filters, vector, semantic, limit, query, meter, tokens
-                )
-            )
+            batch = await embedder.embed([plan.text])
+            vector = np.asarray(batch.vectors, dtype=np.float32)[0]
+            self.query_vectors.put(embedder.name, plan.text, vector, batch.input_tokens)
         except BaseException:
             await meter.release()
             raise
-        return Found(template, filters, hits, settlement, semantic, sources)
+        return await anyio.to_thread.run_sync(
+            lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
+        )
 
-    async def _embed_query(
-        self, owner: Owner, text: str, route: str
-    ) -> tuple[np.ndarray, Meter, int]:
-        """The query's vector, from the cache or the model, with its hold taken. A cached vector
-        is held and billed at the tokens the model counted the first time, as if it ran."""
+    def _begin(
+        self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
+    ) -> tuple[Plan, Found | None, Reservation | None]:
+        """On a worker thread: the plan, then the hold. A cached vector is held at the tokens
+        the model counted the first time (billed as if it ran) and the search finishes here;
+        otherwise the model's own count is held and the caller embeds (the hold is wrapped in
+        a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
+        plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
-        known = self.query_vectors.get(embedder.name, text)
+        known = self.query_vectors.get(embedder.name, plan.text)
         if known is None:
-            vectors, meter, tokens = await self._embed(owner, [text], route)
-            self.query_vectors.put(embedder.name, text, vectors[0], tokens)
-            return vectors[0], meter, tokens
+            counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
+            held = self.pricing.embedding(counted)
+            return plan, None, Meter.hold(self.db, owner, held, query.route)
         vector, tokens = known
-        meter = await Meter.reserve(self.db, owner, self.pricing.embedding(tokens), route=route)
-        return vector, meter, tokens
+        held = self.pricing.embedding(tokens)
+        meter = Meter(self.db, Meter.hold(self.db, owner, held, query.route))
+        return plan, self._finish(plan, vector, tokens, limit, query, meter), None
 
-    def _retrieve_and_settle(
+    def _finish(
         self,
-        template: EmbeddingTemplate,
-        filters: dict[str, Any],
+        plan: Plan,
         vector: np.ndarray,
-        semantic: str,
+        tokens: int,
         limit: int,
         query: SearchQuery,
         meter: Meter,
-        tokens: int,
-    ) -> tuple[list[tuple[Hit, float]], Settlement]:
-        """Rank in a read transaction, then settle in a short write one, in one worker thread
-        (the write lock is not held while scoring)."""
-        with self.db.session(write=False) as session:
-            hits = retrieve(
-                SearchStore(session),
-                template,
-                filters,
-                vector,
-                semantic,
-                limit=limit,
-                num_candidates=query.num_candidates,
-                rerank=query.rerank,
-                exact_limit=self.exact_limit,
-            )
-        with self.db.session() as session:
-            settlement = meter.settle_in(
-                session,
-                self.pricing.embedding(tokens),
-                model=template.embedding_model,
-                usage={"input_tokens": tokens},
-                subject_id=template.id,
-            )
-        return hits, settlement
+    ) -> Found:
+        """Rank in a read transaction, then settle in a short write one, on a worker thread
+        (the write lock is not held while scoring); any failure releases the hold."""
+        template = plan.template
+        try:
+            with self.db.session(write=False) as session:
+                hits = retrieve(
+                    SearchStore(session),
+                    template,
+                    plan.filters,
+                    vector,
+                    plan.semantic,
+                    limit=limit,
+                    num_candidates=query.num_candidates,
+                    rerank=query.rerank,
+                    exact_limit=self.exact_limit,
+                )
+            with self.db.session() as session:
+                settlement = meter.settle_in(
+                    session,
+                    self.pricing.embedding(tokens),
+                    model=template.embedding_model,
+                    usage={"input_tokens": tokens},
+                    subject_id=template.id,
+                )
+        except BaseException:
+            meter.release_now()
+            raise
+        return Found(template, plan.filters, hits, settlement, plan.semantic, plan.sources)
 
     # Reading
 
@@ -450,4 +496,4 @@ class SearchService:
 
     def status(self, caller: Principal, template_id: Any) -> EmbeddingTemplate:
         with self.db.session(write=False) as session:
-            return self.owned(SearchStore(session), caller, template_id)
+            return self.owned(SearchStore(session), caller, template_id, detached=True)

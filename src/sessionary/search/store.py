@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import and_, cast, delete, func, or_, select, text, type_coerce
+from sqlalchemy import and_, bindparam, cast, delete, func, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -95,6 +95,13 @@ def _clause(key: str, kind: str, condition: Any) -> ColumnElement[bool]:
     return operators.sql(_column(key, kind), condition, kind)
 
 
+# The hot path's statements, built once (Core caches their compiled form by this object).
+_TEMPLATE = select(EmbeddingTemplate.__table__).where(EmbeddingTemplate.id == bindparam("p_id"))
+_SHOWN = select(
+    SearchDocument.id, SearchDocument.source_id, SearchDocument.record, SearchDocument.filters
+).where(SearchDocument.id.in_(bindparam("p_ids", expanding=True)))
+
+
 class SearchStore:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -115,6 +122,12 @@ class SearchStore:
         if lock:  # writers of one template queue up (SQLite's write lock already does this)
             query = query.with_for_update()
         return self.session.scalars(query).first()
+
+    def read_template(self, template_id: str) -> EmbeddingTemplate | None:
+        """The template's row as a detached object, read through Core: a search only reads
+        it, and the ORM's loading (identity map, events, state) cost more than the query."""
+        row = self.session.connection().execute(_TEMPLATE, {"p_id": template_id}).first()
+        return None if row is None else EmbeddingTemplate(**row._mapping)
 
     def templates_of(
         self, account_id: str, external_user_id: str | None, limit: int, offset: int
@@ -279,12 +292,5 @@ class SearchStore:
         Only those columns are read (not the vector, text or folded values a full row holds)."""
         if not ids:
             return {}
-        rows = self.session.execute(
-            select(
-                SearchDocument.id,
-                SearchDocument.source_id,
-                SearchDocument.record,
-                SearchDocument.filters,
-            ).where(SearchDocument.id.in_(list(ids)))
-        )
+        rows = self.session.connection().execute(_SHOWN, {"p_ids": list(ids)})  # Core rows
         return {row[0]: Hit(row[1], row[2], row[3]) for row in rows}

@@ -34,6 +34,9 @@ PROVIDER = "local"
 DEFAULT_MAX_TOKENS = 256
 # Calls of up to this many tokens (a query, a few words for the extractor) run BLAS on one thread.
 SHORT_CALL_TOKENS = 256
+# Up to this many characters a loaded model's tokenizer counts on the caller's thread (tens of
+# microseconds in Rust, which is thread-safe): less than the hand-off to the model's worker.
+INLINE_COUNT_CHARS = 2000
 
 
 @functools.cache
@@ -130,6 +133,8 @@ class LocalEmbeddings:
     async def count_tokens(self, texts: Sequence[str]) -> int:
         if not texts:
             return 0
+        if self._model is not None and sum(len(t) for t in texts) <= INLINE_COUNT_CHARS:
+            return self._count_sync(list(texts))
         return await asyncio.get_running_loop().run_in_executor(
             self._worker, self._count_sync, list(texts)
         )
