@@ -86,3 +86,25 @@ def test_a_charge_that_cannot_commit_gives_the_hold_back(
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum == FUNDS and holds == 0
     assert charges(db, payer) == []
+
+
+def test_a_stored_chat_completion_the_database_refuses_is_delivered_paid_and_not_kept(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionary.conversations.completions import CompletionService
+
+    def refused(*_: object, **__: object) -> None:
+        raise IntegrityError("INSERT INTO conversation_messages", {}, Exception("refused"))
+
+    monkeypatch.setattr(CompletionService, "record", refused)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}], "store": True}
+    answer = remote.post("/v1/chat/completions", json=body, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    completion = answer.json()
+    assert completion["choices"][0]["message"]["content"] and "session_id" not in completion
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0
+    assert money(db, payer) == (FUNDS - charged[0], FUNDS - charged[0], 0)
+    monkeypatch.undo()
+    kept = remote.get(f"/v1/chat/completions/{completion['id']}", headers=payer.headers)
+    assert kept.status_code == 404

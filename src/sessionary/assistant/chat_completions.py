@@ -255,10 +255,9 @@ class ChatCompletions:
         reason: str,
         usage: Usage,
     ) -> tuple[dict[str, Any], Settlement]:
-        """Charge what was produced (never more than the hold), then store when asked.
-
-        The charge commits on its own first: the answer exists whatever happens to the store.
-        """
+        """Charge what was produced (never more than the hold), then store when asked, in one
+        transaction: the store in a savepoint, so the charge never depends on it (a store that
+        fails rolls back alone, and the answer is delivered without its `session_id`)."""
         charge = min(self.cost(turn, usage), meter.reservation.amount_micro)
         session_id = new_id("sess") if turn.store else None
         payload = completion_object(
@@ -271,30 +270,40 @@ class ChatCompletions:
             usage=usage,
             session_id=session_id,
         )
+        reply = ChatMessage("assistant", text, calls=calls)
+
+        def settle_and_store() -> Settlement:
+            with self.database.session() as db:
+                settlement = meter.settle_in(
+                    db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
+                )
+                if session_id is not None:
+                    try:
+                        with db.begin_nested():
+                            self._store(db, turn, payload, reply)
+                    except Exception:  # paid for and delivered all the same; the log says why
+                        log.exception(
+                            "chat_completion_not_stored", completion_id=turn.completion_id
+                        )
+                        payload.pop("session_id")
+                return settlement
+
         try:
-            settlement = await meter.settle(
-                charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
-            )
+            settlement = await anyio.to_thread.run_sync(settle_and_store)
         except BaseException:
             await meter.release()
             raise
-        if session_id is not None:
-            reply = ChatMessage("assistant", text, calls=calls)
-            try:
-                await anyio.to_thread.run_sync(lambda: self._store(turn, payload, reply))
-            except Exception:  # paid for and delivered all the same; the log says why not stored
-                log.exception("chat_completion_not_stored", completion_id=turn.completion_id)
-                payload.pop("session_id")
         return payload, settlement
 
-    def _store(self, turn: ChatTurn, payload: dict[str, Any], reply: ChatMessage) -> None:
+    def _store(
+        self, db: Session, turn: ChatTurn, payload: dict[str, Any], reply: ChatMessage
+    ) -> None:
         answer = NewMessage("assistant", record_parts(reply), reply.text)
-        with self.database.session() as db:
-            CompletionService(db).record(
-                turn.caller,
-                payload,
-                session_id=payload["session_id"],
-                metadata=check_metadata(turn.body.metadata),  # checked when planned
-                inputs=turn.inputs.records,
-                replies=[answer],
-            )
+        CompletionService(db).record(
+            turn.caller,
+            payload,
+            session_id=payload["session_id"],
+            metadata=check_metadata(turn.body.metadata),  # checked when planned
+            inputs=turn.inputs.records,
+            replies=[answer],
+        )
