@@ -34,6 +34,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
+from sessionary.search.ann import AnnPolicy
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
@@ -43,7 +44,7 @@ from sessionary.search.query import SearchQuery, checked_term, record_text
 from sessionary.search.query_vectors import QueryVectors
 from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
-from sessionary.search.retrieval import retrieve
+from sessionary.search.retrieval import Retrieved, retrieve
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
 from sessionary.search.store import Hit, SearchStore
 from sessionary.search.vocabulary import Semantic
@@ -67,6 +68,7 @@ class Found:
     settlement: Settlement
     semantic_query: str
     sources: dict[str, str]
+    path: str = "exact"  # which ranking served (retrieval.Retrieved), for reports
 
     @property
     def private(self) -> frozenset[str]:
@@ -83,6 +85,7 @@ class SearchService:
         extractor: Extractor = "rules",
         max_fields: int = MAX_FIELDS,
         query_vectors: QueryVectors | None = None,
+        ann: AnnPolicy | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -91,6 +94,7 @@ class SearchService:
         self.extractor = extractor
         self.max_fields = max_fields
         self.query_vectors = query_vectors if query_vectors is not None else QueryVectors(1024)
+        self.ann = ann or AnnPolicy()
 
     # Access
 
@@ -378,7 +382,7 @@ class SearchService:
         )
         vector, meter, tokens = await self._embed_query(Owner.of(caller), text, query.route)
         try:
-            hits, settlement = await anyio.to_thread.run_sync(
+            (hits, path), settlement = await anyio.to_thread.run_sync(
                 lambda: self._retrieve_and_settle(
                     template, filters, vector, semantic, limit, query, meter, tokens
                 )
@@ -386,7 +390,7 @@ class SearchService:
         except BaseException:
             await meter.release()
             raise
-        return Found(template, filters, hits, settlement, semantic, sources)
+        return Found(template, filters, hits, settlement, semantic, sources, path)
 
     async def _embed_query(
         self, owner: Owner, text: str, route: str
@@ -413,7 +417,7 @@ class SearchService:
         query: SearchQuery,
         meter: Meter,
         tokens: int,
-    ) -> tuple[list[tuple[Hit, float]], Settlement]:
+    ) -> tuple[Retrieved, Settlement]:
         """Rank in a read transaction, then settle in a short write one, in one worker thread
         (the write lock is not held while scoring)."""
         with self.db.session(write=False) as session:
@@ -427,6 +431,7 @@ class SearchService:
                 num_candidates=query.num_candidates,
                 rerank=query.rerank,
                 exact_limit=self.exact_limit,
+                ann=self.ann,
             )
         with self.db.session() as session:
             settlement = meter.settle_in(
