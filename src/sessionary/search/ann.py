@@ -26,6 +26,7 @@ ef_search=128, recall@10 0.994 measured against exact search, 0.4 ms a query.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,8 @@ MIN_SELECTIVITY = 0.2  # a filter keeping a smaller share of the rows is scored 
 REBUILD_DEAD_SHARE = 0.25  # dropped labels beyond this share of the graph: build it afresh
 ADD_CHUNK = 2_000  # vectors added per turn of the graph's lock, so searches interleave
 _GRAPHS = 8  # templates whose graphs one process keeps (as the matrix cache)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class AnnIndexes:
         self._idle = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._busy = False
+        self._failed: dict[str, int] = {}  # template id -> a version whose build failed
         self.unavailable = False  # faiss failed to load: searches stay exact
 
     def snapshot(self, template_id: str, entry: Any) -> tuple[Graph, Snapshot] | None:
@@ -158,8 +162,12 @@ class AnnIndexes:
             if graph is not None and snap is not None and snap.version == entry.version:
                 self._graphs.move_to_end(template_id)
                 return graph, snap
-            if self.unavailable or (snap is not None and snap.version > entry.version):
-                return None  # no library, or a search of an older version than the graph's
+            if (
+                self.unavailable
+                or (snap is not None and snap.version > entry.version)
+                or self._failed.get(template_id) == entry.version
+            ):
+                return None  # no library, an older version than the graph's, or a failed one
             current = self._wanted.get(template_id)
             if current is None or current.version < entry.version:
                 self._wanted[template_id] = entry
@@ -203,10 +211,14 @@ class AnnIndexes:
                 fresh = self._catch_up(graph, entry)
             except ImportError:
                 fresh, self.unavailable = None, True
-            except Exception:  # searches stay exact; the next one asks again
+                log.warning("faiss is not importable: searches stay exact")
+            except Exception:  # searches stay exact; the next version is tried again
                 fresh = None
+                log.exception("HNSW graph of %s (version %s) failed", template_id, entry.version)
             with self._lock:
-                if fresh is not None:
+                if fresh is None:
+                    self._failed[template_id] = entry.version
+                else:
                     self._graphs[template_id] = fresh
                     self._graphs.move_to_end(template_id)
                     while len(self._graphs) > _GRAPHS:
