@@ -5,15 +5,16 @@ Why: exact scoring reads every vector, about 150 MB at 100,000 records of 384 di
 is 15-20 ms of memory traffic a query; the graph visits a few hundred of them (under 1 ms).
 
 What keeps it correct:
-- The graph only proposes candidates. Each label maps to a row of the cached matrix of the exact
-  version being searched (`Snapshot.rows`); a label of a deleted or since-changed document maps
-  to no row and is dropped, and every score comes from the matrix, so a result is never stale,
-  deleted or another template's (one graph per template, built from that template's rows only).
+- The graph only proposes candidates. A label stands for one distinct vector and maps to the
+  rows holding it in the cached matrix of the exact version being searched (`Snapshot.rows`);
+  a label whose documents were all deleted or changed maps to no row and is dropped, and every
+  score comes from the matrix, so a result is never stale, deleted or another template's (one
+  graph per template, built from that template's rows only).
 - A graph serves only the version it was brought in step with. When the template's version
   moves (a write here or in another process: the same version check as the matrix cache), the
-  search is exact and a worker thread catches the graph up: new and changed vectors are added
-  under new labels, the labels of deleted or changed ones are dropped from the live set (and
-  the graph is rebuilt when they pass a quarter of it).
+  search is exact and a worker thread catches the graph up: vectors it lacks are added under
+  new labels, labels left without rows are excluded from the search (and the graph is rebuilt
+  when they pass a quarter of it).
 - Filters: a filtered search uses the graph (restricted to the matching labels) only when the
   filter keeps many rows; a selective filter is scored exactly over its rows (HNSW under a
   restrictive filter loses recall: 0.3-0.5 measured at 100k).
@@ -60,13 +61,25 @@ class AnnPolicy:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A graph in step with one version of a template: `rows[label]` is that label's row in the
-    version's matrix, or -1 when the label's document was since deleted or changed."""
+    """A graph in step with one version of a template. A label stands for one distinct vector;
+    its rows in the version's matrix are `members[starts[label]:starts[label + 1]]` (none when
+    every document holding it was since deleted or changed). `label_of_row` goes back."""
 
     version: int
-    rows: np.ndarray
-    count: int  # live labels (the version's rows)
-    live: Any  # a faiss selector of the live labels, or None when every label is live
+    starts: np.ndarray
+    members: np.ndarray
+    label_of_row: np.ndarray
+    live: Any  # a faiss selector of the labels with rows, or None when every label has some
+
+    @property
+    def labels(self) -> int:
+        return len(self.starts) - 1
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """The rows of `labels` (labels added since this snapshot are not this version's)."""
+        labels = labels[labels < self.labels]
+        parts = [self.members[self.starts[la] : self.starts[la + 1]] for la in labels]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class Graph:
@@ -78,8 +91,10 @@ class Graph:
             dimension, faiss.ScalarQuantizer.QT_8bit, M, faiss.METRIC_INNER_PRODUCT
         )
         self.index.hnsw.efConstruction = EF_CONSTRUCTION
-        self.label_of: dict[str, int] = {}
-        self.digests = np.zeros(0, dtype=np.uint64)  # of each label's vector, to see changes
+        # One label per distinct vector, by digest: exact duplicates (the same text embedded
+        # twice) share it, since HNSW prunes the links between identical points and would
+        # reach few of them (recall 0.667 with ten copies of each vector).
+        self.label_of: dict[int, int] = {}
         self.lock = threading.Lock()  # faiss does not search and add at once safely
         self.snapshot: Snapshot | None = None
         self.build_seconds = 0.0
@@ -92,18 +107,17 @@ class Graph:
         """Codes (one byte a dimension) and level-0 links (2M four-byte ids) per label, plus
         the id map: what the graph adds to the matrix cache, near enough for a report."""
         per_label = self.index.d + 2 * M * 4 + 8 + 8
-        return int(self.labels * per_label + sum(len(k) + 60 for k in self.label_of))
+        return int(self.labels * (per_label + 60))
 
-    def add(self, vectors: np.ndarray, ids: list[str], digests: np.ndarray) -> None:
+    def add(self, vectors: np.ndarray, digests: list[int]) -> None:
         if not self.index.is_trained:
             self.index.train(vectors)
         first = self.labels
-        for start in range(0, len(ids), ADD_CHUNK):
+        for start in range(0, len(digests), ADD_CHUNK):
             with self.lock:
                 self.index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK]))
-        for offset, doc_id in enumerate(ids):
-            self.label_of[doc_id] = first + offset
-        self.digests = np.concatenate([self.digests, digests])
+        for offset, digest in enumerate(digests):
+            self.label_of[digest] = first + offset
 
     def search(self, query: np.ndarray, k: int, ef_search: int, selector: Any) -> np.ndarray:
         faiss = _faiss()
@@ -231,36 +245,39 @@ class AnnIndexes:
                 self._idle.notify_all()
 
     def _catch_up(self, graph: Graph | None, entry: Any) -> Graph:
+        """Labels for this version's rows, adding the vectors the graph lacks (rebuilding it
+        when labels without rows pass a quarter of it)."""
         began = time.perf_counter()
         matrix: np.ndarray = entry.matrix
-        ids: list[str] = entry.ids
-        digests = _digests(matrix)
-        if graph is not None and graph.index.d == matrix.shape[1]:
-            labels = np.fromiter((graph.label_of.get(i, -1) for i in ids), np.int64, len(ids))
-            known = labels >= 0
-            same = np.zeros(len(ids), dtype=bool)
-            same[known] = graph.digests[labels[known]] == digests[known]
-            fresh_rows = np.flatnonzero(~same)
-            total = graph.labels + fresh_rows.size
-            if total - len(ids) <= REBUILD_DEAD_SHARE * total:
-                graph.add(matrix[fresh_rows], [ids[r] for r in fresh_rows], digests[fresh_rows])
-                labels[fresh_rows] = [graph.label_of[ids[r]] for r in fresh_rows]
-                graph.build_seconds = time.perf_counter() - began
-                graph.snapshot = _snapshot(entry.version, labels, graph.labels)
-                return graph
-        graph = Graph(matrix.shape[1])
-        graph.add(matrix, list(ids), digests)
-        graph.build_seconds = time.perf_counter() - began
-        graph.snapshot = _snapshot(entry.version, np.arange(len(ids), dtype=np.int64), len(ids))
+        digests = [int(d) for d in _digests(matrix)]
+        stale = (
+            graph is None
+            or graph.index.d != matrix.shape[1]
+            or len(graph.label_of) - len(set(digests) & graph.label_of.keys())
+            > REBUILD_DEAD_SHARE * len(graph.label_of)
+        )
+        if graph is None or stale:
+            graph = Graph(matrix.shape[1])
+        fresh: dict[int, int] = {}  # digest -> its first row, for vectors the graph lacks
+        for row, digest in enumerate(digests):
+            if digest not in graph.label_of and digest not in fresh:
+                fresh[digest] = row
+        if fresh:
+            graph.add(matrix[list(fresh.values())], list(fresh))
+        labels = np.fromiter((graph.label_of[d] for d in digests), np.int64, len(digests))
+        graph.snapshot = _snapshot(entry.version, labels, graph.labels)
+        if fresh:
+            graph.build_seconds = time.perf_counter() - began
         return graph
 
 
 def _snapshot(version: int, labels: np.ndarray, total: int) -> Snapshot:
-    """`labels[row]` is each row's label; the snapshot maps labels back to rows."""
-    rows = np.full(total, -1, dtype=np.int64)
-    rows[labels] = np.arange(len(labels), dtype=np.int64)
-    live = None if len(labels) == total else _selector(rows >= 0)
-    return Snapshot(version, rows, len(labels), live)
+    """`labels[row]` is each row's label; the snapshot groups rows by label."""
+    members = np.argsort(labels, kind="stable").astype(np.int64)
+    counts = np.bincount(labels, minlength=total)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    live = None if bool((counts > 0).all()) else _selector(counts > 0)
+    return Snapshot(version, starts, members, labels, live)
 
 
 def approximate(
@@ -275,22 +292,19 @@ def approximate(
     """The top `k` rows (meeting `keep`, a boolean mask over rows) by exact score, among the
     graph's candidates; None when the graph found fewer than it should (then score exactly)."""
     selector = snap.live
-    allowed = snap.count if keep is None else int(keep.sum())
+    allowed = len(snap.label_of_row) if keep is None else int(keep.sum())
     if keep is not None:
-        ok = snap.rows >= 0
-        by_label = np.zeros(len(snap.rows), dtype=bool)
-        by_label[ok] = keep[snap.rows[ok]]
+        by_label = np.zeros(snap.labels, dtype=bool)
+        by_label[snap.label_of_row[keep]] = True
         selector = _selector(by_label)
     wanted = max(OVERSAMPLE * k, 40)
     labels = graph.search(query, wanted, max(ef_search, wanted), selector)
-    labels = labels[labels < len(snap.rows)]  # added since this snapshot: not this version's
-    rows = snap.rows[labels]
-    rows = rows[rows >= 0]
+    rows = snap.rows(labels)
     if keep is not None:
         rows = rows[keep[rows]]
     if rows.size < min(k, allowed):
         return None
-    rows = np.sort(rows)  # ties then fall in row order, as exact scoring breaks them
+    rows = np.sort(rows)  # ties (exact twins) then fall in row order
     scores = score(rows)
     order = np.argsort(-scores, kind="stable")[:k]
     return [(int(rows[i]), float(scores[i])) for i in order]
