@@ -159,7 +159,8 @@ class Settings(BaseSettings):
     search_exact_limit: int = Field(
         default=20_000,
         ge=0,
-        description="PostgreSQL scores up to this many candidates exactly; beyond, it uses HNSW.",
+        description="PostgreSQL scores templates of up to this many records exactly; beyond, it "
+        "uses HNSW (iterative scans), and exact scoring when a filter leaves the scan short.",
     )
     search: SearchSettings = Field(default_factory=SearchSettings)
     files: FileInputSettings = Field(default_factory=FileInputSettings)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from sessionary.billing.pricing import Pricing
+from sessionary.search.ann import AnnPolicy
 from sessionary.search.service import SearchService
 
 
@@ -23,6 +24,12 @@ async def get_search_service(request: Request) -> SearchService:
         settings.search.extractor,
         settings.search.max_fields,
         state.query_vectors,
+        AnnPolicy(
+            settings.search.ann,
+            settings.search.ann_min_records,
+            settings.search.ann_exact_below,
+            settings.search.ann_ef_search,
+        ),
     )
 
 

@@ -2,7 +2,9 @@
 
 On SQLite the template's vectors are held in memory as one float32 matrix and scored exactly with
 NumPy (recall 1.0); the cache is keyed by the template's version, which every write bumps in the
-database, so every process sees a change at its next search. PostgreSQL ranks in SQL (pgvector).
+database, so every process sees a change at its next search. Large templates also get an HNSW
+graph built from this matrix (ann.py), in step with the same version. PostgreSQL ranks in SQL
+(pgvector).
 """
 
 from __future__ import annotations
@@ -96,11 +98,11 @@ class TemplateIndex:
             return []
         query = query.astype(np.float32)
         if rows is None:
-            scores = _scores(self.matrix, query)
+            scores = scores_of(self.matrix, query)
         elif rows.size * 3 > len(self.ids):  # most rows: scoring all beats copying them out
-            scores = _scores(self.matrix, query)[rows]
+            scores = scores_of(self.matrix, query)[rows]
         else:
-            scores = _scores(self.matrix[rows], query)
+            scores = scores_of(self.matrix[rows], query)
         top = _top(scores, k)
         if rows is None:
             return [(self.ids[i], float(scores[i])) for i in top]
@@ -158,7 +160,7 @@ class _ColumnView:
         return numbers
 
 
-def _scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+def scores_of(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Dot products of every row with `query`, on the calling thread.
 
     `einsum` runs NumPy's own SIMD loop rather than BLAS: a matrix-vector product is bound by

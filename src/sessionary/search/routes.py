@@ -13,6 +13,7 @@ from sessionary.kit.errors import InvalidRequest
 from sessionary.search import answers
 from sessionary.search.answers import ingest_summary, template_summary
 from sessionary.search.dependencies import AppSearch
+from sessionary.search.outcomes import Found, Ingested
 from sessionary.search.query import SearchQuery
 from sessionary.search.schemas import (
     CreateTemplate,
@@ -23,7 +24,6 @@ from sessionary.search.schemas import (
     TemplateRef,
     UpdateTemplate,
 )
-from sessionary.search.service import Found, Ingested
 
 router = APIRouter(prefix="/chat", tags=["embeddings"])
 

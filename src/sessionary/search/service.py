@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -24,7 +23,7 @@ import anyio.to_thread
 import numpy as np
 
 from sessionary.accounts.identity import Principal
-from sessionary.billing.ledger import Owner, Reservation, Settlement
+from sessionary.billing.ledger import Owner, Reservation
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
@@ -34,11 +33,13 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import ChatRequest, ChatResult
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
+from sessionary.search.ann import AnnPolicy
 from sessionary.search.extraction import EXTRACTORS, REMEMBERED_TERMS
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.outcomes import Found, Ingested, Plan
 from sessionary.search.plain_text import DEFAULT_OPTIONS, plain_text_records
 from sessionary.search.query import SearchQuery, checked_term, record_text
 from sessionary.search.query_vectors import QueryVectors
@@ -46,43 +47,12 @@ from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
 from sessionary.search.retrieval import retrieve
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
-from sessionary.search.store import Hit, SearchStore
+from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
 from sessionary.settings.search import Extractor
 
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
 EXACT_SEARCH_LIMIT = 20_000
-
-
-@dataclass
-class Ingested:
-    template: EmbeddingTemplate
-    settlement: Settlement
-
-
-@dataclass
-class Plan:
-    """What a search asks before any vector: its template, filters, and the text to embed."""
-
-    template: EmbeddingTemplate
-    filters: dict[str, Any]
-    semantic: str
-    sources: dict[str, str]
-    text: str
-
-
-@dataclass
-class Found:
-    template: EmbeddingTemplate
-    filters: dict[str, Any]
-    hits: list[tuple[Hit, float]]
-    settlement: Settlement
-    semantic_query: str
-    sources: dict[str, str]
-
-    @property
-    def private(self) -> frozenset[str]:
-        return detection.private_paths(self.template.schema)
 
 
 class SearchService:
@@ -95,6 +65,7 @@ class SearchService:
         extractor: Extractor = "rules",
         max_fields: int = MAX_FIELDS,
         query_vectors: QueryVectors | None = None,
+        ann: AnnPolicy | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -103,6 +74,7 @@ class SearchService:
         self.extractor = extractor
         self.max_fields = max_fields
         self.query_vectors = query_vectors if query_vectors is not None else QueryVectors(1024)
+        self.ann = ann or AnnPolicy()
 
     # Access
 
@@ -460,7 +432,7 @@ class SearchService:
         template = plan.template
         try:
             with self.db.session(write=False) as session:
-                hits = retrieve(
+                hits, path = retrieve(
                     SearchStore(session),
                     template,
                     plan.filters,
@@ -470,6 +442,7 @@ class SearchService:
                     num_candidates=query.num_candidates,
                     rerank=query.rerank,
                     exact_limit=self.exact_limit,
+                    ann=self.ann,
                 )
             with self.db.session() as session:
                 settlement = meter.settle_in(
@@ -482,7 +455,7 @@ class SearchService:
         except BaseException:
             meter.release_now()
             raise
-        return Found(template, plan.filters, hits, settlement, plan.semantic, plan.sources)
+        return Found(template, plan.filters, hits, settlement, plan.semantic, plan.sources, path)
 
     # Reading
 

@@ -240,17 +240,6 @@ class SearchStore:
         )
         return [(row[0], 1.0 - float(row[1])) for row in rows]
 
-    def count_candidates(self, template_id: str, where: list[ColumnElement[bool]], cap: int) -> int:
-        """How many documents meet `where`, counted up to `cap` (callers only need to know
-        whether exact search stays cheap, and a broad filter would otherwise be read whole)."""
-        matching = (
-            select(SearchDocument.id)
-            .where(SearchDocument.template_id == template_id)
-            .where(*where)
-            .limit(cap)
-        )
-        return int(self.session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
-
     def ensure_vector_index(self, dimension: int) -> None:
         """PostgreSQL: an HNSW index over the vectors of one dimension (built once, then kept
         up to date by inserts). Partial on `vector_dims`, so templates of other models coexist."""
@@ -270,10 +259,21 @@ class SearchStore:
         query: np.ndarray,
         k: int,
         dimension: int,
+        max_scan: int = 20_000,
     ) -> list[tuple[str, float]]:
-        """PostgreSQL: the HNSW index, with iterative scans so filters still fill the page."""
-        self.session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        self.session.execute(text(f"SET LOCAL hnsw.ef_search = {max(64, 2 * int(k))}"))
+        """PostgreSQL: the HNSW index, with iterative scans so filters still fill the page.
+
+        The scan stops after `max_scan` index tuples (each a heap fetch to check the filter), so
+        under a selective filter it may return fewer than `k`: the caller then scores the
+        filtered rows exactly. One round trip sets the three parameters for this transaction."""
+        self.session.execute(
+            text(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.ef_search', :ef, true), "
+                "set_config('hnsw.max_scan_tuples', :scan, true)"
+            ),
+            {"ef": str(max(64, 2 * int(k))), "scan": str(max(1, int(max_scan)))},
+        )
         vector = cast(SearchDocument.embedding, Vector(dimension))
         distance = vector.cosine_distance(query.astype(np.float32).tolist())
         rows = self.session.execute(
