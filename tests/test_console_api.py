@@ -3,9 +3,12 @@ external users, ChatKit sessions), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from sessionary.console.service import COOKIE, ConsoleService, csrf_token
 from sessionary.kit.db import Database
@@ -86,6 +89,33 @@ def test_sign_in_refuses_other_origins_and_rate_limits(client: TestClient, tenan
         "/console/sign-in", data={"api_key": tenant.api_key}, headers={"origin": ORIGIN}
     )
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+
+
+def test_a_link_used_while_another_writer_is_busy_waits_its_turn(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """The link is a GET that writes: its unit of work must be a writer from the start (a read
+    that upgrades was refused at once on SQLite, a 503, while the HoldKeeper was writing)."""
+    with db.session() as session:
+        issued = ConsoleService(session).issue_link(tenant.account_id, operator=False)
+    holding, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with db.session() as session:
+            session.execute(text("UPDATE accounts SET name = name WHERE id = :id"), {"id": "x"})
+            holding.set()
+            time.sleep(0.5)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        opened = client.get(f"/console/link/{issued.token}", follow_redirects=False)
+    finally:
+        thread.join()
+    assert done.is_set()
+    assert opened.status_code == 303 and COOKIE in opened.cookies
 
 
 def test_link_works_once(client: TestClient, db: Database, tenant: Tenant) -> None:

@@ -15,7 +15,7 @@ from sessionary import __version__
 from sessionary.console.limits import SignInLimiter
 from sessionary.console.schemas import SessionForm, SignInForm
 from sessionary.console.service import COOKIE, SESSION_TTL, ConsoleService, Opened, csrf_token
-from sessionary.kit.dependencies import DbSession
+from sessionary.kit.dependencies import DbSession, WriteDbSession
 from sessionary.kit.errors import ApiError, Forbidden, InvalidRequest
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -122,7 +122,7 @@ def sign_in(request: Request, db: DbSession, form: Form) -> Response:
 
 
 @router.get("/link/{token}")
-def sign_in_with_link(token: str, request: Request, db: DbSession) -> Response:
+def sign_in_with_link(token: str, request: Request, db: WriteDbSession) -> Response:
     """Jupyter's token URL: the link printed on the server's machine opens a session once."""
     if len(token) > 100:
         return sign_in_page(request, "This sign-in link is malformed.", 400)

@@ -39,6 +39,16 @@ def get_db(request: Request) -> Iterator[Session]:
         yield db
 
 
+def get_write_db(request: Request) -> Iterator[Session]:
+    """`get_db` as a write unit of work whatever the method: for the rare GET that writes (a
+    sign-in link used once). A read session that then writes would upgrade its lock, and SQLite
+    refuses an upgrade at once ("database is locked") while another writer is busy."""
+    database: Database = request.app.state.db
+    with database.session() as db:
+        yield db
+
+
 DbSession = Annotated[Session, Depends(get_db, scope="function")]
+WriteDbSession = Annotated[Session, Depends(get_write_db, scope="function")]
 AppDatabase = Annotated[Database, Depends(get_database)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
