@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from sessionary.kit.errors import UpstreamError, UpstreamTimeout
+from sessionary.providers import json_post
 from sessionary.providers.json_post import JsonPoster
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,3 +129,30 @@ def test_no_answer_in_time_is_a_504() -> None:
     outcome, seen, _ = serve_and_post(slow, max_retries=0, timeout=0.3)
     assert isinstance(outcome, UpstreamTimeout) and outcome.status_code == 504
     assert len(seen) == 1
+
+
+def test_a_redirect_is_not_followed_and_is_a_502() -> None:
+    async def moved(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=307, headers={"Location": "/v1/other"})
+
+    outcome, seen, _ = serve_and_post(moved)
+    assert isinstance(outcome, UpstreamError) and "HTTP 307" in outcome.message
+    assert len(seen) == 1
+
+
+def test_an_answer_over_the_size_limit_is_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_post, "MAX_ANSWER_BYTES", 1 << 20)
+
+    async def huge(_: web.Request) -> web.Response:
+        return web.json_response({"text": "x" * (2 << 20)})
+
+    outcome, _, _ = serve_and_post(huge)
+    assert isinstance(outcome, UpstreamError) and "over 1 MiB" in outcome.message
+
+
+def test_json_nested_too_deep_to_parse_is_a_502() -> None:
+    async def deep(_: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 200_000 + b"]" * 200_000, content_type="application/json")
+
+    outcome, _, _ = serve_and_post(deep)
+    assert isinstance(outcome, UpstreamError) and "not a JSON object" in outcome.message

@@ -280,28 +280,30 @@ class AssistantService:
         return item, Usage(turn.input_tokens, 0)
 
     async def run(self, turn: Turn, meter: Meter) -> tuple[dict[str, Any], Settlement]:
-        """The non-streaming turn; the reservation is settled or released before returning."""
+        """The non-streaming turn; the reservation is settled or released before returning,
+        whatever fails on the way (an answer of an unexpected shape included)."""
         try:
             if turn.image is not None:
                 item, usage = await self.make_image(turn)
                 return await self.commit(turn, meter, [item], usage, "completed", images=1)
             result: ChatResult = await self.providers.chat().generate(self.chat_request(turn))
+            status = "incomplete" if result.finish_reason == "length" else "completed"
+            offered = turn.tools.image_offered  # an image nobody asked for is not delivered
+            images = [
+                {**item, "id": item.get("id") or new_id("ig")}
+                for item in result.items
+                if offered and item.get("type") == "image_generation_call"
+            ][:1]  # at most the one image the reservation covers
+            calls = [call_item(c) for c in kept_calls(turn, result.calls)]
+            output = images + (
+                [message_item(new_id("msg"), result.text)]
+                if result.text or not (images or calls)
+                else []
+            )
+            output += calls
         except BaseException:
             await meter.release()
             raise
-        status = "incomplete" if result.finish_reason == "length" else "completed"
-        images = [
-            {**item, "id": item.get("id") or new_id("ig")}
-            for item in result.items
-            if item.get("type") == "image_generation_call"
-        ][:1]  # at most the one image the reservation covers
-        calls = [call_item(c) for c in kept_calls(turn, result.calls)]
-        output = images + (
-            [message_item(new_id("msg"), result.text)]
-            if result.text or not (images or calls)
-            else []
-        )
-        output += calls
         return await self.commit(turn, meter, output, result.usage, status, images=len(images))
 
     # Recording
@@ -351,10 +353,14 @@ class AssistantService:
         alone, logged, and the charge commits all the same: the output exists (and in a stream,
         has reached the client). When the charge itself cannot commit, the hold is released.
         """
-        charge = self.cost(turn, usage, images)
-        payload = self.payload(
-            turn, session_id=turn.session_id, status=status, output=output, usage=usage
-        )
+        try:  # never more than the hold: the usage is the upstream's word, not ours
+            charge = min(self.cost(turn, usage, images), meter.reservation.amount_micro)
+            payload = self.payload(
+                turn, session_id=turn.session_id, status=status, output=output, usage=usage
+            )
+        except BaseException:
+            await meter.release()
+            raise
 
         def settle_and_store() -> Settlement:
             with self.database.session() as db:

@@ -16,6 +16,7 @@ holds of dead turns (any process) once their TTL has passed, at start and then p
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -31,8 +32,30 @@ from sessionary.kit.db import Database
 
 log = structlog.get_logger("sessionary.billing")
 
-# Reservation ids of this process's turns that are still running (kept alive by HoldKeeper).
-LIVE_HOLDS: set[str] = set()
+
+class LiveHolds:
+    """The holds of this process's running requests, by reservation id, kept alive by the
+    `HoldKeeper`. Held weakly: a hold whose `Meter` is gone (its request ended without settle
+    or release, a bug) stops being extended and expires back to its owner within the TTL,
+    instead of being kept alive for as long as the process runs."""
+
+    def __init__(self) -> None:
+        self._meters: weakref.WeakValueDictionary[str, Meter] = weakref.WeakValueDictionary()
+
+    def add(self, meter: Meter) -> None:
+        self._meters[meter.reservation.id] = meter
+
+    def discard(self, reservation_id: str) -> None:
+        self._meters.pop(reservation_id, None)
+
+    def ids(self) -> list[str]:
+        return list(self._meters.keys())
+
+    def __contains__(self, reservation_id: object) -> bool:
+        return reservation_id in self._meters
+
+
+LIVE_HOLDS = LiveHolds()
 
 
 def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
@@ -57,7 +80,7 @@ class Meter:
         self.database = database
         self.reservation = reservation
         self.settlement: Settlement | None = None
-        LIVE_HOLDS.add(reservation.id)
+        LIVE_HOLDS.add(self)
 
     @staticmethod
     def hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
@@ -170,7 +193,7 @@ class HoldKeeper:
 
     def tick(self) -> int:
         """One pass: extend live holds, then release expired ones; how many were released."""
-        live = list(LIVE_HOLDS)
+        live = LIVE_HOLDS.ids()
         with self.database.session() as db:
             Ledger(db, reservation_ttl=self.ttl).keep_alive(live)
         released = 0

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -24,6 +25,10 @@ from sessionary import __version__
 from sessionary.providers.errors import upstream_failure
 
 RETRIED_STATUSES = frozenset({408, 409, 429})
+# An image generation answer carries a few MB of base64; nothing legitimate comes near this.
+MAX_ANSWER_BYTES = 64 << 20
+_ESCAPED_NUL_OR_SURROGATE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_NUL_OR_SURROGATE = re.compile("[\x00\ud800-\udfff]")
 INITIAL_BACKOFF, MAX_BACKOFF, MAX_RETRY_AFTER = 0.5, 8.0, 60.0
 
 
@@ -39,6 +44,18 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
             return asked
     delay = min(INITIAL_BACKOFF * 2.0**attempt, MAX_BACKOFF)
     return delay * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not a secret)
+
+
+def _cleaned(value: Any) -> Any:
+    """Strings with NUL or lone UTF-16 surrogates (valid JSON escapes, but neither can be
+    stored on PostgreSQL nor encoded as UTF-8 on the way out) with U+FFFD in their place."""
+    if isinstance(value, str):
+        return _NUL_OR_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    if isinstance(value, dict):
+        return {_cleaned(k): _cleaned(v) for k, v in value.items()}
+    return value
 
 
 def _retried(status: int, should_retry: str | None) -> bool:
@@ -107,10 +124,10 @@ class JsonPoster:
         for attempt in range(self.max_retries + 1):
             retry_after: str | None = None
             try:
-                async with (await self._session()).post(url, data=data) as answer:
-                    content = await answer.read()
-                    if answer.status < 400:
-                        return self._parsed(content)
+                session = await self._session()
+                async with session.post(url, data=data, allow_redirects=False) as answer:
+                    if answer.status < 300:
+                        return self._parsed(await self._body(answer))
                     failure = upstream_failure(self.label, f"it answered HTTP {answer.status}")
                     if not _retried(answer.status, answer.headers.get("x-should-retry")):
                         raise failure
@@ -125,11 +142,25 @@ class JsonPoster:
                 await asyncio.sleep(_backoff(attempt, retry_after))
         raise failure
 
+    async def _body(self, answer: aiohttp.ClientResponse) -> bytes:
+        """The answer's body (decompressed), refused past `MAX_ANSWER_BYTES`: a runaway or
+        hostile upstream does not get to fill the server's memory."""
+        body = bytearray()
+        async for chunk in answer.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise upstream_failure(
+                    self.label, f"an answer over {MAX_ANSWER_BYTES // (1 << 20)} MiB"
+                )
+        return bytes(body)
+
     def _parsed(self, content: bytes) -> dict[str, Any]:
         try:
             answer = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict):
             raise upstream_failure(self.label, "unusable answer (not a JSON object)")
+        if _ESCAPED_NUL_OR_SURROGATE.search(content):
+            return cast(dict[str, Any], _cleaned(answer))
         return answer

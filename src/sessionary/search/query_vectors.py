@@ -4,8 +4,9 @@ Embedding the query was most of a search's time (about 60% at 10,000 records), a
 queries come back: a page of results asked again, a client retrying, several users typing the
 same words. The cache keeps the vector and the tokens the model billed for that text; a hit is
 billed exactly as the first call was (the embedding price of those tokens), so caching changes
-the server's cost, never the caller's. The key is the model's name and the text unchanged (no
-case or space folding: a different text may embed differently). Bounded by entry count
+the server's cost, never the caller's. The key is the account and the model's name (so one
+tenant cannot time another's queries) and the text unchanged (no case or space folding: a
+different text may embed differently). Bounded by entry count
 (`SESSIONARY_SEARCH__QUERY_CACHE`; 0 turns it off), least recently used out first; one entry of
 384 float32 dimensions is about 1.6 KB, so the default 1,024 hold under 2 MB.
 """

@@ -55,6 +55,12 @@ from sessionary.settings.search import Extractor
 EXACT_SEARCH_LIMIT = 20_000
 
 
+def _cache_scope(caller: Principal, model: str) -> str:
+    """The query cache's partition: one per account, so another tenant cannot tell from a
+    search's speed whether a text was searched recently."""
+    return f"{caller.account_id}/{model}"
+
+
 class SearchService:
     def __init__(
         self,
@@ -391,7 +397,9 @@ class SearchService:
         try:
             batch = await embedder.embed([plan.text])
             vector = np.asarray(batch.vectors, dtype=np.float32)[0]
-            self.query_vectors.put(embedder.name, plan.text, vector, batch.input_tokens)
+            self.query_vectors.put(
+                _cache_scope(caller, embedder.name), plan.text, vector, batch.input_tokens
+            )
         except BaseException:
             await meter.release()
             raise
@@ -408,7 +416,7 @@ class SearchService:
         a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
         plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
-        known = self.query_vectors.get(embedder.name, plan.text)
+        known = self.query_vectors.get(_cache_scope(caller, embedder.name), plan.text)
         if known is None:
             counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
             held = self.pricing.embedding(counted)

@@ -20,7 +20,7 @@ transform it, and our bodies are plain JSON already.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from openai import AsyncStream, RequestOptions
@@ -39,6 +39,7 @@ from sessionary.providers.base import (
     TextDelta,
     Usage,
 )
+from sessionary.providers.errors import upstream_failure
 from sessionary.providers.json_post import JsonPoster
 from sessionary.providers.llm import openai_tools as tools
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
@@ -66,6 +67,35 @@ def _output_text(output: list[dict[str, Any]]) -> str:
         for part in item.get("content") or ()
         if isinstance(part, dict) and part.get("type") == "output_text"
     )
+
+
+# More tokens than any model's context in one answer: an upstream's usage above it is garbage.
+MAX_REPORTED_TOKENS = 2**31 - 1
+
+
+def _tokens(value: object) -> int:
+    """A usage count as the upstream reported it; anything but a whole count in range is a
+    ValueError (read as an unusable answer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError("usage is not a whole number")
+    if not 0 <= value <= MAX_REPORTED_TOKENS:
+        raise ValueError("usage out of range")
+    return int(value)
+
+
+def _text(content: object) -> str:
+    """A chat message's content: a string, or (as some servers send it) a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise TypeError("content is neither text nor parts")
 
 
 def _finish(length: bool, calls: tuple[FunctionCall, ...]) -> FinishReason:
@@ -227,39 +257,62 @@ class OpenAIChat:
         with upstream_errors(self.label, self.timeout):
             if await self._use_responses_for(request):
                 response = await self._post_json("/responses", self._responses_kwargs(request))
-                output = [i for i in response.get("output") or () if isinstance(i, dict)]
-                calls = tools.responses_calls_of(output)
-                usage = response.get("usage")
-                return ChatResult(
-                    text=_output_text(output),
-                    usage=Usage(int(usage["input_tokens"]), int(usage["output_tokens"]))
-                    if isinstance(usage, dict)
-                    else Usage(_estimate_tokens(request.messages), 0),
-                    finish_reason=_finish(response.get("status") == "incomplete", calls),
-                    model=self.name,
-                    calls=calls,
-                    items=tuple(
-                        {k: v for k, v in item.items() if v is not None}
-                        for item in output
-                        if item.get("type") == "image_generation_call"
-                    ),
-                )
+                return self._read(self._responses_result, response, request)
             completion = await self._post_json("/chat/completions", self._chat_kwargs(request))
-            choice = (completion.get("choices") or [{}])[0]
-            message = choice.get("message") or {}
-            text = message.get("content") or ""
-            calls = tools.chat_calls_of(message.get("tool_calls"))
-            written = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
-            usage = completion.get("usage")
-            return ChatResult(
-                text=text,
-                usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
-                if isinstance(usage, dict)
-                else Usage(_estimate_tokens(request.messages), math.ceil(written / 4)),
-                finish_reason=_finish(choice.get("finish_reason") == "length", calls),
-                model=self.name,
-                calls=calls,
-            )
+            return self._read(self._chat_result, completion, request)
+
+    def _read(
+        self,
+        read: Callable[[dict[str, Any], ChatRequest], ChatResult],
+        answer: dict[str, Any],
+        request: ChatRequest,
+    ) -> ChatResult:
+        """An upstream answer of a shape we cannot read (a list where text belongs, usage that
+        is not a count, ...) is the upstream's failure, a 502: never a 500, never a charge."""
+        try:
+            result = read(answer, request)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            detail = f"unusable answer ({exc.__class__.__name__})"
+            raise upstream_failure(self.label, detail) from exc
+        if any(not isinstance(c.arguments, str) for c in result.calls):
+            raise upstream_failure(self.label, "unusable answer (call arguments not a string)")
+        return result
+
+    def _responses_result(self, response: dict[str, Any], request: ChatRequest) -> ChatResult:
+        output = [i for i in response.get("output") or () if isinstance(i, dict)]
+        calls = tools.responses_calls_of(output)
+        usage = response.get("usage")
+        return ChatResult(
+            text=_output_text(output),
+            usage=Usage(_tokens(usage["input_tokens"]), _tokens(usage["output_tokens"]))
+            if isinstance(usage, dict)
+            else Usage(_estimate_tokens(request.messages), 0),
+            finish_reason=_finish(response.get("status") == "incomplete", calls),
+            model=self.name,
+            calls=calls,
+            items=tuple(
+                {k: v for k, v in item.items() if v is not None}
+                for item in output
+                if item.get("type") == "image_generation_call"
+            ),
+        )
+
+    def _chat_result(self, completion: dict[str, Any], request: ChatRequest) -> ChatResult:
+        choice = (completion.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        text = _text(message.get("content"))
+        calls = tools.chat_calls_of(message.get("tool_calls"))
+        written = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
+        usage = completion.get("usage")
+        return ChatResult(
+            text=text,
+            usage=Usage(_tokens(usage["prompt_tokens"]), _tokens(usage["completion_tokens"]))
+            if isinstance(usage, dict)
+            else Usage(_estimate_tokens(request.messages), math.ceil(written / 4)),
+            finish_reason=_finish(choice.get("finish_reason") == "length", calls),
+            model=self.name,
+            calls=calls,
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         with observed("chat", self.name):

@@ -1,0 +1,200 @@
+"""An upstream's answer is the upstream's word, never a bill: whatever shape it takes, the turn
+is charged at most its hold, an answer that cannot be read is a 502 with the hold released, and
+no hold outlives its request (the attacks of a review with a hostile model server)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sessionary.app import create_app
+from sessionary.billing.ledger import Ledger, Owner, Reservation
+from sessionary.billing.metering import LIVE_HOLDS, Meter
+from sessionary.config import Settings
+from sessionary.kit.db import Database
+from tests.conftest import Tenant, make_tenant
+from tests.support.live import free_port
+from tests.support.money import charges, money
+from tests.test_credits_http import grant
+
+FUNDS = 100_000_000  # 100 credits
+
+
+class HostileUpstream:
+    """Answers every chat completion and Responses call with `self.answer` (a JSON value) or
+    `self.raw` (bytes)."""
+
+    def __init__(self) -> None:
+        self.answer: Any = {}
+        self.raw: bytes | None = None
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.reply, methods=["POST"]),
+                Route("/v1/responses", self.reply, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    async def reply(self, _: Request) -> Response:
+        if self.raw is not None:
+            return Response(self.raw, media_type="application/json")
+        return JSONResponse(self.answer)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileUpstream]:
+    upstream = HostileUpstream()
+    yield upstream
+    upstream.stop()
+
+
+def _client(settings: Settings, upstream: HostileUpstream, api: str) -> TestClient:
+    llm = settings.llm.model_copy(
+        update={"provider": "openai", "model": "gpt-4o-mini", "base_url": upstream.base_url,
+                "api": api, "max_retries": 0}
+    )  # fmt: skip
+    return TestClient(create_app(settings.model_copy(update={"llm": llm})))
+
+
+@pytest.fixture
+def payer(db: Database) -> Tenant:
+    tenant = make_tenant(db, "payer")
+    grant(db, tenant, FUNDS)
+    return tenant
+
+
+def held(db: Database, tenant: Tenant) -> list[int]:
+    """The amounts the tenant's turns held."""
+    with db.session(write=False) as session:
+        rows = Ledger(session).store.entries("account", tenant.account_id, limit=1000)
+    return [-r.amount_micro for r in rows if r.kind == "reservation"]
+
+
+def chat_answer(content: Any, usage: Any = None, choices: Any = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": choices
+        if choices is not None
+        else [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+    }  # fmt: skip
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+@pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions"])
+def test_a_usage_far_beyond_the_hold_is_charged_the_hold_at_most(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream, route: str
+) -> None:
+    hostile.answer = chat_answer("hi", usage={"prompt_tokens": 2**31 - 1, "completion_tokens": 0})
+    with _client(settings, hostile, "chat") as client:
+        body = {"input": "Hi."} if route == "/v1/responses" else {
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]
+        }  # fmt: skip
+        assert client.post(route, json=body, headers=payer.headers).status_code == 200
+    assert charges(db, payer) == held(db, payer)  # the whole hold, not a credit more
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS - held(db, payer)[0] and holds == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        chat_answer("hi", usage={"prompt_tokens": 10**12, "completion_tokens": 1}),
+        chat_answer("hi", usage={"prompt_tokens": -5, "completion_tokens": 1}),
+        chat_answer("hi", usage={"prompt_tokens": "many", "completion_tokens": 1}),
+        chat_answer("hi", usage={}),
+        chat_answer(None, choices="abc"),
+        chat_answer(None, choices=[None]),
+        chat_answer({"text": "not parts"}),
+        chat_answer([{"type": "text", "text": 5}]),
+    ],
+    ids=["huge", "negative", "text", "empty", "choices-str", "choice-null", "dict", "part-int"],
+)
+@pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions"])
+def test_an_answer_that_cannot_be_read_is_a_502_and_costs_nothing(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    answer: dict[str, Any],
+    route: str,
+) -> None:
+    hostile.answer = answer
+    with _client(settings, hostile, "chat") as client:
+        body = {"input": "Hi."} if route == "/v1/responses" else {
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]
+        }  # fmt: skip
+        refused = client.post(route, json=body, headers=payer.headers)
+    assert refused.status_code == 502, refused.text
+    assert "unusable answer" in refused.json()["error"]["message"]
+    assert charges(db, payer) == []
+    assert money(db, payer) == (FUNDS, FUNDS, 0)
+
+
+def test_text_parts_are_read_and_nul_and_lone_surrogates_replaced(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream
+) -> None:
+    hostile.raw = (
+        b'{"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
+        b'"content": [{"type": "text", "text": "a\\u0000b\\ud83dc \\ud83d\\ude00"}]}}]}'
+    )
+    with _client(settings, hostile, "chat") as client:
+        answer = client.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["output_text"] == "a\ufffdb\ufffdc \U0001f600"
+        stored = client.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
+        assert stored.status_code == 200  # stored on both engines (PostgreSQL refuses NUL)
+    assert len(charges(db, payer)) == 1 and money(db, payer)[2] == 0
+
+
+def test_an_image_nobody_asked_for_is_neither_delivered_nor_charged(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream
+) -> None:
+    hostile.answer = {
+        "id": "resp_up",
+        "object": "response",
+        "status": "completed",
+        "output": [
+            {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "iVBO"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]},
+        ],
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    }  # fmt: skip
+    with _client(settings, hostile, "responses") as client:
+        answer = client.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    assert [item["type"] for item in answer.json()["output"]] == ["message"]
+    assert charges(db, payer)[0] <= held(db, payer)[0] < 1_000_000  # no image price (~10 credits)
+
+
+def test_a_hold_whose_meter_is_gone_is_no_longer_kept_alive(db: Database, payer: Tenant) -> None:
+    meter = Meter(db, Reservation("rsv_orphan", Owner.account(payer.account_id), 1))
+    assert "rsv_orphan" in LIVE_HOLDS.ids()
+    del meter
+    gc.collect()
+    assert "rsv_orphan" not in LIVE_HOLDS.ids()  # it expires back to its owner within the TTL
