@@ -5,13 +5,10 @@ no hold outlives its request (the attacks of a review with a hostile model serve
 from __future__ import annotations
 
 import gc
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,8 +21,8 @@ from sessionary.billing.metering import LIVE_HOLDS, Meter
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from tests.conftest import Tenant, make_tenant
-from tests.support.live import free_port
 from tests.support.money import charges, money
+from tests.support.threaded import ThreadedServer
 from tests.test_credits_http import grant
 
 FUNDS = 100_000_000  # 100 credits
@@ -38,21 +35,15 @@ class HostileUpstream:
     def __init__(self) -> None:
         self.answer: Any = {}
         self.raw: bytes | None = None
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.reply, methods=["POST"]),
                 Route("/v1/responses", self.reply, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.served = ThreadedServer(app)
+        self.port = self.served.port
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     async def reply(self, _: Request) -> Response:
         if self.raw is not None:
@@ -60,8 +51,7 @@ class HostileUpstream:
         return JSONResponse(self.answer)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()
 
 
 @pytest.fixture

@@ -20,19 +20,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.live import free_port
+from tests.support.threaded import ThreadedServer
 
 # A 1x1 transparent PNG: a real image, small enough to read in a test.
 PNG_1X1 = base64.b64encode(
@@ -77,8 +74,6 @@ class FakeUpstream:
         self.responses_mode = "missing"
         self.script: list[Scripted] = []
         self.answered = 0  # scripted answers given
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
                 Route("/v1/images/generations", self.generate, methods=["POST"]),
@@ -88,13 +83,9 @@ class FakeUpstream:
                 Route("/v1/responses", self.responses, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.served = ThreadedServer(app)
+        self.port = self.served.port
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     async def generate(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -408,5 +399,4 @@ class FakeUpstream:
         )
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()

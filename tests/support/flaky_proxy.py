@@ -7,17 +7,13 @@ without forwarding. Then requests pass through.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.live import free_port
+from tests.support.threaded import ThreadedServer
 
 
 class FlakyProxy:
@@ -25,16 +21,10 @@ class FlakyProxy:
         self.target = target.rstrip("/")
         self.faults = list(faults)
         self.seen: list[tuple[str, str | None]] = []  # (path, Idempotency-Key)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.served = ThreadedServer(app)
+        self.port = self.served.port
+        self.base_url = f"http://127.0.0.1:{self.port}"
 
     async def forward(self, request: Request) -> Response:
         self.seen.append((request.url.path, request.headers.get("idempotency-key")))
@@ -64,5 +54,4 @@ class FlakyProxy:
         return Response(answer.content, status_code=answer.status_code, headers=passed)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()
