@@ -156,3 +156,14 @@ def test_json_nested_too_deep_to_parse_is_a_502() -> None:
 
     outcome, _, _ = serve_and_post(deep)
     assert isinstance(outcome, UpstreamError) and "not a JSON object" in outcome.message
+
+
+def test_a_deep_answer_with_a_nul_to_replace_is_a_502_not_a_500() -> None:
+    depth = 900  # within the parser's reach, beyond the cleaning's recursion
+
+    async def deep(_: web.Request) -> web.Response:
+        body = b'{"a": ' + b"[" * depth + b'"\\u0000"' + b"]" * depth + b"}"
+        return web.Response(body=body, content_type="application/json")
+
+    outcome, _, _ = serve_and_post(deep)
+    assert isinstance(outcome, UpstreamError) and "not a JSON object" in outcome.message

@@ -157,10 +157,10 @@ class JsonPoster:
     def _parsed(self, content: bytes) -> dict[str, Any]:
         try:
             answer = json.loads(content)
+            if isinstance(answer, dict) and _ESCAPED_NUL_OR_SURROGATE.search(content):
+                answer = _cleaned(answer)  # as deep as the parser went, or RecursionError
         except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict):
             raise upstream_failure(self.label, "unusable answer (not a JSON object)")
-        if _ESCAPED_NUL_OR_SURROGATE.search(content):
-            return cast(dict[str, Any], _cleaned(answer))
-        return answer
+        return cast(dict[str, Any], answer)
