@@ -8,6 +8,10 @@
   field("to").value = isoDay(0);
   let entries = [];
   let cursor = null;
+  // Each load takes a number; an answer that arrives after a newer load started is dropped, so
+  // a slow first load can never paint over the filters the user has just applied.
+  let usageLoad = 0;
+  let ledgerLoad = 0;
 
   function filters() {
     return {
@@ -20,12 +24,14 @@
   }
 
   async function loadUsage() {
+    const mine = ++usageLoad;
     const chosen = filters();
     const [days, models, grants] = await Promise.all([
       api("GET", `/v1/usage${query({ group_by: "day", ...chosen })}`),
       api("GET", `/v1/usage${query({ group_by: "model", ...chosen })}`),
       api("GET", `/v1/credits/ledger${query({ kind: "grant", limit: 100, owner: chosen.owner, from: chosen.from, to: chosen.to })}`),
     ]);
+    if (mine !== usageLoad) return;
     field("total-credits").textContent = credits(days.total.credits);
     field("total-credits").dataset.exact = days.total.credits_exact;
     field("total-requests").textContent = days.total.requests;
@@ -39,11 +45,11 @@
   }
 
   async function loadLedger(more = false) {
-    if (!more) {
-      entries = [];
-      cursor = null;
-    }
-    const page = await api("GET", `/v1/credits/ledger${ledgerQuery({ limit: 50, after: cursor })}`);
+    const mine = ++ledgerLoad;
+    const csv = `/v1/credits/ledger${ledgerQuery({ format: "csv" })}`;
+    const page = await api("GET", `/v1/credits/ledger${ledgerQuery({ limit: 50, after: more ? cursor : null })}`);
+    if (mine !== ledgerLoad) return;
+    if (!more) entries = [];
     entries = entries.concat(page.data);
     cursor = page.last_id;
     field("more").hidden = !page.has_more;
@@ -56,7 +62,7 @@
       { title: "Route", cell: (e) => e.route || "" },
       { title: "Model", cell: (e) => e.model || "" },
     ], entries, "No entries match.");
-    field("csv").href = `/v1/credits/ledger${ledgerQuery({ format: "csv" })}`;
+    field("csv").href = csv;
   }
 
   async function refresh() {
