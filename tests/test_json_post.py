@@ -167,3 +167,43 @@ def test_a_deep_answer_with_a_nul_to_replace_is_a_502_not_a_500() -> None:
 
     outcome, _, _ = serve_and_post(deep)
     assert isinstance(outcome, UpstreamError) and "not a JSON object" in outcome.message
+
+
+def test_goes_through_the_environments_proxy_and_honours_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY is honoured as the SDK's client honours it (read once, when the provider is
+    made), and NO_PROXY bypasses it."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.host}{request.path}")
+        return web.json_response({"via": "proxy"})
+
+    async def main() -> tuple[Any, Any]:
+        app = web.Application()
+        app.router.add_post("/v1/answer", proxy)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "bypassed.test")
+        through = JsonPoster("http://upstream.test/v1", None, 5.0, 0, "openai (test)")
+        bypassed = JsonPoster("http://bypassed.test:9/v1", None, 2.0, 0, "openai (test)")
+        monkeypatch.delenv("HTTP_PROXY")  # read when the poster was made, not per request
+        answer = await through.post("/answer", {"model": "m"})
+        try:
+            failure: Any = await bypassed.post("/answer", {"model": "m"})
+        except UpstreamError as exc:
+            failure = exc
+        await through.aclose()
+        await bypassed.aclose()
+        await runner.cleanup()
+        return answer, failure
+
+    answer, failure = asyncio.run(main())
+    assert answer == {"via": "proxy"}
+    assert seen == ["POST upstream.test/v1/answer"]
+    assert isinstance(failure, UpstreamError)  # straight to bypassed.test, which is no host

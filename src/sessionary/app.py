@@ -58,19 +58,21 @@ EXPOSED_HEADERS = [
     "idempotent-replayed",
 ]
 
+# Matched in this order, route by route (each router tries all of its routes): the turn and
+# search routes that carry nearly all traffic first. No two routers share a path.
 API_ROUTERS: list[APIRouter] = [
-    accounts_router,
-    billing_router,
-    models_router,
-    assistant_router,
     responses_router,
     chat_completions_router,
+    assistant_router,
+    search_router,
+    embeddings_router,
+    models_router,
+    accounts_router,
+    billing_router,
     threads_router,
     conversations_router,
     profiles_router,
     chatkit_router,
-    search_router,
-    embeddings_router,
     external_router,
 ]
 

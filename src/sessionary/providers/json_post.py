@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import aiohttp
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
+from yarl import URL
 
 from sessionary import __version__
 from sessionary.providers.errors import upstream_failure
@@ -64,6 +66,16 @@ def _retried(status: int, should_retry: str | None) -> bool:
     return status in RETRIED_STATUSES or status >= 500
 
 
+def _env_proxy(url: str) -> tuple[URL | None, BasicAuth | None]:
+    """The proxy `HTTP(S)_PROXY` / `NO_PROXY` name for `url`, read once: aiohttp's `trust_env`
+    reads the whole environment again on every request (about 0.1 ms each). The SDK's client
+    also reads them once, when it is made."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+
+
 async def _closing(session: aiohttp.ClientSession) -> AsyncGenerator[None]:
     try:
         yield
@@ -89,6 +101,7 @@ class JsonPoster:
         }
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self.proxy, self.proxy_auth = _env_proxy(self.base_url)
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]
         ] = weakref.WeakKeyDictionary()
@@ -101,7 +114,7 @@ class JsonPoster:
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the SDK's client honours them
+                trust_env=False,  # the proxy is `self.proxy`, from the environment at start
             )
             # An async generator the loop knows of: `asyncio.run` (and any loop shut down with
             # `shutdown_asyncgens`) closes it before the loop ends, and with it the session, so
@@ -125,7 +138,13 @@ class JsonPoster:
             retry_after: str | None = None
             try:
                 session = await self._session()
-                async with session.post(url, data=data, allow_redirects=False) as answer:
+                async with session.post(
+                    url,
+                    data=data,
+                    allow_redirects=False,
+                    proxy=self.proxy,
+                    proxy_auth=self.proxy_auth,
+                ) as answer:
                     if answer.status < 300:
                         return self._parsed(await self._body(answer))
                     failure = upstream_failure(self.label, f"it answered HTTP {answer.status}")
