@@ -10,26 +10,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import Response
-from fastapi.responses import JSONResponse
 
 from sessionary.assistant.background import TurnQueued
 from sessionary.assistant.turn_billing import TurnAnswer, TurnStream
 from sessionary.billing.headers import REMAINING, RESERVED, credit_headers
 from sessionary.billing.money import format_credits
 from sessionary.kit.http import TimedStreamingResponse
+from sessionary.kit.json_answer import JSONAnswer
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def turn_response(outcome: TurnAnswer | TurnStream | TurnQueued) -> Response:
     if isinstance(outcome, TurnAnswer):
-        return JSONResponse(outcome.payload, headers=credit_headers(outcome.settlement))
+        return JSONAnswer(outcome.payload, headers=credit_headers(outcome.settlement))
     if isinstance(outcome, TurnQueued):
         held = {
             RESERVED: format_credits(outcome.reserved_micro),
             REMAINING: format_credits(outcome.remaining_micro),
         }
-        return JSONResponse(outcome.payload, headers=held)
+        return JSONAnswer(outcome.payload, headers=held)
     headers = {
         **SSE_HEADERS,
         RESERVED: format_credits(outcome.reserved_micro),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 
 from sessionary.accounts.principal import Caller, SessionCaller, UserCaller
 from sessionary.assistant.answers import turn_response
@@ -21,6 +20,7 @@ from sessionary.billing.headers import credit_headers
 from sessionary.conversations.service import ConversationService, check_id
 from sessionary.kit.dependencies import DbSession
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.json_answer import JSONAnswer
 from sessionary.kit.metadata import check_metadata
 
 router = APIRouter(tags=["assistant"])
@@ -72,6 +72,6 @@ async def completion(
 @router.post("/chat/enhance", summary="Rewrite a message keeping its intent (20 credits)")
 async def enhance_message(
     body: EnhanceRequest, caller: UserCaller, assistant: AppAssistant
-) -> JSONResponse:
+) -> JSONAnswer:
     content, settlement = await assistant.enhance(caller, body)
-    return JSONResponse({"content": content}, headers=credit_headers(settlement))
+    return JSONAnswer({"content": content}, headers=credit_headers(settlement))

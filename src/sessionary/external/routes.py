@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from sessionary.accounts.payloads import login_token_answer
 from sessionary.accounts.principal import Caller, UserCaller, bearer_of
@@ -52,6 +51,7 @@ from sessionary.external.service import (
 )
 from sessionary.kit.dependencies import AppDatabase, AppSettings, DbSession
 from sessionary.kit.errors import InvalidRequest, Unauthorized
+from sessionary.kit.json_answer import JSONAnswer
 from sessionary.kit.metadata import check_metadata
 from sessionary.kit.pagination import Page, envelope
 from sessionary.search.answers import ingest_summary
@@ -63,8 +63,8 @@ router = APIRouter(prefix="/external_users", tags=["external users"])
 root_router = APIRouter(tags=["external users"])
 
 
-def _json(payload: dict[str, Any], settlement: Settlement | None = None) -> JSONResponse:
-    return JSONResponse(payload, headers=credit_headers(settlement) if settlement else None)
+def _json(payload: dict[str, Any], settlement: Settlement | None = None) -> JSONAnswer:
+    return JSONAnswer(payload, headers=credit_headers(settlement) if settlement else None)
 
 
 # Users, keys, credits
@@ -105,7 +105,7 @@ def user_credits(caller: UserCaller, db: DbSession, request: Request) -> dict[st
 
 
 @router.post("/credits/grant", summary="Move credits from the account to an external user")
-def grant_credits(body: GrantRequest, caller: Caller, db: DbSession) -> JSONResponse:
+def grant_credits(body: GrantRequest, caller: Caller, db: DbSession) -> JSONAnswer:
     users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
     granted, remaining, account_left = users.grant(user, body.input.credits)
@@ -184,7 +184,7 @@ async def user_completion(
 )
 async def user_plain_text(
     body: UserPlainText, caller: UserCaller, search: AppSearch, database: AppDatabase
-) -> JSONResponse:
+) -> JSONAnswer:
     acting = await acting_principal(database, caller, body.external_user)
     assert acting.external_user_id is not None
     ingested = await search.ingest_plain_text(
@@ -197,7 +197,7 @@ async def user_plain_text(
 @router.post("/embeddings", summary="Raw vectors (OpenAI's shape), billed to the caller")
 async def user_embeddings(
     body: UserEmbeddingsRequest, caller: UserCaller, search: AppSearch, database: AppDatabase
-) -> JSONResponse:
+) -> JSONAnswer:
     acting = caller
     if body.external_user is not None or caller.external_user_id is not None:
         acting = await acting_principal(database, caller, body.external_user)
@@ -211,7 +211,7 @@ async def user_embeddings(
 )
 async def v2_external_embeddings(
     body: UserEmbeddingsRequest, caller: UserCaller, search: AppSearch, database: AppDatabase
-) -> JSONResponse:
+) -> JSONAnswer:
     return await user_embeddings(body, caller, search, database)
 
 
@@ -221,7 +221,7 @@ async def v2_external_embeddings(
 @router.post("/utils/usage_charge", summary="Charge the user for usage incurred elsewhere")
 def usage_charge(
     body: UtilityChargeRequest, caller: UserCaller, db: DbSession, settings: AppSettings
-) -> JSONResponse:
+) -> JSONAnswer:
     users = ExternalUserService(db)
     _, user = users.resolve(caller, body.external_user)
     charge = users.charge_usage(user, body, Pricing(settings.pricing))

@@ -13,11 +13,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sessionary.kit.json_answer import JSONAnswer
 from sessionary.kit.request_context import current_request_id
 from sessionary.kit.routing import allowed_methods
 
@@ -147,12 +147,12 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
+) -> JSONAnswer:
     all_headers = dict(headers or {})
     request_id = current_request_id()
     if request_id:
         all_headers.setdefault("x-request-id", request_id)
-    return JSONResponse(
+    return JSONAnswer(
         error_body(status, message, param=param, code=code), status_code=status, headers=all_headers
     )
 
@@ -186,14 +186,14 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
     return message, param
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(_: Request, exc: Exception) -> JSONAnswer:
     assert isinstance(exc, ApiError)
     return error_response(
         exc.status_code, exc.message, param=exc.param, code=exc.code, headers=exc.headers
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> JSONAnswer:
     assert isinstance(exc, RequestValidationError)
     message, param = describe_validation_error(exc)
     return error_response(400, message, param=param, code="invalid_request")
@@ -202,7 +202,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 _HTTP_ERROR_CODES = {404: "route_not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONAnswer:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else None
@@ -220,7 +220,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+async def _database_unavailable(request: Request, exc: Exception) -> JSONAnswer:
     # Lost connection, too many clients, a lock not granted in time: refuse, never half-apply.
     # Logged without the statement's parameters (they may hold personal data).
     db_log.warning(
@@ -237,7 +237,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-async def _value_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+async def _value_out_of_range(request: Request, exc: Exception) -> JSONAnswer:
     # A number past the database's integer range, or a value of the wrong type for a column
     # (PostgreSQL's DataError; SQLite's driver raises OverflowError): the request's fault.
     db_log.info("value_out_of_range", path=request.url.path, error_type=type(exc).__name__)

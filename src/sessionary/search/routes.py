@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from sessionary.accounts.principal import UserCaller
 from sessionary.billing.headers import credit_headers
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.json_answer import JSONAnswer
 from sessionary.search import answers
 from sessionary.search.answers import ingest_summary, template_summary
 from sessionary.search.dependencies import AppSearch
@@ -28,8 +28,8 @@ from sessionary.search.schemas import (
 router = APIRouter(prefix="/chat", tags=["embeddings"])
 
 
-def _ingest_answer(ingested: Ingested) -> JSONResponse:
-    return JSONResponse(
+def _ingest_answer(ingested: Ingested) -> JSONAnswer:
+    return JSONAnswer(
         ingest_summary(ingested.template), headers=credit_headers(ingested.settlement)
     )
 
@@ -37,7 +37,7 @@ def _ingest_answer(ingested: Ingested) -> JSONResponse:
 @router.post("/create_embedding", summary="Create an embedding template from JSON records")
 async def create_embedding(
     body: CreateTemplate, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     if body.records is None and body.urls:
         raise InvalidRequest(
             "URL crawling is not available on this server: send the records themselves.",
@@ -68,7 +68,7 @@ def create_embedding_from_url(caller: UserCaller) -> None:
 @router.post("/update_embedding", summary="Upsert records into a template")
 async def update_embedding(
     body: UpdateTemplate, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     if body.template_id is None:
         raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
     if body.records is None:
@@ -89,7 +89,7 @@ async def update_embedding(
 )
 async def generate_from_plain_text(
     body: PlainText, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     ingested = await search.ingest_plain_text(
         caller, body, route="/v1/chat/generate_embeddings_from_plain_text"
     )
@@ -143,7 +143,7 @@ def _filters_and_notice(found: Found) -> tuple[dict[str, Any], dict[str, Any]]:
 
 async def _search(
     body: SearchBody, caller: UserCaller, search: AppSearch, route: str
-) -> JSONResponse:
+) -> JSONAnswer:
     query = SearchQuery(
         template_id=body.template_id,
         route=route,
@@ -166,27 +166,27 @@ async def _search(
         "results": [answers.result(d, s, body.include_raw, private) for d, s in found.hits],
         **notice,
     }
-    return JSONResponse(payload, headers=credit_headers(found.settlement))
+    return JSONAnswer(payload, headers=credit_headers(found.settlement))
 
 
 @router.post("/search_against_embedding", summary="Natural-language search in a template")
 async def search_against_embedding(
     body: SearchBody, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     return await _search(body, caller, search, "/v1/chat/search_against_embedding")
 
 
 @router.post("/search_against_embeddings", summary="Alias of search_against_embedding")
 async def search_against_embeddings(
     body: SearchBody, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     return await _search(body, caller, search, "/v1/chat/search_against_embeddings")
 
 
 @router.post("/similar_to_embedding", summary="Records similar to a text or a JSON record")
 async def similar_to_embedding(
     body: SimilarBody, caller: UserCaller, search: AppSearch
-) -> JSONResponse:
+) -> JSONAnswer:
     query = SearchQuery(
         template_id=body.template_id,
         route="/v1/chat/similar_to_embedding",
@@ -206,7 +206,7 @@ async def similar_to_embedding(
         "matches": [{"id": d.source_id, "score": round(s, 6)} for d, s in found.hits],
         **notice,
     }
-    return JSONResponse(payload, headers=credit_headers(found.settlement))
+    return JSONAnswer(payload, headers=credit_headers(found.settlement))
 
 
 @router.get("/embedding_templates", summary="List templates")

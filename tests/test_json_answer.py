@@ -1,0 +1,36 @@
+"""Answers are rendered by orjson (kit/json_answer.py) and read exactly as the json module's
+rendering did; what orjson refuses still renders through the json module."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from starlette.responses import JSONResponse
+
+from sessionary.kit.json_answer import JSONAnswer
+
+
+def test_the_same_json_as_the_json_module_for_what_both_render() -> None:
+    payload = {
+        "text": "Grünerløkka – 2 rom, «lys» \u2028 \"quoted\" \\ 😀",
+        "score": 0.1 + 0.2,
+        "small": 1e-7,
+        "big": 2**63 - 1,
+        "nested": [{"a": None, "b": True, "c": []}, -0.0, 3],
+    }
+    body = JSONAnswer(payload).body
+    assert json.loads(body) == json.loads(JSONResponse(payload).body) == payload
+    assert b'"small":1e-7,' in body  # orjson's spelling (the json module writes 1e-07)
+
+
+def test_what_orjson_refuses_renders_through_the_json_module() -> None:
+    huge = {"id": 10**30, "nested": {"n": -(2**70)}}  # a stored record may hold these
+    assert JSONAnswer(huge).body == JSONResponse(huge).body
+    assert json.loads(JSONAnswer(huge).body) == huge
+    keyed = {1: "int key"}
+    assert json.loads(JSONAnswer(keyed).body) == {"1": "int key"}
+
+
+def test_a_float_that_is_not_a_number_is_null() -> None:
+    assert json.loads(JSONAnswer({"x": math.nan, "y": math.inf}).body) == {"x": None, "y": None}
