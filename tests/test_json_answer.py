@@ -13,7 +13,7 @@ from sessionary.kit.json_answer import JSONAnswer
 
 def test_the_same_json_as_the_json_module_for_what_both_render() -> None:
     payload = {
-        "text": "Grünerløkka \u2013 2 rom, «lys» \u2028 \"quoted\" \\ 😀",
+        "text": 'Grünerløkka \u2013 2 rom, «lys» \u2028 "quoted" \\ 😀',
         "score": 0.1 + 0.2,
         "small": 1e-7,
         "big": 2**63 - 1,
