@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from sessionary.app import create_app
+from sessionary.billing.ledger import Ledger, Owner
+from sessionary.billing.models import LedgerEntry
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.search.query_vectors import MAX_CACHED_CHARS, QueryVectors
 from sessionary.search.ranking import TemplateIndex
+from sessionary.search.service import SearchService
 from sessionary.settings.search import SearchSettings
 from tests.conftest import Tenant
 from tests.test_search import balance, create, post
@@ -61,6 +65,78 @@ def test_a_repeated_query_skips_the_model_and_costs_the_same(
     other = {"template_id": template, **SEARCH, "search_term": "loft with a rooftop pool"}
     assert post(client, funded, "search_against_embedding", other).status_code == 200
     assert ["loft with a rooftop pool"] in calls  # a new text goes to the model
+
+
+def _spend(db: Database, tenant: Tenant, micro: int) -> None:
+    """Another request's charge, in its own transaction."""
+    with db.session() as session:
+        Ledger(session).charge(Owner.account(tenant.account_id), micro, route="elsewhere")
+
+
+def _charges(db: Database, tenant: Tenant) -> list[int]:
+    with db.session(write=False) as session:
+        entries = session.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.owner_id == tenant.account_id, LedgerEntry.kind == "charge"
+            )
+        )
+        return [e.amount_micro for e in entries]
+
+
+def test_a_cached_query_the_balance_cannot_cover_is_refused_before_ranking(
+    client: TestClient, funded: Tenant, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached query takes no hold: the balance is checked before ranking and the charge is
+    conditional after it. Short by one micro-credit: 402, nothing ranked, nothing charged."""
+    template = create(client, funded)["template_id"]
+    body = {"template_id": template, **SEARCH}
+    first = post(client, funded, "search_against_embedding", body)
+    price = round(float(first.headers["x-credits-charged"]) * 1_000_000)
+    _spend(db, funded, balance(db, funded) - price + 1)
+    ranked: list[object] = []
+    monkeypatch.setattr(
+        SearchService, "_retrieve", lambda *a, **k: ranked.append(a) or pytest.fail("ranked")
+    )
+    before, charges = balance(db, funded), _charges(db, funded)
+    refused = post(client, funded, "search_against_embedding", body)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["type"] == "insufficient_credits"
+    assert "results" not in refused.json()
+    assert ranked == []
+    assert balance(db, funded) == before == price - 1
+    assert _charges(db, funded) == charges
+
+
+def test_a_cached_query_whose_credits_are_spent_while_it_ranks_shows_nothing(
+    client: TestClient, funded: Tenant, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The charge after ranking is conditional: when a concurrent request spent the credits
+    meanwhile, the search is refused with a 402 and its hits are never shown or paid for."""
+    template = create(client, funded)["template_id"]
+    body = {"template_id": template, **SEARCH}
+    first = post(client, funded, "search_against_embedding", body)
+    price = round(float(first.headers["x-credits-charged"]) * 1_000_000)
+    _spend(db, funded, balance(db, funded) - price)  # exactly one more search's worth
+    rank = SearchService._retrieve
+
+    def rank_while_another_spends(self: SearchService, *args: Any) -> Any:
+        found = rank(self, *args)
+        _spend(db, funded, 1)  # between the check and the charge
+        return found
+
+    monkeypatch.setattr(SearchService, "_retrieve", rank_while_another_spends)
+    charges = _charges(db, funded)
+    refused = post(client, funded, "search_against_embedding", body)
+    assert refused.status_code == 402, refused.text
+    assert "results" not in refused.json()
+    assert balance(db, funded) == price - 1  # only the other request's micro-credit went
+    assert _charges(db, funded) == [*charges, -1]
+    monkeypatch.setattr(SearchService, "_retrieve", rank)
+    with db.session() as session:
+        Ledger(session).grant(Owner.account(funded.account_id), 1)
+    paid = post(client, funded, "search_against_embedding", body)
+    assert paid.status_code == 200 and paid.json()["results"] == first.json()["results"]
+    assert balance(db, funded) == 0
 
 
 def test_the_cache_can_be_turned_off(

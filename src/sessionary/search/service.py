@@ -21,9 +21,10 @@ from typing import Any
 import anyio.from_thread
 import anyio.to_thread
 import numpy as np
+from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
-from sessionary.billing.ledger import Owner, Reservation
+from sessionary.billing.ledger import Ledger, Owner, Reservation, insufficient
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
@@ -45,7 +46,7 @@ from sessionary.search.query import SearchQuery, checked_term, record_text
 from sessionary.search.query_vectors import QueryVectors
 from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
-from sessionary.search.retrieval import retrieve
+from sessionary.search.retrieval import Retrieved, retrieve
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
@@ -380,9 +381,9 @@ class SearchService:
         """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
 
         Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
-        hold, rank, settle, each its own short transaction, in that order); one the model embeds
-        is three (plan, count and hold; the model's call; rank and settle). The hold is taken
-        before the vector is used, and settled or released after."""
+        rank, charge: `_rank_then_charge`); one the model embeds is three (plan, count and hold;
+        the model's call; rank and settle). That hold is taken before the model runs, and
+        settled or released after."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
@@ -422,9 +423,56 @@ class SearchService:
             held = self.pricing.embedding(counted)
             return plan, None, Meter.hold(self.db, owner, held, query.route)
         vector, tokens = known
-        held = self.pricing.embedding(tokens)
-        meter = Meter(self.db, Meter.hold(self.db, owner, held, query.route))
-        return plan, self._finish(plan, vector, tokens, limit, query, meter), None
+        return plan, self._rank_then_charge(plan, owner, vector, tokens, limit, query), None
+
+    def _rank_then_charge(
+        self,
+        plan: Plan,
+        owner: Owner,
+        vector: np.ndarray,
+        tokens: int,
+        limit: int,
+        query: SearchQuery,
+    ) -> Found:
+        """A query whose vector is cached costs nothing outside this process, so nothing is held
+        for it: a balance that cannot cover its price is refused (402) before ranking, and the
+        charge is one conditional write after it, which refuses (402) when concurrent spending
+        took the credits meanwhile; the hits are then never shown. One write transaction where a
+        hold and a settle took two. It is billed at the tokens the model counted the first time,
+        as if the model ran."""
+        template = plan.template
+        price = self.pricing.embedding(tokens)
+        with self.db.session(write=False) as session:
+            ledger = Ledger(session)
+            if ledger.balance(owner) < price and (spendable := ledger.spendable(owner)) < price:
+                raise insufficient(price, spendable)
+            hits, path = self._retrieve(session, plan, vector, limit, query)
+        with self.db.session() as session:
+            settlement = Ledger(session).charge(
+                owner,
+                price,
+                route=query.route,
+                model=template.embedding_model,
+                usage={"input_tokens": tokens},
+                subject_id=template.id,
+            )
+        return Found(template, plan.filters, hits, settlement, plan.semantic, plan.sources, path)
+
+    def _retrieve(
+        self, session: Session, plan: Plan, vector: np.ndarray, limit: int, query: SearchQuery
+    ) -> Retrieved:
+        return retrieve(
+            SearchStore(session),
+            plan.template,
+            plan.filters,
+            vector,
+            plan.semantic,
+            limit=limit,
+            num_candidates=query.num_candidates,
+            rerank=query.rerank,
+            exact_limit=self.exact_limit,
+            ann=self.ann,
+        )
 
     def _finish(
         self,
@@ -440,18 +488,7 @@ class SearchService:
         template = plan.template
         try:
             with self.db.session(write=False) as session:
-                hits, path = retrieve(
-                    SearchStore(session),
-                    template,
-                    plan.filters,
-                    vector,
-                    plan.semantic,
-                    limit=limit,
-                    num_candidates=query.num_candidates,
-                    rerank=query.rerank,
-                    exact_limit=self.exact_limit,
-                    ann=self.ann,
-                )
+                hits, path = self._retrieve(session, plan, vector, limit, query)
             with self.db.session() as session:
                 settlement = meter.settle_in(
                     session,
