@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from sessionary.accounts.keys import generate_key
 from sessionary.accounts.service import AccountService
@@ -73,3 +77,36 @@ def test_last_used_at_is_recorded(client: TestClient, db: Database, tenant: Tena
     client.get("/v1/me", headers=tenant.headers)
     with db.session() as session:
         assert AccountService(session).store.get_key(tenant.key_id).last_used_at is not None  # type: ignore[union-attr]
+
+
+def test_a_key_is_resolved_while_another_writer_holds_the_database(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """On SQLite a key is looked up on the event loop: a read, which never waits for a writer.
+    A writer holding the lock neither delays the lookup nor makes it fail, and the
+    revocation it commits is seen by the next request."""
+    client.get("/v1/me", headers=tenant.headers)  # last_used_at written: the next is a read
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with db.session() as session:
+            session.execute(
+                text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                {"id": tenant.key_id},
+            )
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        began = time.monotonic()
+        answer = client.get("/v1/me", headers=tenant.headers)
+        waited = time.monotonic() - began
+    finally:
+        release.set()
+        thread.join()
+    assert answer.status_code == 200, answer.text  # the revocation is not committed yet
+    assert waited < 5  # blocked, it would wait out the writer (10 s)
+    assert_error(client.get("/v1/me", headers=tenant.headers), 401, "revoked_api_key")
