@@ -51,7 +51,8 @@ def retrieve(
     postgres = store.dialect == "postgresql"
     if postgres:
         where = store.where(filters, template.schema)
-        dense, path = _dense_postgres(store, template, where, query, pool, exact_limit)
+        ef_search = (ann or AnnPolicy()).ef_search
+        dense, path = _dense_postgres(store, template, where, query, pool, exact_limit, ef_search)
     else:
         index = INDEXES.get(store, template.id, template.version)
         if filters:  # SQL conditions are built only if the cached columns cannot answer
@@ -77,6 +78,7 @@ def _dense_postgres(
     query: np.ndarray,
     k: int,
     exact_limit: int,
+    ef_search: int,
 ) -> tuple[list[tuple[str, float]], str]:
     """PostgreSQL: exact up to `exact_limit` records; beyond, HNSW with iterative scans, and
     exact over the filtered rows when the scan gives up short of `k` (the filter keeps too few
@@ -88,7 +90,7 @@ def _dense_postgres(
     if template.record_count <= exact_limit:
         return store.nearest(template.id, where, query, k), "exact"
     found = store.approximate_nearest(
-        template.id, where, query, k, template.dimension, PG_MAX_SCAN_TUPLES
+        template.id, where, query, k, template.dimension, ef_search, PG_MAX_SCAN_TUPLES
     )
     if len(found) < k:
         return store.nearest(template.id, where, query, k), "exact (index scan short)"

@@ -55,6 +55,7 @@ class SearchSettings(BaseModel):
         default=256,
         ge=10,
         le=4096,
-        description="SQLite: HNSW candidates explored per query (recall@10 0.998 at 100,000 "
-        "records measured with 256, 0.995 with 128; larger is slower and closer to exact).",
+        description="HNSW candidates explored per query, by SQLite's graph and PostgreSQL's "
+        "index (`hnsw.ef_search`, at most 1,000 there). SQLite: recall@10 0.998 at 100,000 "
+        "records measured with 256, 0.995 with 128; larger is slower and closer to exact.",
     )
