@@ -87,7 +87,7 @@ def test_a_cached_query_the_balance_cannot_cover_is_refused_before_ranking(
     client: TestClient, funded: Tenant, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cached query takes no hold: the balance is checked before ranking and the charge is
-    conditional after it. Short by one micro-credit: 402, nothing ranked, nothing charged."""
+    conditional after it (`Meter.ensure_covered`, `Meter.charge_in`). Short by one micro-credit: 402, nothing ranked, nothing charged."""
     template = create(client, funded)["template_id"]
     body = {"template_id": template, **SEARCH}
     first = post(client, funded, "search_against_embedding", body)

@@ -2,7 +2,9 @@
 
 `Meter` is the one public verb set for domains: `Meter.reserve`, `meter.settle` (or
 `meter.settle_in` inside a unit of work) and `meter.release` (`meter.release_now` on a
-worker thread).
+worker thread). Work that costs nothing outside this process (a search whose query vector is
+cached) may skip the hold: `Meter.ensure_covered` before it, `Meter.charge_in` after it, a
+conditional charge that refuses (402) when concurrent spending took the credits meanwhile.
 
 The reservation commits in its own short transaction *before* the expensive call, so no database
 lock is held while a model thinks, and a crash mid-call leaves only an open reservation that
@@ -27,7 +29,7 @@ import anyio.to_thread
 import structlog
 from sqlalchemy.orm import Session
 
-from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement
+from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement, insufficient
 from sessionary.kit.db import Database
 
 log = structlog.get_logger("sessionary.billing")
@@ -88,6 +90,30 @@ class Meter:
         `Meter` back on the event loop: a hold whose turn was cancelled meanwhile is then never
         kept alive, and expires back to its owner."""
         return _hold(database, owner, worst_case_micro, route)
+
+    @staticmethod
+    def ensure_covered(session: Session, owner: Owner, micro: int) -> None:
+        """402 unless the owner could pay `micro` now (a read: nothing is held)."""
+        ledger = Ledger(session)
+        if ledger.balance(owner) < micro and (spendable := ledger.spendable(owner)) < micro:
+            raise insufficient(micro, spendable)
+
+    @staticmethod
+    def charge_in(
+        session: Session,
+        owner: Owner,
+        micro: int,
+        *,
+        route: str,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
+    ) -> Settlement:
+        """Charge `micro` without a hold, inside the caller's unit of work: one conditional
+        balance update, 402 when the balance cannot cover it."""
+        return Ledger(session).charge(
+            owner, micro, route=route, model=model, usage=usage, subject_id=subject_id
+        )
 
     @classmethod
     async def reserve(

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
-from sessionary.billing.ledger import Ledger, Owner, Reservation, insufficient
+from sessionary.billing.ledger import Owner, Reservation
 from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
@@ -443,12 +443,11 @@ class SearchService:
         template = plan.template
         price = self.pricing.embedding(tokens)
         with self.db.session(write=False) as session:
-            ledger = Ledger(session)
-            if ledger.balance(owner) < price and (spendable := ledger.spendable(owner)) < price:
-                raise insufficient(price, spendable)
+            Meter.ensure_covered(session, owner, price)
             hits, path = self._retrieve(session, plan, vector, limit, query)
         with self.db.session() as session:
-            settlement = Ledger(session).charge(
+            settlement = Meter.charge_in(
+                session,
                 owner,
                 price,
                 route=query.route,
