@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from sessionary.accounts.keys import generate_key
 from sessionary.accounts.service import AccountService
+from sessionary.app import create_app
+from sessionary.billing.service import CreditsService
+from sessionary.config import Settings
 from sessionary.kit.db import Database
+from sessionary.kit.migrate import upgrade
 from tests.conftest import Tenant, make_tenant
 
 
@@ -82,9 +91,9 @@ def test_last_used_at_is_recorded(client: TestClient, db: Database, tenant: Tena
 def test_a_key_is_resolved_while_another_writer_holds_the_database(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
-    """On SQLite a key is looked up on the event loop: a read, which never waits for a writer.
-    A writer holding the lock neither delays the lookup nor makes it fail, and the
-    revocation it commits is seen by the next request."""
+    """A key lookup is a read, which never waits for a writer (SQLite's WAL): a writer holding
+    the lock neither delays it nor makes it fail, and the revocation it commits is seen by the
+    next request."""
     client.get("/v1/me", headers=tenant.headers)  # last_used_at written: the next is a read
     holding, release = threading.Event(), threading.Event()
 
@@ -110,3 +119,58 @@ def test_a_key_is_resolved_while_another_writer_holds_the_database(
     assert answer.status_code == 200, answer.text  # the revocation is not committed yet
     assert waited < 5  # blocked, it would wait out the writer (10 s)
     assert_error(client.get("/v1/me", headers=tenant.headers), 401, "revoked_api_key")
+
+
+def test_an_exhausted_connection_pool_never_stalls_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are looked up on a worker thread, never on the event loop: with every pooled
+    connection held by a slow request, another caller waits for a connection off the loop, and
+    the loop keeps serving (the holder needs it to commit and give its connection back; a
+    lookup waiting on the loop deadlocked them until the pool's 30 s timeout)."""
+    settings = Settings(
+        data_dir=tmp_path, log_level="WARNING", preload_models=False, db_pool_size=1,
+        db_max_overflow=0,
+    )  # fmt: skip
+    database = Database(settings)
+    upgrade(database)
+    tenant = make_tenant(database)
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    app = create_app(settings)
+    balance = CreditsService.balance
+
+    def slow(self: CreditsService, owner: Any) -> Any:
+        found = balance(self, owner)
+        time.sleep(1.5)  # a slow query, its session (the pool's one connection) open
+        return found
+
+    monkeypatch.setattr(CreditsService, "balance", slow)
+
+    async def main() -> tuple[int, int, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+            await c.get("/v1/me", headers=headers)  # last_used_at written: later lookups read
+            gaps: list[float] = []
+            running = True
+
+            async def ticker() -> None:
+                last = time.monotonic()
+                while running:
+                    await asyncio.sleep(0.05)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            ticking = asyncio.create_task(ticker())
+            slow_one = asyncio.create_task(c.get("/v1/credits", headers=headers))
+            await asyncio.sleep(0.5)  # the pool's one connection is now held
+            other = await c.get("/v1/me", headers=headers)
+            held = await slow_one
+            running = False
+            await ticking
+            return held.status_code, other.status_code, max(gaps)
+
+    held, other, stall = asyncio.run(main())
+    database.dispose()
+    assert (held, other) == (200, 200)
+    assert stall < 1.0  # blocked, the loop would stall for the pool's timeout

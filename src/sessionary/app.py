@@ -34,7 +34,6 @@ from sessionary.external.routes import router as external_router
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
 from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
-from sessionary.kit.json_answer import JSONAnswer
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.kit.openapi import install_openapi
@@ -114,7 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
         swagger_ui_parameters={"validatorUrl": None},
-        default_response_class=JSONAnswer,
     )
     app.state.settings = settings
     app.state.db = db

@@ -101,43 +101,23 @@ def identify(db: Session, token: str | None, external_key: str | None) -> Princi
 async def get_any_principal(
     request: Request, database: AppDatabase, settings: AppSettings
 ) -> Principal:
-    """Resolved in short sessions of its own, before the route's transaction begins.
+    """Resolved in short sessions of its own, before the route's transaction begins, in one
+    hand-off to a worker thread (the lookups and the occasional `last_used_at` write together).
 
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
-
-    On SQLite a caller that needs only reads (a key, an auth token, a console cookie) is
-    resolved on the event loop: a read in WAL mode never waits for a writer, and the lookup
-    (about 0.1 ms) costs less than handing it to a worker thread and back. Everything that
-    writes (a client secret's rate count, the occasional `last_used_at`) and every lookup on
-    PostgreSQL (a network round trip) runs on a worker thread.
     """
     headers, method = request.headers, request.method
-    if database.dialect == "sqlite" and not _writes(headers):
-        principal = _resolve(database, settings, headers, method, touch=False)
-        if principal.api_key_id is not None and _touch_due(principal.api_key_id, settings):
-            key_id = principal.api_key_id
-            await anyio.to_thread.run_sync(lambda: _touch(database, key_id, settings))
-    else:
-        principal = await anyio.to_thread.run_sync(
-            lambda: _resolve(database, settings, headers, method, touch=True)
-        )
+    principal = await anyio.to_thread.run_sync(
+        lambda: _resolve(database, settings, headers, method)
+    )
     structlog.contextvars.bind_contextvars(
         account_id=principal.account_id, external_user_id=principal.external_user_id
     )
     return principal
 
 
-def _writes(headers: Headers) -> bool:
-    """Whether resolving these credentials writes (a client secret counts each use)."""
-    if _browser_session(headers) is not None:
-        return False
-    return bearer_kind_of(bearer_of(headers)) is not None
-
-
-def _resolve(
-    database: Database, settings: Settings, headers: Headers, method: str, *, touch: bool
-) -> Principal:
+def _resolve(database: Database, settings: Settings, headers: Headers, method: str) -> Principal:
     browser = _browser_session(headers)
     if browser is not None:
         cookie_kind, value = browser
@@ -151,8 +131,10 @@ def _resolve(
             return kind.authenticate(db, token)
     with database.session(write=False) as db:
         principal = identify(db, token, external_key)
-    if touch and principal.api_key_id is not None and _touch_due(principal.api_key_id, settings):
-        _touch(database, principal.api_key_id, settings)
+    if principal.api_key_id is not None:
+        _touch(
+            database, principal.api_key_id, timedelta(seconds=settings.key_touch_interval_seconds)
+        )
     return principal
 
 
@@ -161,18 +143,16 @@ def _resolve(
 _touched: dict[str, float] = {}
 
 
-def _touch_due(key_id: str, settings: Settings) -> bool:
-    last = _touched.get(key_id, -math.inf)
-    return time.monotonic() - last >= settings.key_touch_interval_seconds
-
-
-def _touch(database: Database, key_id: str, settings: Settings) -> None:
+def _touch(database: Database, key_id: str, interval: timedelta) -> None:
+    now = time.monotonic()
+    if now - _touched.get(key_id, -math.inf) < interval.total_seconds():
+        return
     if len(_touched) > 10_000:
         _touched.clear()
-    _touched[key_id] = time.monotonic()
+    _touched[key_id] = now
     try:
         with database.session() as db:
-            AccountService(db).touch(key_id, timedelta(seconds=settings.key_touch_interval_seconds))
+            AccountService(db).touch(key_id, interval)
     except Exception:  # last_used_at is bookkeeping; never fail a request over it
         log.warning("key_touch_failed", key_id=key_id, exc_info=True)
 
