@@ -34,3 +34,6 @@ def test_what_orjson_refuses_renders_through_the_json_module() -> None:
 
 def test_a_float_that_is_not_a_number_is_null() -> None:
     assert json.loads(JSONAnswer({"x": math.nan, "y": math.inf}).body) == {"x": None, "y": None}
+    # beside an integer orjson refuses, on the json module's path too (it raised: a 500)
+    mixed = {"record": {"note": [math.nan, -math.inf], "id": 2**70}}
+    assert json.loads(JSONAnswer(mixed).body) == {"record": {"note": [None, None], "id": 2**70}}

@@ -4,11 +4,13 @@ A search answer (ten listings) took 68 µs in the json module and takes 5 µs in
 are the same compact JSON. What orjson refuses (integers beyond 64 bits, which a stored record
 may hold; lone surrogates; keys that are not strings) is rendered by the json module as before,
 so an answer that rendered before still renders, the same. One difference: a float that is not
-a number (NaN, ±inf) is written as `null` (valid JSON), where the json module raised.
+a number (NaN, ±inf; a stored record may hold one) is written as `null` (valid JSON) on both
+paths, where the json module raised: an answer is never lost after its request was charged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -20,4 +22,15 @@ class JSONAnswer(JSONResponse):
         try:
             return orjson.dumps(content)
         except (TypeError, orjson.JSONEncodeError):
-            return super().render(content)
+            return super().render(_finite(content))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and ±inf as None, as orjson writes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
