@@ -10,7 +10,7 @@ pgvector get the same query vector and the same conditions written as a Chroma `
 SQL.
 
 - Sessionary: `SearchService.search` (filter extraction, the query's embedding from a cache, the
-  ledger's reserve and settle, filtering, scoring), on SQLite (exact NumPy) and PostgreSQL
+  ledger's charge, filtering, scoring), on SQLite (exact NumPy) and PostgreSQL
   (exact pgvector up to 20,000 candidates, HNSW beyond).
 - Plain pgvector: a table with typed columns and an HNSW index (pgvector's defaults), bulk-loaded
   with COPY then indexed, queried with one SELECT (iterative scans on, for filters).
@@ -696,12 +696,13 @@ PG_FINDINGS = (
     "50 to 350 ms, most of a filtered search, while the HNSW iterative scan itself took 3 to 5 "
     "ms. The count is gone: past the exact limit the iterative scan answers (at most 20,000 "
     "index tuples read), and the search turns exact when the scan comes back short of the page. "
-    "The rest of the gap to the plain pgvector rows is the whole search around the query: two "
-    "ledger transactions (reserve and settle) each committed with an fsync on PostgreSQL (4.0 ms "
+    "The rest of the gap to the plain pgvector rows is the whole search around the query: the "
+    "ledger's charge (one transaction: these queries repeat, so their vectors come from the "
+    "server's query cache and take no hold), committed with an fsync on PostgreSQL (4.0 ms "
     "a commit here; 0.1 ms with synchronous_commit off, which the server does not use, since "
     "money must survive a crash), where SQLite's WAL with synchronous=NORMAL does not sync at "
-    "commit. That (about 10 ms a search), and exact scoring in SQL over 10,000 wide rows (18 to "
-    "23 ms in the retrieval rows, against NumPy's 1 to 2 ms), is why PostgreSQL is slower than "
+    "commit. That (about 4 ms a search), and exact scoring in SQL over 10,000 wide rows (12 to "
+    "15 ms in the retrieval rows, against NumPy's 0.1 to 1 ms), is why PostgreSQL is slower than "
     "SQLite at 10k."
 )
 
@@ -774,7 +775,7 @@ def run(quick: bool) -> str:
         "How to read it: Sessionary's times are the whole server-side search (filter extraction, "
         "the query embedding from a cache in the benchmark, so the model's time is left out: the "
         "Search section measures whole requests with it, uncached and repeated; the ledger's "
-        "reserve and settle, SQL and scoring); the "
+        "charge, SQL and scoring); the "
         "others are one query call given the vector. Recall@10 is tie-aware (ann-benchmarks' "
         'rule: a result counts when it is as similar as the exact 10th best). "Memory" is '
         "what the searching process holds: SQLite's matrix cache (its exact size) and Chroma's "
