@@ -815,7 +815,8 @@ def run(quick: bool) -> str:
         lines.append(f"{engine}: not measured ({why}).")
     lines += [
         "How to read it: Sessionary's times are the whole server-side search (filter extraction, "
-        "the query's vector from the server's own query cache, since each query is met once in the warm-up, so the model's time is left out: the "
+        "the query's vector from the server's own query cache, since each query is met once "
+        "in the warm-up, so the model's time is left out: the "
         "Search section measures whole requests with it, uncached and repeated; the ledger's "
         "charge, SQL and scoring); the "
         "others are one query call given the vector. Recall@10 is tie-aware (ann-benchmarks' "
