@@ -51,3 +51,9 @@ class QueryVectors:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def cache_scope(account_id: str, model: str) -> str:
+    """The query cache's partition: one per account, so another tenant cannot tell from a
+    search's speed whether a text was searched recently."""
+    return f"{account_id}/{model}"

@@ -14,6 +14,8 @@ import numpy as np
 from sessionary.search.ann import ANN, MIN_SELECTIVITY, AnnPolicy, approximate
 from sessionary.search.filters import column_mask
 from sessionary.search.models import EmbeddingTemplate
+from sessionary.search.outcomes import Plan
+from sessionary.search.query import SearchQuery
 from sessionary.search.ranking import INDEXES, TemplateIndex, fuse, scores_of
 from sessionary.search.store import Hit, SearchStore
 
@@ -69,6 +71,31 @@ def retrieve(
     ids = [doc_id for doc_id, _ in chosen]
     found = store.hits(ids) if index is None else index.shown(ids, store.hits)
     return Retrieved([(found[doc_id], score) for doc_id, score in chosen if doc_id in found], path)
+
+
+def retrieve_planned(
+    store: SearchStore,
+    plan: Plan,
+    vector: np.ndarray,
+    query: SearchQuery,
+    *,
+    limit: int,
+    exact_limit: int,
+    ann: AnnPolicy | None,
+) -> Retrieved:
+    """`retrieve` for a search's plan (template, filters, semantic text) and request options."""
+    return retrieve(
+        store,
+        plan.template,
+        plan.filters,
+        vector,
+        plan.semantic,
+        limit=limit,
+        num_candidates=query.num_candidates,
+        rerank=query.rerank,
+        exact_limit=exact_limit,
+        ann=ann,
+    )
 
 
 def _dense_postgres(

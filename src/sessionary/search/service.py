@@ -43,10 +43,10 @@ from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.outcomes import Found, Ingested, Plan
 from sessionary.search.plain_text import DEFAULT_OPTIONS, plain_text_records
 from sessionary.search.query import SearchQuery, checked_term, record_text
-from sessionary.search.query_vectors import QueryVectors
+from sessionary.search.query_vectors import QueryVectors, cache_scope
 from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
 from sessionary.search.records import Document, build_document, flatten, parse_field_options
-from sessionary.search.retrieval import Retrieved, retrieve
+from sessionary.search.retrieval import Retrieved, retrieve_planned
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
@@ -54,12 +54,6 @@ from sessionary.settings.search import Extractor
 
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
 EXACT_SEARCH_LIMIT = 20_000
-
-
-def _cache_scope(caller: Principal, model: str) -> str:
-    """The query cache's partition: one per account, so another tenant cannot tell from a
-    search's speed whether a text was searched recently."""
-    return f"{caller.account_id}/{model}"
 
 
 class SearchService:
@@ -399,7 +393,7 @@ class SearchService:
             batch = await embedder.embed([plan.text])
             vector = np.asarray(batch.vectors, dtype=np.float32)[0]
             self.query_vectors.put(
-                _cache_scope(caller, embedder.name), plan.text, vector, batch.input_tokens
+                cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens
             )
         except BaseException:
             await meter.release()
@@ -417,7 +411,7 @@ class SearchService:
         a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
         plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
-        known = self.query_vectors.get(_cache_scope(caller, embedder.name), plan.text)
+        known = self.query_vectors.get(cache_scope(caller.account_id, embedder.name), plan.text)
         if known is None:
             counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
             held = self.pricing.embedding(counted)
@@ -434,12 +428,10 @@ class SearchService:
         limit: int,
         query: SearchQuery,
     ) -> Found:
-        """A query whose vector is cached costs nothing outside this process, so nothing is held
-        for it: a balance that cannot cover its price is refused (402) before ranking, and the
-        charge is one conditional write after it, which refuses (402) when concurrent spending
-        took the credits meanwhile; the hits are then never shown. One write transaction where a
-        hold and a settle took two. It is billed at the tokens the model counted the first time,
-        as if the model ran."""
+        """A cached vector costs nothing outside this process, so nothing is held: 402 before
+        ranking when the balance cannot cover the price (the model's first count, as if it ran),
+        then one conditional charge, 402 if concurrent spending took the credits meanwhile (the
+        hits are then never shown). One write transaction where a hold and a settle took two."""
         template = plan.template
         price = self.pricing.embedding(tokens)
         with self.db.session(write=False) as session:
@@ -460,17 +452,9 @@ class SearchService:
     def _retrieve(
         self, session: Session, plan: Plan, vector: np.ndarray, limit: int, query: SearchQuery
     ) -> Retrieved:
-        return retrieve(
-            SearchStore(session),
-            plan.template,
-            plan.filters,
-            vector,
-            plan.semantic,
-            limit=limit,
-            num_candidates=query.num_candidates,
-            rerank=query.rerank,
-            exact_limit=self.exact_limit,
-            ann=self.ann,
+        store, cutoff, ann = SearchStore(session), self.exact_limit, self.ann
+        return retrieve_planned(
+            store, plan, vector, query, limit=limit, exact_limit=cutoff, ann=ann
         )
 
     def _finish(
