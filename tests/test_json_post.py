@@ -19,6 +19,17 @@ from sessionary.providers.json_post import JsonPoster
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def serve_answer(handler: Handler) -> tuple[web.AppRunner, int]:
+    """`handler` as /v1/answer on a free loopback port: (its runner, to clean up; the port)."""
+    app = web.Application()
+    app.router.add_post("/v1/answer", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 def serve_and_post(
     handler: Handler, *, max_retries: int = 2, timeout: float = 5.0, body: Any = None
 ) -> tuple[Any, list[dict[str, Any]], JsonPoster]:
@@ -31,13 +42,7 @@ def serve_and_post(
         return await handler(request)
 
     async def main() -> tuple[Any, JsonPoster]:
-        app = web.Application()
-        app.router.add_post("/v1/answer", recorded)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_answer(recorded)
         poster = JsonPoster(
             f"http://127.0.0.1:{port}/v1", "sk-upstream", timeout, max_retries, "openai (test)"
         )
@@ -181,13 +186,7 @@ def test_goes_through_the_environments_proxy_and_honours_no_proxy(
         return web.json_response({"via": "proxy"})
 
     async def main() -> tuple[Any, Any]:
-        app = web.Application()
-        app.router.add_post("/v1/answer", proxy)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_answer(proxy)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("NO_PROXY", "bypassed.test")
         through = JsonPoster("http://upstream.test/v1", None, 5.0, 0, "openai (test)")
