@@ -124,10 +124,11 @@ def test_a_key_is_resolved_while_another_writer_holds_the_database(
 def test_an_exhausted_connection_pool_never_stalls_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys are looked up on a worker thread, never on the event loop: with every pooled
-    connection held by a slow request, another caller waits for a connection off the loop, and
-    the loop keeps serving (the holder needs it to commit and give its connection back; a
-    lookup waiting on the loop deadlocked them until the pool's 30 s timeout)."""
+    """The event loop never waits for a pooled connection: with every one held by a slow
+    request, another caller's key is read on the loop's own connection (SQLite) or waits for a
+    pooled one on a worker, and the loop keeps serving (the holder needs it to commit and give
+    its connection back; a lookup waiting on the loop deadlocked them until the pool's 30 s
+    timeout)."""
     settings = Settings(
         data_dir=tmp_path, log_level="WARNING", preload_models=False, db_pool_size=1,
         db_max_overflow=0,

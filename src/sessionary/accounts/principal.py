@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 import structlog
@@ -19,7 +19,8 @@ from starlette.requests import cookie_parser
 from sessionary.accounts.bearers import CookieKind, bearer_kind_of, cookie_credential
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.service import AccountService
+from sessionary.accounts.service import AccountService, KeyCheck, check_key
+from sessionary.accounts.store import AccountStore
 from sessionary.accounts.tokens import TokenService
 from sessionary.config import Settings
 from sessionary.kit.db import Database
@@ -73,7 +74,7 @@ def _credentials(headers: Headers) -> tuple[str | None, str | None]:
 def identify(db: Session, token: str | None, external_key: str | None) -> Principal:
     """The principal behind an account key, an external user's key or an auth token, optionally
     narrowed to one external user by `x-external-user-api-key`. Reads only."""
-    accounts = AccountService(db)
+    find = AccountStore(db).key_by_prefix
     principal: Principal | None = None
     if token is not None:
         if token.startswith(AUTH_TOKEN_TYPE):
@@ -82,12 +83,23 @@ def identify(db: Session, token: str | None, external_key: str | None) -> Princi
                 row.account_id, None, external_user_id=row.external_user_id, token_id=row.id
             )
         else:
-            key = accounts.authenticate(token)
-            principal = Principal(key.account_id, key.id, external_user_id=key.external_user_id)
+            principal = _key_principal(check_key(token, find))
+    return _narrowed(principal, external_key, find)
+
+
+def _key_principal(key: KeyCheck) -> Principal:
+    return Principal(key.account_id, key.id, external_user_id=key.external_user_id)
+
+
+def _narrowed(
+    principal: Principal | None, external_key: str | None, find: Callable[[str], Any]
+) -> Principal:
+    """The principal, or the external user named by `x-external-user-api-key` (which the
+    bearer, when there is one, must be allowed to speak for)."""
     if external_key is None:
         assert principal is not None
         return principal
-    user_key = accounts.authenticate(external_key)
+    user_key = check_key(external_key, find)
     if user_key.external_user_id is None:
         raise Unauthorized(
             f"{EXTERNAL_KEY_HEADER} must hold an external user's key (sk_eu_...).",
@@ -95,22 +107,58 @@ def identify(db: Session, token: str | None, external_key: str | None) -> Princi
         )
     if principal is not None:
         principal.check_reach(user_key.account_id, user_key.external_user_id, "external_user")
-    return Principal(user_key.account_id, user_key.id, external_user_id=user_key.external_user_id)
+    return _key_principal(user_key)
+
+
+class _ReadElsewhere(Exception):
+    """A key read on the event loop could not be made: take the worker path."""
+
+
+def _on_loop(database: Database, settings: Settings, headers: Headers) -> Principal | None:
+    """The common case without a hand-off to a worker: API keys (and an external user's key
+    header) read on the event loop, on SQLite (`kit/loop_read.py`). None when the request needs
+    the worker path: another database, a cookie, an auth token or client secret, a read that
+    failed, or a key whose `last_used_at` is due to be written."""
+    if not database.loop_reads.enabled or _browser_session(headers) is not None:
+        return None
+    token, external_key = _credentials(headers)
+    if token is not None and (token.startswith(AUTH_TOKEN_TYPE) or bearer_kind_of(token)):
+        return None
+
+    def find(prefix: str) -> Any:
+        read, row = AccountStore.key_by_prefix_on_loop(database.loop_reads, prefix)
+        if not read:
+            raise _ReadElsewhere
+        return row
+
+    try:
+        principal = _narrowed(
+            None if token is None else _key_principal(check_key(token, find)), external_key, find
+        )
+    except _ReadElsewhere:
+        return None
+    interval = settings.key_touch_interval_seconds
+    if principal.api_key_id is not None and _touch_due(principal.api_key_id, interval):
+        return None
+    return principal
 
 
 async def get_any_principal(
     request: Request, database: AppDatabase, settings: AppSettings
 ) -> Principal:
-    """Resolved in short sessions of its own, before the route's transaction begins, in one
-    hand-off to a worker thread (the lookups and the occasional `last_used_at` write together).
+    """API keys are read on the event loop on SQLite (`_on_loop`); everything else is resolved
+    in short sessions of its own, before the route's transaction begins, in one hand-off to a
+    worker thread (the lookups and the occasional `last_used_at` write together).
 
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
     headers, method = request.headers, request.method
-    principal = await anyio.to_thread.run_sync(
-        lambda: _resolve(database, settings, headers, method)
-    )
+    principal = _on_loop(database, settings, headers)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(
+            lambda: _resolve(database, settings, headers, method)
+        )
     structlog.contextvars.bind_contextvars(
         account_id=principal.account_id, external_user_id=principal.external_user_id
     )
@@ -143,13 +191,16 @@ def _resolve(database: Database, settings: Settings, headers: Headers, method: s
 _touched: dict[str, float] = {}
 
 
+def _touch_due(key_id: str, interval_seconds: float) -> bool:
+    return time.monotonic() - _touched.get(key_id, -math.inf) >= interval_seconds
+
+
 def _touch(database: Database, key_id: str, interval: timedelta) -> None:
-    now = time.monotonic()
-    if now - _touched.get(key_id, -math.inf) < interval.total_seconds():
+    if not _touch_due(key_id, interval.total_seconds()):
         return
     if len(_touched) > 10_000:
         _touched.clear()
-    _touched[key_id] = now
+    _touched[key_id] = time.monotonic()
     try:
         with database.session() as db:
             AccountService(db).touch(key_id, interval)

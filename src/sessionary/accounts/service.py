@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -39,6 +41,21 @@ class KeyCheck:
     id: str
     account_id: str
     external_user_id: str | None
+
+
+def check_key(plaintext: str, find: Callable[[str], Any | None]) -> KeyCheck:
+    """The live key behind a presented secret, or 401; `find` reads a key's row by its prefix
+    (in a session, or on the event loop: `principal.py`)."""
+    key_type = EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
+    prefix = prefix_of(plaintext, key_type)
+    if prefix is None:
+        raise Unauthorized("Malformed API key.")
+    key = find(prefix)
+    if key is None or not key_matches(plaintext, key.key_hash):
+        raise Unauthorized("Invalid API key.")
+    if key.revoked_at is not None:
+        raise Unauthorized("This API key has been revoked.", code="revoked_api_key")
+    return KeyCheck(key.id, key.account_id, key.external_user_id)
 
 
 class AccountService:
@@ -143,18 +160,7 @@ class AccountService:
 
     def authenticate(self, plaintext: str) -> KeyCheck:
         """The live key (an account's or an external user's) behind a presented secret, or 401."""
-        key_type = (
-            EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
-        )
-        prefix = prefix_of(plaintext, key_type)
-        if prefix is None:
-            raise Unauthorized("Malformed API key.")
-        key = self.store.key_by_prefix(prefix)
-        if key is None or not key_matches(plaintext, key.key_hash):
-            raise Unauthorized("Invalid API key.")
-        if key.revoked_at is not None:
-            raise Unauthorized("This API key has been revoked.", code="revoked_api_key")
-        return KeyCheck(key.id, key.account_id, key.external_user_id)
+        return check_key(plaintext, self.store.key_by_prefix)
 
     def touch(self, key_id: str, interval: timedelta) -> None:
         now = utcnow()

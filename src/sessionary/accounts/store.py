@@ -1,7 +1,8 @@
 """SQL for accounts and API keys.
 
 The key lookup runs on every request: it reads the few columns a check needs with a statement
-built once, on the session's connection (a tenth of what loading an ORM row costs).
+built once, on the session's connection (a tenth of what loading an ORM row costs), or on SQLite
+straight from the event loop (`kit/loop_read.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
+from sessionary.kit.loop_read import LoopReader
 from sessionary.kit.store import Store
 
 _KEYS = cast(Table, ApiKey.__table__)
@@ -54,6 +56,11 @@ class AccountStore(Store):
     def key_by_prefix(self, prefix: str) -> Any | None:
         """The key's id, account_id, external_user_id, key_hash and revoked_at (a row), or None."""
         return self.db.connection().execute(_KEY_BY_PREFIX, {"p_prefix": prefix}).first()
+
+    @staticmethod
+    def key_by_prefix_on_loop(reads: LoopReader, prefix: str) -> tuple[bool, Any | None]:
+        """`key_by_prefix` on the event loop: (False, None) when it must be read in a session."""
+        return reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
 
     def get_key(self, key_id: str) -> ApiKey | None:
         return self.db.get(ApiKey, key_id)

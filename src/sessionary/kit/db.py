@@ -27,6 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
+from sessionary.kit.loop_read import LoopReader
 
 READ_ONLY_OPTION = "sessionary_read_only"
 _WRITE_TURN = "sessionary_write_turn"
@@ -111,6 +112,7 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
+        self.loop_reads = LoopReader(self.engine)
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
@@ -137,4 +139,5 @@ class Database:
             db.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self.loop_reads.close()
         self.engine.dispose()

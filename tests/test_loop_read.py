@@ -1,0 +1,116 @@
+"""Key lookups on the event loop (SQLite): the same answers as a session, the latest committed
+state, no transaction left open, and the worker path whenever the loop cannot read."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+import sessionary.accounts.principal as principal_module
+from sessionary.accounts.service import AccountService
+from sessionary.accounts.store import AccountStore
+from sessionary.kit.db import Database
+from sessionary.kit.loop_read import LoopReader
+from tests.conftest import Tenant
+
+
+def _sqlite_only(db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite only: other engines always take the worker path")
+
+
+def _prefix(tenant: Tenant) -> str:
+    return tenant.api_key[: len("sk_sy_") + 12]
+
+
+def _loop_row(db: Database, tenant: Tenant) -> Any:
+    read, row = AccountStore.key_by_prefix_on_loop(db.loop_reads, _prefix(tenant))
+    assert read
+    return row
+
+
+def test_a_loop_read_answers_what_a_session_reads(db: Database, tenant: Tenant) -> None:
+    if db.dialect != "sqlite":
+        assert not db.loop_reads.enabled  # other engines always take the worker path
+        assert db.loop_reads.first(text("SELECT 1"), {}) == (False, None)  # type: ignore[arg-type]
+        return
+    with db.session() as session:
+        AccountService(session).revoke_key(tenant.key_id)  # a datetime to convert back
+    with db.session(write=False) as session:
+        expected = AccountStore(session).key_by_prefix(_prefix(tenant))
+    assert expected is not None
+    found = _loop_row(db, tenant)
+    assert found._asdict() == expected._asdict()
+    assert found.revoked_at.tzinfo is not None  # the column's type ran, not the raw string
+    assert AccountStore.key_by_prefix_on_loop(db.loop_reads, "sk_sy_nothinghere") == (True, None)
+
+
+def test_a_loop_read_sees_each_commit_and_holds_no_snapshot(db: Database, tenant: Tenant) -> None:
+    """Each read is its own statement in autocommit: a later commit by another connection is
+    seen at once, and no read transaction stays open to pin the WAL (a full checkpoint can
+    truncate it right after a read)."""
+    _sqlite_only(db)
+    assert _loop_row(db, tenant).revoked_at is None
+    with db.session() as session:
+        AccountService(session).revoke_key(tenant.key_id)
+    assert _loop_row(db, tenant).revoked_at is not None
+    path = db.engine.url.database
+    assert path
+    other = sqlite3.connect(path)
+    try:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0
+
+
+def test_the_loop_connection_cannot_write(db: Database, tenant: Tenant) -> None:
+    _sqlite_only(db)
+    _loop_row(db, tenant)
+    connection = db.loop_reads._local.connection
+    with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
+        connection.execute("DELETE FROM api_keys")
+
+
+def test_api_keys_are_resolved_without_the_worker_path(
+    client: TestClient, db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its last_used_at is fresh, an API key is read on the loop: the worker path is never
+    asked, and a bad key is still a 401. (External users' key headers take the same path:
+    `tests/test_external_users.py -k beside` checks their answers.)"""
+    _sqlite_only(db)
+    assert client.get("/v1/me", headers=tenant.headers).status_code == 200  # touches the key
+
+    def no_worker(*args: Any) -> Any:
+        raise AssertionError("the worker path was taken")
+
+    monkeypatch.setattr(principal_module, "_resolve", no_worker)
+    assert client.get("/v1/me", headers=tenant.headers).status_code == 200
+    wrong = {"Authorization": f"Bearer {tenant.api_key[:-1]}x"}
+    answer = client.get("/v1/me", headers=wrong)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["message"] == "Invalid API key."
+
+
+def test_a_failed_loop_read_falls_back_to_the_worker_path(
+    client: TestClient, db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read the loop cannot make (here: every connection attempt fails) is no error for the
+    caller: the request is resolved on a worker, revocations included."""
+    _sqlite_only(db)
+    assert client.get("/v1/me", headers=tenant.headers).status_code == 200
+
+    def broken(self: LoopReader) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(LoopReader, "_connection", broken)
+    assert client.get("/v1/me", headers=tenant.headers).status_code == 200
+    with db.session() as session:
+        AccountService(session).revoke_key(tenant.key_id)
+    answer = client.get("/v1/me", headers=tenant.headers)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "revoked_api_key"
