@@ -4,9 +4,10 @@ Balance changes are single conditional UPDATEs (`... WHERE balance_micro >= :amo
 atomic on both engines, so racing spenders can never both pass a check they would jointly fail.
 
 The statements every billed request runs are built once, at import, from the tables with bound
-parameters, and run on the session's connection rather than through the ORM session: building an
-ORM statement per call cost ten times the database's own work, and the session's execute path
-(ORM compile plugin, events) about as much again as the connection's.
+parameters, and run on the DB-API cursor of the session's connection (`kit/raw_sql.py`): building
+an ORM statement per call cost ten times the database's own work, the session's execute path
+(ORM compile plugin, events) about as much again as the connection's, and the connection's
+execution context still several times the cursor call.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sessionary.billing.models import (
 )
 from sessionary.kit.models import UtcDateTime, utcnow
 from sessionary.kit.pagination import PageParams
+from sessionary.kit.raw_sql import run
 from sessionary.kit.sql import insert_ignoring_conflict
 from sessionary.kit.store import Store, page
 
@@ -98,8 +100,8 @@ class LedgerStore(Store):
         return self.db.get(CreditBalance, (owner_type, owner_id), populate_existing=True)
 
     def balance_micro(self, owner_type: str, owner_id: str) -> int:
-        found = self.conn.execute(
-            _BALANCE, {"p_owner_type": owner_type, "p_owner_id": owner_id}
+        found = run(
+            self.conn, _BALANCE, {"p_owner_type": owner_type, "p_owner_id": owner_id}
         ).scalar_one_or_none()
         return int(found or 0)
 
@@ -119,12 +121,12 @@ class LedgerStore(Store):
             stmt, params["p_needed"] = _SPEND, -delta_micro
         else:
             stmt = _ADD
-        new_balance = self.conn.execute(stmt, params).scalar_one_or_none()
+        new_balance = run(self.conn, stmt, params).scalar_one_or_none()
         return None if new_balance is None else int(new_balance)
 
     def append(self, *entries: dict[str, Any]) -> None:
         """Ledger rows, each given as {column: value} for every column, in one statement."""
-        self.conn.execute(_APPEND, list(entries) if len(entries) > 1 else entries[0])
+        run(self.conn, _APPEND, list(entries) if len(entries) > 1 else entries[0])
 
     def entry(self, entry_id: str) -> LedgerEntry | None:
         return self.db.get(LedgerEntry, entry_id)
@@ -163,15 +165,15 @@ class LedgerStore(Store):
         )
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
-        self.conn.execute(_RESERVE, reservation)
+        run(self.conn, _RESERVE, reservation)
 
     def close_reservation(self, reservation_id: str, status: str) -> Any | None:
         """Mark an open reservation closed and return its row; None when it was not open.
 
         The status condition makes settle and release race-safe: exactly one of them wins.
         """
-        return self.conn.execute(
-            _CLOSE, {"p_id": reservation_id, "p_status": status, "p_now": utcnow()}
+        return run(
+            self.conn, _CLOSE, {"p_id": reservation_id, "p_status": status, "p_now": utcnow()}
         ).first()
 
     def get_reservation(self, reservation_id: str) -> CreditReservation | None:
@@ -182,7 +184,7 @@ class LedgerStore(Store):
     ) -> list[str]:
         if owner is not None:
             params = {"p_owner_type": owner[0], "p_owner_id": owner[1], "p_now": now}
-            return list(self.conn.scalars(_EXPIRED, params))
+            return list(run(self.conn, _EXPIRED, params).scalars())
         query = (
             select(CreditReservation.id)
             .where(CreditReservation.status == "open")

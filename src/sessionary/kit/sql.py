@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, inspect
+from sqlalchemy import Insert, Table, insert, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+
+from sessionary.kit.raw_sql import run
 
 
 def insert_ignoring_conflict(db: Session, model: Any, values: Mapping[str, Any]) -> bool:
@@ -29,7 +31,8 @@ def insert_rows(db: Session, rows: Sequence[Any]) -> None:
     later attribute change on them is not saved. Attributes left unset get the column defaults.
     ORM rows still pending in the session are flushed first: a row inserted here may refer to
     one of them (a message to the session created in the same unit of work).
-    Consecutive rows of one table with the same columns set go in one statement (executemany).
+    Consecutive rows of one table with the same columns set go in one statement (executemany),
+    run on the connection's DB-API cursor (`kit/raw_sql.py`).
     """
     if db.new:
         db.flush()
@@ -47,5 +50,18 @@ def insert_rows(db: Session, rows: Sequence[Any]) -> None:
             last[1].append(values)
         else:
             batches.append((mapper.local_table, [values]))
+    connection = db.connection()
     for table, values_list in batches:
-        db.execute(insert(table), values_list if len(values_list) > 1 else values_list[0])
+        batch = values_list if len(values_list) > 1 else values_list[0]
+        run(connection, _insert_into(table), batch)
+
+
+_INSERTS: dict[Table, Insert] = {}
+
+
+def _insert_into(table: Table) -> Insert:
+    """One INSERT statement per table for the life of the process (`raw_sql` caches by it)."""
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS.setdefault(table, insert(table))
+    return statement

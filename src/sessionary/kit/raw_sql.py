@@ -1,0 +1,163 @@
+"""Prebuilt Core statements run on the DB-API cursor of a unit of work's connection.
+
+Every billed request runs the same handful of statements (a reserve, a settle, a turn's rows).
+Through SQLAlchemy's execution path each costs about 40 µs of Python on top of the database's
+own few microseconds (an execution context, events, result machinery), several times over per
+request. Here a statement is compiled once per dialect (and, for an INSERT, per set of columns)
+into its SQL, the order of its parameters and their type conversions; running it then costs one
+cursor call, on the same connection and so in the same transaction as the session's other work.
+
+What stays as SQLAlchemy would do it, and is tested on both engines (`tests/test_raw_sql.py`):
+- parameters and returned columns go through the columns' types (UTC datetimes on SQLite);
+- an INSERT's unset columns get their Python-side defaults; literal values bound in the
+  statement (`status = 'open'`) are sent as compiled;
+- driver errors are raised as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...), with
+  parameters hidden, so callers catch one family of errors whatever path ran the statement.
+
+Not for statements built per call (the cache holds each statement, keyed by its identity).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Connection, Dialect, exc
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Params = Mapping[str, Any]
+
+
+class Rows:
+    """What a statement returned (RETURNING or SELECT), with the few readers the stores use."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def first(self) -> Any | None:
+        return self.rows[0] if self.rows else None
+
+    def scalar_one_or_none(self) -> Any | None:
+        if len(self.rows) > 1:
+            raise exc.MultipleResultsFound("more than one row where at most one was expected")
+        return self.rows[0][0] if self.rows else None
+
+    def scalars(self) -> Iterator[Any]:
+        return (row[0] for row in self.rows)
+
+
+def run(
+    connection: Connection, statement: ClauseElement, params: Params | Sequence[Params]
+) -> Rows:
+    """Run `statement` with one set of parameters, or many (executemany, no rows returned)."""
+    batch: Sequence[Params] = [params] if isinstance(params, Mapping) else params
+    many = not isinstance(params, Mapping)
+    first = batch[0]
+    plan = _plan(statement, connection.dialect, first)
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        if many:
+            cursor.executemany(plan.sql, [plan.arguments(each) for each in batch])
+            return Rows([])
+        cursor.execute(plan.sql, plan.arguments(first))
+        return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            plan.sql,
+            None,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        cursor.close()
+
+
+_plans: dict[tuple[int, str, frozenset[str] | None], _Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def _plan(statement: ClauseElement, dialect: Dialect, params: Params) -> _Plan:
+    columns = frozenset(params) if getattr(statement, "is_insert", False) else None
+    key = (id(statement), dialect.name, columns)
+    plan = _plans.get(key)
+    if plan is None:
+        with _plans_lock:
+            plan = _plans.setdefault(key, _Plan(statement, dialect, columns))
+    return plan
+
+
+class _Plan:
+    """One statement compiled for one dialect: SQL, parameter slots, row conversion.
+
+    Holds the statement, so the identity it is cached under is never reused by another."""
+
+    def __init__(
+        self, statement: ClauseElement, dialect: Dialect, columns: frozenset[str] | None
+    ) -> None:
+        compiled = cast(
+            SQLCompiler,
+            statement.compile(
+                dialect=dialect, column_keys=sorted(columns) if columns is not None else None
+            ),
+        )
+        self.statement = statement
+        self.sql = compiled.string
+        self.positional = dialect.positional
+        bind_of = {name: bind for bind, name in compiled.bind_names.items()}
+        names = (
+            list(compiled.positiontup or ())
+            if dialect.positional
+            else list(dict.fromkeys(compiled.bind_names.values()))
+        )
+        defaults = {column.key: column.default for column in compiled.insert_prefetch}
+        # (name, where its value comes from, the type's conversion)
+        self.slots: list[tuple[str, Callable[[Params], Any], Any]] = []
+        for name in names:
+            bind = bind_of[name]
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self.slots.append((name, _source(name, bind, defaults, columns), convert))
+        returned = list(getattr(statement, "exported_columns", ()))
+        self.returns = bool(compiled.returning) or getattr(statement, "is_select", False)
+        self.results = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
+        ]
+        self.row_type = namedtuple("Row", [column.key for column in returned])  # type: ignore[misc]
+
+    def arguments(self, params: Params) -> list[Any] | dict[str, Any]:
+        values = [
+            (take(params) if convert is None else convert(take(params)))
+            for _, take, convert in self.slots
+        ]
+        if self.positional:
+            return values
+        return {name: value for (name, _, _), value in zip(self.slots, values, strict=True)}
+
+    def row(self, found: Sequence[Any]) -> Any:
+        return self.row_type._make(  # type: ignore[attr-defined]
+            value if convert is None else convert(value)
+            for value, convert in zip(found, self.results, strict=True)
+        )
+
+
+def _source(
+    name: str, bind: Any, defaults: dict[str, Any], columns: frozenset[str] | None
+) -> Callable[[Params], Any]:
+    """Where a parameter's value comes from: the caller, a column default, or the statement."""
+    if name in defaults and (columns is None or name not in columns):
+        default = defaults[name]
+        if default is None or not (default.is_scalar or default.is_callable):
+            raise TypeError(f"column '{name}' has a default raw_sql cannot compute")
+        if default.is_callable:
+            return lambda _params: default.arg(None)
+        return lambda _params: default.arg
+    if bind.required or (columns is not None and name in columns) or bind.value is None:
+        return lambda params: params[name]
+    value = bind.effective_value
+    return lambda _params: value
