@@ -4,17 +4,20 @@ state, no transaction left open, and the worker path whenever the loop cannot re
 from __future__ import annotations
 
 import sqlite3
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import bindparam, create_engine, select, text
 
 import sessionary.accounts.principal as principal_module
+from sessionary.accounts.models import ApiKey
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.store import AccountStore
 from sessionary.kit.db import Database
-from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.loop_read import SLOW_MS, LoopReader
 from tests.conftest import Tenant
 
 
@@ -114,3 +117,43 @@ def test_a_failed_loop_read_falls_back_to_the_worker_path(
     answer = client.get("/v1/me", headers=tenant.headers)
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == "revoked_api_key"
+
+
+class _SlowConnection:
+    """A loop connection whose reads take `delay` seconds (a reader stuck on a WAL read mark)."""
+
+    def __init__(self, real: sqlite3.Connection, delay: float) -> None:
+        self.real, self.delay = real, delay
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        time.sleep(self.delay)
+        return self.real.execute(*args)
+
+
+def test_a_slow_loop_read_pauses_loop_reads(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite retries a blocked WAL read mark for up to ~10 s whatever the busy timeout: one
+    read slower than SLOW_MS turns loop reads off for PAUSE_S, so later requests take the
+    worker path instead of stalling the loop in turn."""
+    _sqlite_only(db)
+    real = LoopReader._connection
+    monkeypatch.setattr(
+        LoopReader, "_connection", lambda self: _SlowConnection(real(self), SLOW_MS / 1000 * 2)
+    )
+    slow = _loop_row(db, tenant)  # answered, but slow
+    assert slow.id == tenant.key_id
+    assert AccountStore.key_by_prefix_on_loop(db.loop_reads, _prefix(tenant)) == (False, None)
+    monkeypatch.setattr(time, "monotonic", lambda: 10**9)  # PAUSE_S later
+    assert _loop_row(db, tenant).id == tenant.key_id
+
+
+def test_the_loop_reader_never_creates_a_database(tmp_path: Path) -> None:
+    """Opened without create: a missing file is a read elsewhere, not a new empty database."""
+    missing = tmp_path / "gone.db"
+    reader = LoopReader(create_engine(f"sqlite:///{missing}"))
+    assert reader.first(select(ApiKey.id).where(ApiKey.prefix == bindparam("p")), {"p": "x"}) == (
+        False,
+        None,
+    )
+    assert not missing.exists()

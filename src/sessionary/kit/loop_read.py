@@ -9,8 +9,13 @@ Why this is safe on the loop, and what it never does:
   theirs back (`tests/test_auth.py -k exhausted`).
 - SQLite's WAL lets a reader read while a writer holds the lock; each statement reads the latest
   committed state, in autocommit, with no transaction left open between calls.
-- It only reads (`PRAGMA query_only`), and waits at most `BUSY_MS` for the rare lock a reader
-  meets (WAL recovery); any error means None, and the caller takes the ordinary worker path.
+- It only reads (`PRAGMA query_only`, opened without create), and waits `BUSY_MS` for the rare
+  lock a reader meets; any error means "read elsewhere", and the caller takes the worker path.
+- SQLite does not bound every wait by the busy timeout: a reader that cannot take a WAL read
+  mark (another process stuck mid-checkpoint or mid-recovery) retries inside SQLite for up to
+  about 10 s. So a read that fails, or takes longer than `SLOW_MS`, turns loop reads off for
+  `PAUSE_S`: one request pays for a sick database, not every request
+  (`tests/test_loop_read.py -k slow`).
 
 Statements are the stores' own Core statements, compiled once for SQLite, their parameters and
 columns converted by their SQLAlchemy types as the engine would.
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import namedtuple
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,6 +37,8 @@ from sqlalchemy.sql import Select
 log = structlog.get_logger("sessionary.db")
 
 BUSY_MS = 20
+SLOW_MS = 50
+PAUSE_S = 30.0
 
 
 class LoopReader:
@@ -43,13 +52,15 @@ class LoopReader:
         self._compiled: dict[int, _Compiled] = {}
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._paused_until = 0.0  # monotonic seconds: loop reads off until then
 
     def first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[bool, Any]:
         """(True, the first row or None), or (False, None) when the caller must read elsewhere
         (not SQLite, or the read failed): never an exception from the database."""
-        if not self.enabled:
+        if not self.enabled or time.monotonic() < self._paused_until:
             return False, None
         compiled = self._compile(statement)
+        began = time.monotonic()
         try:
             cursor = self._connection().execute(compiled.sql, compiled.arguments(params))
             try:
@@ -57,10 +68,17 @@ class LoopReader:
             finally:
                 cursor.close()  # ends the statement, and with it the read's snapshot
         except sqlite3.Error as exc:
-            log.info("loop_read_fallback", reason=str(exc)[:200])
+            self._pause(f"failed: {str(exc)[:200]}")
             self._drop()
             return False, None
+        took = time.monotonic() - began
+        if took * 1000 > SLOW_MS:
+            self._pause(f"took {took * 1000:.0f} ms")
         return True, None if found is None else compiled.row(found)
+
+    def _pause(self, reason: str) -> None:
+        self._paused_until = time.monotonic() + PAUSE_S
+        log.warning("loop_reads_paused", reason=reason, seconds=PAUSE_S)
 
     def close(self) -> None:
         """Close every thread's connection (the app's shutdown, when no read is running)."""
@@ -80,7 +98,11 @@ class LoopReader:
         if connection is None:
             assert self.path is not None
             connection = sqlite3.connect(
-                self.path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+                f"{Path(self.path).resolve().as_uri()}?mode=rw",  # never creates a file
+                uri=True,
+                timeout=BUSY_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
             )
             connection.execute("PRAGMA query_only=ON")
             self._local.connection = connection
