@@ -173,11 +173,14 @@ def test_readiness_fails_when_the_database_is_unreachable(tmp_path) -> None:  # 
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient, tenant: Tenant) -> None:
+    """Counted through remembered label children (`kit/metrics.labelled`): every request adds
+    to the series the registry renders."""
+    client.get("/v1/me", headers=tenant.headers)
     client.get("/v1/me", headers=tenant.headers)
     client.get("/v1/me")
     client.get("/api/v1/me", headers=tenant.headers)
     text = client.get("/metrics").text
-    assert 'sessionary_http_requests_total{method="GET",route="/v1/me",status="200"} 1.0' in text
+    assert 'sessionary_http_requests_total{method="GET",route="/v1/me",status="200"} 2.0' in text
     assert 'sessionary_http_requests_total{method="GET",route="/v1/me",status="401"} 1.0' in text
     assert 'route="/api/v1/me",status="200"' in text
     assert "sessionary_http_request_duration_seconds_bucket" in text

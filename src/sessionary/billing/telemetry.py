@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from sessionary.kit.metrics import DOMAIN_REGISTRY
+from sessionary.kit.metrics import DOMAIN_REGISTRY, labelled
 
 CREDITS_MOVED = Counter(
     "sessionary_credits_total",
@@ -33,7 +33,7 @@ def note(db: Session, kind: str, owner_type: str, route: str | None, micro: int)
 @event.listens_for(Session, "after_commit")
 def _count(db: Session) -> None:
     for kind, owner_type, route, micro in db.info.pop(_KEY, []):
-        CREDITS_MOVED.labels(kind, owner_type, route).inc(micro / 1_000_000)
+        labelled(CREDITS_MOVED, kind, owner_type, route).inc(micro / 1_000_000)
 
 
 @event.listens_for(Session, "after_rollback")

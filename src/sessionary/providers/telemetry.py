@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
 
-from sessionary.kit.metrics import DOMAIN_REGISTRY, LATENCY_BUCKETS
+from sessionary.kit.metrics import DOMAIN_REGISTRY, LATENCY_BUCKETS, labelled
 
 CALLS = Counter(
     "sessionary_provider_calls_total",
@@ -44,11 +44,11 @@ def observed(kind: str, model: str) -> Iterator[None]:
         outcome = "cancelled"
         raise
     finally:
-        CALLS.labels(kind, model, outcome).inc()
-        SECONDS.labels(kind, model).observe(time.perf_counter() - started)
+        labelled(CALLS, kind, model, outcome).inc()
+        labelled(SECONDS, kind, model).observe(time.perf_counter() - started)
 
 
 def count_tokens(kind: str, model: str, input_tokens: int, output_tokens: int = 0) -> None:
-    TOKENS.labels(kind, model, "input").inc(input_tokens)
+    labelled(TOKENS, kind, model, "input").inc(input_tokens)
     if output_tokens:
-        TOKENS.labels(kind, model, "output").inc(output_tokens)
+        labelled(TOKENS, kind, model, "output").inc(output_tokens)
