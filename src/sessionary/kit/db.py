@@ -123,11 +123,19 @@ class Database:
         )
 
     @contextmanager
-    def session(self, *, write: bool = True) -> Iterator[Session]:
-        """A unit of work: commit when the block succeeds, roll back when it raises."""
+    def session(self, *, write: bool = True, durable: bool = True) -> Iterator[Session]:
+        """A unit of work: commit when the block succeeds, roll back when it raises.
+
+        `durable=False`: on PostgreSQL the commit does not wait for the WAL to reach the disk
+        (`SET LOCAL synchronous_commit = off`, this transaction only; atomicity, locks and
+        visibility are unchanged). Only for writes that a database crash may lose harmlessly:
+        a hold (lost, it is as if it had expired; the charge that settles it is durable). On
+        SQLite every commit is already like this (WAL with `synchronous=NORMAL`)."""
         factory = self._writer if write else self._reader
         with factory() as db:
             try:
+                if not durable and self.dialect == "postgresql":
+                    db.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield db
                 db.commit()
             except BaseException:
