@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
@@ -74,3 +74,33 @@ def test_many_rows_one_transaction_and_errors(db: Database, tenant: Tenant) -> N
     with pytest.raises(IntegrityError), db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, "rsv_null", owner_id=None))
     assert _stored(db, "rsv_null") is None
+
+
+def test_refused_outside_a_transaction_and_bad_parameters(db: Database, tenant: Tenant) -> None:
+    """Never in autocommit (it would skip BEGIN IMMEDIATE and escape rollback); a parameter
+    its type refuses, or one missing, is SQLAlchemy's StatementError, as on its own path."""
+    with db.engine.connect() as connection, pytest.raises(RuntimeError, match="transaction"):
+        run(connection, _RESERVE, _hold(tenant, "rsv_auto"))
+    assert _stored(db, "rsv_auto") is None
+    naive = _hold(tenant, "rsv_naive", expires_at=datetime(2030, 1, 1))
+    with pytest.raises(StatementError, match="naive"), db.session() as session:
+        run(session.connection(), _RESERVE, naive)
+    with pytest.raises(StatementError), db.session() as session:
+        run(session.connection(), _CLOSE, {"p_id": "rsv_x", "p_status": "settled"})
+
+
+def test_a_lost_postgresql_connection_is_invalidated(db: Database, tenant: Tenant) -> None:
+    """A backend killed mid-transaction: the error says the connection was invalidated (as
+    SQLAlchemy's own path does), and the next unit of work gets a live connection."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with pytest.raises(OperationalError) as caught, db.session() as session:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_lost"))
+    assert caught.value.connection_invalidated
+    with db.session() as session:
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_after"))
+    assert _stored(db, "rsv_after") is not None and _stored(db, "rsv_lost") is None

@@ -52,40 +52,50 @@ class Rows:
 def run(
     connection: Connection, statement: ClauseElement, params: Params | Sequence[Params]
 ) -> Rows:
-    """Run `statement` with one set of parameters, or many (executemany, no rows returned)."""
+    """Run `statement` with one set of parameters, or many (executemany, no rows returned),
+    inside the transaction `connection` has begun (never in autocommit: refused)."""
+    if not connection.in_transaction():
+        raise RuntimeError("raw_sql.run needs a connection with its transaction begun")
     batch: Sequence[Params] = [params] if isinstance(params, Mapping) else params
-    many = not isinstance(params, Mapping)
-    first = batch[0]
-    plan = _plan(statement, connection.dialect, first)
+    plan = _plan(statement, connection.dialect, batch[0])
+    try:
+        arguments = [plan.arguments(each) for each in batch]
+    except (KeyError, TypeError, ValueError) as error:  # as SQLAlchemy reports a bad parameter
+        raise exc.StatementError(str(error), plan.sql, None, error) from error
     raw = connection.connection.driver_connection
     assert raw is not None
     cursor = raw.cursor()
     try:
-        if many:
-            cursor.executemany(plan.sql, [plan.arguments(each) for each in batch])
+        if not isinstance(params, Mapping):
+            cursor.executemany(plan.sql, arguments)
             return Rows([])
-        cursor.execute(plan.sql, plan.arguments(first))
+        cursor.execute(plan.sql, arguments[0])
         return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
     except connection.dialect.loaded_dbapi.Error as error:
+        dialect = connection.dialect
+        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        if lost:  # as SQLAlchemy does: the pooled connection is discarded, not reused
+            connection.invalidate(error)
         raise exc.DBAPIError.instance(
             plan.sql,
             None,
             error,
-            connection.dialect.loaded_dbapi.Error,
+            dialect.loaded_dbapi.Error,
             hide_parameters=True,
-            dialect=connection.dialect,
+            connection_invalidated=lost,
+            dialect=dialect,
         ) from error
     finally:
         cursor.close()
 
 
-_plans: dict[tuple[int, str, frozenset[str] | None], _Plan] = {}
+_plans: dict[tuple[int, str, str, frozenset[str] | None], _Plan] = {}
 _plans_lock = threading.Lock()
 
 
 def _plan(statement: ClauseElement, dialect: Dialect, params: Params) -> _Plan:
     columns = frozenset(params) if getattr(statement, "is_insert", False) else None
-    key = (id(statement), dialect.name, columns)
+    key = (id(statement), dialect.name, dialect.driver, columns)
     plan = _plans.get(key)
     if plan is None:
         with _plans_lock:
@@ -149,7 +159,10 @@ class _Plan:
 def _source(
     name: str, bind: Any, defaults: dict[str, Any], columns: frozenset[str] | None
 ) -> Callable[[Params], Any]:
-    """Where a parameter's value comes from: the caller, a column default, or the statement."""
+    """Where a parameter's value comes from: the caller, a column default, or the statement
+    (a literal bound in it, or a bindparam's own value when the caller gives none)."""
+    if bind.expanding:
+        raise TypeError(f"parameter '{name}' expands (IN): raw_sql does not render those")
     if name in defaults and (columns is None or name not in columns):
         default = defaults[name]
         if default is None or not (default.is_scalar or default.is_callable):
@@ -157,7 +170,9 @@ def _source(
         if default.is_callable:
             return lambda _params: default.arg(None)
         return lambda _params: default.arg
-    if bind.required or (columns is not None and name in columns) or bind.value is None:
+    if bind.required or (columns is not None and name in columns):
         return lambda params: params[name]
-    value = bind.effective_value
-    return lambda _params: value
+    if bind.callable is not None:
+        return lambda params: params[name] if name in params else bind.effective_value  # noqa: SIM401 - called only when absent
+    value = bind.value
+    return lambda params: params.get(name, value)
