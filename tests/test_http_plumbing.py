@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -148,6 +149,20 @@ def test_request_ids_are_generated_or_echoed(client: TestClient) -> None:
     # An id that could corrupt logs or headers is replaced, not echoed.
     replaced = client.get("/healthz", headers={"x-request-id": "a b\tc"}).headers["x-request-id"]
     assert replaced.startswith("req_")
+
+
+def test_every_answer_says_how_long_the_server_took(client: TestClient, tenant: Tenant) -> None:
+    """`Server-Timing: app;dur=<ms>`, once, on answers and errors alike, within what the client
+    itself waited (the bench reads it as the server-side time of a request)."""
+    for path, headers in (("/v1/me", tenant.headers), ("/v1/me", {}), ("/healthz", {})):
+        started = time.perf_counter()
+        answer = client.get(path, headers=headers)
+        waited = (time.perf_counter() - started) * 1000
+        timings = answer.headers.get_list("server-timing")
+        assert len(timings) == 1, timings
+        name, _, duration = timings[0].partition(";dur=")
+        assert name == "app"
+        assert 0 < float(duration) <= waited
 
 
 def test_health_and_readiness(client: TestClient, backend: str) -> None:
