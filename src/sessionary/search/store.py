@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from sessionary.kit.raw_sql import run
 from sessionary.search import operators
 from sessionary.search.models import EmbeddingTemplate, SearchDocument
 from sessionary.search.records import fold_value as _fold
@@ -124,10 +125,11 @@ class SearchStore:
         return self.session.scalars(query).first()
 
     def read_template(self, template_id: str) -> EmbeddingTemplate | None:
-        """The template's row as a detached object, read through Core: a search only reads
-        it, and the ORM's loading (identity map, events, state) cost more than the query."""
-        row = self.session.connection().execute(_TEMPLATE, {"p_id": template_id}).first()
-        return None if row is None else EmbeddingTemplate(**row._mapping)
+        """The template's row as a detached object, read on the cursor (`kit/raw_sql.py`): a
+        search only reads it, and the ORM's loading (identity map, events, state) and then
+        Core's execution path cost more than the query."""
+        row = run(self.session.connection(), _TEMPLATE, {"p_id": template_id}).first()
+        return None if row is None else EmbeddingTemplate(**row._asdict())
 
     def templates_of(
         self, account_id: str, external_user_id: str | None, limit: int, offset: int
