@@ -17,8 +17,8 @@ Why this is safe on the loop, and what it never does:
   `PAUSE_S`: one request pays for a sick database, not every request
   (`tests/test_loop_read.py -k slow`).
 
-Statements are the stores' own Core statements, compiled once for SQLite, their parameters and
-columns converted by their SQLAlchemy types as the engine would.
+Statements are the stores' own Core statements, compiled by `kit/raw_sql.py` (once, with their
+parameters and columns converted by their SQLAlchemy types as the engine would).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Dialect, Engine
+from sqlalchemy import Engine
 from sqlalchemy.sql import Select
+
+from sessionary.kit.raw_sql import plan_of
 
 log = structlog.get_logger("sessionary.db")
 
@@ -49,7 +50,6 @@ class LoopReader:
         self.path = engine.url.database if engine.dialect.name == "sqlite" else None
         self.enabled = bool(self.path) and self.path != ":memory:"
         self._local = threading.local()
-        self._compiled: dict[int, _Compiled] = {}
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._paused_until = 0.0  # monotonic seconds: loop reads off until then
@@ -59,10 +59,10 @@ class LoopReader:
         (not SQLite, or the read failed): never an exception from the database."""
         if not self.enabled or time.monotonic() < self._paused_until:
             return False, None
-        compiled = self._compile(statement)
+        plan = plan_of(statement, self.engine.dialect, params)
         began = time.monotonic()
         try:
-            cursor = self._connection().execute(compiled.sql, compiled.arguments(params))
+            cursor = self._connection().execute(plan.sql, plan.arguments(params))
             try:
                 found = cursor.fetchone()
             finally:
@@ -74,7 +74,7 @@ class LoopReader:
         took = time.monotonic() - began
         if took * 1000 > SLOW_MS:
             self._pause(f"took {took * 1000:.0f} ms")
-        return True, None if found is None else compiled.row(found)
+        return True, None if found is None else plan.row(found)
 
     def _pause(self, reason: str) -> None:
         self._paused_until = time.monotonic() + PAUSE_S
@@ -86,12 +86,6 @@ class LoopReader:
             opened, self._opened = self._opened, []
         for connection in opened:
             connection.close()
-
-    def _compile(self, statement: Select[Any]) -> _Compiled:
-        known = self._compiled.get(id(statement))
-        if known is None:
-            known = self._compiled[id(statement)] = _Compiled(statement, self.engine.dialect)
-        return known
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -118,36 +112,3 @@ class LoopReader:
                 if connection in self._opened:
                     self._opened.remove(connection)
             connection.close()
-
-
-class _Compiled:
-    """A statement's SQL for SQLite, its parameter order and its type conversions both ways.
-
-    Holds the statement itself, so the id it is cached under is never reused by another."""
-
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.statement = statement
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup or ())
-        self.binds = [
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in self.names
-        ]
-        columns = list(statement.selected_columns)
-        self.results = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
-        self.row_type = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
-
-    def arguments(self, params: dict[str, Any]) -> list[Any]:
-        return [
-            params[name] if convert is None else convert(params[name])
-            for name, convert in zip(self.names, self.binds, strict=True)
-        ]
-
-    def row(self, found: tuple[Any, ...]) -> Any:
-        return self.row_type._make(  # type: ignore[attr-defined]
-            value if convert is None else convert(value)
-            for value, convert in zip(found, self.results, strict=True)
-        )

@@ -57,7 +57,7 @@ def run(
     if not connection.in_transaction():
         raise RuntimeError("raw_sql.run needs a connection with its transaction begun")
     batch: Sequence[Params] = [params] if isinstance(params, Mapping) else params
-    plan = _plan(statement, connection.dialect, batch[0])
+    plan = plan_of(statement, connection.dialect, batch[0])
     try:
         arguments = [plan.arguments(each) for each in batch]
     except (KeyError, TypeError, ValueError) as error:  # as SQLAlchemy reports a bad parameter
@@ -89,21 +89,23 @@ def run(
         cursor.close()
 
 
-_plans: dict[tuple[int, str, str, frozenset[str] | None], _Plan] = {}
+_plans: dict[tuple[int, str, str, frozenset[str] | None], Plan] = {}
 _plans_lock = threading.Lock()
 
 
-def _plan(statement: ClauseElement, dialect: Dialect, params: Params) -> _Plan:
+def plan_of(statement: ClauseElement, dialect: Dialect, params: Params) -> Plan:
+    """The statement compiled for `dialect` (cached): what `run`, and the event loop's reads
+    (`kit/loop_read.py`), send to a DB-API cursor."""
     columns = frozenset(params) if getattr(statement, "is_insert", False) else None
     key = (id(statement), dialect.name, dialect.driver, columns)
     plan = _plans.get(key)
     if plan is None:
         with _plans_lock:
-            plan = _plans.setdefault(key, _Plan(statement, dialect, columns))
+            plan = _plans.setdefault(key, Plan(statement, dialect, columns))
     return plan
 
 
-class _Plan:
+class Plan:
     """One statement compiled for one dialect: SQL, parameter slots, row conversion.
 
     Holds the statement, so the identity it is cached under is never reused by another."""
