@@ -198,6 +198,11 @@ def run_requests(quick: bool, baseline: str | None = None) -> dict[str, dict[str
         return measure(servers, key, template_id, queries(), 2 if quick else 5)
 
 
+def _ms(value: float) -> str:
+    """A figure, or a dash where the server sent no Server-Timing (a tree from before it)."""
+    return "—" if math.isnan(value) else f"{value:.1f}"
+
+
 def describe(figures: dict[str, dict[str, float]]) -> list[str]:
     """The report's paragraph and table."""
     some = figures["uncached"]
@@ -239,7 +244,7 @@ def describe(figures: dict[str, dict[str, float]]) -> list[str]:
         if name in figures:
             f = figures[name]
             lines.append(
-                f"| {label} | {f['p50']:.1f} | {f['p95']:.1f} | {f['server_p50']:.1f} "
+                f"| {label} | {f['p50']:.1f} | {f['p95']:.1f} | {_ms(f['server_p50'])} "
                 f"| {f['cpu']:.1f} |"
             )
     return lines
