@@ -2,16 +2,21 @@
 
 Chat: tokens/s of `LlamaCppChat.generate` vs `Llama.create_chat_completion` on the same prompt.
 Embeddings: sentences/s of `LocalEmbeddings.embed` (which also counts tokens for
-billing) vs `SentenceTransformer.encode`. Runs alternate between the two so drift hits both.
+billing) vs `SentenceTransformer.encode`, and the time of one search query (what a search pays
+when its vector is not cached), both with the process's CPU time per query. Runs alternate
+between the two so drift hits both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
-from bench.common import median, sentences, timed
+from bench.common import SHARED_DATA, median, sentences, timed
 from sessionary.providers.base import ChatMessage, ChatRequest
 from sessionary.providers.embeddings.local import LocalEmbeddings
 from sessionary.providers.llm.local import LlamaCppChat, bundled_gguf
@@ -155,13 +160,50 @@ def embeddings(runs: int, count: int) -> dict[str, Any]:
     for _ in range(runs):
         raw_rates.append(raw_once())
         provider_rates.append(provider_once())
+    queries = search_queries()
+    raw_query: dict[str, list[float]] = {"wall": [], "cpu": []}
+    provider_query: dict[str, list[float]] = {"wall": [], "cpu": []}
+    loop = asyncio.new_event_loop()
+    for _ in range(QUERY_ROUNDS):
+        # In blocks with a pause between: torch's OpenMP threads keep spinning for a while
+        # after a call, and would take a core from whatever ran next in this process.
+        for query in queries:
+            once(raw_query, lambda q=query: raw.encode([q], normalize_embeddings=True))
+        time.sleep(QUIET_SECONDS)
+        for query in queries:
+            once(provider_query, lambda q=query: loop.run_until_complete(provider.embed([q])))
+        time.sleep(QUIET_SECONDS)
+    loop.close()
     return {
+        "query_raw_ms": median(raw_query["wall"]) * 1000,
+        "query_raw_cpu_ms": median(raw_query["cpu"]) * 1000,
+        "query_provider_ms": median(provider_query["wall"]) * 1000,
+        "query_provider_cpu_ms": median(provider_query["cpu"]) * 1000,
+        "queries": len(queries),
         "raw_sentences_per_s": median(raw_rates),
         "provider_sentences_per_s": median(provider_rates),
         "ratio": median(provider_rates) / median(raw_rates),
         "runs": runs,
         "sentences": len(texts),
     }
+
+
+QUERY_ROUNDS = 10
+QUIET_SECONDS = 1.0
+
+
+def search_queries() -> list[str]:
+    """The listings bench's dev queries: real search terms, 4 to 12 words."""
+    dev = json.loads((SHARED_DATA / "listing_queries_dev.json").read_text())["queries"]
+    return [q["q"] for q in dev]
+
+
+def once(into: dict[str, list[float]], work: Callable[[], Any]) -> None:
+    """One call's wall time and the process's CPU time (every thread's) over it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    into["cpu"].append(time.process_time() - cpu)
+    into["wall"].append(time.perf_counter() - wall)
 
 
 def run(quick: bool) -> str:
@@ -174,7 +216,8 @@ def run(quick: bool) -> str:
             "",
             "`python -m bench --only providers` · medians of alternating runs in one process.",
             "",
-            "| what | raw library | through Sessionary's provider | ratio (target ≥ 0.95) |",
+            "| what | raw library | through Sessionary's provider | ratio (target ≥ 0.95; for "
+            "times, raw / provider) |",
             "| --- | --- | --- | --- |",
             f"| chat, SmolLM2-135M Q4_1, {MAX_TOKENS} tokens, tokens/s | "
             f"{chat_figures['raw_tokens_per_s']:.1f} | {chat_figures['provider_tokens_per_s']:.1f} "
@@ -186,6 +229,12 @@ def run(quick: bool) -> str:
             f"| {embed_figures['raw_sentences_per_s']:.0f} "
             f"| {embed_figures['provider_sentences_per_s']:.0f} "
             f"| **{embed_figures['ratio']:.3f}** |",
+            f"| embeddings, one search query ({embed_figures['queries']} listing queries, "
+            f"{QUERY_ROUNDS} rounds), ms p50 (CPU ms p50, all threads) "
+            f"| {embed_figures['query_raw_ms']:.2f} ({embed_figures['query_raw_cpu_ms']:.2f}) "
+            f"| {embed_figures['query_provider_ms']:.2f} "
+            f"({embed_figures['query_provider_cpu_ms']:.2f}) "
+            f"| **{embed_figures['query_raw_ms'] / embed_figures['query_provider_ms']:.3f}** |",
             "",
             f"Runs: {chat_figures['runs']} (chat), {embed_figures['runs']} (embeddings). "
             "The provider's embedding figure includes counting the input tokens for billing.",
@@ -193,6 +242,8 @@ def run(quick: bool) -> str:
             f"**Headline**: local generation at {chat_figures['ratio']:.2f} of raw "
             f"llama-cpp-python's tokens/s through the provider and {http_figures['ratio']:.2f} "
             f"through the HTTP route; embeddings at {embed_figures['ratio']:.2f} of raw "
-            "sentence-transformers.",
+            "sentence-transformers' speed, and one search query embedded in "
+            f"{embed_figures['query_provider_ms']:.1f} ms against "
+            f"{embed_figures['query_raw_ms']:.1f} ms.",
         ]
     )

@@ -103,6 +103,16 @@ def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbed
     assert np.allclose(batch.vectors[0], batch.vectors[1], atol=1e-6)
 
 
+def test_padding_in_a_batch_leaves_a_short_texts_vector_alone(embedder: LocalEmbeddings) -> None:
+    """A short query batched with a long record is padded to the record's length: the attention
+    bias must hide every padded position, or the query's vector would drift with its company."""
+    short, long_text = "a flat near the park", EDGES[-1]
+    alone = np.asarray(asyncio.run(embedder.embed([short])).vectors[0])
+    padded = np.asarray(asyncio.run(embedder.embed([long_text, short, "x"])).vectors[1])
+    assert float(alone @ padded) > 0.99999
+    assert np.allclose(alone, padded, atol=1e-5)
+
+
 def test_a_thread_cap_gives_the_same_vectors(embedder: LocalEmbeddings) -> None:
     capped = LocalEmbeddings(ProviderSettings(provider="local", n_threads=1))
     texts = _listing_texts(20)
