@@ -24,9 +24,19 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from sessionary.providers.embeddings.bert_graph import BertShape, bert_graph
+from sessionary.providers.embeddings.bert_graph import BertGraph, BertShape, bert_graph
 
 Matrix = NDArray[np.float32]
+
+
+def _graph_of(raw: dict[str, Matrix], shape: BertShape) -> BertGraph:
+    """The graph and its weights; the checkpoint's own arrays are freed when this returns."""
+    weights = {
+        name.removeprefix("bert."): value.astype(np.float32, copy=False)
+        for name, value in raw.items()
+    }
+    raw.clear()
+    return bert_graph(weights, shape)
 
 
 class BertEncoder:
@@ -53,10 +63,7 @@ class BertEncoder:
         # max_seq_length and pads per batch, which `_batch` does.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_tokens)
-        raw = load_file(str(model_dir / "model.safetensors"))
-        weights = {
-            name.removeprefix("bert."): value.astype(np.float32) for name, value in raw.items()
-        }
+        model = _graph_of(load_file(str(model_dir / "model.safetensors")), shape)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # warnings about the graph's own choices are not news
         options.inter_op_num_threads = 1
@@ -65,8 +72,12 @@ class BertEncoder:
         # Idle threads sleep instead of spinning: a spinning thread takes a core from the event
         # loop and the database between two short queries.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The session reads the weights in place: they live as long as it does.
+        self._arrays = model.weights
+        self._weights = [onnxruntime.OrtValue.ortvalue_from_numpy(a) for a in self._arrays.values()]
+        options.add_external_initializers(list(self._arrays), self._weights)
         self._session = onnxruntime.InferenceSession(
-            bert_graph(weights, shape), options, providers=["CPUExecutionProvider"]
+            model.model, options, providers=["CPUExecutionProvider"]
         )
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
