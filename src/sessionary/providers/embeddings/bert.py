@@ -74,7 +74,8 @@ class BertEncoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # No arena: it keeps the largest batch's buffers for good (a server that had ingested
         # records of 256 tokens in batches of 64 held 2.4 GB); without it they go back to the
-        # allocator after each batch, at no cost measured on a query or a batch.
+        # allocator after each batch. Measured side by side: the same time on a query, and
+        # about 5% less speed on batches of long records (50 against 53 a second).
         options.enable_cpu_mem_arena = False
         # The session reads the weights in place: they live as long as it does.
         self._arrays = model.weights
