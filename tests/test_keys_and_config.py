@@ -57,3 +57,16 @@ def test_settings_read_the_environment(monkeypatch) -> None:  # type: ignore[no-
     assert settings.port == 9123
     assert settings.max_body_bytes == 2048
     assert settings.base_url == "http://127.0.0.1:9123"
+
+
+def test_one_provider_setting_alone_tunes_the_slots_default(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`SESSIONARY_EMBEDDINGS__N_THREADS=2` alone: the slot keeps its default provider (the
+    server used to refuse to start, asking for `SESSIONARY_EMBEDDINGS__PROVIDER`)."""
+    monkeypatch.setenv("SESSIONARY_EMBEDDINGS__N_THREADS", "2")
+    monkeypatch.setenv("SESSIONARY_IMAGES__TIMEOUT_SECONDS", "5")
+    settings = Settings()
+    assert (settings.embeddings.provider, settings.embeddings.n_threads) == ("local", 2)
+    assert (settings.images.provider, settings.images.timeout_seconds) == ("none", 5)
+    assert settings.llm.provider == "local"
+    monkeypatch.setenv("SESSIONARY_EMBEDDINGS__PROVIDER", "openai")
+    assert Settings().embeddings.provider == "openai"

@@ -11,7 +11,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sessionary.settings.files import FileInputSettings
@@ -39,6 +46,10 @@ class CorsSettings(BaseModel):
             if origin != "*" and origin.rstrip("/") != origin:
                 raise ValueError(f"'{origin}': an origin has no path, not even '/'")
         return value
+
+
+# Each provider slot's provider when its settings name none.
+SLOT_DEFAULTS = {"llm": "local", "embeddings": "local", "images": "none"}
 
 
 class Settings(BaseSettings):
@@ -150,6 +161,17 @@ class Settings(BaseSettings):
     llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
     embeddings: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="local"))
     images: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="none"))
+
+    @field_validator("llm", "embeddings", "images", mode="before")
+    @classmethod
+    def _slot_keeps_its_provider(cls, value: object, info: ValidationInfo) -> object:
+        """`SESSIONARY_EMBEDDINGS__N_THREADS=2` alone tunes the default provider: without
+        this, the slot's settings were that one key, and the server refused to start for want
+        of `..._PROVIDER`."""
+        if isinstance(value, dict) and "provider" not in value:
+            return {"provider": SLOT_DEFAULTS[info.field_name or ""], **value}
+        return value
+
     default_max_output_tokens: int = Field(
         default=1024,
         ge=1,
