@@ -32,7 +32,11 @@ class ProviderSettings(BaseModel):
     )
     n_ctx: int = Field(default=8192, ge=256, description="For a `local` chat model.")
     n_threads: int | None = Field(default=None, ge=1, description="For `local` models.")
-    batch_size: int = Field(default=64, ge=1, description="For embeddings: texts per batch.")
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="For embeddings: texts per batch (local: at most 2,048 tokens).",
+    )
     vision: bool = Field(
         default=False, description="Whether the chat model accepts images (remote models)."
     )
