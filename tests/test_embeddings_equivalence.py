@@ -113,6 +113,33 @@ def test_padding_in_a_batch_leaves_a_short_texts_vector_alone(embedder: LocalEmb
     assert np.allclose(alone, padded, atol=1e-5)
 
 
+def test_a_query_does_not_wait_for_a_long_call_to_finish(embedder: LocalEmbeddings) -> None:
+    """A template's records go to the model in turns: a search query sent meanwhile is
+    embedded between two of them, long before the whole call ends."""
+    long_texts = [f"{EDGES[-1]} {i}" for i in range(48)]  # 48 texts of 256 tokens
+    query = "a quiet flat near the park"
+
+    async def race() -> tuple[float, float, list[float], list[float]]:
+        started = asyncio.get_running_loop().time()
+        long_call = asyncio.create_task(embedder.embed(long_texts))
+        await asyncio.sleep(0.05)
+        alone = await embedder.embed([query])
+        query_done = asyncio.get_running_loop().time() - started
+        batch = await long_call
+        return (
+            query_done,
+            asyncio.get_running_loop().time() - started,
+            alone.vectors[0],
+            (batch.vectors[0]),
+        )
+
+    query_done, long_done, query_vector, first = asyncio.run(race())
+    assert query_done < long_done / 2, (query_done, long_done)
+    reference = asyncio.run(embedder.embed([query])).vectors[0]
+    assert np.allclose(query_vector, reference, atol=1e-6)
+    assert np.allclose(first, asyncio.run(embedder.embed(long_texts[:1])).vectors[0], atol=1e-5)
+
+
 def test_a_thread_cap_gives_the_same_vectors(embedder: LocalEmbeddings) -> None:
     capped = LocalEmbeddings(ProviderSettings(provider="local", n_threads=1))
     texts = _listing_texts(20)
