@@ -140,11 +140,16 @@ class LocalEmbeddings:
         arriving meanwhile waits for one of them, not for the whole call (ingesting 10,000
         records takes about a minute)."""
         ids = await self._run(self._ensure_loaded().token_ids, texts)
-        vectors: list[Matrix] = []
-        for chunk in _turns(ids, TURN_TOKENS):
-            vectors.append(await self._run(self._encode_ids, chunk))
+        # Longest first across the whole call, as `encode_ids` does within one: turns of
+        # similar lengths waste little on padding.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        vectors = np.empty((len(ids), self.dimension), dtype=np.float32)
+        done = 0
+        for turn in _turns([ids[i] for i in order], TURN_TOKENS):
+            vectors[order[done : done + len(turn)]] = await self._run(self._encode_ids, turn)
+            done += len(turn)
         tokens = sum(len(row) for row in ids)
-        return EmbeddingBatch([row.tolist() for row in np.concatenate(vectors)], tokens)
+        return EmbeddingBatch([row.tolist() for row in vectors], tokens)
 
     def _encode_ids(self, ids: list[list[int]]) -> Matrix:
         return self._ensure_loaded().encode_ids(ids, self.batch_size)
