@@ -48,10 +48,6 @@ class CorsSettings(BaseModel):
         return value
 
 
-# Each provider slot's provider when its settings name none.
-SLOT_DEFAULTS = {"llm": "local", "embeddings": "local", "images": "none"}
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SESSIONARY_",
@@ -168,8 +164,9 @@ class Settings(BaseSettings):
         """`SESSIONARY_EMBEDDINGS__N_THREADS=2` alone tunes the default provider: without
         this, the slot's settings were that one key, and the server refused to start for want
         of `..._PROVIDER`."""
-        if isinstance(value, dict) and "provider" not in value:
-            return {"provider": SLOT_DEFAULTS[info.field_name or ""], **value}
+        if isinstance(value, dict) and "provider" not in value and info.field_name:
+            default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            return {"provider": default.provider, **value}
         return value
 
     default_max_output_tokens: int = Field(

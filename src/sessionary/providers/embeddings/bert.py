@@ -7,9 +7,10 @@ ONNX graph (`bert_graph`) whose weights are the checkpoint's own safetensors, bu
 load, and run by ONNX Runtime on the CPU; the pooling is NumPy. The vectors are
 sentence-transformers' (cosine ≥ 0.999, checked by `tests/test_embeddings_equivalence.py`).
 
-ONNX Runtime replaced a NumPy forward pass that ran the same products through OpenBLAS: for a
-query of about ten tokens that took 8.5 ms on one core here, ONNX Runtime 4 ms on one core and
-2 to 3 ms on two; a batch of long records went from 22 to 37 per second (bench: `providers`).
+ONNX Runtime replaced a NumPy forward pass that ran the same products through OpenBLAS. Timed
+side by side here: a query of about ten tokens took 8.5 ms with NumPy on one core, 4 ms with
+ONNX Runtime on one core and 2 to 3 ms on two; batches of long records went from 22 to 37 a
+second. `make bench` (providers) times it against sentence-transformers.
 
 Tokens come from the model's own `tokenizer.json` through the `tokenizers` package: the very
 tokenizer sentence-transformers used, so both the vectors and the billed token counts match.
@@ -18,7 +19,7 @@ tokenizer sentence-transformers used, so both the vectors and the billed token c
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,18 @@ def _graph_of(raw: dict[str, Matrix], shape: BertShape) -> BertGraph:
     return bert_graph(weights, shape)
 
 
+def batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `ids` in model calls: longest first, each call padded to its longest member
+    (as sentence-transformers does, so little work goes to padding), of at most `batch_size`
+    sequences and `BATCH_TOKENS` padded tokens."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    start = 0
+    while start < len(order):
+        size = max(1, min(batch_size, BATCH_TOKENS // max(1, len(ids[order[start]]))))
+        yield order[start : start + size]
+        start += size
+
+
 class BertEncoder:
     """Mean-pooled, unit-length sentence vectors from a BERT checkpoint in safetensors."""
 
@@ -65,7 +78,7 @@ class BertEncoder:
         self.max_tokens = max_tokens
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         # The file pads and truncates at 128; sentence-transformers truncates at the model's
-        # max_seq_length and pads per batch, which `_batch` does.
+        # max_seq_length and pads per batch, which `encode_batch` does.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_tokens)
         model = _graph_of(load_file(str(model_dir / "model.safetensors")), shape)
@@ -99,21 +112,14 @@ class BertEncoder:
         return self.encode_ids(self.token_ids(texts), batch_size)
 
     def encode_ids(self, ids: list[list[int]], batch_size: int) -> Matrix:
-        """One unit vector per token sequence, in order. Sequences run longest first in batches
-        padded to their longest member (as sentence-transformers does), so little work goes to
-        padding, of at most `batch_size` texts and `BATCH_TOKENS` padded tokens."""
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        """One unit vector per token sequence, in order (`batches`, then `encode_batch`)."""
         result = np.empty((len(ids), self.hidden), dtype=np.float32)
-        start = 0
-        while start < len(order):
-            longest = len(ids[order[start]])
-            size = max(1, min(batch_size, BATCH_TOKENS // max(1, longest)))
-            chunk = order[start : start + size]
-            result[chunk] = self._batch([ids[i] for i in chunk])
-            start += size
+        for chunk in batches(ids, batch_size):
+            result[chunk] = self.encode_batch([ids[i] for i in chunk])
         return result
 
-    def _batch(self, ids: list[list[int]]) -> Matrix:
+    def encode_batch(self, ids: list[list[int]]) -> Matrix:
+        """One model call: the sequences padded to the longest, one unit vector each."""
         count, length = len(ids), max(len(row) for row in ids)
         tokens = np.zeros((count, length), dtype=np.int64)
         mask = np.zeros((count, length), dtype=np.float32)

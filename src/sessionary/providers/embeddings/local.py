@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +22,7 @@ import numpy as np
 from sessionary.kit.errors import ApiError
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.bundled import package_dir
-from sessionary.providers.embeddings.bert import BATCH_TOKENS, BertEncoder, Matrix
+from sessionary.providers.embeddings.bert import BertEncoder, Matrix, batches
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -36,9 +36,6 @@ DEFAULT_MAX_TOKENS = 256
 # Up to this many characters a loaded model's tokenizer counts on the caller's thread (tens of
 # microseconds in Rust, which is thread-safe): less than the hand-off to the model's worker.
 INLINE_COUNT_CHARS = 2000
-# Tokens of a long call per turn on the model's worker: one batch (bert.BATCH_TOKENS), about
-# a third of a second for records of 256 tokens on two cores.
-TURN_TOKENS = BATCH_TOKENS
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -135,38 +132,20 @@ class LocalEmbeddings:
         return batch
 
     async def _embed_in_turns(self, texts: list[str]) -> EmbeddingBatch:
-        """A long call (a template's records, a large `/v1/embeddings` input) as one model
-        call per `TURN_TOKENS`, each queued on the model's worker on its own: a search query
-        arriving meanwhile waits for one of them, not for the whole call (ingesting 10,000
-        records takes about a minute)."""
-        ids = await self._run(self._ensure_loaded().token_ids, texts)
-        # Longest first across the whole call, as `encode_ids` does within one: turns of
-        # similar lengths waste little on padding.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        """A long call (a template's records, a large `/v1/embeddings` input) as one turn on
+        the model's worker per model call (`bert.batches`), each queued on its own: a search
+        query arriving meanwhile waits for one of them, not for the whole call (ingesting
+        10,000 records takes about a minute)."""
+        model = self._ensure_loaded()
+        ids = await self._run(model.token_ids, texts)
         vectors = np.empty((len(ids), self.dimension), dtype=np.float32)
-        done = 0
-        for turn in _turns([ids[i] for i in order], TURN_TOKENS):
-            vectors[order[done : done + len(turn)]] = await self._run(self._encode_ids, turn)
-            done += len(turn)
+        for chunk in batches(ids, self.batch_size):
+            vectors[chunk] = await self._run(model.encode_batch, [ids[i] for i in chunk])
         tokens = sum(len(row) for row in ids)
         return EmbeddingBatch([row.tolist() for row in vectors], tokens)
 
-    def _encode_ids(self, ids: list[list[int]]) -> Matrix:
-        return self._ensure_loaded().encode_ids(ids, self.batch_size)
-
     async def _run(self, work: Callable[[_In], _Out], arg: _In) -> _Out:
         return await asyncio.get_running_loop().run_in_executor(self._worker, work, arg)
-
-
-def _turns(ids: list[list[int]], budget: int) -> Iterator[list[list[int]]]:
-    """Consecutive runs of sequences of at most `budget` tokens in all (at least one each)."""
-    start, used = 0, 0
-    for end, row in enumerate(ids):
-        if end > start and used + len(row) > budget:
-            yield ids[start:end]
-            start, used = end, 0
-        used += len(row)
-    yield ids[start:]
 
 
 def create(settings: ProviderSettings) -> LocalEmbeddings:
