@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import NullPool
 
 from sessionary.accounts.service import AccountService
 from sessionary.config import Settings
@@ -113,3 +115,59 @@ def test_sqlite_write_turn_is_handed_over_however_a_transaction_ends(
             assert sorted(session.execute(text("SELECT n FROM t")).scalars()) == [4, 5]
     finally:
         db.dispose()
+
+
+def test_postgres_readers_run_without_a_transaction(db: Database, backend: str) -> None:
+    """A read-only session sends no BEGIN/COMMIT on PostgreSQL (two round trips saved per read
+    session); a write session still runs in one transaction, rolled back whole on error."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only")
+    import psycopg
+
+    with db.session(write=False) as session:
+        session.execute(text("SELECT 1"))
+        raw = session.connection().connection.driver_connection
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with db.session() as session:
+        session.execute(text("SELECT 1"))
+        raw = session.connection().connection.driver_connection
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    with db.session(write=False) as session:  # the pooled connection is back to transactions
+        session.execute(text("SELECT 1"))
+    with db.session() as session:
+        raw = session.connection().connection.driver_connection
+        assert raw.autocommit is False
+
+
+def test_postgres_pings_only_a_connection_left_idle(
+    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping while connections turn over (a round trip per checkout, four per turn, with
+    `pool_pre_ping`); a connection idle past PING_AFTER_IDLE_S is pinged, and one whose server
+    side died meanwhile is replaced without the caller seeing an error."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only")
+    from sessionary.kit import db as kit_db
+
+    pings: list[object] = []
+    real_ping = db.engine.dialect.do_ping
+
+    def counting_ping(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return real_ping(dbapi_connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db.engine.dialect, "do_ping", counting_ping)
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", 0.3)
+    for _ in range(5):
+        with db.session(write=False) as session:
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+    assert pings == []
+    outside = create_engine(db.engine.url, poolclass=NullPool)
+    with outside.connect() as other:  # the pooled connection's server side goes away
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        other.commit()
+    outside.dispose()
+    time.sleep(0.35)
+    with db.session(write=False) as session:
+        assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    assert len(pings) >= 1

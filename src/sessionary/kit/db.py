@@ -10,19 +10,27 @@ once. Other processes still meet SQLite's busy handler.
 
 A SQLite write transaction holds the database's one write lock until it ends, so code
 must never open a second write session while its own request's write transaction is open: it
-would wait on itself. PostgreSQL needs none of this; it gets a pre-pinged pool so a restarted
-server is reconnected transparently.
+would wait on itself.
+
+PostgreSQL needs none of this. Its pool pings a connection at checkout when it has sat unused
+for a second or more (`_configure_postgres`), so a server restarted during a quiet spell is
+reconnected transparently; under steady traffic nobody pays the ping's round trip. Its
+read-only sessions run in autocommit: under PostgreSQL's READ COMMITTED every statement reads
+its own snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two round
+trips.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,6 +86,35 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         _release(record.info)  # a connection returned mid-transaction (closed, invalidated)
 
 
+# A pooled PostgreSQL connection unused for this long is pinged before it is handed out.
+PING_AFTER_IDLE_S = 1.0
+_IDLE_SINCE = "sessionary_idle_since"
+
+
+def _configure_postgres(engine: Engine) -> None:
+    """Ping at checkout only a connection that has been idle: what `pool_pre_ping` does on every
+    checkout (one round trip each, four per turn) for the case it exists for, a server that went
+    away while the connection sat in the pool. A failed ping renews the whole pool (the server
+    went away: its other connections are gone too) and the checkout is retried on a new one; a
+    connection that dies while in use fails that request with a 503, and SQLAlchemy renews the
+    pool then (`tests/test_postgres_restart.py`)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            raise InvalidatePoolError(str(error)) from error
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
@@ -96,13 +133,14 @@ def make_engine(settings: Settings) -> Engine:
         )
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         hide_parameters=True,  # error messages and logs never carry request data
     )
+    _configure_postgres(engine)
+    return engine
 
 
 class Database:
@@ -116,8 +154,11 @@ class Database:
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
+        readers: dict[str, Any] = {READ_ONLY_OPTION: True}
+        if self.dialect == "postgresql":
+            readers["isolation_level"] = "AUTOCOMMIT"
         self._reader = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY_OPTION: True}),
+            self.engine.execution_options(**readers),
             expire_on_commit=False,
             close_resets_only=False,
         )
