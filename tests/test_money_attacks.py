@@ -15,12 +15,14 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from sessionary.app import create_app
 from sessionary.billing.ledger import Ledger, Owner
 from sessionary.billing.pricing import Pricing
 from sessionary.billing.service import CreditsService
 from sessionary.config import Settings
+from sessionary.conversations.models import ConversationMessage, StoredResponse
 from sessionary.kit.db import Database
 from tests.conftest import Tenant, make_tenant
 from tests.support.fake_upstream import FakeUpstream
@@ -77,6 +79,13 @@ def test_deleting_the_thread_during_a_stream_still_charges_what_was_delivered(
         assert balance == ledger_sum == FUNDS - round(charged * 1_000_000)
         assert holds == 0
         assert len(charges(db, tenant)) == 1
+        # The transcript is not written into the deleted thread (its savepoint rolled back).
+        response_id = last["response"]["id"]  # type: ignore[index]
+        with db.session(write=False) as session:
+            assert session.get(StoredResponse, response_id) is None
+            assert not session.scalars(
+                select(ConversationMessage.id).where(ConversationMessage.response_id == response_id)
+            ).first()
     finally:
         server.stop()
 

@@ -400,19 +400,22 @@ class AssistantService:
                 session_id=turn.session_id,
                 deferred=turn.request.store,
             )
-        else:
-            conversation = conversations.owned_session(turn.caller, turn.session_id, "session_id")
-        if turn.request.store:
-            self._record(conversations, conversation, turn, payload, output)
+            if turn.request.store:
+                self._record(conversations, turn, payload, output, conversation)
+        elif turn.request.store:
+            self._record(conversations, turn, payload, output)
 
     @staticmethod
     def _record(
         conversations: ConversationService,
-        conversation: ConversationSession,
         turn: Turn,
         payload: dict[str, Any],
         output: list[dict[str, Any]],
+        new_session: ConversationSession | None = None,
     ) -> None:
+        """The turn's messages and its stored response, in the session it was planned on
+        (`new_session`: created by this turn, inserted with them). A stored session deleted
+        during the turn is NotFound here: the caller rolls the transcript back alone."""
         replies: list[NewMessage] = []
         for item in output:
             if item["type"] == "message":
@@ -425,10 +428,17 @@ class AssistantService:
                 replies.append(
                     NewMessage("assistant", [call], f"{item['name']}({item['arguments']})")
                 )
-        input_ids = conversations.record_turn(conversation, turn.response_id, turn.inputs, replies)
+        if new_session is not None:
+            input_ids = conversations.record_turn(
+                new_session, turn.response_id, turn.inputs, replies
+            )
+        else:
+            input_ids = conversations.record_turn_in(
+                turn.session_id, turn.response_id, turn.inputs, replies
+            )
         row = StoredResponse(
             id=turn.response_id,
-            session_id=conversation.id,
+            session_id=turn.session_id,
             account_id=turn.caller.account_id,
             external_user_id=turn.caller.external_user_id,
             previous_response_id=turn.previous_response_id,

@@ -26,9 +26,9 @@ from sessionary.assistant.prompts import system_prompt_for
 from sessionary.assistant.schemas import TurnRequest
 from sessionary.assistant.tools import ToolPlan, plan_tools
 from sessionary.billing.ledger import Owner
-from sessionary.chatkit.service import ChatKitService
-from sessionary.conversations.models import ConversationMessage, ConversationSession
+from sessionary.chatkit.service import CHATKIT_KIND, ChatKitService
 from sessionary.conversations.service import ConversationService, NewMessage, check_id
+from sessionary.conversations.store import SessionRef, TranscriptRow
 from sessionary.external.service import ExternalUserService
 from sessionary.kit.errors import Forbidden, InvalidRequest
 from sessionary.kit.ids import new_id
@@ -178,11 +178,11 @@ def plan_turn(
         ExternalUserService(db).find(caller.external_user_id) if caller.external_user_id else None
     )
     conversations = ConversationService(db)
-    conversation: ConversationSession | None = None
+    conversation: SessionRef | None = None
     previous = request.previous_response_id
     if session_id is not None:
         caller = ChatKitService(db).reach(caller, session_id)  # a secret's other threads
-        conversation = conversations.owned_session(caller, session_id, "session_id")
+        conversation = conversations.turn_session(caller, session_id, "session_id")
     if previous is not None:
         stored = conversations.owned_response(caller, check_id(previous, "previous_response_id"))
         if stored.status in ("queued", "in_progress"):
@@ -207,7 +207,11 @@ def plan_turn(
     )
     check_call_ids(inputs, _call_ids(history_rows), isinstance(request.input, list))
     image = _image_plan(providers, tools, inputs, history_rows, conversations, conversation)
-    workflow = ChatKitService(db).find(conversation.id) if conversation is not None else None
+    workflow = (  # only a ChatKit session runs a workflow
+        ChatKitService(db).find(conversation.id)
+        if conversation is not None and conversation.kind == CHATKIT_KIND
+        else None
+    )
     if conversation is None and caller.session_scope is not None:
         raise Forbidden(
             "A client secret makes turns on its own session only: pass it as the conversation.",
@@ -259,14 +263,14 @@ def plan_turn(
     )
 
 
-def _stored(row: ConversationMessage) -> NewMessage:
+def _stored(row: TranscriptRow) -> NewMessage:
     """A stored message as history: its text, or the function_call / output item it holds."""
     if row.role == "tool" or '"function_call"' in row.content_json:
         return NewMessage(row.role, json.loads(row.content_json), row.text)
     return NewMessage(row.role, [], row.text)
 
 
-def _call_ids(rows: list[ConversationMessage]) -> set[str]:
+def _call_ids(rows: list[TranscriptRow]) -> set[str]:
     return {
         item["call_id"]
         for item in (tool_item(_stored(row)) for row in rows)
@@ -278,9 +282,9 @@ def _image_plan(
     providers: Providers,
     tools: ToolPlan,
     inputs: list[NewMessage],
-    history_rows: list[ConversationMessage],
+    history_rows: list[TranscriptRow],
     conversations: ConversationService,
-    conversation: ConversationSession | None,
+    conversation: SessionRef | None,
 ) -> ImagePlan | None:
     tool = tools.image_tool
     if tool is None or not tools.image_forced:

@@ -53,6 +53,10 @@ def status_of(row: ChatKitSession) -> str:
     return "expired" if utcnow() >= row.expires_at else "active"
 
 
+# The kind of conversation session a ChatKit session is (the only kind with a workflow).
+CHATKIT_KIND = "chatkit"
+
+
 class ChatKitService:
     def __init__(self, db: Session) -> None:
         self.store = ChatKitStore(db)
@@ -68,7 +72,9 @@ class ChatKitService:
             instructions = render_instructions(profile.instructions, body.workflow.state_variables)
             model, temperature = profile.model, profile.temperature
         session_id = new_id("cksess")
-        ConversationService(self.db).create_session(caller, kind="chatkit", session_id=session_id)
+        ConversationService(self.db).create_session(
+            caller, kind=CHATKIT_KIND, session_id=session_id
+        )
         secret = generate_key(SECRET_TYPE)
         now = utcnow()
         seconds = body.expires_after.seconds if body.expires_after else 600
@@ -148,7 +154,7 @@ class ChatKitService:
                 code="account_only",
             )
         rows, has_more = ConversationService(self.db).sessions_of_kind(
-            caller, "chatkit", among=self.store.ids_of(caller.account_id, user), page=page
+            caller, CHATKIT_KIND, among=self.store.ids_of(caller.account_id, user), page=page
         )
         users = self.store.users_of([row.id for row in rows])
         return [(row, users[row.id]) for row in rows], has_more

@@ -6,7 +6,8 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from sessionary.conversations.models import (
     ConversationSession,
     StoredResponse,
 )
-from sessionary.conversations.store import ConversationStore
+from sessionary.conversations.store import ConversationStore, SessionRef, TranscriptRow
 from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
 from sessionary.kit.metadata import dump
@@ -25,6 +26,7 @@ from sessionary.kit.models import utcnow
 from sessionary.kit.pagination import PageParams
 
 _ID_SHAPE = re.compile(ID_PATTERN)
+_Session = TypeVar("_Session", bound=SessionRef)
 
 
 @dataclass(frozen=True)
@@ -87,20 +89,17 @@ class ConversationService:
 
     def owned_session(self, caller: Principal, session_id: str, param: str) -> ConversationSession:
         row = self.store.get_session(check_id(session_id, param))
-        if row is None:
-            raise NotFound(f"No session '{session_id}'.", param=param)
-        caller.check_reach(row.account_id, row.external_user_id, "session", param)
-        if caller.session_scope is not None and caller.session_scope != row.id:
-            raise Forbidden(
-                "This client secret is valid for its own session only.",
-                param=param,
-                code="session_forbidden",
-            )
-        return row
+        return _reachable(caller, row, session_id, param)
 
-    def session_of(self, response: StoredResponse) -> ConversationSession | None:
+    def turn_session(self, caller: Principal, session_id: str, param: str) -> SessionRef:
+        """`owned_session` as a turn reads it: its id, owner, kind and latest response, in one
+        plain row instead of an ORM object the turn never changes."""
+        row = self.store.session_ref(check_id(session_id, param))
+        return _reachable(caller, row, session_id, param)
+
+    def session_of(self, response: StoredResponse) -> SessionRef | None:
         """The live conversation a response (already checked for ownership) belongs to."""
-        return self.store.get_session(response.session_id)
+        return self.store.session_ref(response.session_id)
 
     def list_sessions(
         self, caller: Principal, page: PageParams
@@ -136,13 +135,13 @@ class ConversationService:
         return row
 
     def history(
-        self, conversation: ConversationSession, *, through_response: str | None = None
-    ) -> list[ConversationMessage]:
+        self, conversation: SessionRef, *, through_response: str | None = None
+    ) -> list[TranscriptRow]:
         """The session's messages, or only those up to a given response (a branch point)."""
         if through_response is None:
-            return self.store.messages(conversation.id)
+            return self.store.transcript(conversation.id)
         last = self.store.last_message_of_response(through_response)
-        return self.store.messages(conversation.id, up_to_id=last.id) if last else []
+        return self.store.transcript(conversation.id, up_to_id=last.id) if last else []
 
     def append(
         self,
@@ -153,19 +152,7 @@ class ConversationService:
     ) -> list[ConversationMessage]:
         """Store messages at the end of the session, in order (their ids sort as given)."""
         now = utcnow()
-        rows = [
-            ConversationMessage(
-                id=new_id("msg"),
-                session_id=conversation.id,
-                role=message.role,
-                content_json=json.dumps(message.parts),
-                text=message.text,
-                status="completed",
-                response_id=response_id,
-                created_at=now,
-            )
-            for message in messages
-        ]
+        rows = _message_rows(conversation.id, messages, response_id, now)
         conversation.updated_at = now  # before the insert, which may insert a deferred session
         self.store.add_messages(conversation, rows)
         return rows
@@ -182,6 +169,23 @@ class ConversationService:
         rows = self.append(conversation, [*inputs, *outputs], response_id=response_id)
         return [row.id for row in rows[: len(inputs)]]
 
+    def record_turn_in(
+        self,
+        session_id: str,
+        response_id: str,
+        inputs: Sequence[NewMessage],
+        outputs: Sequence[NewMessage],
+    ) -> list[str]:
+        """`record_turn` on a stored session known by id (a turn's, checked when it was
+        planned): one guarded UPDATE moves it on, or finds it deleted meanwhile (NotFound),
+        where loading it again and flushing it took two statements and the ORM's bookkeeping."""
+        now = utcnow()
+        if not self.store.advance_session(session_id, response_id, now):
+            raise NotFound(f"No session '{session_id}'.", param="session_id")
+        rows = _message_rows(session_id, [*inputs, *outputs], response_id, now)
+        self.store.insert_messages(rows)
+        return [row.id for row in rows[: len(inputs)]]
+
     def store_response(self, row: StoredResponse) -> None:
         self.store.add_response(row)
 
@@ -189,7 +193,7 @@ class ConversationService:
         self.owned_response(caller, response_id)
         self.store.delete_response(response_id)
 
-    def latest_image(self, conversation: ConversationSession) -> str | None:
+    def latest_image(self, conversation: SessionRef) -> str | None:
         row = self.store.latest_image_response(conversation.id)
         if row is None:
             return None
@@ -204,3 +208,36 @@ class ConversationService:
         """A page of a response's input items (still in its session: a deleted one is gone)."""
         ids = json.loads(response.input_message_ids)
         return self.store.page_messages_among(response.session_id, ids, page)
+
+
+def _message_rows(
+    session_id: str, messages: Sequence[NewMessage], response_id: str | None, now: datetime
+) -> list[ConversationMessage]:
+    return [
+        ConversationMessage(
+            id=new_id("msg"),
+            session_id=session_id,
+            role=message.role,
+            content_json=json.dumps(message.parts),
+            text=message.text,
+            status="completed",
+            response_id=response_id,
+            created_at=now,
+        )
+        for message in messages
+    ]
+
+
+def _reachable(caller: Principal, row: _Session | None, session_id: str, param: str) -> _Session:
+    """The session when the caller may use it: 404 when it is gone, 403 when it is another's or
+    outside a client secret's own session."""
+    if row is None:
+        raise NotFound(f"No session '{session_id}'.", param=param)
+    caller.check_reach(row.account_id, row.external_user_id, "session", param)
+    if caller.session_scope is not None and caller.session_scope != row.id:
+        raise Forbidden(
+            "This client secret is valid for its own session only.",
+            param=param,
+            code="session_forbidden",
+        )
+    return row

@@ -9,9 +9,10 @@ once the service has checked that session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, delete, inspect, select
+from sqlalchemy import Select, Table, bindparam, delete, inspect, select, update
 
 from sessionary.conversations.models import (
     ConversationMessage,
@@ -21,12 +22,85 @@ from sessionary.conversations.models import (
     StoredResponse,
 )
 from sessionary.kit.pagination import PageParams
+from sessionary.kit.raw_sql import run
 from sessionary.kit.sql import insert_rows
 from sessionary.kit.store import Scope, Store, live, page, readable_by
+
+_SESSIONS = cast(Table, ConversationSession.__table__)
+# A live session moved on to its latest response; RETURNING tells a gone one from a moved one.
+_ADVANCE = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("p_id"), _SESSIONS.c.deleted_at.is_(None))
+    .values(last_response_id=bindparam("p_last"), updated_at=bindparam("p_now"))
+    .returning(_SESSIONS.c.id)
+)
+
+
+_MESSAGES = cast(Table, ConversationMessage.__table__)
+# What a turn reads of its session and its history: a few columns as plain rows, on the
+# connection's cursor (`kit/raw_sql.py`), not ORM objects it never changes.
+_SESSION_REF = select(
+    _SESSIONS.c.id,
+    _SESSIONS.c.account_id,
+    _SESSIONS.c.external_user_id,
+    _SESSIONS.c.kind,
+    _SESSIONS.c.last_response_id,
+).where(_SESSIONS.c.id == bindparam("p_id"), _SESSIONS.c.deleted_at.is_(None))
+_TRANSCRIPT_COLUMNS = (_MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content_json, _MESSAGES.c.text)
+_TRANSCRIPT = (
+    select(*_TRANSCRIPT_COLUMNS)
+    .where(_MESSAGES.c.session_id == bindparam("p_session"))
+    .order_by(_MESSAGES.c.id)
+)
+_TRANSCRIPT_UP_TO = _TRANSCRIPT.where(_MESSAGES.c.id <= bindparam("p_last"))
+
+
+class SessionRef(Protocol):
+    """A session as a turn reads it (a ConversationSession row is one too)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def external_user_id(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def last_response_id(self) -> str | None: ...
+
+
+class TranscriptRow(Protocol):
+    """A stored message as a turn's history reads it (a ConversationMessage row is one too)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content_json(self) -> str: ...
+    @property
+    def text(self) -> str: ...
 
 
 class ConversationStore(Store):
     # Sessions
+
+    def session_ref(self, session_id: str) -> SessionRef | None:
+        """The live session's id, owner, kind and latest response (None: deleted or gone)."""
+        found: SessionRef | None = run(
+            self.db.connection(), _SESSION_REF, {"p_id": session_id}
+        ).first()
+        return found
+
+    def advance_session(self, session_id: str, last_response_id: str, now: datetime) -> bool:
+        """Point a live session at its latest response; False when it is deleted or gone."""
+        found = run(
+            self.db.connection(),
+            _ADVANCE,
+            {"p_id": session_id, "p_last": last_response_id, "p_now": now},
+        )
+        return found.first() is not None
 
     def add_session(self, row: ConversationSession, *, now: bool = True) -> ConversationSession:
         """Insert the session now, or (`now=False`) leave it transient for `add_messages` to
@@ -61,6 +135,21 @@ class ConversationStore(Store):
         """Insert messages, after their session when it is not stored yet (one Core insert
         each, instead of the unit of work's flush of the session)."""
         insert_rows(self.db, [conversation, *rows] if inspect(conversation).transient else rows)
+
+    def insert_messages(self, rows: Sequence[ConversationMessage]) -> None:
+        insert_rows(self.db, rows)
+
+    def transcript(self, session_id: str, *, up_to_id: str | None = None) -> list[TranscriptRow]:
+        """A session's messages in order (up to and including `up_to_id`), as history."""
+        if up_to_id is None:
+            found = run(self.db.connection(), _TRANSCRIPT, {"p_session": session_id})
+        else:
+            found = run(
+                self.db.connection(),
+                _TRANSCRIPT_UP_TO,
+                {"p_session": session_id, "p_last": up_to_id},
+            )
+        return found.rows
 
     def messages(
         self, session_id: str, *, up_to_id: str | None = None
