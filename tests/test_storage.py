@@ -117,25 +117,28 @@ def test_sqlite_write_turn_is_handed_over_however_a_transaction_ends(
         db.dispose()
 
 
-def test_postgres_readers_run_without_a_transaction(db: Database, backend: str) -> None:
-    """A read-only session sends no BEGIN/COMMIT on PostgreSQL (two round trips saved per read
-    session); a write session still runs in one transaction, rolled back whole on error."""
+def test_postgres_point_reads_run_without_a_transaction(db: Database, backend: str) -> None:
+    """`point_reads` sends no BEGIN/COMMIT on PostgreSQL (two round trips saved per read);
+    a plain read session keeps its transaction, which a server-side cursor (`yield_per`, as the
+    usage report streams the ledger) needs; and the pooled connection goes back to transactions
+    for the next writer."""
     if backend != "postgresql":
         pytest.skip("PostgreSQL only")
     import psycopg
 
-    with db.session(write=False) as session:
+    with db.point_reads() as session:
         session.execute(text("SELECT 1"))
         raw = session.connection().connection.driver_connection
         assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with db.session(write=False) as session:
+        streamed = session.execute(
+            text("SELECT generate_series(1, 2500)").execution_options(yield_per=1000)
+        )
+        assert sum(1 for _ in streamed) == 2500
     with db.session() as session:
         session.execute(text("SELECT 1"))
         raw = session.connection().connection.driver_connection
         assert raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-    with db.session(write=False) as session:  # the pooled connection is back to transactions
-        session.execute(text("SELECT 1"))
-    with db.session() as session:
-        raw = session.connection().connection.driver_connection
         assert raw.autocommit is False
 
 
@@ -159,7 +162,7 @@ def test_postgres_pings_only_a_connection_left_idle(
     monkeypatch.setattr(db.engine.dialect, "do_ping", counting_ping)
     monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", 0.3)
     for _ in range(5):
-        with db.session(write=False) as session:
+        with db.point_reads() as session:
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
     assert pings == []
     outside = create_engine(db.engine.url, poolclass=NullPool)
@@ -168,6 +171,6 @@ def test_postgres_pings_only_a_connection_left_idle(
         other.commit()
     outside.dispose()
     time.sleep(0.35)
-    with db.session(write=False) as session:
+    with db.session() as session:
         assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     assert len(pings) >= 1

@@ -24,7 +24,6 @@ from sessionary.accounts.store import AccountStore
 from sessionary.accounts.tokens import TokenService
 from sessionary.config import Settings
 from sessionary.kit.db import Database
-from sessionary.kit.dependencies import AppDatabase, AppSettings
 from sessionary.kit.errors import Forbidden, Unauthorized
 
 log = structlog.get_logger("sessionary.auth")
@@ -143,16 +142,21 @@ def _on_loop(database: Database, settings: Settings, headers: Headers) -> Princi
     return principal
 
 
-async def get_any_principal(
-    request: Request, database: AppDatabase, settings: AppSettings
-) -> Principal:
+async def get_any_principal(request: Request) -> Principal:
     """API keys are read on the event loop on SQLite (`_on_loop`); everything else is resolved
     in short sessions of its own, before the route's transaction begins, in one hand-off to a
     worker thread (the lookups and the occasional `last_used_at` write together).
 
+    The database and settings come from the app's state, not from sub-dependencies: every
+    authenticated request solves this one, and each sub-dependency cost FastAPI a solve of
+    its own.
+
     Sharing the route's session would open a SQLite write transaction at the first lookup of
     every POST, and the `last_used_at` write below would then wait on its own request.
     """
+    state = request.app.state
+    database: Database = state.db
+    settings: Settings = state.settings
     headers, method = request.headers, request.method
     principal = _on_loop(database, settings, headers)
     if principal is None:
@@ -177,7 +181,7 @@ def _resolve(database: Database, settings: Settings, headers: Headers, method: s
         # A write: every request with a client secret counts against its rate limit.
         with database.session() as db:
             return kind.authenticate(db, token)
-    with database.session(write=False) as db:
+    with database.point_reads() as db:
         principal = identify(db, token, external_key)
     if principal.api_key_id is not None:
         _touch(

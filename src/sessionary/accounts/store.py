@@ -14,6 +14,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
 from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.raw_sql import run
 from sessionary.kit.store import Store
 
 _KEYS = cast(Table, ApiKey.__table__)
@@ -34,10 +35,10 @@ class AccountStore(Store):
         return self.db.get(Account, account_id)
 
     def system_prompt(self, account_id: str) -> str | None:
-        """The account's prompt alone, read with Core: every turn needs it, and loading the
-        account as an ORM object cost as much as the key check."""
-        prompt = self.db.connection().execute(_SYSTEM_PROMPT, {"p_id": account_id}).scalar()
-        return None if prompt is None else str(prompt)
+        """The account's prompt alone, on the connection's cursor (`kit/raw_sql.py`): every turn
+        needs it, and loading the account as an ORM object cost as much as the key check."""
+        found = run(self.db.connection(), _SYSTEM_PROMPT, {"p_id": account_id}).first()
+        return None if found is None or found.system_prompt is None else str(found.system_prompt)
 
     def first_account(self) -> Account | None:
         return self.db.scalars(select(Account).order_by(Account.id).limit(1)).first()

@@ -159,7 +159,7 @@ class ChatCompletions:
 
         def plan_and_hold() -> tuple[ChatTurn, Reservation]:
             """One hand-off: the plan's reads, the fit, then the hold's own transaction."""
-            with self.database.session(write=False) as db:
+            with self.database.point_reads() as db:
                 turn = plan_chat(db, self.providers, caller, body, self.database.settings.files)
             self.fit(turn, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)

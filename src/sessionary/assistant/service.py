@@ -118,7 +118,7 @@ class AssistantService:
         count = token_counter(self.providers.chat())
 
         def plan_and_hold() -> tuple[Turn, Reservation]:
-            with self.database.session(write=False) as db:
+            with self.database.point_reads() as db:
                 turn = plan_turn(
                     db,
                     self.providers,

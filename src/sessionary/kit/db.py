@@ -14,10 +14,10 @@ would wait on itself.
 
 PostgreSQL needs none of this. Its pool pings a connection at checkout when it has sat unused
 for a second or more (`_configure_postgres`), so a server restarted during a quiet spell is
-reconnected transparently; under steady traffic nobody pays the ping's round trip. Its
-read-only sessions run in autocommit: under PostgreSQL's READ COMMITTED every statement reads
-its own snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two round
-trips.
+reconnected transparently; under steady traffic nobody pays the ping's round trip. The hot
+paths' few point reads (a key check, a turn's plan, a search's template) run in autocommit
+(`Database.point_reads`): under PostgreSQL's READ COMMITTED every statement reads its own
+snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two round trips.
 """
 
 from __future__ import annotations
@@ -154,11 +154,16 @@ class Database:
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
-        readers: dict[str, Any] = {READ_ONLY_OPTION: True}
-        if self.dialect == "postgresql":
-            readers["isolation_level"] = "AUTOCOMMIT"
         self._reader = sessionmaker(
-            self.engine.execution_options(**readers),
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}),
+            expire_on_commit=False,
+            close_resets_only=False,
+        )
+        point: dict[str, Any] = {READ_ONLY_OPTION: True}
+        if self.dialect == "postgresql":
+            point["isolation_level"] = "AUTOCOMMIT"
+        self._point_reader = sessionmaker(
+            self.engine.execution_options(**point),
             expire_on_commit=False,
             close_resets_only=False,
         )
@@ -177,6 +182,21 @@ class Database:
             try:
                 if not durable and self.dialect == "postgresql":
                     db.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    @contextmanager
+    def point_reads(self) -> Iterator[Session]:
+        """A read-only session for a few short reads on a hot path. On PostgreSQL it runs in
+        autocommit: no `BEGIN`/`COMMIT` round trips, and each statement reads its own snapshot,
+        as it would under READ COMMITTED inside a transaction. Not for server-side cursors
+        (`yield_per`) or `SET LOCAL`, which need a transaction: use `session(write=False)`. On
+        SQLite it is `session(write=False)`."""
+        with self._point_reader() as db:
+            try:
                 yield db
                 db.commit()
             except BaseException:

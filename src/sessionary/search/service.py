@@ -311,7 +311,7 @@ class SearchService:
     def _plan(self, caller: Principal, query: SearchQuery, term: str | None) -> Plan:
         """The template, the filters (extracted from the term, then the caller's own), the
         semantic part of the term, where each filter came from, and the text to embed."""
-        with self.db.session(write=False) as session:
+        with self.db.point_reads() as session:
             template = self.owned(SearchStore(session), caller, query.template_id, detached=True)
         text = record_text(template, query.record) if term is None else None
         filters: dict[str, Any] = {}
@@ -434,7 +434,7 @@ class SearchService:
         hits are then never shown). One write transaction where a hold and a settle took two."""
         template = plan.template
         price = self.pricing.embedding(tokens)
-        with self.db.session(write=False) as session:
+        with self.db.point_reads() as session:
             Meter.ensure_covered(session, owner, price)
             hits, path = self._retrieve(session, plan, vector, limit, query)
         with self.db.session() as session:
@@ -470,7 +470,7 @@ class SearchService:
         (the write lock is not held while scoring); any failure releases the hold."""
         template = plan.template
         try:
-            with self.db.session(write=False) as session:
+            with self.db.point_reads() as session:
                 hits, path = self._retrieve(session, plan, vector, limit, query)
             with self.db.session() as session:
                 settlement = meter.settle_in(
