@@ -434,7 +434,7 @@ class SearchService:
         hits are then never shown). One write transaction where a hold and a settle took two."""
         template = plan.template
         price = self.pricing.embedding(tokens)
-        with self.db.point_reads() as session:
+        with self.db.session(write=False) as session:  # pgvector's SET LOCAL needs one
             Meter.ensure_covered(session, owner, price)
             hits, path = self._retrieve(session, plan, vector, limit, query)
         with self.db.session() as session:
@@ -470,7 +470,7 @@ class SearchService:
         (the write lock is not held while scoring); any failure releases the hold."""
         template = plan.template
         try:
-            with self.db.point_reads() as session:
+            with self.db.session(write=False) as session:  # pgvector's SET LOCAL needs one
                 hits, path = self._retrieve(session, plan, vector, limit, query)
             with self.db.session() as session:
                 settlement = meter.settle_in(
