@@ -174,3 +174,45 @@ def test_postgres_pings_only_a_connection_left_idle(
     with db.session() as session:
         assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     assert len(pings) >= 1
+
+
+def test_worker_units_of_work_run_at_most_db_threads_at_once(settings: Settings) -> None:
+    """`Database.in_worker` runs no more than `db_threads` at once (more only contend for the GIL
+    and the database); work on anyio's default pool is not held up by them; and each event loop
+    gets a limiter of its own (a second loop, as a second test client makes, works as well)."""
+    import anyio
+    import anyio.to_thread
+
+    database = Database(settings.model_copy(update={"db_threads": 2}))
+    running = peak = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(database.in_worker, work)
+            await anyio.sleep(0.2)
+            assert running == 2  # the other four wait for a thread
+            # Long work on anyio's own pool runs meanwhile.
+            assert await anyio.to_thread.run_sync(lambda: "free") == "free"
+            release.set()
+
+    try:
+        anyio.run(main)
+        assert peak == 2
+        release.clear()
+        peak = 0
+        anyio.run(main)  # another event loop, its own limiter
+        assert peak == 2
+    finally:
+        database.dispose()

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         "server's max_connections.",
     )
     db_max_overflow: int = Field(default=10, ge=0)
+    db_threads: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Worker threads per process that run the short database work of turns, "
+        "searches and key checks at once; more only contend for the GIL and the database.",
+    )
     log_level: str = "INFO"
     log_json: bool | Literal["auto"] = Field(
         default="auto",

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-import anyio.to_thread
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -160,9 +159,7 @@ async def get_any_principal(request: Request) -> Principal:
     headers, method = request.headers, request.method
     principal = _on_loop(database, settings, headers)
     if principal is None:
-        principal = await anyio.to_thread.run_sync(
-            lambda: _resolve(database, settings, headers, method)
-        )
+        principal = await database.in_worker(lambda: _resolve(database, settings, headers, method))
     structlog.contextvars.bind_contextvars(
         account_id=principal.account_id, external_user_id=principal.external_user_id
     )

@@ -132,7 +132,7 @@ class BackgroundRuns:
             if group is None:
                 raise ServiceUnavailable("Background responses are not running yet; retry.")
             remaining = await meter.remaining()
-            await anyio.to_thread.run_sync(lambda: self._store_queued(turn, meter, queued))
+            await self.database.in_worker(lambda: self._store_queued(turn, meter, queued))
         except BaseException:
             await meter.release()
             raise

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 import structlog
 from sqlalchemy.orm import Session
 
@@ -164,7 +163,7 @@ class ChatCompletions:
             self.fit(turn, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
 
-        turn, reservation = await anyio.to_thread.run_sync(plan_and_hold)
+        turn, reservation = await self.database.in_worker(plan_and_hold)
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if not body.stream:
             return await self.run(turn, meter)
@@ -289,7 +288,7 @@ class ChatCompletions:
                 return settlement
 
         try:
-            settlement = await anyio.to_thread.run_sync(settle_and_store)
+            settlement = await self.database.in_worker(settle_and_store)
         except BaseException:
             await meter.release()
             raise

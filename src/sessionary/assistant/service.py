@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -133,7 +132,7 @@ class AssistantService:
             self.fit(turn, default_max, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
-        turn, reservation = await anyio.to_thread.run_sync(plan_and_hold)
+        turn, reservation = await self.database.in_worker(plan_and_hold)
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if request.background and self.background is not None:
             return await self.background.queue(self, turn, meter)
@@ -383,7 +382,7 @@ class AssistantService:
                 return settlement
 
         try:
-            settlement = await anyio.to_thread.run_sync(settle_and_store)
+            settlement = await self.database.in_worker(settle_and_store)
         except BaseException:
             await meter.release()
             raise

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import anyio.to_thread
 import structlog
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -62,7 +61,7 @@ class IdempotencyMiddleware:
             return getattr(service, method)(*args)
 
     async def _call(self, method: str, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(self._service_call, method, *args)
+        return await self.database.in_worker(lambda: self._service_call(method, *args))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -82,7 +81,7 @@ class IdempotencyMiddleware:
             )
             await response(scope, receive, send)
             return
-        caller = await anyio.to_thread.run_sync(self.caller_scope, headers)
+        caller = await self.database.in_worker(lambda: self.caller_scope(headers))
         if caller is None:  # unauthenticated: the route answers 401, nothing to remember
             await self.app(scope, receive, send)
             return

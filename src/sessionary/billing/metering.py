@@ -124,7 +124,7 @@ class Meter:
         cls, database: Database, owner: Owner, worst_case_micro: int, *, route: str
     ) -> Meter:
         """Hold `worst_case_micro` before the expensive work, committed off the event loop."""
-        reservation = await anyio.to_thread.run_sync(
+        reservation = await database.in_worker(
             lambda: _hold(database, owner, worst_case_micro, route)
         )
         return cls(database, reservation)
@@ -152,7 +152,7 @@ class Meter:
         subject_id: str | None = None,
     ) -> Settlement:
         """Charge what was delivered (never more than the hold), in its own transaction."""
-        return await anyio.to_thread.run_sync(
+        return await self.database.in_worker(
             lambda: self._settle(actual_micro, model, usage, subject_id, None)
         )
 
@@ -176,12 +176,12 @@ class Meter:
             with self.database.session(write=False) as db:
                 return Ledger(db).balance(self.reservation.owner)
 
-        return await anyio.to_thread.run_sync(read)
+        return await self.database.in_worker(read)
 
     async def release(self) -> None:
         """Give the hold back, even when the caller is being cancelled (a client hung up)."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._release)
+            await self.database.in_worker(self._release)
 
     def release_now(self) -> None:
         """`release` for a caller already on a worker thread."""

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import anyio.to_thread
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
@@ -383,7 +382,7 @@ async def acting_principal(
         with database.session(write=False) as db:
             return ExternalUserService(db).resolve(caller, identity)[0]
 
-    return await anyio.to_thread.run_sync(resolve)
+    return await database.in_worker(resolve)
 
 
 async def facts_of(database: Database, user_id: str) -> UserFacts:
@@ -392,7 +391,7 @@ async def facts_of(database: Database, user_id: str) -> UserFacts:
             users = ExternalUserService(db)
             return users.facts(users.get(user_id))
 
-    return await anyio.to_thread.run_sync(read)
+    return await database.in_worker(read)
 
 
 # `GET /users/verify_token` writes when it spends a login token: it cannot use the request's

@@ -22,13 +22,16 @@ snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two ro
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -36,6 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
 from sessionary.kit.loop_read import LoopReader
+
+T = TypeVar("T")
 
 READ_ONLY_OPTION = "sessionary_read_only"
 _WRITE_TURN = "sessionary_write_turn"
@@ -151,6 +156,7 @@ class Database:
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)
+        self._limiters: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
@@ -202,6 +208,25 @@ class Database:
             except BaseException:
                 db.rollback()
                 raise
+
+    async def in_worker(self, work: Callable[[], T]) -> T:
+        """Run `work` (short units of work: a turn's plan and hold, its settle, a search's
+        reads and charge, a key check) in a worker thread, at most `db_threads` at once.
+
+        anyio's default pool lets 40 threads run at once; past a few they only contend for the
+        GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores):
+        `/v1/responses` at 64 clients went from 218 to 247-266 req/s on SQLite and from 128 to
+        178 on PostgreSQL with 2-6 threads (docs/BENCHMARKS.md). Long work (an ingestion's
+        store, model loading) keeps anyio's default pool, so it never holds these threads.
+        Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work` to end."""
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter())
+
+    def _limiter(self) -> CapacityLimiter:
+        """This event loop's limiter (a limiter belongs to the loop it was first used in)."""
+        loop = asyncio.get_running_loop()
+        if self._limiters is None or self._limiters[0] is not loop:
+            self._limiters = (loop, CapacityLimiter(self.settings.db_threads))
+        return self._limiters[1]
 
     def ping(self) -> None:
         with self.session(write=False) as db:

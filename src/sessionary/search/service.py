@@ -381,7 +381,7 @@ class SearchService:
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
-        plan, found, reservation = await anyio.to_thread.run_sync(
+        plan, found, reservation = await self.db.in_worker(
             lambda: self._begin(caller, owner, query, term, limit)
         )
         if found is not None:
@@ -398,7 +398,7 @@ class SearchService:
         except BaseException:
             await meter.release()
             raise
-        return await anyio.to_thread.run_sync(
+        return await self.db.in_worker(
             lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
         )
 
