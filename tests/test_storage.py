@@ -203,8 +203,10 @@ def test_worker_units_of_work_run_at_most_db_threads_at_once(settings: Settings)
                 group.start_soon(database.in_worker, work)
             await anyio.sleep(0.2)
             assert running == 2  # the other four wait for a thread
-            # Long work on anyio's own pool runs meanwhile.
+            # Long work on anyio's own pool runs meanwhile, and so does work that may wait on a
+            # model (it never takes one of the few threads).
             assert await anyio.to_thread.run_sync(lambda: "free") == "free"
+            assert await database.in_worker(lambda: "free", waits_elsewhere=True) == "free"
             release.set()
 
     try:
@@ -216,3 +218,16 @@ def test_worker_units_of_work_run_at_most_db_threads_at_once(settings: Settings)
         assert peak == 2
     finally:
         database.dispose()
+
+
+def test_a_turn_counted_through_a_local_model_does_not_take_a_database_thread() -> None:
+    """A local model counts a prompt on the worker that generates (busy for seconds with
+    another turn): its turns plan on anyio's default pool (`waits_elsewhere`), so a queue of
+    them cannot hold every database thread. A remote model counts at once."""
+    from sessionary.assistant.turn_billing import counts_at_once
+    from sessionary.providers.llm.local import LlamaCppChat
+    from sessionary.providers.llm.openai import OpenAIChat
+
+    assert not hasattr(LlamaCppChat, "count_tokens_now")
+    assert not counts_at_once(LlamaCppChat.__new__(LlamaCppChat))
+    assert counts_at_once(OpenAIChat.__new__(OpenAIChat))

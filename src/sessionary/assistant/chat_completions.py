@@ -33,6 +33,7 @@ from sessionary.assistant.prompts import system_prompt_for
 from sessionary.assistant.turn_billing import (
     TurnAnswer,
     TurnStream,
+    counts_at_once,
     stream_with_hold,
     token_counter,
     worst_input_tokens,
@@ -163,7 +164,9 @@ class ChatCompletions:
             self.fit(turn, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
 
-        turn, reservation = await self.database.in_worker(plan_and_hold)
+        turn, reservation = await self.database.in_worker(
+            plan_and_hold, waits_elsewhere=not counts_at_once(self.providers.chat())
+        )
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if not body.stream:
             return await self.run(turn, meter)

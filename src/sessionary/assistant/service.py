@@ -32,6 +32,7 @@ from sessionary.assistant.streaming import stream_turn
 from sessionary.assistant.turn_billing import (
     TurnAnswer,
     TurnStream,
+    counts_at_once,
     stream_with_hold,
     token_counter,
     worst_input_tokens,
@@ -132,7 +133,9 @@ class AssistantService:
             self.fit(turn, default_max, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
-        turn, reservation = await self.database.in_worker(plan_and_hold)
+        turn, reservation = await self.database.in_worker(
+            plan_and_hold, waits_elsewhere=not counts_at_once(self.providers.chat())
+        )
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if request.background and self.background is not None:
             return await self.background.queue(self, turn, meter)

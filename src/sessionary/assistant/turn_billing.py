@@ -45,6 +45,12 @@ class TurnStream:
     write_timeout_seconds: float
 
 
+def counts_at_once(chat: ChatModel) -> bool:
+    """Whether `token_counter(chat)` answers without waiting on the model (whose own worker may
+    be busy generating another turn for seconds)."""
+    return getattr(chat, "count_tokens_now", None) is not None
+
+
 def token_counter(chat: ChatModel) -> Callable[[Sequence[ChatMessage]], int]:
     """How a turn's tokens are counted from a worker thread (where a turn is planned, fitted
     and reserved in one hand-off): directly when the model counts without waiting (a remote

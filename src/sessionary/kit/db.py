@@ -209,9 +209,14 @@ class Database:
                 db.rollback()
                 raise
 
-    async def in_worker(self, work: Callable[[], T]) -> T:
+    async def in_worker(self, work: Callable[[], T], *, waits_elsewhere: bool = False) -> T:
         """Run `work` (short units of work: a turn's plan and hold, its settle, a search's
         reads and charge, a key check) in a worker thread, at most `db_threads` at once.
+
+        `waits_elsewhere`: `work` may wait on something slow outside the database (a local
+        model's tokenizer, queued behind that model's generations): it then runs on anyio's
+        default pool instead, so it never holds one of these few threads while it waits
+        (`tests/test_storage.py -k db_threads`).
 
         anyio's default pool lets 40 threads run at once; past a few they only contend for the
         GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores):
@@ -219,7 +224,8 @@ class Database:
         178 on PostgreSQL with 2-6 threads (docs/BENCHMARKS.md). Long work (an ingestion's
         store, model loading) keeps anyio's default pool, so it never holds these threads.
         Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work` to end."""
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter())
+        limiter = None if waits_elsewhere else self._limiter()
+        return await anyio.to_thread.run_sync(work, limiter=limiter)
 
     def _limiter(self) -> CapacityLimiter:
         """This event loop's limiter (a limiter belongs to the loop it was first used in)."""

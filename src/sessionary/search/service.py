@@ -381,8 +381,8 @@ class SearchService:
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
-        plan, found, reservation = await self.db.in_worker(
-            lambda: self._begin(caller, owner, query, term, limit)
+        plan, found, reservation = await self.db.in_worker(  # it may call the models
+            lambda: self._begin(caller, owner, query, term, limit), waits_elsewhere=True
         )
         if found is not None:
             return found
