@@ -34,8 +34,6 @@ _ADVANCE = (
     .values(last_response_id=bindparam("p_last"), updated_at=bindparam("p_now"))
     .returning(_SESSIONS.c.id)
 )
-
-
 _MESSAGES = cast(Table, ConversationMessage.__table__)
 # What a turn reads of its session and its history: a few columns as plain rows, on the
 # connection's cursor (`kit/raw_sql.py`), not ORM objects it never changes.
@@ -46,9 +44,8 @@ _SESSION_REF = select(
     _SESSIONS.c.kind,
     _SESSIONS.c.last_response_id,
 ).where(_SESSIONS.c.id == bindparam("p_id"), _SESSIONS.c.deleted_at.is_(None))
-_TRANSCRIPT_COLUMNS = (_MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content_json, _MESSAGES.c.text)
 _TRANSCRIPT = (
-    select(*_TRANSCRIPT_COLUMNS)
+    select(_MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content_json, _MESSAGES.c.text)
     .where(_MESSAGES.c.session_id == bindparam("p_session"))
     .order_by(_MESSAGES.c.id)
 )
@@ -150,18 +147,6 @@ class ConversationStore(Store):
                 {"p_session": session_id, "p_last": up_to_id},
             )
         return found.rows
-
-    def messages(
-        self, session_id: str, *, up_to_id: str | None = None
-    ) -> list[ConversationMessage]:
-        query = (
-            select(ConversationMessage)
-            .where(ConversationMessage.session_id == session_id)
-            .order_by(ConversationMessage.id)
-        )
-        if up_to_id is not None:
-            query = query.where(ConversationMessage.id <= up_to_id)
-        return list(self.db.scalars(query))
 
     def page_messages(
         self, session_id: str, params: PageParams, *, run_id: str | None = None

@@ -15,9 +15,9 @@ would wait on itself.
 PostgreSQL needs none of this. Its pool pings a connection at checkout when it has sat unused
 for a tenth of a second or more (`_configure_postgres`), so a server restarted while the pool
 sat idle is reconnected transparently; under steady traffic, where a pooled connection is back
-in use within milliseconds, nobody pays the ping's round trip. The hot
-paths' few point reads (a key check, a turn's plan, a search's template) run in autocommit
-(`Database.point_reads`): under PostgreSQL's READ COMMITTED every statement reads its own
+in use within milliseconds, nobody pays the ping's round trip. The hot paths' few point reads
+(a key check, a turn's plan, a search's template) run in autocommit (`Database.point_reads`):
+under PostgreSQL's READ COMMITTED every statement reads its own
 snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two round trips.
 """
 
@@ -27,7 +27,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -177,8 +177,9 @@ class Database:
             close_resets_only=False,
         )
 
-    @contextmanager
-    def session(self, *, write: bool = True, durable: bool = True) -> Iterator[Session]:
+    def session(
+        self, *, write: bool = True, durable: bool = True
+    ) -> AbstractContextManager[Session]:
         """A unit of work: commit when the block succeeds, roll back when it raises.
 
         `durable=False`: on PostgreSQL the commit does not wait for the WAL to reach the disk
@@ -186,26 +187,22 @@ class Database:
         visibility are unchanged). Only for writes that a database crash may lose harmlessly:
         a hold (lost, it is as if it had expired; the charge that settles it is durable). On
         SQLite every commit is already like this (WAL with `synchronous=NORMAL`)."""
-        factory = self._writer if write else self._reader
-        with factory() as db:
-            try:
-                if not durable and self.dialect == "postgresql":
-                    db.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield db
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
+        return self._unit_of_work(self._writer if write else self._reader, durable)
 
-    @contextmanager
-    def point_reads(self) -> Iterator[Session]:
+    def point_reads(self) -> AbstractContextManager[Session]:
         """A read-only session for a few short reads on a hot path. On PostgreSQL it runs in
         autocommit: no `BEGIN`/`COMMIT` round trips, and each statement reads its own snapshot,
         as it would under READ COMMITTED inside a transaction. Not for server-side cursors
         (`yield_per`) or `SET LOCAL`, which need a transaction: use `session(write=False)`. On
         SQLite it is `session(write=False)`."""
-        with self._point_reader() as db:
+        return self._unit_of_work(self._point_reader, durable=True)
+
+    @contextmanager
+    def _unit_of_work(self, factory: sessionmaker[Session], durable: bool) -> Iterator[Session]:
+        with factory() as db:
             try:
+                if not durable and self.dialect == "postgresql":
+                    db.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield db
                 db.commit()
             except BaseException:
@@ -222,11 +219,12 @@ class Database:
         (`tests/test_storage.py -k db_threads`).
 
         anyio's default pool lets 40 threads run at once; past a few they only contend for the
-        GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores):
-        `/v1/responses` at 64 clients went from 218 to 247-266 req/s on SQLite and from 128 to
-        178 on PostgreSQL with 2-6 threads (docs/BENCHMARKS.md). Long work (an ingestion's
-        store, model loading) keeps anyio's default pool, so it never holds these threads.
-        Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work` to end."""
+        GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores): in
+        `python -m bench --only gateway`, `/v1/responses` at 64 clients on one worker went from
+        225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4. Long work (an
+        ingestion's store, model loading) keeps anyio's default pool, so it never holds these
+        threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
+        to end."""
         limiter = None if waits_elsewhere else self._limiter()
         return await anyio.to_thread.run_sync(work, limiter=limiter)
 
