@@ -7,7 +7,9 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from sessionary.accounts.service import AccountService
@@ -117,29 +119,84 @@ def test_sqlite_write_turn_is_handed_over_however_a_transaction_ends(
         db.dispose()
 
 
-def test_postgres_point_reads_run_without_a_transaction(db: Database, backend: str) -> None:
-    """`point_reads` sends no BEGIN/COMMIT on PostgreSQL (two round trips saved per read);
-    a plain read session keeps its transaction, which a server-side cursor (`yield_per`, as the
+def test_sqlite_begin_on_a_database_locked_elsewhere_is_sqlalchemys_error(
+    settings: Settings, backend: str
+) -> None:
+    """`BEGIN IMMEDIATE`, sent on the DB-API cursor (`kit/raw_sql.run_fixed`), still fails
+    as SQLAlchemy's OperationalError (answered 503) when another process holds the write lock
+    past the busy timeout, and gives the in-process write turn back."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only")
+    import sqlite3
+
+    db = Database(settings.model_copy(update={"sqlite_busy_timeout_ms": 200}))
+    upgrade(db)
+    other = sqlite3.connect(settings.sqlalchemy_url.split("///", 1)[1], isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"), db.session() as session:
+            session.execute(text("SELECT 1"))
+        other.execute("COMMIT")
+        with db.session() as session:  # the write turn was handed back
+            session.execute(text("SELECT 1"))
+    finally:
+        other.close()
+        db.dispose()
+
+
+def test_point_reads_run_without_a_transaction(db: Database, backend: str) -> None:
+    """`point_reads` sends no BEGIN/COMMIT (on PostgreSQL two round trips saved per read); a
+    plain read session keeps its transaction, which a server-side cursor (`yield_per`, as the
     usage report streams the ledger) needs; and the pooled connection goes back to transactions
     for the next writer."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only")
-    import psycopg
+
+    def in_transaction(session: Session) -> bool:
+        raw = session.connection().connection.driver_connection
+        if backend == "sqlite":
+            return bool(raw.in_transaction)
+        import psycopg
+
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            assert raw.autocommit is False
+            return True
+        return False
 
     with db.point_reads() as session:
         session.execute(text("SELECT 1"))
-        raw = session.connection().connection.driver_connection
-        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert not in_transaction(session)
     with db.session(write=False) as session:
-        streamed = session.execute(
-            text("SELECT generate_series(1, 2500)").execution_options(yield_per=1000)
-        )
-        assert sum(1 for _ in streamed) == 2500
+        session.execute(text("SELECT 1"))
+        assert in_transaction(session)
+        if backend == "postgresql":
+            streamed = session.execute(
+                text("SELECT generate_series(1, 2500)").execution_options(yield_per=1000)
+            )
+            assert sum(1 for _ in streamed) == 2500
     with db.session() as session:
         session.execute(text("SELECT 1"))
-        raw = session.connection().connection.driver_connection
-        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-        assert raw.autocommit is False
+        assert in_transaction(session)
+
+
+def test_savepoints_roll_back_alone_on_both_engines(db: Database) -> None:
+    """A savepoint (`begin_nested`, sent as text by `kit/db._fixed_savepoints`) rolled back by a
+    failed statement inside it undoes only its own writes: the transaction around it goes on
+    and commits, as a turn's charge does when its transcript cannot be stored. One released
+    keeps its writes; several in one transaction (new names each) work alike."""
+    with db.session() as session:
+        session.execute(text("CREATE TABLE sp_t (n INTEGER PRIMARY KEY)"))
+    with db.session() as session:
+        session.execute(text("INSERT INTO sp_t VALUES (1)"))
+        for attempt in range(3):
+            with pytest.raises(IntegrityError), session.begin_nested():
+                session.execute(text(f"INSERT INTO sp_t VALUES ({10 + attempt})"))
+                session.execute(text("INSERT INTO sp_t VALUES (1)"))  # duplicate key
+        with session.begin_nested():
+            session.execute(text("INSERT INTO sp_t VALUES (2)"))
+        with pytest.raises(ZeroDivisionError), session.begin_nested():
+            session.execute(text("INSERT INTO sp_t VALUES (3)"))
+            raise ZeroDivisionError
+    with db.session(write=False) as session:
+        assert sorted(session.execute(text("SELECT n FROM sp_t")).scalars()) == [1, 2]
 
 
 def test_postgres_pings_only_a_connection_left_idle(

@@ -40,7 +40,6 @@ from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Ledger
 from sessionary.billing.metering import LIVE_HOLDS, Meter
 from sessionary.conversations.background import TERMINAL_EVENTS, BackgroundResponses, Snapshot
-from sessionary.conversations.models import StoredResponse
 from sessionary.conversations.service import ConversationService
 from sessionary.kit.db import Database
 from sessionary.kit.errors import NotFound, ServiceUnavailable
@@ -158,24 +157,24 @@ class BackgroundRuns:
                     turn.caller, kind=turn.session_kind, session_id=turn.session_id
                 )
             BackgroundResponses(db).queue(
-                StoredResponse(
-                    id=turn.response_id,
-                    session_id=turn.session_id,
-                    account_id=turn.caller.account_id,
-                    external_user_id=turn.caller.external_user_id,
-                    previous_response_id=turn.previous_response_id,
-                    model=turn.model,
-                    status="queued",
-                    payload_json=json.dumps(payload),
-                    input_message_ids="[]",
-                    has_image=False,
-                    created_at=now,
-                    background=True,
-                    owner_process=self.process,
-                    heartbeat_at=now,
-                    cancel_requested=False,
-                    reservation_id=meter.reservation.id,
-                )
+                {
+                    "id": turn.response_id,
+                    "session_id": turn.session_id,
+                    "account_id": turn.caller.account_id,
+                    "external_user_id": turn.caller.external_user_id,
+                    "previous_response_id": turn.previous_response_id,
+                    "model": turn.model,
+                    "status": "queued",
+                    "payload_json": json.dumps(payload),
+                    "input_message_ids": "[]",
+                    "has_image": False,
+                    "created_at": now,
+                    "background": True,
+                    "owner_process": self.process,
+                    "heartbeat_at": now,
+                    "cancel_requested": False,
+                    "reservation_id": meter.reservation.id,
+                }
             )
 
     async def _run(self, service: AssistantService, turn: Turn, meter: Meter, job: _Job) -> None:

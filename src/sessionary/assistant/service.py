@@ -438,20 +438,20 @@ class AssistantService:
             input_ids = conversations.record_turn_in(
                 turn.session_id, turn.response_id, turn.inputs, replies
             )
-        row = StoredResponse(
-            id=turn.response_id,
-            session_id=turn.session_id,
-            account_id=turn.caller.account_id,
-            external_user_id=turn.caller.external_user_id,
-            previous_response_id=turn.previous_response_id,
-            model=turn.model,
-            status=payload["status"],
-            payload_json=json.dumps(payload),
-            input_message_ids=json.dumps(input_ids),
-            has_image=any(i["type"] == "image_generation_call" for i in output),
-            created_at=utcnow(),
-        )
+        values = {
+            "id": turn.response_id,
+            "session_id": turn.session_id,
+            "account_id": turn.caller.account_id,
+            "external_user_id": turn.caller.external_user_id,
+            "previous_response_id": turn.previous_response_id,
+            "model": turn.model,
+            "status": payload["status"],
+            "payload_json": json.dumps(payload),
+            "input_message_ids": json.dumps(input_ids),
+            "has_image": any(i["type"] == "image_generation_call" for i in output),
+            "created_at": utcnow(),
+        }
         if turn.request.background:  # stored when queued: it gets its final state
-            BackgroundResponses(conversations.store.db).finish(row)
+            BackgroundResponses(conversations.store.db).finish(StoredResponse(**values))
         else:
-            conversations.store_response(row)
+            conversations.store_response(values)

@@ -9,7 +9,7 @@ killed mid-turn never leaves a response running forever.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,8 +54,9 @@ class BackgroundResponses:
 
     # The owner's writes
 
-    def queue(self, row: StoredResponse) -> None:
-        self.conversations.store_response(row)
+    def queue(self, values: Mapping[str, Any]) -> None:
+        """A queued response, given as its column values."""
+        self.conversations.store_response(values)
 
     def finish(self, row: StoredResponse) -> None:
         """The final state of a queued response, written with its transcript; 409 (and the

@@ -8,7 +8,7 @@ once the service has checked that session.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -23,7 +23,7 @@ from sessionary.conversations.models import (
 )
 from sessionary.kit.pagination import PageParams
 from sessionary.kit.raw_sql import run
-from sessionary.kit.sql import insert_rows
+from sessionary.kit.sql import insert_rows, insert_values
 from sessionary.kit.store import Scope, Store, live, page, readable_by
 
 _SESSIONS = cast(Table, ConversationSession.__table__)
@@ -35,6 +35,7 @@ _ADVANCE = (
     .returning(_SESSIONS.c.id)
 )
 _MESSAGES = cast(Table, ConversationMessage.__table__)
+_RESPONSES = cast(Table, StoredResponse.__table__)
 # What a turn reads of its session and its history: a few columns as plain rows, on the
 # connection's cursor (`kit/raw_sql.py`), not ORM objects it never changes.
 _SESSION_REF = select(
@@ -133,8 +134,14 @@ class ConversationStore(Store):
         each, instead of the unit of work's flush of the session)."""
         insert_rows(self.db, [conversation, *rows] if inspect(conversation).transient else rows)
 
-    def insert_messages(self, rows: Sequence[ConversationMessage]) -> None:
-        insert_rows(self.db, rows)
+    def add_message_values(
+        self, conversation: ConversationSession | None, values: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Insert messages given as column values, after their session when it is a new one
+        not stored yet (`conversation`; None: the session is stored)."""
+        if conversation is not None and inspect(conversation).transient:
+            insert_rows(self.db, [conversation])
+        insert_values(self.db, _MESSAGES, values)
 
     def transcript(self, session_id: str, *, up_to_id: str | None = None) -> list[TranscriptRow]:
         """A session's messages in order (up to and including `up_to_id`), as history."""
@@ -191,8 +198,8 @@ class ConversationStore(Store):
 
     # Responses
 
-    def add_response(self, row: StoredResponse) -> None:
-        insert_rows(self.db, [row])
+    def add_response(self, values: Mapping[str, Any]) -> None:
+        insert_values(self.db, _RESPONSES, [values])
 
     def get_response(self, response_id: str) -> StoredResponse | None:
         return self.by_id(StoredResponse, response_id)
