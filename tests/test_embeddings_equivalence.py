@@ -12,13 +12,17 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import pytest
 
+from sessionary.providers.base import count_from_worker
 from sessionary.providers.embeddings.local import LocalEmbeddings
 from sessionary.providers.settings import ProviderSettings
 from sessionary.search.detection import detect, structured_paths, wordy_paths
@@ -92,6 +96,28 @@ def test_billed_tokens_are_the_reference_tokenizers_count(
     assert asyncio.run(embedder.embed(texts)).input_tokens == expected
     # The credit hold is taken from count_tokens before embedding: the same count.
     assert asyncio.run(embedder.count_tokens(texts)) == expected
+
+
+def test_a_search_counts_its_query_in_its_worker_thread(embedder: LocalEmbeddings) -> None:
+    """An uncached search holds the query's tokens from a worker thread: with the model loaded
+    and a short query, `count_from_worker` counts right there (here from a plain thread, where
+    a hop to an event loop would fail), the same count `embed` bills; a long text, or a model
+    not loaded yet, is counted through the event loop on the model's own thread."""
+    query = "Two-room flat near Grünerløkka under 15000 NOK with a balcony"
+    billed = asyncio.run(embedder.embed([query])).input_tokens
+    counted: list[int] = []
+    counter = threading.Thread(target=lambda: counted.append(count_from_worker(embedder, [query])))
+    counter.start()
+    counter.join()
+    assert counted == [billed]
+    assert embedder.count_tokens_now(["word " * 1000]) is None
+    unloaded = LocalEmbeddings(ProviderSettings(provider="local"))
+    assert unloaded.count_tokens_now([query]) is None
+
+    async def from_a_worker() -> int:
+        return await anyio.to_thread.run_sync(count_from_worker, unloaded, [query])
+
+    assert anyio.run(from_a_worker) == billed
 
 
 def test_a_long_text_is_truncated_and_billed_for_the_window(embedder: LocalEmbeddings) -> None:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import anyio.from_thread
+
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -182,6 +184,17 @@ class EmbeddingModel(Protocol):
         """What `embed` will bill for these texts (exact where the tokenizer is local, else a
         bound that the upstream's reported usage will not exceed in practice)."""
         ...
+
+
+def count_from_worker(embedder: EmbeddingModel, texts: Sequence[str]) -> int:
+    """`embedder.count_tokens` from a worker thread: right there when the model can count at
+    once (its optional `count_tokens_now` answers), else through the event loop, a hop that
+    costs two thread switches on every uncached search."""
+    count_now = getattr(embedder, "count_tokens_now", None)
+    counted = count_now(texts) if count_now is not None else None
+    if counted is None:
+        counted = anyio.from_thread.run(embedder.count_tokens, texts)
+    return int(counted)
 
 
 @dataclass(frozen=True)

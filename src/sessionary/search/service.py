@@ -31,7 +31,7 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
-from sessionary.providers.base import ChatRequest, ChatResult
+from sessionary.providers.base import ChatRequest, ChatResult, count_from_worker
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
 from sessionary.search.ann import AnnPolicy
@@ -413,7 +413,7 @@ class SearchService:
         embedder = self.providers.embedder()
         known = self.query_vectors.get(cache_scope(caller.account_id, embedder.name), plan.text)
         if known is None:
-            counted = anyio.from_thread.run(embedder.count_tokens, [plan.text])
+            counted = count_from_worker(embedder, [plan.text])
             held = self.pricing.embedding(counted)
             return plan, None, Meter.hold(self.db, owner, held, query.route)
         vector, tokens = known

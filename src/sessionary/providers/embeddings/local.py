@@ -97,6 +97,16 @@ class LocalEmbeddings:
         # Billed: the tokens embedded, [CLS] and [SEP] included, after truncation.
         return EmbeddingBatch([row.tolist() for row in vectors], tokens)
 
+    def count_tokens_now(self, texts: Sequence[str]) -> int | None:
+        """`count_tokens` in the calling thread, when that costs next to nothing: short texts
+        and the model already loaded (its tokenizer is safe to share between threads). None
+        otherwise: then await `count_tokens`, which counts on the model's own thread."""
+        if not texts:
+            return 0
+        if self._model is not None and sum(len(t) for t in texts) <= INLINE_COUNT_CHARS:
+            return self._count_sync(list(texts))
+        return None
+
     def _count_sync(self, texts: list[str]) -> int:
         """What `embed` bills for these texts: the same tokenizer, the same truncation."""
         return sum(len(row) for row in self._ensure_loaded().token_ids(texts))
@@ -107,10 +117,9 @@ class LocalEmbeddings:
         return model.encode_ids(model.token_ids(texts), self.batch_size)
 
     async def count_tokens(self, texts: Sequence[str]) -> int:
-        if not texts:
-            return 0
-        if self._model is not None and sum(len(t) for t in texts) <= INLINE_COUNT_CHARS:
-            return self._count_sync(list(texts))
+        counted = self.count_tokens_now(texts)
+        if counted is not None:
+            return counted
         return await asyncio.get_running_loop().run_in_executor(
             self._worker, self._count_sync, list(texts)
         )

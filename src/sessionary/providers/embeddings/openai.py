@@ -46,6 +46,9 @@ class OpenAIEmbeddings:
         """Nothing to load: the weights live on the server."""
 
     async def count_tokens(self, texts: Sequence[str]) -> int:
+        return self.count_tokens_now(texts)
+
+    def count_tokens_now(self, texts: Sequence[str]) -> int:
         """No tokenizer here: a bound (BPE tokens average about four characters; two is a
         generous ceiling), never above the model's input limit per text."""
         return sum(min(math.ceil(len(t) / 2) + 2, self.max_input_tokens) for t in texts)
