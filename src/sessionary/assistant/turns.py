@@ -205,7 +205,8 @@ def plan_turn(
         if conversation
         else []
     )
-    check_call_ids(inputs, _call_ids(history_rows), isinstance(request.input, list))
+    stored_history = [_stored(row) for row in history_rows]
+    check_call_ids(inputs, _call_ids(stored_history), isinstance(request.input, list))
     image = _image_plan(providers, tools, inputs, history_rows, conversations, conversation)
     workflow = (  # only a ChatKit session runs a workflow
         ChatKitService(db).find(conversation.id)
@@ -235,7 +236,7 @@ def plan_turn(
             param="input",
             code="images_not_supported",
         )
-    history = to_chat_messages([_stored(row) for row in history_rows], with_images=False)
+    history = to_chat_messages(stored_history, with_images=False)
     return Turn(
         caller=caller,
         request=request,
@@ -270,10 +271,10 @@ def _stored(row: TranscriptRow) -> NewMessage:
     return NewMessage(row.role, [], row.text)
 
 
-def _call_ids(rows: list[TranscriptRow]) -> set[str]:
+def _call_ids(history: list[NewMessage]) -> set[str]:
     return {
         item["call_id"]
-        for item in (tool_item(_stored(row)) for row in rows)
+        for item in (tool_item(message) for message in history)
         if item is not None and item["type"] == "function_call"
     }
 

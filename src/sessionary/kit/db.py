@@ -3,10 +3,12 @@
 SQLite is the embedded default: WAL so readers never block the writer, a busy timeout so writers
 queue instead of failing, and `BEGIN IMMEDIATE` for write transactions so two writers never both
 read and then deadlock on the upgrade to a write lock. Read-only sessions use a plain deferred
-`BEGIN`. Within one process, write transactions also hold a lock from `BEGIN IMMEDIATE` to their
-end: SQLite's busy handler sleeps and polls (up to 100 ms a nap), so under load a writer could
-sleep long after the database was free (p99 above a second at 16 clients); a lock hands over at
-once. Other processes still meet SQLite's busy handler.
+`BEGIN`, and point reads (`Database.point_reads`) none at all. Both are sent on the DB-API
+cursor, as are savepoints (`_fixed_savepoints`): through SQLAlchemy's execution path they cost
+20-40 µs each, several times a turn. Within one process, write transactions also hold a lock
+from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
+nap), so under load a writer could sleep long after the database was free (p99 above a second
+at 16 clients); a lock hands over at once. Other processes still meet SQLite's busy handler.
 
 A SQLite write transaction holds the database's one write lock until it ends, so code
 must never open a second write session while its own request's write transaction is open: it

@@ -163,6 +163,7 @@ class Plan:
         self.results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         ]
+        self.converts = any(self.results)
         self.row_type = namedtuple("Row", [column.key for column in returned])  # type: ignore[misc]
 
     def arguments(self, params: Params) -> list[Any] | dict[str, Any]:
@@ -175,6 +176,8 @@ class Plan:
         return {name: value for (name, _, _), value in zip(self.slots, values, strict=True)}
 
     def row(self, found: Sequence[Any]) -> Any:
+        if not self.converts:  # no column converts (text, integers): the driver's values
+            return self.row_type._make(found)  # type: ignore[attr-defined]
         return self.row_type._make(  # type: ignore[attr-defined]
             value if convert is None else convert(value)
             for value, convert in zip(found, self.results, strict=True)
