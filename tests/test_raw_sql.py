@@ -14,6 +14,7 @@ from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
 from sessionary.kit.db import Database
 from sessionary.kit.raw_sql import run
+from sessionary.kit.sql import insert_values
 from tests.conftest import Tenant
 
 
@@ -74,6 +75,18 @@ def test_many_rows_one_transaction_and_errors(db: Database, tenant: Tenant) -> N
     with pytest.raises(IntegrityError), db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, "rsv_null", owner_id=None))
     assert _stored(db, "rsv_null") is None
+
+
+def test_insert_values_one_many_or_none(db: Database, tenant: Tenant) -> None:
+    """`insert_values` (a turn's messages and response, given as column values): one row, many
+    in one statement, and none at all (a turn with no message to store) without a statement
+    the driver would refuse."""
+    table = CreditReservation.__table__
+    with db.session() as session:
+        insert_values(session, table, [_hold(tenant, "rsv_v1")])
+        insert_values(session, table, [_hold(tenant, "rsv_v2"), _hold(tenant, "rsv_v3")])
+        insert_values(session, table, [])
+    assert all(_stored(db, rid) is not None for rid in ("rsv_v1", "rsv_v2", "rsv_v3"))
 
 
 def test_refused_outside_a_transaction_and_bad_parameters(db: Database, tenant: Tenant) -> None:

@@ -58,7 +58,9 @@ def insert_values(db: Session, table: Table, rows: Sequence[Mapping[str, Any]]) 
     """INSERT rows given as {column: value} (all with the same columns) in one statement, on the
     connection's DB-API cursor (`kit/raw_sql.py`). For the hot paths' rows, which building as
     ORM objects first (an instrumented `__init__`, then read back into a dict) cost about
-    25 µs each. Unset columns get their defaults."""
+    25 µs each. Unset columns get their defaults; no rows, no statement."""
+    if not rows:
+        return
     batch = rows if len(rows) > 1 else rows[0]
     run(db.connection(), _insert_into(table), batch)
 
