@@ -177,6 +177,23 @@ def test_point_reads_run_without_a_transaction(db: Database, backend: str) -> No
         assert in_transaction(session)
 
 
+def test_a_write_in_point_reads_is_refused_on_sqlite(db: Database, backend: str) -> None:
+    """Point reads have no transaction, so a write there (a mistake) would commit at once,
+    outside the write turn and any rollback: SQLite refuses it (`query_only`), and the same
+    pooled connection writes normally in the next write session."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's autocommit point reads have no such guard")
+    with db.session() as session:
+        session.execute(text("CREATE TABLE pr_t (n INTEGER)"))
+    for n in range(3):
+        with pytest.raises(OperationalError, match="readonly"), db.point_reads() as session:
+            session.execute(text(f"INSERT INTO pr_t VALUES ({n})"))
+        with db.session() as session:
+            session.execute(text(f"INSERT INTO pr_t VALUES ({10 + n})"))
+    with db.point_reads() as session:
+        assert sorted(session.execute(text("SELECT n FROM pr_t")).scalars()) == [10, 11, 12]
+
+
 def test_savepoints_roll_back_alone_on_both_engines(db: Database) -> None:
     """A savepoint (`begin_nested`, sent as text by `kit/db._fixed_savepoints`) rolled back by a
     failed statement inside it undoes only its own writes: the transaction around it goes on

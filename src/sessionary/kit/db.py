@@ -50,6 +50,7 @@ READ_ONLY_OPTION = "sessionary_read_only"
 # SQLite: a point-reads session opens no transaction; each of its statements is its own.
 _NO_BEGIN_OPTION = "sessionary_no_begin"
 _WRITE_TURN = "sessionary_write_turn"
+_QUERY_ONLY = "sessionary_query_only"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -75,8 +76,15 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         options = conn.get_execution_options()
+        # Point reads run without a transaction, so a write there would commit at once, outside
+        # the write turn: `query_only` refuses it (an error, not a silent commit). The pragma is
+        # the connection's, kept in its pool record, and switched only when its use changes.
+        point = options.get(_NO_BEGIN_OPTION, False)
+        if conn.info.get(_QUERY_ONLY, False) != point:
+            run_fixed(conn, "PRAGMA query_only=ON" if point else "PRAGMA query_only=OFF")
+            conn.info[_QUERY_ONLY] = point
         if options.get(READ_ONLY_OPTION, False):
-            if not options.get(_NO_BEGIN_OPTION, False):
+            if not point:
                 run_fixed(conn, "BEGIN")
             return
         if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
@@ -225,7 +233,8 @@ class Database:
         `BEGIN`/`COMMIT` (on PostgreSQL two round trips), and each statement reads its own
         snapshot, as it would under PostgreSQL's READ COMMITTED inside a transaction. Not for
         server-side cursors (`yield_per`) or `SET LOCAL`, which need a transaction: use
-        `session(write=False)`."""
+        `session(write=False)`. Never for writes, which would commit at once: SQLite refuses
+        them here (`PRAGMA query_only`); PostgreSQL does not."""
         return self._unit_of_work(self._point_reader, durable=True)
 
     @contextmanager
