@@ -6,7 +6,9 @@ the stub directly; Sessionary's `/v1/responses`, `/v1/chat/completions` and
 `/v1/assistant/completion` in front of it
 (auth, ledger and storage on) on SQLite and on PostgreSQL; and the LiteLLM proxy in front of the
 same stub. Each server runs with one worker process, and again with two (Sessionary's
-`/v1/responses` and the LiteLLM proxy); load comes from one asyncio client on loopback.
+`/v1/responses` and the LiteLLM proxy); load comes from one asyncio client on loopback. With
+`BENCH_BASELINE_SRC` (a `src` directory of another checkout), that tree's three routes on SQLite
+run in the same run too ("before" rows), to compare a change side by side.
 
 CPU per request is the CPU time (user + system) of the server's whole process group during a
 load run divided by the requests it answered: work moved to another thread or process still
@@ -170,9 +172,11 @@ def sessionary(
     stack: ExitStack,
     workers: int = 1,
     key: str | None = None,
+    src: str | None = None,
 ) -> dict[str, Target]:
     """A Sessionary server (stopped with `stack`) and its three turn routes as targets. `key`:
-    the account key of an earlier server on the same database (whose `init` made it)."""
+    the account key of an earlier server on the same database (whose `init` made it); `src`: a
+    `src` directory to run instead of the installed package (another checkout's)."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -190,6 +194,8 @@ def sessionary(
     }
     if database_url:
         env["SESSIONARY_DATABASE_URL"] = database_url
+    if src:
+        env["PYTHONPATH"] = src
     cli = [sys.executable, "-m", "sessionary"]
     init = subprocess.run([*cli, "init"], env={**os.environ, **env}, capture_output=True, text=True)
     key = next((line for line in init.stdout.splitlines() if line.startswith("sk_sy_")), key)
@@ -432,6 +438,10 @@ def run(quick: bool) -> str:
             key = routes["responses"].headers["Authorization"].removeprefix("Bearer ")
             pair = sessionary(stub_url, work / f"{engine}-2", url, total, stack, 2, key)
             targets[f"{engine} responses x2"] = pair["responses"]
+        baseline = os.environ.get("BENCH_BASELINE_SRC")
+        if baseline:  # the same routes from another checkout, in the same run
+            before = sessionary(stub_url, work / "before", None, total, stack, src=baseline)
+            targets |= {f"before {route}": target for route, target in before.items()}
         proxy = litellm(stub_url, work, stack)
         proxy_pair = litellm(stub_url, work, stack, workers=2)
         if isinstance(proxy, Target):
@@ -456,7 +466,13 @@ def run(quick: bool) -> str:
         " to the Responses API, on all three of its routes; chat completions for LiteLLM). All"
         " servers"
         " stay up through the measurement and the runs interleave (each run takes every path in"
-        " turn, in a rotated order), so the machine's slow spells fall on all paths alike.",
+        " turn, in a rotated order), so the machine's slow spells fall on all paths alike."
+        + (
+            ' The "before" rows are the same three routes of another source tree'
+            " (`BENCH_BASELINE_SRC`), measured in the same run, taking turns with the others."
+            if "before responses" in got
+            else ""
+        ),
         "",
         f"| path | {header} |",
         "| --- | " + " | ".join("---" for _ in LEVELS) + " |",
@@ -486,6 +502,19 @@ def run(quick: bool) -> str:
         "Sessionary /v1/chat/completions (SQLite)": on_sqlite["chat"],
         "Sessionary /v1/assistant/completion (SQLite)": on_sqlite["completion"],
     }
+    for route, path in (
+        ("responses", "/v1/responses"),
+        ("chat", "/v1/chat/completions"),
+        ("completion", "/v1/assistant/completion"),
+    ):
+        if f"before {route}" in got:
+            lines.append(
+                _row(
+                    f"before (`BENCH_BASELINE_SRC`): `{path}`, SQLite",
+                    got[f"before {route}"],
+                    direct_responses,
+                )
+            )
     lines += [
         _row(
             "Sessionary `/v1/responses`, SQLite, 2 workers",
