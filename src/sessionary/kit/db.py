@@ -50,10 +50,9 @@ READ_ONLY_OPTION = "sessionary_read_only"
 # SQLite: a point-reads session opens no transaction; each of its statements is its own.
 _NO_BEGIN_OPTION = "sessionary_no_begin"
 _WRITE_TURN = "sessionary_write_turn"
-_QUERY_ONLY = "sessionary_query_only"
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below choose the kind of BEGIN, not pysqlite.
@@ -63,6 +62,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if query_only:  # for good: switching it expires every prepared statement of the connection
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     # Held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's own write lock is
@@ -76,15 +77,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         options = conn.get_execution_options()
-        # Point reads run without a transaction, so a write there would commit at once, outside
-        # the write turn: `query_only` refuses it (an error, not a silent commit). The pragma is
-        # the connection's, kept in its pool record, and switched only when its use changes.
-        point = options.get(_NO_BEGIN_OPTION, False)
-        if conn.info.get(_QUERY_ONLY, False) != point:
-            run_fixed(conn, "PRAGMA query_only=ON" if point else "PRAGMA query_only=OFF")
-            conn.info[_QUERY_ONLY] = point
         if options.get(READ_ONLY_OPTION, False):
-            if not point:
+            if not options.get(_NO_BEGIN_OPTION, False):
                 run_fixed(conn, "BEGIN")
             return
         if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
@@ -138,7 +132,11 @@ def _configure_postgres(engine: Engine) -> None:
             raise InvalidatePoolError(str(error)) from error
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, point_reads: bool = False) -> Engine:
+    """The engine for `settings`' database. `point_reads` (SQLite): one whose connections are
+    read-only for good (`PRAGMA query_only`), for `Database.point_reads`, whose statements run
+    without a transaction: a write there would commit at once, outside the write turn, and is
+    refused instead."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
@@ -154,7 +152,7 @@ def make_engine(settings: Settings) -> Engine:
             max_overflow=settings.db_max_overflow,
             hide_parameters=True,  # error messages and logs never carry request data
         )
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms, query_only=point_reads)
         _fixed_savepoints(engine)
         return engine
     engine = create_engine(
@@ -210,8 +208,11 @@ class Database:
         point: dict[str, Any] = {READ_ONLY_OPTION: True, _NO_BEGIN_OPTION: True}
         if self.dialect == "postgresql":
             point["isolation_level"] = "AUTOCOMMIT"
+            self._point_engine = self.engine
+        else:  # connections of their own, read-only for good (`make_engine`)
+            self._point_engine = make_engine(settings, point_reads=True)
         self._point_reader = sessionmaker(
-            self.engine.execution_options(**point),
+            self._point_engine.execution_options(**point),
             expire_on_commit=False,
             close_resets_only=False,
         )
@@ -233,8 +234,9 @@ class Database:
         `BEGIN`/`COMMIT` (on PostgreSQL two round trips), and each statement reads its own
         snapshot, as it would under PostgreSQL's READ COMMITTED inside a transaction. Not for
         server-side cursors (`yield_per`) or `SET LOCAL`, which need a transaction: use
-        `session(write=False)`. Never for writes, which would commit at once: SQLite refuses
-        them here (`PRAGMA query_only`); PostgreSQL does not."""
+        `session(write=False)`. Never for writes, which would commit at once: on SQLite these
+        sessions have read-only connections of their own, which refuse them; PostgreSQL's
+        autocommit does not."""
         return self._unit_of_work(self._point_reader, durable=True)
 
     @contextmanager
@@ -282,3 +284,5 @@ class Database:
     def dispose(self) -> None:
         self.loop_reads.close()
         self.engine.dispose()
+        if self._point_engine is not self.engine:
+            self._point_engine.dispose()
