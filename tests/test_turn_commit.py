@@ -108,3 +108,61 @@ def test_a_stored_chat_completion_the_database_refuses_is_delivered_paid_and_not
     monkeypatch.undo()
     kept = remote.get(f"/v1/chat/completions/{completion['id']}", headers=payer.headers)
     assert kept.status_code == 404
+
+
+def test_a_stream_whose_charge_cannot_commit_still_ends_with_its_terminal_event(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deltas are out when the settle fails (the database down, or locked past the busy
+    timeout): the stream still ends with `response.failed`, not a connection cut after the last
+    delta, and the hold goes back (nothing charged, as for a turn that is not streamed)."""
+    from sessionary.billing.ledger import Ledger
+
+    def broken(*_: object, **__: object) -> None:
+        raise OperationalError("UPDATE credit_reservations", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Ledger, "settle", broken)
+    body = {"input": "Hi.", "stream": True}
+    with remote.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer:
+        assert answer.status_code == 200
+        events = [
+            line.removeprefix("event: ")
+            for line in answer.iter_lines()
+            if line.startswith("event: ")
+        ]
+    monkeypatch.undo()
+    assert "response.output_text.delta" in events
+    assert events[-1] == "response.failed", events[-3:]
+    assert "response.completed" not in events
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS and holds == 0
+    assert charges(db, payer) == []
+
+
+def test_a_chat_stream_whose_charge_cannot_commit_still_ends_with_its_error(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on `/v1/chat/completions`: after the deltas, an error chunk ends the stream
+    (not a cut connection), and the hold goes back."""
+    from sessionary.billing.ledger import Ledger
+
+    def broken(*_: object, **__: object) -> None:
+        raise OperationalError("UPDATE credit_reservations", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Ledger, "settle", broken)
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi."}],
+        "stream": True,
+    }
+    with remote.stream("POST", "/v1/chat/completions", json=body, headers=payer.headers) as answer:
+        assert answer.status_code == 200
+        data = [
+            line.removeprefix("data: ") for line in answer.iter_lines() if line.startswith("data: ")
+        ]
+    monkeypatch.undo()
+    assert any('"content"' in chunk for chunk in data[:-1])
+    assert '"error"' in data[-1] and "server_error" in data[-1], data[-2:]
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS and holds == 0
+    assert charges(db, payer) == []

@@ -94,8 +94,14 @@ async def stream_chat(
             yield sse(chunk({}, reason, **extra))
         yield DONE
     except Exception as exc:
-        # The model failed mid-way: what was delivered (and the prompt) is still paid for.
-        partial = await settle_partial(service, turn, meter, produced, started)
+        # The model failed mid-way: what was delivered (and the prompt) is still paid for. When
+        # the database cannot take that charge either, the stream still ends with its error
+        # chunk; a hold that could not be released expires back to its owner.
+        try:
+            partial = await settle_partial(service, turn, meter, produced, started)
+        except Exception:
+            log.exception("chat_stream_settle_failed", completion_id=turn.completion_id)
+            partial = None
         closed = True
         if isinstance(exc, ApiError):
             status, message, code = exc.status_code, exc.message, exc.code or "server_error"

@@ -79,8 +79,15 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
         yield event(kind, response=payload)
     except Exception as exc:
-        # The model failed mid-way: what was delivered (and the prompt) is still paid for.
-        partial = await _settle_partial(service, turn, meter, produced, started)
+        # The model failed mid-way: what was delivered (and the prompt) is still paid for. When
+        # the database cannot take that charge either (it is down, or locked past the busy
+        # timeout), the stream still ends with its terminal event; the hold, if it could not be
+        # released, expires back to its owner.
+        try:
+            partial = await _settle_partial(service, turn, meter, produced, started)
+        except Exception:
+            log.exception("stream_settle_failed", response_id=turn.response_id)
+            partial = None
         closed = True
         if isinstance(exc, ApiError):
             # OpenAI's response errors have a closed set of codes: a rate limit, or a server error.
