@@ -439,12 +439,7 @@ class AssistantService:
                 turn.session_id, turn.response_id, turn.inputs, replies
             )
         values = {
-            "id": turn.response_id,
-            "session_id": turn.session_id,
-            "account_id": turn.caller.account_id,
-            "external_user_id": turn.caller.external_user_id,
-            "previous_response_id": turn.previous_response_id,
-            "model": turn.model,
+            **turn.response_columns(),
             "status": payload["status"],
             "payload_json": json.dumps(payload),
             "input_message_ids": json.dumps(input_ids),

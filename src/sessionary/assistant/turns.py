@@ -78,6 +78,18 @@ class Turn:
     def owner(self) -> Owner:
         return Owner.of(self.caller)
 
+    def response_columns(self) -> dict[str, Any]:
+        """The stored response's columns this turn fixes, whether it is stored when queued
+        (background) or when it ends."""
+        return {
+            "id": self.response_id,
+            "session_id": self.session_id,
+            "account_id": self.caller.account_id,
+            "external_user_id": self.caller.external_user_id,
+            "previous_response_id": self.previous_response_id,
+            "model": self.model,
+        }
+
     def messages(self) -> list[ChatMessage]:
         new = to_chat_messages(self.inputs, with_images=True)
         return [ChatMessage("system", self.system_prompt), *self.history, *new]
