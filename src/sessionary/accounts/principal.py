@@ -18,7 +18,7 @@ from starlette.requests import cookie_parser
 from sessionary.accounts.bearers import CookieKind, bearer_kind_of, cookie_credential
 from sessionary.accounts.identity import Principal
 from sessionary.accounts.keys import AUTH_TOKEN_TYPE
-from sessionary.accounts.service import AccountService, KeyCheck, check_key
+from sessionary.accounts.service import AccountService, KeyCheck, check_key, key_prefix
 from sessionary.accounts.store import AccountStore
 from sessionary.accounts.tokens import TokenService
 from sessionary.config import Settings
@@ -112,23 +112,23 @@ class _ReadElsewhere(Exception):
     """A key read on the event loop could not be made: take the worker path."""
 
 
-def _on_loop(database: Database, settings: Settings, headers: Headers) -> Principal | None:
-    """The common case without a hand-off to a worker: API keys (and an external user's key
-    header) read on the event loop, on SQLite (`kit/loop_read.py`). None when the request needs
-    the worker path: another database, a cookie, an auth token or client secret, a read that
-    failed, or a key whose `last_used_at` is due to be written."""
-    if not database.loop_reads.enabled or _browser_session(headers) is not None:
+def _loop_credentials(headers: Headers) -> tuple[str | None, str | None] | None:
+    """The API keys a request presents, when the event loop can check them; None when it needs
+    the worker path (a cookie, an auth token or a client secret)."""
+    if _browser_session(headers) is not None:
         return None
     token, external_key = _credentials(headers)
     if token is not None and (token.startswith(AUTH_TOKEN_TYPE) or bearer_kind_of(token)):
         return None
+    return token, external_key
 
-    def find(prefix: str) -> Any:
-        read, row = AccountStore.key_by_prefix_on_loop(database.loop_reads, prefix)
-        if not read:
-            raise _ReadElsewhere
-        return row
 
+def _checked_on_loop(
+    settings: Settings, token: str | None, external_key: str | None, find: Callable[[str], Any]
+) -> Principal | None:
+    """The caller of an API key request from rows read on the loop; None when the request
+    needs the worker path after all (a read that failed, or a key whose `last_used_at` is due
+    to be written)."""
     try:
         principal = _narrowed(
             None if token is None else _key_principal(check_key(token, find)), external_key, find
@@ -141,8 +141,44 @@ def _on_loop(database: Database, settings: Settings, headers: Headers) -> Princi
     return principal
 
 
+def _on_loop(database: Database, settings: Settings, headers: Headers) -> Principal | None:
+    """The common case without a hand-off to a worker, on SQLite: API keys (and an external
+    user's key header) read on the event loop (`kit/loop_read.py`)."""
+    credentials = _loop_credentials(headers) if database.loop_reads.enabled else None
+    if credentials is None:
+        return None
+
+    def find(prefix: str) -> Any:
+        read, row = AccountStore.key_by_prefix_on_loop(database.loop_reads, prefix)
+        if not read:
+            raise _ReadElsewhere
+        return row
+
+    return _checked_on_loop(settings, *credentials, find)
+
+
+async def _awaited_on_loop(
+    database: Database, settings: Settings, headers: Headers
+) -> Principal | None:
+    """`_on_loop` on PostgreSQL: the keys' rows awaited on the loop (`kit/async_read.py`),
+    read before they are checked, since the check itself is synchronous."""
+    credentials = _loop_credentials(headers) if database.async_reads.enabled else None
+    if credentials is None:
+        return None
+    rows: dict[str, Any] = {}
+    for secret in credentials:
+        prefix = None if secret is None else key_prefix(secret)
+        if prefix is None or prefix in rows:
+            continue  # a malformed key is refused by the check, with no read
+        read, rows[prefix] = await AccountStore.key_by_prefix_awaited(database.async_reads, prefix)
+        if not read:
+            return None
+    return _checked_on_loop(settings, *credentials, rows.__getitem__)
+
+
 async def get_any_principal(request: Request) -> Principal:
-    """API keys are read on the event loop on SQLite (`_on_loop`); everything else is resolved
+    """API keys are read on the event loop (`_on_loop` on SQLite, `_awaited_on_loop` on
+    PostgreSQL); everything else is resolved
     in short sessions of its own, before the route's transaction begins, in one hand-off to a
     worker thread (the lookups and the occasional `last_used_at` write together).
 
@@ -157,7 +193,9 @@ async def get_any_principal(request: Request) -> Principal:
     database: Database = state.db
     settings: Settings = state.settings
     headers, method = request.headers, request.method
-    principal = _on_loop(database, settings, headers)
+    principal = _on_loop(database, settings, headers) or await _awaited_on_loop(
+        database, settings, headers
+    )
     if principal is None:
         principal = await database.in_worker(lambda: _resolve(database, settings, headers, method))
     structlog.contextvars.bind_contextvars(

@@ -43,11 +43,16 @@ class KeyCheck:
     external_user_id: str | None
 
 
+def key_prefix(plaintext: str) -> str | None:
+    """The lookup prefix of a presented account or external user key; None when malformed."""
+    key_type = EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
+    return prefix_of(plaintext, key_type)
+
+
 def check_key(plaintext: str, find: Callable[[str], Any | None]) -> KeyCheck:
     """The live key behind a presented secret, or 401; `find` reads a key's row by its prefix
     (in a session, or on the event loop: `principal.py`)."""
-    key_type = EXTERNAL_KEY_TYPE if plaintext.startswith(EXTERNAL_KEY_TYPE) else ACCOUNT_KEY_TYPE
-    prefix = prefix_of(plaintext, key_type)
+    prefix = key_prefix(plaintext)
     if prefix is None:
         raise Unauthorized("Malformed API key.")
     key = find(prefix)

@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
+from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
 from sessionary.kit.raw_sql import run
 from sessionary.kit.store import Store
@@ -62,6 +63,12 @@ class AccountStore(Store):
     def key_by_prefix_on_loop(reads: LoopReader, prefix: str) -> tuple[bool, Any | None]:
         """`key_by_prefix` on the event loop: (False, None) when it must be read in a session."""
         return reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
+
+    @staticmethod
+    async def key_by_prefix_awaited(reads: AsyncReader, prefix: str) -> tuple[bool, Any | None]:
+        """`key_by_prefix` awaited on the event loop (PostgreSQL): (False, None) when it must
+        be read in a session."""
+        return await reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
 
     def get_key(self, key_id: str) -> ApiKey | None:
         return self.db.get(ApiKey, key_id)

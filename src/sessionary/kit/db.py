@@ -41,6 +41,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
+from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
 from sessionary.kit.raw_sql import run_fixed
 
@@ -195,7 +196,8 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
-        self.loop_reads = LoopReader(self.engine)
+        self.loop_reads = LoopReader(self.engine)  # SQLite
+        self.async_reads = AsyncReader(self.engine, settings.db_threads)  # PostgreSQL
         self._limiters: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
@@ -283,6 +285,7 @@ class Database:
 
     def dispose(self) -> None:
         self.loop_reads.close()
+        self.async_reads.close()
         self.engine.dispose()
         if self._point_engine is not self.engine:
             self._point_engine.dispose()
