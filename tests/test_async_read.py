@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 import sessionary.accounts.principal as principal_module
 import sessionary.kit.async_read as async_read
@@ -136,6 +136,24 @@ def test_a_cancelled_read_never_leaves_its_connection_for_the_next(
         with pytest.raises(asyncio.CancelledError):
             await task
         assert reader._idle == [] and reader._open == 0
+
+    _with_reader(db, scenario)
+
+
+def test_a_connection_in_use_when_the_reader_closes_is_closed_after_its_read(
+    db: Database, tenant: Tenant
+) -> None:
+    """The app shuts down (or a new loop takes over) during a read: the read still answers,
+    and its connection is closed then instead of going back among the idle ones."""
+    _postgres_only(db)
+
+    async def scenario(reader: AsyncReader) -> None:
+        connection = reader._idle[0]
+        task = asyncio.create_task(reader.first(select(func.pg_sleep(0.2).label("slept")), {}))
+        await asyncio.sleep(0.05)
+        reader.close()
+        assert (await task)[0]
+        assert reader._idle == [] and connection.closed and reader._open == 0
 
     _with_reader(db, scenario)
 

@@ -26,6 +26,7 @@ import asyncio
 import time
 from typing import Any
 
+import psycopg
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.sql import Select
@@ -51,6 +52,7 @@ class AsyncReader:
         self._idle: list[Any] = []
         self._open = 0  # connections open or being opened, idle or in use
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0  # bumped by `close`: connections of an older one are not counted
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused_until = 0.0  # monotonic seconds
         self._connect_after = 0.0
@@ -65,6 +67,7 @@ class AsyncReader:
             self._open_one_later()
             return False, None
         connection = self._idle.pop()
+        generation = self._generation
         plan = plan_of(statement, self.dialect, params)
         began = time.monotonic()
         try:
@@ -72,29 +75,34 @@ class AsyncReader:
                 cursor = await connection.execute(plan.sql, plan.arguments(params))
                 found = await cursor.fetchone()
         except (Exception, asyncio.CancelledError) as exc:
-            self._drop(connection)  # mid-statement: its state is unknown
+            self._drop(connection, generation)  # mid-statement: its state is unknown
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, TimeoutError):
                 self._pause_if_slow(began)
             log.warning("async_read_failed", error=type(exc).__name__, reason=str(exc)[:200])
             return False, None
-        self._idle.append(connection)
+        if generation == self._generation:
+            self._idle.append(connection)
+        else:  # closed while this read ran
+            connection.pgconn.finish()
         self._pause_if_slow(began)
         return True, None if found is None else plan.row(found)
 
     def close(self) -> None:
-        """Close every connection at once (the app's shutdown, or a new event loop)."""
+        """Close every idle connection at once (the app's shutdown, or a new event loop); one
+        still being opened is closed when it arrives, and one in use when its read ends."""
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.pgconn.finish()  # synchronous: callable off the loop, or after it
-        self._open -= len(idle)
+        self._open, self._loop = 0, None
+        self._generation += 1
 
     def _own_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self.close()
-            self._open, self._loop = 0, loop
+            self._loop = loop
 
     def _open_one_later(self) -> None:
         if self._open >= self.size or time.monotonic() < self._connect_after:
@@ -105,26 +113,26 @@ class AsyncReader:
         task.add_done_callback(self._tasks.discard)
 
     async def _open_one(self) -> None:
-        import psycopg  # the PostgreSQL driver, installed with the project
-
         assert self._connect is not None
         args, kwargs = self._connect
-        loop = self._loop
+        generation = self._generation
         try:
             connection = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
             await connection.execute("SET default_transaction_read_only = on")
         except Exception as exc:
-            self._open -= 1
+            if generation == self._generation:
+                self._open -= 1
             self._connect_after = time.monotonic() + RETRY_S
             log.warning("async_read_connect_failed", reason=str(exc)[:200], retry_s=RETRY_S)
             return
-        if self._loop is not loop:  # the loop changed meanwhile: not this loop's connection
+        if generation != self._generation:  # closed meanwhile (a new loop, or shutdown)
             connection.pgconn.finish()
             return
         self._idle.append(connection)
 
-    def _drop(self, connection: Any) -> None:
-        self._open -= 1
+    def _drop(self, connection: Any, generation: int) -> None:
+        if generation == self._generation:
+            self._open -= 1
         connection.pgconn.finish()
 
     def _pause_if_slow(self, began: float) -> None:
