@@ -10,7 +10,9 @@ from sqlalchemy import text
 
 from sessionary.billing.ledger import Ledger, Owner
 from sessionary.billing.metering import Meter
+from sessionary.billing.store import LedgerStore
 from sessionary.kit.db import Database
+from sessionary.kit.errors import InsufficientCredits
 from tests.conftest import Tenant
 
 
@@ -27,24 +29,33 @@ def test_only_a_hold_skips_the_flush(
     assert _synchronous_commit(db) == "on"
     assert _synchronous_commit(db, durable=False) == "off"
     assert _synchronous_commit(db) == "on"  # SET LOCAL: the pooled connection is back to on
-    seen: dict[str, str] = {}
-    reserve, settle = Ledger.reserve, Ledger.settle
+    seen: dict[str, list[str]] = {"hold": [], "hold at once": [], "settle": []}
+    reserve, settle, at_once = Ledger.reserve, Ledger.settle, LedgerStore.reserve_at_once
 
     def spying_reserve(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-        seen["hold"] = str(self.store.db.execute(text("SHOW synchronous_commit")).scalar())
+        seen["hold"].append(str(self.store.db.execute(text("SHOW synchronous_commit")).scalar()))
         return reserve(self, *args, **kwargs)
 
+    def spying_at_once(self: LedgerStore, *args: Any, **kwargs: Any) -> Any:
+        row = at_once(self, *args, **kwargs)  # the setting its own statement made
+        seen["hold at once"].append("refused" if row is None else row.synchronous_commit)
+        return row
+
     def spying_settle(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-        seen["settle"] = str(self.store.db.execute(text("SHOW synchronous_commit")).scalar())
+        seen["settle"].append(str(self.store.db.execute(text("SHOW synchronous_commit")).scalar()))
         return settle(self, *args, **kwargs)
 
     monkeypatch.setattr(Ledger, "reserve", spying_reserve)
+    monkeypatch.setattr(LedgerStore, "reserve_at_once", spying_at_once)
     monkeypatch.setattr(Ledger, "settle", spying_settle)
     owner = Owner.account(tenant.account_id)
     with db.session() as session:
         Ledger(session).grant(owner, 1_000)
-    reservation = Meter.hold(db, owner, 500, "/v1/responses")
+    reservation = Meter.hold(db, owner, 500, "/v1/responses")  # one statement
     with db.session() as session:
         settled = Meter(db, reservation).settle_in(session, 200, model="m", usage={})
-    assert seen == {"hold": "off", "settle": "on"}
     assert settled.charged_micro == 200
+    with pytest.raises(InsufficientCredits):  # refused at once, then by the transaction
+        Meter.hold(db, owner, 900, "/v1/responses")
+    assert seen == {"hold": ["off"], "hold at once": ["off", "refused"], "settle": ["on"]}
+    assert _synchronous_commit(db) == "on"

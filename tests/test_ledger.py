@@ -162,3 +162,48 @@ def test_an_expired_hold_is_swept_when_a_spend_would_be_refused(db: Database) ->
         with pytest.raises(InsufficientCredits):
             ledger.charge(ACME, 501)  # nothing left to sweep: refused
     check_invariants(db, ACME)
+
+
+def test_a_postgres_hold_is_one_statement_with_the_same_rows(db: Database) -> None:
+    """`reserve_at_once` (PostgreSQL, autocommit) writes what `reserve` writes: the balance,
+    a reservation entry carrying the balance after it, an open reservation expiring one TTL
+    later; it commits without waiting for the disk, for its own transaction only; and a
+    balance that cannot cover it writes nothing at all (the caller then takes `reserve`)."""
+    if db.dialect != "postgresql":
+        with pytest.raises(RuntimeError):
+            db.single_statements()
+        return
+    with db.session() as session:
+        Ledger(session).grant(ACME, 1_000)
+    ttl = timedelta(minutes=3)
+    with db.single_statements() as session:
+        ledger = Ledger(session, reservation_ttl=ttl)
+        held = ledger.reserve_at_once(ACME, 400, route="/v1/responses")
+        assert held is not None and held.amount_micro == 400
+        connection = ledger.store.conn
+        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        entry = ledger._entry(ACME, "reservation", -700, 0, reservation_id="rsv_short")
+        row = ledger._reservation_row(ACME, 700, None)
+        assert ledger.store.reserve_at_once(entry, row) is None  # 600 left: nothing written
+        entry = ledger._entry(ACME, "reservation", -100, 0, reservation_id="rsv_fits")
+        row = ledger._reservation_row(ACME, 100, None)
+        assert tuple(ledger.store.reserve_at_once(entry, row)) == (500, "off")
+    with db.session(write=False) as session:
+        ledger = Ledger(session)
+        assert ledger.balance(ACME) == 500
+        kept = ledger.store.get_reservation(held.id)
+        assert kept is not None and (kept.status, kept.amount_micro) == ("open", 400)
+        assert kept.route == "/v1/responses" and kept.closed_at is None
+        assert kept.expires_at - kept.created_at == ttl
+        entries = {e.reservation_id: e for e in ledger.store.entries(ACME.type, ACME.id)}
+        assert "rsv_short" not in entries
+        first = entries[held.id]
+        assert (first.kind, first.amount_micro, first.balance_after_micro) == (
+            "reservation",
+            -400,
+            600,
+        )
+        assert first.route == "/v1/responses"
+        assert abs(first.created_at - kept.created_at) < timedelta(seconds=5)
+        assert ledger.settle(held.id, 150).remaining_micro == 750
+    check_invariants(db, ACME)

@@ -175,30 +175,49 @@ class Ledger:
         """Set aside the worst case of a request before the expensive work, or 402."""
         if micro < 0:
             raise ValueError("a reservation is not negative")
-        reservation_id = new_id("rsv")
+        reservation = self._reservation_row(owner, micro, route)
         self._sweeping_if_short(
             owner,
             lambda: self._move(
-                owner, "reservation", -micro, route=route, reservation_id=reservation_id
+                owner, "reservation", -micro, route=route, reservation_id=reservation["id"]
             ),
         )
-        now = utcnow()
-        self.store.add_reservation(
-            {
-                "id": reservation_id,
-                "owner_type": owner.type,
-                "owner_id": owner.id,
-                "account_id": owner.account_id,
-                "amount_micro": micro,
-                "status": "open",
-                "request_id": current_request_id(),
-                "route": route,
-                "created_at": now,
-                "expires_at": now + self.reservation_ttl,
-                "closed_at": None,
-            }
+        self.store.add_reservation(reservation)
+        return Reservation(reservation["id"], owner, micro)
+
+    def reserve_at_once(
+        self, owner: Owner, micro: int, *, route: str | None = None
+    ) -> Reservation | None:
+        """`reserve` as one statement (PostgreSQL; the caller's session in autocommit): the
+        balance update, its ledger entry and the reservation, atomic as any statement, and
+        committed without waiting for the disk (a hold may be lost in a crash: see
+        `metering._hold`). None when the balance cannot cover it: nothing was written, and the
+        caller takes `reserve`, which sweeps the owner's expired holds or refuses (402)."""
+        if micro < 0:
+            raise ValueError("a reservation is not negative")
+        reservation = self._reservation_row(owner, micro, route)
+        entry = self._entry(
+            owner, "reservation", -micro, 0, route=route, reservation_id=reservation["id"]
         )
-        return Reservation(reservation_id, owner, micro)
+        if self.store.reserve_at_once(entry, reservation) is None:
+            return None
+        return Reservation(reservation["id"], owner, micro)
+
+    def _reservation_row(self, owner: Owner, micro: int, route: str | None) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "id": new_id("rsv"),
+            "owner_type": owner.type,
+            "owner_id": owner.id,
+            "account_id": owner.account_id,
+            "amount_micro": micro,
+            "status": "open",
+            "request_id": current_request_id(),
+            "route": route,
+            "created_at": now,
+            "expires_at": now + self.reservation_ttl,
+            "closed_at": None,
+        }
 
     def settle(
         self,

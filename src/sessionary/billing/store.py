@@ -63,6 +63,33 @@ _CLOSE = (
     .values(status=bindparam("p_status"), closed_at=bindparam("p_now", type_=UtcDateTime()))
     .returning(*_RESERVATIONS.c)
 )
+
+
+def _hold_at_once() -> Any:
+    """A hold's three writes in one statement, for PostgreSQL (data-modifying CTEs, which
+    SQLite lacks): the conditional balance UPDATE, then, from its RETURNING row (none when the
+    balance cannot cover it, and then nothing is written), the ledger entry and the
+    reservation. `set_config(..., true)` turns `synchronous_commit` off for this statement's
+    transaction only, as `SET LOCAL` does for `Database.session(durable=False)`."""
+    spent = _SPEND.cte("spent")
+
+    def rows_from(table: Table, prefix: str, **computed: Any) -> Any:
+        columns = [column for column in table.c]
+        values = [
+            computed.get(column.key, bindparam(f"{prefix}{column.key}", type_=column.type))
+            for column in columns
+        ]
+        return insert(table).from_select(columns, select(*values).select_from(spent))
+
+    entry = rows_from(_LEDGER, "e_", balance_after_micro=spent.c.balance_micro).cte("entry")
+    held = rows_from(_RESERVATIONS, "r_").cte("held")
+    return select(
+        spent.c.balance_micro,
+        func.set_config("synchronous_commit", "off", True).label("synchronous_commit"),
+    ).add_cte(entry, held)
+
+
+_HOLD_AT_ONCE = _hold_at_once()
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -163,6 +190,22 @@ class LedgerStore(Store):
                 .limit(limit)
             )
         )
+
+    def reserve_at_once(self, entry: dict[str, Any], reservation: dict[str, Any]) -> Any | None:
+        """PostgreSQL only (`_HOLD_AT_ONCE`): take `entry`'s amount off the balance and insert
+        `entry` (its balance after filled in) and `reservation`, in one statement: the row
+        (balance after, `synchronous_commit` as set), or None when the balance cannot cover
+        it (nothing written)."""
+        params: dict[str, Any] = {
+            "p_owner_type": entry["owner_type"],
+            "p_owner_id": entry["owner_id"],
+            "p_delta": entry["amount_micro"],
+            "p_needed": -entry["amount_micro"],
+            "p_now": entry["created_at"],
+        }
+        params |= {f"e_{key}": value for key, value in entry.items()}
+        params |= {f"r_{key}": value for key, value in reservation.items()}
+        return run(self.conn, _HOLD_AT_ONCE, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
         run(self.conn, _RESERVE, reservation)

@@ -213,6 +213,11 @@ class Database:
             self._point_engine = self.engine
         else:  # connections of their own, read-only for good (`make_engine`)
             self._point_engine = make_engine(settings, point_reads=True)
+        self._single_statements = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            close_resets_only=False,
+        )
         self._point_reader = sessionmaker(
             self._point_engine.execution_options(**point),
             expire_on_commit=False,
@@ -240,6 +245,15 @@ class Database:
         sessions have read-only connections of their own, which refuse them; PostgreSQL's
         autocommit does not."""
         return self._unit_of_work(self._point_reader, durable=True)
+
+    def single_statements(self) -> AbstractContextManager[Session]:
+        """PostgreSQL: a write session in autocommit, for work that is one statement (atomic on
+        its own, as any statement is): no `BEGIN` and `COMMIT`, two round trips of a hold's
+        six (`Ledger.reserve_at_once`). Not for SQLite, whose writes must take the write turn
+        (`session()`); it has no round trips to save."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("single_statements is for PostgreSQL")
+        return self._unit_of_work(self._single_statements, durable=True)
 
     @contextmanager
     def _unit_of_work(self, factory: sessionmaker[Session], durable: bool) -> Iterator[Session]:
