@@ -17,7 +17,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    true,
+    update,
+)
 
 from sessionary.billing.models import (
     CreditBalance,
@@ -90,6 +105,80 @@ def _hold_at_once() -> Any:
 
 
 _HOLD_AT_ONCE = _hold_at_once()
+
+
+def _settle_at_once() -> Any:
+    """A settle's writes in one statement, for PostgreSQL: close the reservation if it is
+    open; from its row, give the hold back and take the charge out in one conditional balance
+    UPDATE (none when the balance with the hold back cannot cover the charge); from both rows,
+    the release entry and, for a charge above zero, the charge entry. Answers the closed
+    reservation with the balance after (NULL when the balance refused), or nothing when the
+    reservation was not open: what `Ledger.settle` then goes on from, as after `_CLOSE`."""
+    closed = _CLOSE.cte("closed")
+    charge = bindparam("p_charge", type_=BigInteger())
+    moved = (
+        update(_BALANCES)
+        .where(_BALANCES.c.owner_type == closed.c.owner_type)
+        .where(_BALANCES.c.owner_id == closed.c.owner_id)
+        .where(_BALANCES.c.balance_micro + closed.c.amount_micro - charge >= 0)
+        .values(
+            balance_micro=_BALANCES.c.balance_micro + closed.c.amount_micro - charge,
+            updated_at=bindparam("p_now", type_=UtcDateTime()),
+        )
+        .returning(_BALANCES.c.balance_micro)
+        .cte("moved")
+    )
+
+    def entry(kind: str, **values: Any) -> Any:
+        common = {
+            "owner_type": closed.c.owner_type,
+            "owner_id": closed.c.owner_id,
+            "account_id": closed.c.account_id,
+            "kind": literal(kind, String()),
+            "reservation_id": closed.c.id,
+            "request_id": bindparam("p_request_id", type_=String()),
+            "route": closed.c.route,
+            "created_at": bindparam("p_now", type_=UtcDateTime()),
+        }
+        row = common | values
+        columns = [column for column in _LEDGER.c]
+        chosen = [row.get(column.key, null()) for column in columns]
+        return select(*chosen).select_from(closed).join(moved, true())
+
+    released = entry(
+        "release",
+        id=bindparam("p_release_id", type_=String()),
+        amount_micro=closed.c.amount_micro,
+        balance_after_micro=moved.c.balance_micro + charge,
+    )
+    charged = entry(
+        "charge",
+        id=bindparam("p_charge_id", type_=String()),
+        amount_micro=-charge,
+        balance_after_micro=moved.c.balance_micro,
+        model=bindparam("p_model", type_=String()),
+        usage=bindparam("p_usage", type_=Text()),
+        subject_id=bindparam("p_subject_id", type_=String()),
+    ).where(charge > 0)
+    columns = [column for column in _LEDGER.c]
+    entries = insert(_LEDGER).from_select(columns, released.union_all(charged)).cte("entries")
+    return (
+        select(
+            closed.c.id,
+            closed.c.owner_type,
+            closed.c.owner_id,
+            closed.c.account_id,
+            closed.c.amount_micro,
+            closed.c.route,
+            moved.c.balance_micro,
+        )
+        .select_from(closed)
+        .outerjoin(moved, true())
+        .add_cte(entries)
+    )
+
+
+_SETTLE_AT_ONCE = _settle_at_once()
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -206,6 +295,26 @@ class LedgerStore(Store):
         params |= {f"e_{key}": value for key, value in entry.items()}
         params |= {f"r_{key}": value for key, value in reservation.items()}
         return run(self.conn, _HOLD_AT_ONCE, params).first()
+
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether this database takes a settle as one statement (`settle_at_once`)."""
+        return self.conn.dialect.name == "postgresql"
+
+    def settle_at_once(
+        self, reservation_id: str, charge_micro: int, details: dict[str, Any]
+    ) -> Any | None:
+        """PostgreSQL only (`_SETTLE_AT_ONCE`): the closed reservation's row with the balance
+        after the settle (None in `balance_micro` when the balance refused the charge: the
+        reservation is closed, nothing else written), or None when it was not open."""
+        params = {
+            "p_id": reservation_id,
+            "p_status": "settled",
+            "p_now": utcnow(),
+            "p_charge": charge_micro,
+            **details,
+        }
+        return run(self.conn, _SETTLE_AT_ONCE, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
         run(self.conn, _RESERVE, reservation)
