@@ -10,7 +10,10 @@ Methods only flush; the caller's unit of work commits.
 
 The hot path is lean: a reserve is one balance UPDATE and two INSERTs, a settle one reservation
 UPDATE, one balance UPDATE (hold back and charge out at once) and one ledger INSERT of its two
-entries. Holds of dead turns are swept by the HoldKeeper, and by a spender only when the balance
+entries. On PostgreSQL, where each statement is a round trip, each is one statement with
+data-modifying CTEs (`reserve_at_once`, and `settle` through `LedgerStore.settle_at_once`):
+the same rows under the same conditions, and whatever the one statement cannot do (a balance
+that refuses) goes on through the statements above. Holds of dead turns are swept by the HoldKeeper, and by a spender only when the balance
 would otherwise refuse it, so no reserve pays for a sweep that finds nothing.
 """
 
