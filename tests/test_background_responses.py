@@ -312,3 +312,27 @@ def test_a_server_that_stops_ends_its_background_responses_and_charges_what_they
     assert charged == turn_cost(payload["usage"], charged + 1)
     balance, ledger_sum, holds = money(db, tenant)
     assert balance == ledger_sum == FUNDS - charged and holds == 0
+
+
+def test_a_response_failed_elsewhere_is_stopped_here_as_lost(db: Database) -> None:
+    """The heartbeat finds one of this process's running responses no longer its own (another
+    process failed it as stale): its job is stopped, from the event loop, where its cancel
+    scope lives (cancelling it from the heartbeat's worker thread raised, and the job ran on)."""
+    import anyio
+
+    from sessionary.assistant.background import BackgroundRuns, _Job
+
+    runs = BackgroundRuns(db)
+
+    async def scenario() -> _Job:
+        job = _Job("resp_failed_elsewhere")
+        runs.jobs[job.response_id] = job
+        with job.scope:
+            assert await runs.beat() == 0
+            await anyio.sleep(5)  # cancelled at once
+        return job
+
+    began = time.monotonic()
+    job = anyio.run(scenario)
+    assert job.reason == "lost" and job.scope.cancelled_caught
+    assert time.monotonic() - began < 4

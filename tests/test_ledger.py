@@ -90,6 +90,13 @@ def test_settle_never_charges_more_than_the_owner_has(db: Database) -> None:
         held = ledger.reserve(ACME, 100)
         settled = ledger.settle(held.id, 5_000)
         assert (settled.charged_micro, settled.remaining_micro) == (100, 0)
+        ledger.grant(ACME, 300)
+        held = ledger.reserve(ACME, 200)
+        for past_a_bigint in (2**63 - 1, 2**63 + 150, 2**70):  # charges what there is, once
+            settled = ledger.settle(held.id, past_a_bigint)
+            assert (settled.charged_micro, settled.remaining_micro) == (300, 0)
+            held = ledger.reserve(ACME, 0)
+            ledger.grant(ACME, 300)
     check_invariants(db, ACME)
 
 

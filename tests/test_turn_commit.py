@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from sessionary.app import create_app
 from sessionary.config import Settings
@@ -85,6 +86,36 @@ def test_a_charge_that_cannot_commit_gives_the_hold_back(
     monkeypatch.undo()
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum == FUNDS and holds == 0
+    assert charges(db, payer) == []
+
+
+def _connection_lost(self: object, db: Session, *_: object) -> None:
+    """A transcript store whose connection dies under it (the server restarted between the
+    charge and the transcript): what the savepoint wrote cannot even be rolled back."""
+    db.connection().invalidate()
+    raise OperationalError(
+        "SAVEPOINT sa_savepoint_1", {}, Exception("server closed the connection")
+    )
+
+
+def test_a_transcript_that_loses_the_transaction_is_no_paid_turn_nor_a_500(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When storing the transcript lost the whole transaction (its connection), the charge
+    was lost with it: the answer is a 503 (not a 500 from the commit that followed, nor a 200
+    for a turn that was never paid), and the hold goes back. On both routes that store."""
+    from sessionary.assistant.chat_completions import ChatCompletions
+    from sessionary.assistant.service import AssistantService
+
+    monkeypatch.setattr(AssistantService, "_store", _connection_lost)
+    monkeypatch.setattr(ChatCompletions, "_store", _connection_lost)
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}], "store": True}
+    for path, body in (("/v1/responses", {"input": "Hi."}), ("/v1/chat/completions", chat)):
+        answer = remote.post(path, json=body, headers=payer.headers)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["error"]["code"] == "database_unavailable"
+    monkeypatch.undo()
+    assert money(db, payer) == (FUNDS, FUNDS, 0)
     assert charges(db, payer) == []
 
 

@@ -312,7 +312,7 @@ class BackgroundRuns:
                             job.stop("cancelled")
                 if time.monotonic() - beat >= self.heartbeat:
                     beat = time.monotonic()
-                    await anyio.to_thread.run_sync(self.tick)
+                    await self.beat()
                 if time.monotonic() - purge >= 60:
                     purge = time.monotonic()
                     await self._db(lambda b: b.purge_events(utcnow() - self.retention))
@@ -320,15 +320,23 @@ class BackgroundRuns:
                 log.warning("background_tick_failed", exc_info=True)
             await anyio.sleep(poll)
 
-    def tick(self) -> int:
-        """Beat for this process's responses (stopping those failed elsewhere), then fail the
-        responses of dead owners and release their holds; how many were failed."""
+    async def beat(self) -> int:
+        """`tick` in a worker thread, then the responses it found failed elsewhere stopped
+        here: a job's cancel scope belongs to the event loop (cancelling it from the worker
+        raised, and the lost job ran on). How many responses of dead owners were failed."""
+        lost, failed = await anyio.to_thread.run_sync(self.tick)
+        for response_id in lost:
+            if (job := self.jobs.get(response_id)) is not None:
+                job.stop("lost")
+        return failed
+
+    def tick(self) -> tuple[set[str], int]:
+        """Beat for this process's responses, then fail the responses of dead owners and
+        release their holds: the ids of this process's responses no longer its own (failed
+        elsewhere), and how many were failed."""
         ids = list(self.jobs)
         with self.database.session() as db:
-            alive = set(BackgroundResponses(db).heartbeat(self.process, ids))
-        for lost in set(ids) - alive:
-            if (job := self.jobs.get(lost)) is not None:
-                job.stop("lost")
+            lost = set(ids) - set(BackgroundResponses(db).heartbeat(self.process, ids))
         before = utcnow() - timedelta(seconds=3 * self.heartbeat)
         with self.database.session() as db:
             holds = BackgroundResponses(db).fail_stale(before, keep=set(self.jobs))
@@ -337,4 +345,4 @@ class BackgroundRuns:
                 ledger.release(hold)
         if holds:
             log.info("background_owner_died", failed=len(holds))
-        return len(holds)
+        return lost, len(holds)

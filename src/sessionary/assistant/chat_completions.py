@@ -45,7 +45,7 @@ from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.completions import CompletionService
 from sessionary.conversations.service import NewMessage
 from sessionary.external.service import ExternalUserService
-from sessionary.kit.db import Database
+from sessionary.kit.db import Database, apart
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
@@ -280,12 +280,12 @@ class ChatCompletions:
                     db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
                 if session_id is not None:
-                    try:
-                        with db.begin_nested():
-                            self._store(db, turn, payload, reply)
-                    except Exception:  # paid for and delivered all the same; the log says why
-                        log.exception(
-                            "chat_completion_not_stored", completion_id=turn.completion_id
+                    failed = apart(db, lambda: self._store(db, turn, payload, reply))
+                    if failed is not None:  # paid for and delivered all the same; the log says why
+                        log.error(
+                            "chat_completion_not_stored",
+                            completion_id=turn.completion_id,
+                            exc_info=failed,
                         )
                         payload.pop("session_id")
                 return settlement

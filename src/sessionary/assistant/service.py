@@ -44,7 +44,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
-from sessionary.kit.db import Database
+from sessionary.kit.db import Database, apart
 from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
@@ -373,15 +373,13 @@ class AssistantService:
                     usage=payload["usage"],
                     subject_id=turn.response_id,
                 )
-                try:
-                    with db.begin_nested():
-                        self._store(db, turn, payload, output)
-                except (ApiError, IntegrityError) as exc:  # the session went away meanwhile
+                failed = apart(db, lambda: self._store(db, turn, payload, output))
+                if isinstance(failed, (ApiError, IntegrityError)):  # the session went away
                     log.warning(
-                        "turn_not_stored", response_id=turn.response_id, reason=str(exc)[:200]
+                        "turn_not_stored", response_id=turn.response_id, reason=str(failed)[:200]
                     )
-                except Exception:  # paid for and delivered all the same; the log says why
-                    log.exception("turn_not_stored", response_id=turn.response_id)
+                elif failed is not None:  # paid for and delivered all the same; the log says why
+                    log.error("turn_not_stored", response_id=turn.response_id, exc_info=failed)
                 return settlement
 
         try:

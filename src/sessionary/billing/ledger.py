@@ -13,8 +13,9 @@ UPDATE, one balance UPDATE (hold back and charge out at once) and one ledger INS
 entries. On PostgreSQL, where each statement is a round trip, each is one statement with
 data-modifying CTEs (`reserve_at_once`, and `settle` through `LedgerStore.settle_at_once`):
 the same rows under the same conditions, and whatever the one statement cannot do (a balance
-that refuses) goes on through the statements above. Holds of dead turns are swept by the HoldKeeper, and by a spender only when the balance
-would otherwise refuse it, so no reserve pays for a sweep that finds nothing.
+that refuses) goes on through the statements above. Holds of dead turns are swept by the
+HoldKeeper, and by a spender only when the balance would otherwise refuse it, so no reserve pays
+for a sweep that finds nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sessionary.kit.request_context import current_request_id
 
 EntryKind = Literal["grant", "charge", "refund", "reservation", "release"]
 DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
+MAX_MICRO = 2**63 - 1  # the columns' range (BIGINT, SQLite's INTEGER)
 
 
 @dataclass(frozen=True)
@@ -237,18 +239,19 @@ class Ledger:
         agreed worst case); a reservation already released by expiry is charged from the balance
         as far as it goes; one already settled is not charged again (a second settle is a no-op).
         """
+        # No balance holds more than a BIGINT: a larger charge is refused as any charge the
+        # balance cannot cover is, and then takes what there is.
+        actual_micro = min(max(actual_micro, 0), MAX_MICRO)
         if self.store.writes_at_once:  # PostgreSQL: the common settle is one statement
             row = self.store.settle_at_once(
-                reservation_id,
-                max(actual_micro, 0),
-                self._entry_ids_and_details(model, usage, subject_id),
+                reservation_id, actual_micro, self._entry_ids_and_details(model, usage, subject_id)
             )
             if row is not None and row.balance_micro is not None:
-                return self._settled(row, max(actual_micro, 0), row.balance_micro)
+                return self._settled(row, actual_micro, row.balance_micro)
         else:
             row = self.store.close_reservation(reservation_id, "settled")
             if row is not None:
-                settled = self._settle_at_once(row, max(actual_micro, 0), model, usage, subject_id)
+                settled = self._settle_at_once(row, actual_micro, model, usage, subject_id)
                 if settled is not None:
                     return settled
         if row is None:

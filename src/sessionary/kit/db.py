@@ -189,6 +189,23 @@ def _fixed_savepoints(engine: Engine) -> None:
     dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
+def apart(db: Session, work: Callable[[], None]) -> Exception | None:
+    """Run `work` in a savepoint of `db`'s transaction, so that its failure rolls back only its
+    own writes: the error is returned for the caller to log, and the rest of the transaction
+    commits (a turn's charge, when its transcript cannot be stored). When the failure took the
+    transaction with it (the connection died: the savepoint itself could not be rolled back),
+    the error is raised instead: nothing of that transaction can commit, and the caller must
+    not answer as if it had (`tests/test_turn_commit.py -k lost`)."""
+    try:
+        with db.begin_nested():
+            work()
+    except Exception as exc:
+        if not db.is_active or not db.in_transaction():
+            raise
+        return exc
+    return None
+
+
 class Database:
     """One engine and two session factories: writers (BEGIN IMMEDIATE on SQLite) and readers."""
 
