@@ -29,7 +29,6 @@ import asyncio
 import time
 from typing import Any
 
-import psycopg
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.sql import Select
@@ -114,6 +113,8 @@ class AsyncReader:
         task.add_done_callback(self._tasks.discard)
 
     async def _open_one(self) -> None:
+        import psycopg  # only where PostgreSQL is used: SQLite servers never load the driver
+
         assert self._connect is not None
         args, kwargs = self._connect
         generation = self._generation
