@@ -8,7 +8,8 @@ the stub directly; Sessionary's `/v1/responses`, `/v1/chat/completions` and
 same stub. Each server runs with one worker process, and again with two (Sessionary's
 `/v1/responses` and the LiteLLM proxy); load comes from one asyncio client on loopback. With
 `BENCH_BASELINE_SRC` (a `src` directory of another checkout), that tree's three routes on SQLite
-run in the same run too ("before" rows), to compare a change side by side.
+and on PostgreSQL (a database of its own) run in the same run too ("before" rows), to compare a
+change side by side.
 
 CPU per request is the CPU time (user + system) of the server's whole process group during a
 load run divided by the requests it answered: work moved to another thread or process still
@@ -232,6 +233,17 @@ def sessionary(
     }
 
 
+def _another_database(uri: str, name: str) -> str:
+    """A new database `name` on the server of `uri` (libpq form), as a SQLAlchemy URL: another
+    tree's migrations get a schema of their own."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    own = uri.replace("/postgres?", f"/{name}?", 1)
+    return own.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
 def litellm(stub: str, work: Path, stack: ExitStack, workers: int = 1) -> Target | str:
     """LiteLLM's proxy in front of the same stub (stopped with `stack`), or why it could not
     run."""
@@ -439,9 +451,14 @@ def run(quick: bool) -> str:
             pair = sessionary(stub_url, work / f"{engine}-2", url, total, stack, 2, key)
             targets[f"{engine} responses x2"] = pair["responses"]
         baseline = os.environ.get("BENCH_BASELINE_SRC")
-        if baseline:  # the same routes from another checkout, in the same run
+        if baseline:  # the same routes from another checkout, in the same run, on both engines
             before = sessionary(stub_url, work / "before", None, total, stack, src=baseline)
             targets |= {f"before {route}": target for route, target in before.items()}
+            before_url = _another_database(pg.get_uri(), "before")
+            before = sessionary(
+                stub_url, work / "before-pg", before_url, total, stack, src=baseline
+            )
+            targets |= {f"before-pg {route}": target for route, target in before.items()}
         proxy = litellm(stub_url, work, stack)
         proxy_pair = litellm(stub_url, work, stack, workers=2)
         if isinstance(proxy, Target):
@@ -469,7 +486,8 @@ def run(quick: bool) -> str:
         " turn, in a rotated order), so the machine's slow spells fall on all paths alike."
         + (
             ' The "before" rows are the same three routes of another source tree'
-            " (`BENCH_BASELINE_SRC`), measured in the same run, taking turns with the others."
+            " (`BENCH_BASELINE_SRC`) on both engines, measured in the same run, taking turns"
+            " with the others."
             if "before responses" in got
             else ""
         ),
@@ -502,19 +520,20 @@ def run(quick: bool) -> str:
         "Sessionary /v1/chat/completions (SQLite)": on_sqlite["chat"],
         "Sessionary /v1/assistant/completion (SQLite)": on_sqlite["completion"],
     }
-    for route, path in (
-        ("responses", "/v1/responses"),
-        ("chat", "/v1/chat/completions"),
-        ("completion", "/v1/assistant/completion"),
-    ):
-        if f"before {route}" in got:
-            lines.append(
-                _row(
-                    f"before (`BENCH_BASELINE_SRC`): `{path}`, SQLite",
-                    got[f"before {route}"],
-                    direct_responses,
+    for prefix, engine in (("before", "SQLite"), ("before-pg", "PostgreSQL")):
+        for route, path in (
+            ("responses", "/v1/responses"),
+            ("chat", "/v1/chat/completions"),
+            ("completion", "/v1/assistant/completion"),
+        ):
+            if f"{prefix} {route}" in got:
+                lines.append(
+                    _row(
+                        f"before (`BENCH_BASELINE_SRC`): `{path}`, {engine}",
+                        got[f"{prefix} {route}"],
+                        direct_responses,
+                    )
                 )
-            )
     lines += [
         _row(
             "Sessionary `/v1/responses`, SQLite, 2 workers",
