@@ -23,7 +23,7 @@ from tests.conftest import Tenant
 
 def _sqlite_only(db: Database) -> None:
     if db.dialect != "sqlite":
-        pytest.skip("SQLite only: other engines always take the worker path")
+        pytest.skip("SQLite only: PostgreSQL awaits its key reads (test_async_read.py)")
 
 
 def _prefix(tenant: Tenant) -> str:
@@ -38,7 +38,7 @@ def _loop_row(db: Database, tenant: Tenant) -> Any:
 
 def test_a_loop_read_answers_what_a_session_reads(db: Database, tenant: Tenant) -> None:
     if db.dialect != "sqlite":
-        assert not db.loop_reads.enabled  # other engines always take the worker path
+        assert not db.loop_reads.enabled  # PostgreSQL awaits its reads instead (test_async_read.py)
         assert db.loop_reads.first(text("SELECT 1"), {}) == (False, None)  # type: ignore[arg-type]
         return
     with db.session() as session:
