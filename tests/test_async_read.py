@@ -14,13 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-import sessionary.accounts.principal as principal_module
 import sessionary.kit.async_read as async_read
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.store import AccountStore
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.db import Database
 from tests.conftest import Tenant
+from tests.test_loop_read import assert_keys_checked_without_the_worker
 
 
 def _postgres_only(db: Database) -> None:
@@ -218,16 +218,7 @@ def test_api_keys_are_resolved_without_the_worker_path(
         if reads._idle:
             break
         time.sleep(0.02)
-
-    def no_worker(*args: Any) -> Any:
-        raise AssertionError("the worker path was taken")
-
-    monkeypatch.setattr(principal_module, "_resolve", no_worker)
-    assert client.get("/v1/me", headers=tenant.headers).status_code == 200
-    wrong = {"Authorization": f"Bearer {tenant.api_key[:-1]}x"}
-    answer = client.get("/v1/me", headers=wrong)
-    assert answer.status_code == 401
-    assert answer.json()["error"]["message"] == "Invalid API key."
+    assert_keys_checked_without_the_worker(client, tenant, monkeypatch)
     with db.session() as session:
         AccountService(session).revoke_key(tenant.key_id)
     answer = client.get("/v1/me", headers=tenant.headers)

@@ -89,7 +89,7 @@ def _hold_at_once() -> Any:
     spent = _SPEND.cte("spent")
 
     def rows_from(table: Table, prefix: str, **computed: Any) -> Any:
-        columns = [column for column in table.c]
+        columns = list(table.c)
         values = [
             computed.get(column.key, bindparam(f"{prefix}{column.key}", type_=column.type))
             for column in columns
@@ -116,6 +116,7 @@ def _settle_at_once() -> Any:
     reservation was not open: what `Ledger.settle` then goes on from, as after `_CLOSE`."""
     closed = _CLOSE.cte("closed")
     charge = bindparam("p_charge", type_=BigInteger())
+    columns = list(_LEDGER.c)
     moved = (
         update(_BALANCES)
         .where(_BALANCES.c.owner_type == closed.c.owner_type)
@@ -141,7 +142,6 @@ def _settle_at_once() -> Any:
             "created_at": bindparam("p_now", type_=UtcDateTime()),
         }
         row = common | values
-        columns = [column for column in _LEDGER.c]
         chosen = [row.get(column.key, null()) for column in columns]
         return select(*chosen).select_from(closed).join(moved, true())
 
@@ -160,7 +160,6 @@ def _settle_at_once() -> Any:
         usage=bindparam("p_usage", type_=Text()),
         subject_id=bindparam("p_subject_id", type_=String()),
     ).where(charge > 0)
-    columns = [column for column in _LEDGER.c]
     entries = insert(_LEDGER).from_select(columns, released.union_all(charged)).cte("entries")
     return (
         select(
