@@ -122,15 +122,14 @@ class BertEncoder:
         """One model call: the sequences padded to the longest, one unit vector each."""
         count, length = len(ids), max(len(row) for row in ids)
         tokens = np.zeros((count, length), dtype=np.int64)
-        mask = np.zeros((count, length), dtype=np.float32)
+        mask = np.zeros((count, length), dtype=np.int32)
         for row, seq in enumerate(ids):
             tokens[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
-        # Padding keys get the same large negative bias as transformers' extended mask.
-        bias = ((1 - mask) * np.finfo(np.float32).min)[:, None, None, :]
-        feed = {"ids": tokens, "positions": np.arange(length, dtype=np.int64), "bias": bias}
+        feed = {"ids": tokens, "positions": np.arange(length, dtype=np.int64), "mask": mask}
         hidden = self._session.run(None, feed)[0]
-        pooled = np.einsum("bl,bld->bd", mask, hidden) / mask.sum(axis=1, keepdims=True)
+        weights = mask.astype(np.float32)
+        pooled = np.einsum("bl,bld->bd", weights, hidden) / weights.sum(axis=1, keepdims=True)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         unit: Matrix = pooled / np.maximum(norms, np.float32(1e-12))
         return unit

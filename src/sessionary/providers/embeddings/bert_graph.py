@@ -3,10 +3,16 @@
 No ONNX file ships or is downloaded: the graph is a dozen node kinds written out here, its
 initializers the safetensors tensors (linear weights transposed to (in, out), query, key and
 value joined into one product). Inputs: token ids (batch, length), their positions (length)
-and the attention bias (batch, 1, 1, length: 0 for a token, a large negative number for
-padding). Output: the last layer's hidden states (batch, length, hidden); pooling is the
-caller's. Standard operators only (opset 20: LayerNormalization, exact-erf Gelu), which ONNX
-Runtime's optimizer fuses (bias + GELU, residual + layer norm) when the session loads.
+and the attention mask (batch, length: 1 for a token, 0 for padding). Output: the last layer's
+hidden states (batch, length, hidden); pooling is the caller's. Standard operators (opset 20:
+LayerNormalization, exact-erf Gelu), which ONNX Runtime's optimizer fuses (bias + GELU,
+residual + layer norm) when the session loads, and one of ONNX Runtime's own for self-attention
+(`com.microsoft` Attention: the QKV product, the heads' scores, the masked softmax and the
+context in one kernel). Written with standard operators, attention was thirteen nodes a layer
+the optimizer left apart. Measured side by side on 2 cores, the fused kernel embeds a query of
+about ten tokens in 3.2 ms against 3.6 (p50 of the search benchmark's queries) and 512 Oslo
+listings at 43 records/s against 35, with the same vectors (cosine ≥ 0.9999998 between the
+two graphs' vectors).
 
 The weights stay out of the serialized graph: each is declared there as external data and
 handed to ONNX Runtime as the NumPy array itself (`BertGraph.weights`, for
@@ -17,7 +23,6 @@ at 650 MB for 90 MB of weights, and peaks at 340 MB this way.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 Matrix = NDArray[np.float32]
 
 OPSET = 20  # the first with Gelu
+ORT_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators (Attention)
 IR_VERSION = 10  # what ONNX Runtime 1.20 and later read
 
 
@@ -79,11 +85,11 @@ class _Builder:
         self.weights[name] = np.ascontiguousarray(array)
         return name
 
-    def op(self, kind: str, *inputs: str, **attributes: Any) -> str:
+    def op(self, kind: str, *inputs: str, domain: str = "", **attributes: Any) -> str:
         from onnx import helper
 
         out = f"n{len(self.nodes)}"
-        self.nodes.append(helper.make_node(kind, list(inputs), [out], **attributes))
+        self.nodes.append(helper.make_node(kind, list(inputs), [out], domain=domain, **attributes))
         return out
 
 
@@ -92,7 +98,6 @@ def bert_graph(w: dict[str, Matrix], shape: BertShape) -> BertGraph:
     from onnx import TensorProto, helper
 
     b = _Builder()
-    size = shape.hidden // shape.heads
 
     def linear(x: str, name: str, weight: Matrix, bias: Matrix) -> str:
         product = b.op("MatMul", x, b.const(name, np.ascontiguousarray(weight.T)))
@@ -111,11 +116,6 @@ def bert_graph(w: dict[str, Matrix], shape: BertShape) -> BertGraph:
     def pair(prefix: str) -> tuple[Matrix, Matrix]:
         return w[prefix + ".weight"], w[prefix + ".bias"]
 
-    heads_shape = b.const("heads_shape", np.array([0, 0, 3, shape.heads, size], np.int64))
-    hidden_shape = b.const("hidden_shape", np.array([0, 0, shape.hidden], np.int64))
-    scale = b.const("scale", np.float32(1 / math.sqrt(size)))
-    picks = [b.const(f"pick{i}", np.array(i, np.int64)) for i in range(3)]
-
     words = b.op("Gather", b.const("words", w["embeddings.word_embeddings.weight"]), "ids")
     places = b.op(
         "Gather", b.const("places", w["embeddings.position_embeddings.weight"]), "positions"
@@ -128,14 +128,16 @@ def bert_graph(w: dict[str, Matrix], shape: BertShape) -> BertGraph:
         a = p + "attention."
         qkv_weight = np.concatenate([w[f"{a}self.{n}.weight"] for n in ("query", "key", "value")])
         qkv_bias = np.concatenate([w[f"{a}self.{n}.bias"] for n in ("query", "key", "value")])
-        qkv = linear(x, f"{p}qkv", qkv_weight, qkv_bias)
-        # (batch, length, 3, heads, size) → (3, batch, heads, length, size)
-        qkv = b.op("Transpose", b.op("Reshape", qkv, heads_shape), perm=[2, 0, 3, 1, 4])
-        q, k, v = (b.op("Gather", qkv, pick, axis=0) for pick in picks)
-        scores = b.op("MatMul", q, b.op("Transpose", k, perm=[0, 1, 3, 2]))
-        scores = b.op("Softmax", b.op("Add", b.op("Mul", scores, scale), "bias"), axis=-1)
-        context = b.op("Transpose", b.op("MatMul", scores, v), perm=[0, 2, 1, 3])
-        context = b.op("Reshape", context, hidden_shape)
+        # (batch, length, hidden) in and out; padding keys masked by the 0/1 `mask`.
+        context = b.op(
+            "Attention",
+            x,
+            b.const(f"{p}qkv", np.ascontiguousarray(qkv_weight.T)),
+            b.const(f"{p}qkv.bias", qkv_bias),
+            "mask",
+            domain=ORT_DOMAIN,
+            num_heads=shape.heads,
+        )
         attended = linear(context, f"{a}out", *pair(a + "output.dense"))
         x = norm(b.op("Add", attended, x), f"{a}norm", *pair(a + "output.LayerNorm"))
         up = b.op("Gelu", linear(x, f"{p}up", *pair(p + "intermediate.dense")))
@@ -148,7 +150,7 @@ def bert_graph(w: dict[str, Matrix], shape: BertShape) -> BertGraph:
         [
             helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "length"]),
             helper.make_tensor_value_info("positions", TensorProto.INT64, ["length"]),
-            helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["batch", 1, 1, "length"]),
+            helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "length"]),
         ],
         [
             helper.make_tensor_value_info(
@@ -158,6 +160,8 @@ def bert_graph(w: dict[str, Matrix], shape: BertShape) -> BertGraph:
         b.initializers,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(ORT_DOMAIN, 1)],
+        ir_version=IR_VERSION,
     )
     return BertGraph(model.SerializeToString(), b.weights)
