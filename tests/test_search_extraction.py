@@ -164,3 +164,99 @@ def test_an_empty_answer_says_why(client: TestClient, funded: Tenant) -> None:  
         {"template_id": template, "search_term": "flat in Bergen"},
     ).json()
     assert found["results"] and "notice" not in found
+
+
+def _scanned_value_matches(extractor: Extractor, tokens: list[str]) -> list[Any]:
+    """The plain scan `ValueIndex` replaced, as the specification of its answer: every phrase
+    tried at every position, then every distinctive word against every word."""
+    found: list[Any] = []
+    for path in extractor.of_kind("categorical"):
+        entry = extractor.words[path]
+        phrases = [(v, ws) for v, ws in entry.values.items() if ws]
+        phrases += [(v, ws) for v, taught in entry.value_aliases.items() for ws in taught]
+        for value, value_words in phrases:
+            n, squeezed = len(value_words), "".join(value_words)
+            for start in range(len(tokens)):
+                if tokens[start : start + n] == value_words:
+                    found.append((start, start + n, path, value))
+                for width in range(1, 5):
+                    piece = tokens[start : start + width]
+                    if len(piece) == width and width != n and "".join(piece) == squeezed:
+                        found.append((start, start + width, path, value))
+        for word, value in entry.distinctive.items():
+            stem_only = len(entry.values.get(value, [])) < 2 and word == compact(value)
+            for i, token in enumerate(tokens):
+                if token.isalpha() and (
+                    (token == word and not stem_only)
+                    or (token != word and len(word) >= 4 and same_stem(token, word))
+                ):
+                    found.append((i, i + 1, path, value))
+    return found
+
+
+def test_value_index_finds_what_the_plain_scan_finds_in_its_order(
+    oslo_schema: dict[str, Any],
+) -> None:
+    import random
+
+    from sessionary.search.extraction import Query
+
+    options = {
+        "room_type": {"value_aliases": {"Private room": ["a room", "just a room", "privat"]}},
+        "neighbourhood": {"value_aliases": {"Frogner": ["west end", "frog ner"]}},
+    }
+    extractor = Extractor(oslo_schema, options)
+    # Every word any value, phrase or distinctive word is made of, their stems' neighbours
+    # (`japanese` for `japan`), and the words of the shared queries.
+    vocabulary: set[str] = set()
+    for path in extractor.of_kind("categorical"):
+        entry = extractor.words[path]
+        for ws in [*entry.values.values(), *(w for t in entry.value_aliases.values() for w in t)]:
+            vocabulary.update(ws)
+            vocabulary.add("".join(ws))
+        for word in entry.distinctive:
+            vocabulary.update({word, word + "s", word[:-1], word + "ese"})
+    queries = json.loads((DATA / "listing_queries_dev.json").read_text())["queries"]
+    texts = [q["q"] for q in queries] + [q for q, _ in PARAPHRASES]
+    for text in texts:
+        vocabulary.update(Query(text).tokens)
+    words = sorted(vocabulary) + ["7", "1200", "the", "in", "not"]
+    rng = random.Random(7)
+    token_lists = [Query(text).tokens for text in texts]
+    token_lists += [[rng.choice(words) for _ in range(rng.randint(1, 12))] for _ in range(3000)]
+    compared = 0
+    for tokens in token_lists:
+        expected = _scanned_value_matches(extractor, tokens)
+        got = extractor._value_matches(Query(" ".join(tokens)))
+        if Query(" ".join(tokens)).tokens != tokens:
+            continue  # a word the tokenizer splits: not a query this scan would see
+        assert got == expected, tokens
+        compared += bool(expected)
+    assert compared > 1000  # most lists name some value: the comparison is not vacuous
+
+
+def test_field_names_answer_as_the_plain_rules_do(oslo_schema: dict[str, Any]) -> None:
+    """`FieldWords.names` tries its stem and abbreviation rules only where first letters allow
+    them: the same answers as trying them all, for every field and many words."""
+    from sessionary.search.vocabulary import singular
+
+    extractor = Extractor(oslo_schema, {"price": {"aliases": ["nightly rate"]}})
+    entries = list(extractor.words.values())
+    vocabulary = {w for e in entries for w in e.name} | {"nightly", "rate", "hp", "mpg", "ab"}
+    vocabulary |= {w + suffix for w in list(vocabulary) for suffix in ("s", "ing", "ed", "er")}
+    vocabulary |= {w[:n] for w in list(vocabulary) for n in (1, 2, 3, 4, 5)}
+    vocabulary |= {"".join(w[0] for w in e.name if w) for e in entries}  # initials
+    named = 0
+    for entry in entries:
+        for word in sorted(vocabulary):
+            t = singular(word)
+            plain = (
+                t in entry.name
+                or any(same_stem(t, w) for w in entry.name)
+                or abbreviates(t, entry.name)
+            )
+            assert entry.names([word]) == plain, (entry.path, word)
+            named += plain
+    price = extractor.words["price"]
+    assert price.names(["nightly", "rates"]) and not price.names(["rate"])  # all of an alias
+    assert named > 50

@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -185,10 +186,30 @@ class FieldWords:
         wanted = [singular(t) for t in tokens]
         if any(alias == wanted for alias in self.aliases):
             return True
-        return any(
-            t in self.name or any(same_stem(t, w) for w in self.name) or abbreviates(t, self.name)
-            for t in wanted
-        )
+        return any(self._names_word(t) for t in wanted)
+
+    def _names_word(self, word: str) -> bool:
+        """`word` is a name word, shares its stem or abbreviates the name. Asked of each field
+        for most words of every query: the stem and abbreviation rules run only where their
+        first letters allow them (a stem shares its first four, an abbreviation its first or
+        is the initials), half the cost of an extraction on the Oslo listings before."""
+        if word in self.name:
+            return True
+        stems, initials, first = self._name_keys
+        if len(word) >= 4 and word[:4] in stems and any(same_stem(word, w) for w in self.name):
+            return True
+        if word == initials or (len(word) <= 4 and word[:1] == first):
+            return abbreviates(word, self.name)
+        return False
+
+    @cached_property
+    def _name_keys(self) -> tuple[frozenset[str], str | None, str | None]:
+        """The name words' first four letters, the initials of a name of several words, and
+        the first letter of a name of one."""
+        stems = frozenset(w[:4] for w in self.name if len(w) >= 4)
+        initials = "".join(w[0] for w in self.name if w) if len(self.name) > 1 else None
+        first = self.name[0][:1] if len(self.name) == 1 and self.name[0] else None
+        return stems, initials, first
 
 
 def field_words(path: str, info: dict[str, Any], options: dict[str, Any] | None) -> FieldWords:
