@@ -293,21 +293,6 @@ def test_worker_units_of_work_run_at_most_db_threads_at_once(settings: Settings)
         database.dispose()
 
 
-def test_database_threads_default_by_engine_and_the_setting_wins(settings: Settings) -> None:
-    """One thread on SQLite (one writer at a time: more only add GIL hand-offs), four on
-    PostgreSQL (each waits on the network); `SESSIONARY_DB_THREADS` overrides either."""
-    from sessionary.config import POSTGRES_DB_THREADS, SQLITE_DB_THREADS
-
-    sqlite = settings.model_copy(update={"database_url": None, "db_threads": None})
-    postgres = sqlite.model_copy(update={"database_url": "postgresql://u@h/db"})
-    for copied in (sqlite, postgres):
-        copied.__dict__.pop("sqlalchemy_url", None)  # a copy keeps the cached URL
-    assert (SQLITE_DB_THREADS, POSTGRES_DB_THREADS) == (1, 4)
-    assert sqlite.database_threads == 1 and postgres.database_threads == 4
-    assert sqlite.model_copy(update={"db_threads": 3}).database_threads == 3
-    assert Settings(database_url="postgresql://u@h/db", db_threads=2).database_threads == 2
-
-
 def test_a_turn_counted_through_a_local_model_does_not_take_a_database_thread() -> None:
     """A local model counts a prompt on the worker that generates (busy for seconds with
     another turn): its turns plan on anyio's default pool (`waits_elsewhere`), so a queue of

@@ -26,10 +26,6 @@ from sessionary.settings.pricing import PricingSettings
 from sessionary.settings.providers import LOCAL_MAX_OUTPUT_TOKENS, ProviderSettings
 from sessionary.settings.search import SearchSettings
 
-# Worker threads for the short database work of one process, by engine (`database_threads`).
-SQLITE_DB_THREADS = 1
-POSTGRES_DB_THREADS = 4
-
 
 class CorsSettings(BaseModel):
     """`SESSIONARY_CORS__ORIGINS='["https://app.example"]'`: pages allowed to call the API.
@@ -85,13 +81,12 @@ class Settings(BaseSettings):
         "server's max_connections.",
     )
     db_max_overflow: int = Field(default=10, ge=0)
-    db_threads: int | None = Field(
-        default=None,
+    db_threads: int = Field(
+        default=4,
         ge=1,
         le=256,
         description="Worker threads per process that run the short database work of turns, "
-        "searches and key checks at once (default: 1 on SQLite, 4 on PostgreSQL; more only "
-        "contend for the GIL and the database).",
+        "searches and key checks at once; more only contend for the GIL and the database.",
     )
     log_level: str = "INFO"
     log_json: bool | Literal["auto"] = Field(
@@ -227,18 +222,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
-
-    @property
-    def database_threads(self) -> int:
-        """`db_threads`, or the engine's default. SQLite takes one writer at a time and its
-        statements are microseconds of C, so a second thread only adds GIL hand-offs: at 16
-        clients on one process, one thread served `/v1/responses` at 233 req/s with 3.6 ms of
-        CPU each, two at 217 (3.95 ms), four at 191 (4.8 ms), measured side by side. On
-        PostgreSQL a thread waits on the network for each statement and four keep the same
-        throughput as one or two at 16 and 64 clients."""
-        if self.db_threads is not None:
-            return self.db_threads
-        return SQLITE_DB_THREADS if self.is_sqlite else POSTGRES_DB_THREADS
 
     @property
     def base_url(self) -> str:

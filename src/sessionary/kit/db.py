@@ -214,7 +214,7 @@ class Database:
         self.engine = make_engine(settings)
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)  # SQLite
-        self.async_reads = AsyncReader(self.engine, settings.database_threads)  # PostgreSQL
+        self.async_reads = AsyncReader(self.engine, settings.db_threads)  # PostgreSQL
         self._limiters: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
@@ -286,7 +286,7 @@ class Database:
 
     async def in_worker(self, work: Callable[[], T], *, waits_elsewhere: bool = False) -> T:
         """Run `work` (short units of work: a turn's plan and hold, its settle, a search's
-        reads and charge, a key check) in a worker thread, at most `database_threads` at once.
+        reads and charge, a key check) in a worker thread, at most `db_threads` at once.
 
         `waits_elsewhere`: `work` may wait on something slow outside the database (a local
         model's tokenizer, queued behind that model's generations): it then runs on anyio's
@@ -296,8 +296,7 @@ class Database:
         anyio's default pool lets 40 threads run at once; past a few they only contend for the
         GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores): in
         `python -m bench --only gateway`, `/v1/responses` at 64 clients on one worker went from
-        225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4, and SQLite does
-        better still with one (`Settings.database_threads`). Long work (an
+        225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4. Long work (an
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
         to end."""
@@ -308,7 +307,7 @@ class Database:
         """This event loop's limiter (a limiter belongs to the loop it was first used in)."""
         loop = asyncio.get_running_loop()
         if self._limiters is None or self._limiters[0] is not loop:
-            self._limiters = (loop, CapacityLimiter(self.settings.database_threads))
+            self._limiters = (loop, CapacityLimiter(self.settings.db_threads))
         return self._limiters[1]
 
     def ping(self) -> None:
