@@ -119,6 +119,64 @@ def test_sqlite_write_turn_is_handed_over_however_a_transaction_ends(
         db.dispose()
 
 
+def test_sqlite_write_turn_is_handed_over_after_the_commit_has_run(
+    settings: Settings, backend: str
+) -> None:
+    """The next writer gets the in-process write turn only once the COMMIT (or ROLLBACK) has
+    run, not when SQLAlchemy announces it: its BEGIN IMMEDIATE then never meets SQLite's lock
+    still held (which sends it napping in the busy handler; with no busy timeout, as here, it
+    fails at once). Each transaction is held open in its "commit"/"rollback" event for 0.1 s
+    while another thread asks for a write session."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only")
+    from sqlalchemy import event
+
+    db = Database(settings.model_copy(update={"sqlite_busy_timeout_ms": 2000}))
+    upgrade(db)
+
+    @event.listens_for(db.engine, "connect")
+    def _no_busy_wait(dbapi_connection: object, _record: object) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[attr-defined]
+
+    db.engine.dispose()  # connections from here on wait nowhere but on the write turn
+    failures: list[BaseException] = []
+
+    def other_writer() -> None:
+        try:
+            with db.session() as session:
+                session.execute(text("INSERT INTO t VALUES (0)"))
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            failures.append(error)
+
+    def while_ending(_conn: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            other = threading.Thread(target=other_writer)
+            other.start()
+            time.sleep(0.1)  # the other writer asks for the turn before the COMMIT runs
+            ending.append(other)
+
+    ending: list[threading.Thread] = []
+    try:
+        with db.session() as session:
+            session.execute(text("CREATE TABLE t (n INTEGER)"))
+        event.listen(db.engine, "commit", while_ending)
+        event.listen(db.engine, "rollback", while_ending)
+        with db.session() as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(ZeroDivisionError), db.session() as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+            raise ZeroDivisionError
+        event.remove(db.engine, "commit", while_ending)
+        event.remove(db.engine, "rollback", while_ending)
+        for other in ending:
+            other.join()
+        assert len(ending) >= 2 and failures == []
+        with db.session(write=False) as session:
+            assert sorted(session.execute(text("SELECT n FROM t")).scalars()) == [0, 0, 1]
+    finally:
+        db.dispose()
+
+
 def test_sqlite_begin_on_a_database_locked_elsewhere_is_sqlalchemys_error(
     settings: Settings, backend: str
 ) -> None:

@@ -68,11 +68,17 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool)
         cursor.close()
 
     # Held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's own write lock is
-    # (so it waits wherever SQLite would have), and released by whichever thread ends it.
+    # (so it waits wherever SQLite would have), and released by whichever thread ends it: after
+    # the COMMIT or ROLLBACK has run. SQLAlchemy's "commit" and "rollback" events come before
+    # it, and a turn handed over there let the next writer's BEGIN IMMEDIATE meet the lock still
+    # held and nap in SQLite's busy handler (a millisecond at least): at 16 clients, four threads
+    # served 218 turns a second that way and 259 with the turn handed over after.
     write_turn = threading.Lock()
+    holder: list[Any] = [None]  # the DB-API connection whose transaction holds the turn
 
-    def _release(info: dict[Any, Any]) -> None:
-        if info.pop(_WRITE_TURN, False):
+    def _release(dbapi_connection: Any) -> None:
+        if dbapi_connection is not None and holder[0] is dbapi_connection:
+            holder[0] = None
             write_turn.release()
 
     @event.listens_for(engine, "begin")
@@ -84,22 +90,40 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool)
             return
         if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
             raise PoolTimeout("No write turn on the SQLite database in time.")
-        conn.info[_WRITE_TURN] = True
+        raw = conn.connection.dbapi_connection
+        holder[0] = conn.info[_WRITE_TURN] = raw
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
         except BaseException:
-            _release(conn.info)
+            _release(raw)
             raise
 
-    def _on_end(conn: Any) -> None:
-        _release(conn.info)
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
 
-    event.listen(engine, "commit", _on_end)
-    event.listen(engine, "rollback", _on_end)
+    def do_commit(connection: Any) -> None:
+        try:
+            commit(connection)
+        finally:
+            _release(getattr(connection, "dbapi_connection", connection))
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            _release(getattr(connection, "dbapi_connection", connection))
+
+    # This engine's own dialect object: its transactions end through these.
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _error: Any) -> None:
+        _release(dbapi_connection)  # its transaction is gone with it
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        _release(record.info)  # a connection returned mid-transaction (closed, invalidated)
+        _release(record.info.pop(_WRITE_TURN, None))  # returned mid-transaction
 
 
 # A pooled PostgreSQL connection unused for this long is pinged before it is handed out. At 1 s,
