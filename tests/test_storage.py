@@ -145,7 +145,7 @@ def test_sqlite_write_turn_is_handed_over_after_the_commit_has_run(
         try:
             with db.session() as session:
                 session.execute(text("INSERT INTO t VALUES (0)"))
-        except BaseException as error:  # noqa: BLE001 (reported below)
+        except BaseException as error:
             failures.append(error)
 
     def while_ending(_conn: object) -> None:
