@@ -50,7 +50,6 @@ T = TypeVar("T")
 READ_ONLY_OPTION = "sessionary_read_only"
 # SQLite: a point-reads session opens no transaction; each of its statements is its own.
 _NO_BEGIN_OPTION = "sessionary_no_begin"
-_WRITE_TURN = "sessionary_write_turn"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool) -> None:
@@ -92,7 +91,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool)
         if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
             raise PoolTimeout("No write turn on the SQLite database in time.")
         raw = conn.connection.dbapi_connection
-        holder[0] = conn.info[_WRITE_TURN] = raw
+        holder[0] = raw
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
         except BaseException:
@@ -123,8 +122,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool)
         _release(dbapi_connection)  # its transaction is gone with it
 
     @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        _release(record.info.pop(_WRITE_TURN, None))  # returned mid-transaction
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        _release(dbapi_connection)  # returned mid-transaction and not rolled back
 
 
 # A pooled PostgreSQL connection unused for this long is pinged before it is handed out. At 1 s,

@@ -93,6 +93,7 @@ class ValueIndex:
     (widest last); then distinctive words, word by word, each by position."""
 
     def __init__(self, entry: FieldWords) -> None:
+        self.path = entry.path
         phrases = [(v, ws) for v, ws in entry.values.items() if ws]
         phrases += [(v, ws) for v, taught in entry.value_aliases.items() for ws in taught]
         # first word -> (phrase order, value, words); letters without spaces -> (order, value, n)
@@ -114,7 +115,8 @@ class ValueIndex:
             if len(word) >= 4:
                 self.by_stem.setdefault(word[:4], []).append((order, word, value))
 
-    def matches(self, tokens: list[str], path: str) -> list[tuple[int, int, str, str]]:
+    def matches(self, tokens: list[str]) -> list[tuple[int, int, str, str]]:
+        path = self.path
         phrased: list[tuple[tuple[int, int, int], tuple[int, int, str, str]]] = []
         for start, token in enumerate(tokens):
             for order, value, value_words in self.by_first.get(token, ()):
@@ -222,8 +224,8 @@ class Extractor:
         (`ValueIndex`, which finds them in the query's words instead of trying each phrase at
         each position)."""
         found: list[tuple[int, int, str, str]] = []
-        for path in self.of_kind("categorical"):
-            found.extend(self._indexes[path].matches(query.tokens, path))
+        for index in self._indexes.values():  # the categorical fields, in the schema's order
+            found.extend(index.matches(query.tokens))
         return found
 
     def _categorical(self, query: Query, filters: dict[str, Any]) -> None:
