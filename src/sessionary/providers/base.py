@@ -186,6 +186,13 @@ class EmbeddingModel(Protocol):
         ...
 
 
+def embeds_in_process(embedder: EmbeddingModel) -> bool:
+    """True when the embedder runs in this process (its optional `in_process` says so): an
+    embedding then costs only this server's CPU, never a bill from elsewhere, so a search need
+    not hold credits while it runs (`SearchService.search`)."""
+    return bool(getattr(embedder, "in_process", False))
+
+
 def count_from_worker(embedder: EmbeddingModel, texts: Sequence[str]) -> int:
     """`embedder.count_tokens` from a worker thread: right there when the model can count at
     once (its optional `count_tokens_now` answers), else through the event loop, a hop that

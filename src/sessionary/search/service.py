@@ -2,13 +2,15 @@
 
 The verbs routes call: `ingest` (and `ingest_plain_text`), `delete`, `search` (a `SearchQuery`),
 `embeddings` (raw vectors), `list` and `status`. A search: check the query (query.py) → plan in
-one read transaction (the template, extracted and given filters) → reserve and embed the query
-→ retrieve (retrieval.py) → settle → `Found`, which the route shapes with answers.py.
+one read transaction (the template, extracted and given filters) → check the balance (a model in
+this process) or reserve (a model elsewhere) and embed the query → retrieve (retrieval.py) →
+charge or settle → `Found`, which the route shapes with answers.py.
 
 Embedding happens before any write transaction, so no lock is held while the model works;
 documents, counts, hash and version then change in one transaction (the template row locked on
 PostgreSQL, the database's write lock on SQLite), so racing upserts of the same ids never
-duplicate. Inputs are billed at the embedding price through `Meter` (reserve, then settle).
+duplicate. Inputs are billed at the embedding price through `Meter` (reserve, then settle; a
+search whose query a model in this process embeds: a balance check, then one conditional charge).
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
-from sessionary.providers.base import ChatRequest, ChatResult, count_from_worker
+from sessionary.providers.base import (
+    ChatRequest,
+    ChatResult,
+    count_from_worker,
+    embeds_in_process,
+)
 from sessionary.providers.container import Providers
 from sessionary.search import detection, llm_extraction
 from sessionary.search.ann import AnnPolicy
@@ -372,12 +379,14 @@ class SearchService:
         return Semantic(embedder.name, embed)
 
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
-        """Check the query, plan its filters, embed it (billed), rank, and settle the charge.
+        """Check the query, plan its filters, embed it (billed), rank, and charge.
 
         Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
-        rank, charge: `_rank_then_charge`); one the model embeds is three (plan, count and hold;
-        the model's call; rank and settle). That hold is taken before the model runs, and
-        settled or released after."""
+        rank, charge: `_rank_then_charge`); one the model embeds is three (plan and count;
+        the model's call; rank and charge). Credits are held while the model runs only when
+        it runs elsewhere (a paid API): a model in this process costs this server nothing but
+        CPU, so the balance is checked before it runs and the charge after ranking is
+        conditional, as for a cached vector."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
@@ -386,36 +395,51 @@ class SearchService:
         )
         if found is not None:
             return found
-        assert reservation is not None
-        meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
-        embedder = self.providers.embedder()
-        try:
-            batch = await embedder.embed([plan.text])
-            vector = np.asarray(batch.vectors, dtype=np.float32)[0]
-            self.query_vectors.put(
-                cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens
+        if reservation is None:  # embedded in this process: checked, nothing held
+            vector, tokens = await self._embed_query(caller, plan)
+            return await self.db.in_worker(
+                lambda: self._rank_then_charge(
+                    plan, owner, vector, tokens, limit, query, checked=True
+                )
             )
+        meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
+        try:
+            vector, tokens = await self._embed_query(caller, plan)
         except BaseException:
             await meter.release()
             raise
         return await self.db.in_worker(
-            lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
+            lambda: self._finish(plan, vector, tokens, limit, query, meter)
         )
+
+    async def _embed_query(self, caller: Principal, plan: Plan) -> tuple[np.ndarray, int]:
+        """The query's vector and the tokens it is billed for, remembered for next time."""
+        embedder = self.providers.embedder()
+        batch = await embedder.embed([plan.text])
+        vector = np.asarray(batch.vectors, dtype=np.float32)[0]
+        self.query_vectors.put(
+            cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens
+        )
+        return vector, batch.input_tokens
 
     def _begin(
         self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
     ) -> tuple[Plan, Found | None, Reservation | None]:
-        """On a worker thread: the plan, then the hold. A cached vector is held at the tokens
-        the model counted the first time (billed as if it ran) and the search finishes here;
-        otherwise the model's own count is held and the caller embeds (the hold is wrapped in
-        a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
+        """On a worker thread: the plan, then the money. A cached vector is billed at the
+        tokens the model counted the first time (as if it ran) and the search finishes here.
+        Otherwise the model's own count is priced: a model in this process gets a balance
+        check (402 before it runs; no reservation is returned), one elsewhere a hold (wrapped
+        in a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
         plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
         known = self.query_vectors.get(cache_scope(caller.account_id, embedder.name), plan.text)
         if known is None:
-            counted = count_from_worker(embedder, [plan.text])
-            held = self.pricing.embedding(counted)
-            return plan, None, Meter.hold(self.db, owner, held, query.route)
+            price = self.pricing.embedding(count_from_worker(embedder, [plan.text]))
+            if embeds_in_process(embedder):
+                with self.db.point_reads() as session:
+                    Meter.ensure_covered(session, owner, price)
+                return plan, None, None
+            return plan, None, Meter.hold(self.db, owner, price, query.route)
         vector, tokens = known
         return plan, self._rank_then_charge(plan, owner, vector, tokens, limit, query), None
 
@@ -427,15 +451,18 @@ class SearchService:
         tokens: int,
         limit: int,
         query: SearchQuery,
+        *,
+        checked: bool = False,
     ) -> Found:
-        """A cached vector costs nothing outside this process, so nothing is held: 402 before
-        ranking when the balance cannot cover the price (the model's first count, as if it ran),
-        then one conditional charge, 402 if concurrent spending took the credits meanwhile (the
-        hits are then never shown). One write transaction where a hold and a settle took two."""
+        """Nothing is held: 402 before ranking when the balance cannot cover the price (unless
+        the caller has just `checked` it), then one conditional charge, 402 if concurrent
+        spending took the credits meanwhile (the hits are then never shown). One write
+        transaction where a hold and a settle took two."""
         template = plan.template
         price = self.pricing.embedding(tokens)
         with self.db.session(write=False) as session:  # pgvector's SET LOCAL needs one
-            Meter.ensure_covered(session, owner, price)
+            if not checked:
+                Meter.ensure_covered(session, owner, price)
             hits, path = self._retrieve(session, plan, vector, limit, query)
         with self.db.session() as session:
             settlement = Meter.charge_in(

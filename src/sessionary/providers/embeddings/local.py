@@ -62,6 +62,7 @@ def _max_tokens(path: Path) -> int:
 
 class LocalEmbeddings:
     dimension = 384
+    in_process = True  # `providers.base.embeds_in_process`
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.path = bundled_model_dir()
