@@ -70,18 +70,27 @@ def _spend(db: Database, tenant: Tenant, micro: int) -> None:
 
 
 def _watch_the_model(app: FastAPI, monkeypatch: pytest.MonkeyPatch, during: Any) -> list[list[str]]:
-    """Calls `during()` each time the model embeds the search's query; returns those calls."""
+    """Calls `during()` each time the model embeds the search's query (awaited, or from a
+    worker thread: `embed_now`); returns those calls."""
     calls: list[list[str]] = []
     model = app.state.providers.embeddings
-    embed = model.embed
+    embed, embed_now = model.embed, model.embed_now
 
-    async def watched(texts: Any) -> Any:
+    def seen(texts: Any) -> None:
         if list(texts) == [SEARCH["search_term"]]:
             calls.append(list(texts))
             during()
+
+    async def watched(texts: Any) -> Any:
+        seen(texts)
         return await embed(texts)
 
+    def watched_now(texts: Any) -> Any:
+        seen(texts)
+        return embed_now(texts)
+
     monkeypatch.setattr(model, "embed", watched)
+    monkeypatch.setattr(model, "embed_now", watched_now)
     return calls
 
 

@@ -36,7 +36,9 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import (
     ChatRequest,
     ChatResult,
+    EmbeddingBatch,
     count_from_worker,
+    embed_from_worker,
     embeds_in_process,
 )
 from sessionary.providers.container import Providers
@@ -381,12 +383,12 @@ class SearchService:
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
         """Check the query, plan its filters, embed it (billed), rank, and charge.
 
-        Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
-        rank, charge: `_rank_then_charge`); one the model embeds is three (plan and count;
-        the model's call; rank and charge). Credits are held while the model runs only when
-        it runs elsewhere (a paid API): a model in this process costs this server nothing but
-        CPU, so the balance is checked before it runs and the charge after ranking is
-        conditional, as for a cached vector."""
+        Credits are held while the model runs only when it runs elsewhere (a paid API): a
+        model in this process costs this server nothing but CPU, so the balance is checked
+        before it runs and the charge after ranking is conditional, as for a cached vector.
+        Hand-offs to worker threads are grouped: the whole search is one (plan, check, the
+        model on its own thread, rank, charge: `_begin`), except with a model elsewhere: three
+        (plan and hold; the model's call; rank and settle)."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
@@ -395,53 +397,52 @@ class SearchService:
         )
         if found is not None:
             return found
-        if reservation is None:  # embedded in this process: checked, nothing held
-            vector, tokens = await self._embed_query(caller, plan)
-            return await self.db.in_worker(
-                lambda: self._rank_then_charge(
-                    plan, owner, vector, tokens, limit, query, checked=True
-                )
-            )
+        assert reservation is not None
         meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
+        embedder = self.providers.embedder()
         try:
-            vector, tokens = await self._embed_query(caller, plan)
+            batch = await embedder.embed([plan.text])
+            vector = self._remember(caller, plan, batch)
         except BaseException:
             await meter.release()
             raise
         return await self.db.in_worker(
-            lambda: self._finish(plan, vector, tokens, limit, query, meter)
+            lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
         )
 
-    async def _embed_query(self, caller: Principal, plan: Plan) -> tuple[np.ndarray, int]:
-        """The query's vector and the tokens it is billed for, remembered for next time."""
-        embedder = self.providers.embedder()
-        batch = await embedder.embed([plan.text])
-        vector = np.asarray(batch.vectors, dtype=np.float32)[0]
-        self.query_vectors.put(
-            cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens
-        )
-        return vector, batch.input_tokens
+    def _remember(self, caller: Principal, plan: Plan, batch: EmbeddingBatch) -> np.ndarray:
+        """The query's vector, kept for the next search of the same text."""
+        vector: np.ndarray = np.asarray(batch.vectors, dtype=np.float32)[0]
+        scope = cache_scope(caller.account_id, self.providers.embedder().name)
+        self.query_vectors.put(scope, plan.text, vector, batch.input_tokens)
+        return vector
 
     def _begin(
         self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
     ) -> tuple[Plan, Found | None, Reservation | None]:
         """On a worker thread: the plan, then the money. A cached vector is billed at the
-        tokens the model counted the first time (as if it ran) and the search finishes here.
-        Otherwise the model's own count is priced: a model in this process gets a balance
-        check (402 before it runs; no reservation is returned), one elsewhere a hold (wrapped
-        in a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
+        tokens the model counted the first time (as if it ran). A model in this process: 402
+        unless the balance covers its own count, then it embeds (on its thread, this one
+        waiting), and the search finishes here as for a cached vector. A model elsewhere: a
+        hold at its count, returned to be wrapped in a `Meter` on the event loop (one whose
+        search was cancelled meanwhile expires) while the caller embeds."""
         plan = self._plan(caller, query, term)
         embedder = self.providers.embedder()
         known = self.query_vectors.get(cache_scope(caller.account_id, embedder.name), plan.text)
         if known is None:
             price = self.pricing.embedding(count_from_worker(embedder, [plan.text]))
-            if embeds_in_process(embedder):
-                with self.db.point_reads() as session:
-                    Meter.ensure_covered(session, owner, price)
-                return plan, None, None
-            return plan, None, Meter.hold(self.db, owner, price, query.route)
+            if not embeds_in_process(embedder):
+                return plan, None, Meter.hold(self.db, owner, price, query.route)
+            with self.db.point_reads() as session:
+                Meter.ensure_covered(session, owner, price)
+            batch = embed_from_worker(embedder, [plan.text])
+            known = self._remember(caller, plan, batch), batch.input_tokens
+            checked = True
+        else:
+            checked = False
         vector, tokens = known
-        return plan, self._rank_then_charge(plan, owner, vector, tokens, limit, query), None
+        found = self._rank_then_charge(plan, owner, vector, tokens, limit, query, checked=checked)
+        return plan, found, None
 
     def _rank_then_charge(
         self,
