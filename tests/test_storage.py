@@ -351,9 +351,50 @@ def test_worker_units_of_work_run_at_most_db_threads_at_once(settings: Settings)
         database.dispose()
 
 
+def test_work_waiting_on_a_model_never_takes_the_default_pools_tokens(settings: Settings) -> None:
+    """Searches queued behind an ingestion's batches (`waits_elsewhere`), every one of their
+    `WAITING_THREADS` tokens taken and more waiting: FastAPI's `def` routes, which take anyio's
+    default limiter, still run at once, and so does a database unit of work."""
+    import anyio
+    import anyio.to_thread
+
+    from sessionary.kit.db import WAITING_THREADS
+
+    database = Database(settings)
+    release = threading.Event()
+    waiting = 0
+    lock = threading.Lock()
+
+    def wait_on_the_model() -> None:
+        nonlocal waiting
+        with lock:
+            waiting += 1
+        release.wait(10)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(WAITING_THREADS + 5):
+                group.start_soon(
+                    lambda: database.in_worker(wait_on_the_model, waits_elsewhere=True)
+                )
+            await anyio.sleep(0.3)
+            assert waiting == WAITING_THREADS  # the five others wait for a token of theirs
+            with anyio.fail_after(2):
+                assert await anyio.to_thread.run_sync(lambda: "route") == "route"
+                assert await database.in_worker(lambda: "unit of work") == "unit of work"
+            release.set()
+
+    try:
+        anyio.run(main)
+        assert waiting == WAITING_THREADS + 5
+    finally:
+        release.set()
+        database.dispose()
+
+
 def test_a_turn_counted_through_a_local_model_does_not_take_a_database_thread() -> None:
     """A local model counts a prompt on the worker that generates (busy for seconds with
-    another turn): its turns plan on anyio's default pool (`waits_elsewhere`), so a queue of
+    another turn): its turns plan under the limiter of work that waits (`waits_elsewhere`), so a queue of
     them cannot hold every database thread. A remote model counts at once."""
     from sessionary.assistant.turn_billing import counts_at_once
     from sessionary.providers.llm.local import LlamaCppChat

@@ -48,6 +48,9 @@ from sessionary.kit.raw_sql import run_fixed
 T = TypeVar("T")
 
 READ_ONLY_OPTION = "sessionary_read_only"
+# Units of work that may wait on a model (`Database.in_worker(waits_elsewhere=True)`) at once:
+# as many as anyio's default limiter allows, but tokens of their own.
+WAITING_THREADS = 40
 # SQLite: a point-reads session opens no transaction; each of its statements is its own.
 _NO_BEGIN_OPTION = "sessionary_no_begin"
 
@@ -239,7 +242,9 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)  # SQLite
         self.async_reads = AsyncReader(self.engine, settings.db_threads)  # PostgreSQL
-        self._limiters: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
+        self._limiters: (
+            tuple[asyncio.AbstractEventLoop, CapacityLimiter, CapacityLimiter] | None
+        ) = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
@@ -313,9 +318,11 @@ class Database:
         reads and charge, a key check) in a worker thread, at most `db_threads` at once.
 
         `waits_elsewhere`: `work` may wait on something slow outside the database (a local
-        model's tokenizer, queued behind that model's generations): it then runs on anyio's
-        default pool instead, so it never holds one of these few threads while it waits
-        (`tests/test_storage.py -k db_threads`).
+        model's tokenizer, queued behind that model's generations; a search's query, queued
+        behind an ingestion's batches): it then runs under a limiter of its own, up to
+        `WAITING_THREADS` at once, so it never holds one of these few threads while it waits,
+        nor one of the tokens of anyio's default limiter, which FastAPI's `def` routes and
+        dependencies take (`tests/test_storage.py -k db_threads`).
 
         anyio's default pool lets 40 threads run at once; past a few they only contend for the
         GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores): in
@@ -324,15 +331,20 @@ class Database:
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
         to end."""
-        limiter = None if waits_elsewhere else self._limiter()
-        return await anyio.to_thread.run_sync(work, limiter=limiter)
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter(waits_elsewhere))
 
-    def _limiter(self) -> CapacityLimiter:
-        """This event loop's limiter (a limiter belongs to the loop it was first used in)."""
+    def _limiter(self, waits_elsewhere: bool) -> CapacityLimiter:
+        """This event loop's limiter for the kind of work (a limiter belongs to the loop it was
+        first used in)."""
         loop = asyncio.get_running_loop()
         if self._limiters is None or self._limiters[0] is not loop:
-            self._limiters = (loop, CapacityLimiter(self.settings.db_threads))
-        return self._limiters[1]
+            self._limiters = (
+                loop,
+                CapacityLimiter(self.settings.db_threads),
+                CapacityLimiter(WAITING_THREADS),
+            )
+        _, few, waiting = self._limiters
+        return waiting if waits_elsewhere else few
 
     def ping(self) -> None:
         with self.session(write=False) as db:
