@@ -394,8 +394,8 @@ def test_work_waiting_on_a_model_never_takes_the_default_pools_tokens(settings: 
 
 def test_a_turn_counted_through_a_local_model_does_not_take_a_database_thread() -> None:
     """A local model counts a prompt on the worker that generates (busy for seconds with
-    another turn): its turns plan under the limiter of work that waits (`waits_elsewhere`), so a queue of
-    them cannot hold every database thread. A remote model counts at once."""
+    another turn): its turns plan under the limiter of work that waits (`waits_elsewhere`), so
+    a queue of them cannot hold every database thread. A remote model counts at once."""
     from sessionary.assistant.turn_billing import counts_at_once
     from sessionary.providers.llm.local import LlamaCppChat
     from sessionary.providers.llm.openai import OpenAIChat
