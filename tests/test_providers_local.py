@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import numpy as np
@@ -145,49 +144,6 @@ def test_embeddings_are_normalised_batched_and_meaningful(providers: Providers) 
     one_by_one = [asyncio.run(embedder.embed([t])).vectors[0] for t in texts]
     assert np.allclose(vectors, np.asarray(one_by_one), atol=1e-5)
     assert asyncio.run(embedder.embed([])).vectors == []
-
-
-def test_embedding_from_a_worker_thread_is_the_same_call(
-    providers: Providers, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`embed_from_worker` (a search's query, from its worker thread): the model's own thread
-    runs it (`embed_now`), with the same vectors, tokens, metrics and errors as `embed`."""
-    from sessionary.kit.errors import UpstreamError
-    from sessionary.kit.metrics import DOMAIN_REGISTRY
-    from sessionary.providers.base import embed_from_worker
-
-    embedder = providers.embedder()
-    texts = ["A cosy apartment near the park", "Quarterly tax filing deadlines"]
-
-    def ok_calls() -> float:
-        labels = {"kind": "embeddings", "model": embedder.name, "outcome": "ok"}
-        return DOMAIN_REGISTRY.get_sample_value("sessionary_provider_calls_total", labels) or 0
-
-    awaited = asyncio.run(embedder.embed(texts))
-    before = ok_calls()
-    threads: list[str] = []
-    model = embedder._ensure_loaded()  # type: ignore[attr-defined]
-    run = model.encode_batch
-
-    def on_its_thread(ids: list[list[int]]) -> np.ndarray:
-        threads.append(threading.current_thread().name)
-        return run(ids)
-
-    monkeypatch.setattr(model, "encode_batch", on_its_thread)
-    now = embed_from_worker(embedder, texts)
-    assert threads and all(name.startswith("embeddings") for name in threads)
-    assert now.input_tokens == awaited.input_tokens
-    assert np.allclose(now.vectors, awaited.vectors, atol=1e-6)
-    assert ok_calls() == before + 1
-    with pytest.raises(ValueError, match="one batch"):
-        embedder.embed_now(["x"] * (embedder.batch_size + 1))  # type: ignore[attr-defined]
-
-    def broken(ids: list[list[int]]) -> np.ndarray:
-        raise RuntimeError("onnxruntime: bad shape")
-
-    monkeypatch.setattr(model, "encode_batch", broken)
-    with pytest.raises(UpstreamError, match="bad shape"):
-        embed_from_worker(embedder, texts)
 
 
 def test_no_images_provider_is_a_400_naming_the_setting(providers: Providers) -> None:

@@ -152,6 +152,28 @@ def test_invalid_filters_name_the_field(client: TestClient, funded: Tenant, db: 
         assert error["param"] == param
     assert_error(post(client, funded, "search_against_embedding", {"template_id": template}), 400)
     assert_error(post(client, funded, "search_against_embedding", {"search_term": "x"}), 400)
+    for blank in (" \t\n", "\u200b\u200b\ufeff", "\u200d \u2060"):  # nothing to search
+        error = assert_error(
+            post(
+                client,
+                funded,
+                "search_against_embedding",
+                {"template_id": template, "search_term": blank},
+            ),
+            400,
+        )
+        assert error["param"] == "search_term"
+    for wrong in (7, ["tmpl"], {"id": "tmpl"}):
+        error = assert_error(
+            post(
+                client,
+                funded,
+                "search_against_embedding",
+                {"template_id": wrong, "search_term": "x"},
+            ),
+            400,
+        )
+        assert error["param"] == "template_id" and "must be a string" in error["message"]
     assert_error(
         post(
             client,

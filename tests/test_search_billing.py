@@ -70,27 +70,18 @@ def _spend(db: Database, tenant: Tenant, micro: int) -> None:
 
 
 def _watch_the_model(app: FastAPI, monkeypatch: pytest.MonkeyPatch, during: Any) -> list[list[str]]:
-    """Calls `during()` each time the model embeds the search's query (awaited, or from a
-    worker thread: `embed_now`); returns those calls."""
+    """Calls `during()` each time the model embeds the search's query; returns those calls."""
     calls: list[list[str]] = []
     model = app.state.providers.embeddings
-    embed, embed_now = model.embed, model.embed_now
+    embed = model.embed
 
-    def seen(texts: Any) -> None:
+    async def watched(texts: Any) -> Any:
         if list(texts) == [SEARCH["search_term"]]:
             calls.append(list(texts))
             during()
-
-    async def watched(texts: Any) -> Any:
-        seen(texts)
         return await embed(texts)
 
-    def watched_now(texts: Any) -> Any:
-        seen(texts)
-        return embed_now(texts)
-
     monkeypatch.setattr(model, "embed", watched)
-    monkeypatch.setattr(model, "embed_now", watched_now)
     return calls
 
 
@@ -190,3 +181,36 @@ def test_a_model_elsewhere_embeds_under_a_hold(
     assert held[-1] == 1 and _open_holds(db, funded) == 0
     assert balance(db, funded) == before - price
     assert [kind for kind, _ in _entries(db, funded)[len(entries) :]] == ["reservation", "release"]
+
+
+def test_a_caller_with_no_credits_makes_no_model_run(
+    app: FastAPI,
+    client: TestClient,
+    db: Database,
+    funded: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Filter extraction embeds words its template has not met: a caller whose balance cannot
+    pay for the smallest query is refused before it (402), so no model runs for a key with no
+    credits, whatever its terms; an unknown template is still a 404."""
+    template = create(client, funded)["template_id"]
+    _spend(db, funded, balance(db, funded))
+    calls: list[list[str]] = []
+    model = app.state.providers.embeddings
+    embed = model.embed
+
+    async def counted(texts: Any) -> Any:
+        calls.append(list(texts))
+        return await embed(texts)
+
+    monkeypatch.setattr(model, "embed", counted)
+    entries = _entries(db, funded)
+    for words in ("zorblax quintuple marmalade", "vexillology near fjords", SEARCH["search_term"]):
+        body = {"template_id": template, "search_term": words, "limit": 2}
+        refused = post(client, funded, "search_against_embedding", body)
+        assert refused.status_code == 402, refused.text
+        assert refused.json()["error"]["type"] == "insufficient_credits"
+    unknown = {"template_id": "tmpl_unknown", **SEARCH}
+    assert post(client, funded, "search_against_embedding", unknown).status_code == 404
+    assert calls == []
+    assert balance(db, funded) == 0 and _entries(db, funded) == entries

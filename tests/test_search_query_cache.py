@@ -30,22 +30,16 @@ SEARCH = {"search_term": "quiet studio near the park", "limit": 2}
 
 
 def count_embeds(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Every text list the app's embedding model is asked to embed, from now on (awaited, or
-    from a worker thread: `embed_now`)."""
+    """Every text list the app's embedding model is asked to embed, from now on."""
     calls: list[list[str]] = []
     model = app.state.providers.embeddings
-    embed, embed_now = model.embed, model.embed_now
+    embed = model.embed
 
     async def counted(texts: Any) -> Any:
         calls.append(list(texts))
         return await embed(texts)
 
-    def counted_now(texts: Any) -> Any:
-        calls.append(list(texts))
-        return embed_now(texts)
-
     monkeypatch.setattr(model, "embed", counted)
-    monkeypatch.setattr(model, "embed_now", counted_now)
     return calls
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio.from_thread
 
@@ -191,15 +191,6 @@ def embeds_in_process(embedder: EmbeddingModel) -> bool:
     embedding then costs only this server's CPU, never a bill from elsewhere, so a search need
     not hold credits while it runs (`SearchService.search`)."""
     return bool(getattr(embedder, "in_process", False))
-
-
-def embed_from_worker(embedder: EmbeddingModel, texts: Sequence[str]) -> EmbeddingBatch:
-    """`embedder.embed` from a worker thread: on the model's own thread when it offers
-    `embed_now` (a model in this process), else through the event loop."""
-    embed_now = getattr(embedder, "embed_now", None)
-    if embed_now is not None:
-        return cast(EmbeddingBatch, embed_now(texts))
-    return anyio.from_thread.run(embedder.embed, texts)
 
 
 def count_from_worker(embedder: EmbeddingModel, texts: Sequence[str]) -> int:

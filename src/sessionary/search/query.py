@@ -6,6 +6,7 @@ the service checks it here before any read or charge, so a query that cannot run
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -39,16 +40,24 @@ class SearchQuery:
     similar: bool = False
 
 
+def _has_text(term: object) -> bool:
+    """A string with something to search: not only spaces and invisible format characters
+    (zero-width spaces and joiners, byte-order marks), which would embed as noise."""
+    return isinstance(term, str) and any(
+        not (c.isspace() or unicodedata.category(c) == "Cf") for c in term
+    )
+
+
 def checked_term(query: SearchQuery) -> str | None:
     """The query's text: required for a search; for similar records, the term or else a record."""
     term = query.term
     if query.similar:
-        if isinstance(term, str) and term.strip():
+        if isinstance(term, str) and _has_text(term):
             return term
         if not isinstance(query.record, dict) or not query.record:
             raise InvalidRequest("Send search_term or search_json.", param="search_term")
         return None
-    if not isinstance(term, str) or not term.strip():
+    if not isinstance(term, str) or not _has_text(term):
         raise InvalidRequest("Missing required parameter: 'search_term'.", param="search_term")
     if len(term) > MAX_TERM_CHARS:
         raise InvalidRequest(

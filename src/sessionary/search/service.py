@@ -36,9 +36,7 @@ from sessionary.kit.models import utcnow
 from sessionary.providers.base import (
     ChatRequest,
     ChatResult,
-    EmbeddingBatch,
     count_from_worker,
-    embed_from_worker,
     embeds_in_process,
 )
 from sessionary.providers.container import Providers
@@ -98,8 +96,10 @@ class SearchService:
         detached: bool = False,
     ) -> EmbeddingTemplate:
         """The caller's template, or 404/403. `detached` reads a copy for reading only."""
-        if not isinstance(template_id, str) or not template_id:
+        if template_id is None or template_id == "":
             raise InvalidRequest("Missing required parameter: 'template_id'.", param="template_id")
+        if not isinstance(template_id, str):
+            raise InvalidRequest("'template_id' must be a string.", param="template_id")
         if detached:
             template = store.read_template(template_id)
         else:
@@ -317,11 +317,16 @@ class SearchService:
 
     # Search
 
-    def _plan(self, caller: Principal, query: SearchQuery, term: str | None) -> Plan:
+    def _plan(self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None) -> Plan:
         """The template, the filters (extracted from the term, then the caller's own), the
-        semantic part of the term, where each filter came from, and the text to embed."""
+        semantic part of the term, where each filter came from, and the text to embed.
+
+        Extraction may run a model (the embedding model on words the template's extractor has
+        not met, or the chat model): a caller whose balance cannot pay for the smallest query
+        (one token) is refused first, so a key with no credits cannot make models run."""
         with self.db.point_reads() as session:
             template = self.owned(SearchStore(session), caller, query.template_id, detached=True)
+            Meter.ensure_covered(session, owner, self.pricing.embedding(1))
         text = record_text(template, query.record) if term is None else None
         filters: dict[str, Any] = {}
         semantic = term or ""
@@ -383,12 +388,12 @@ class SearchService:
     async def search(self, caller: Principal, query: SearchQuery) -> Found:
         """Check the query, plan its filters, embed it (billed), rank, and charge.
 
-        Credits are held while the model runs only when it runs elsewhere (a paid API): a
-        model in this process costs this server nothing but CPU, so the balance is checked
-        before it runs and the charge after ranking is conditional, as for a cached vector.
-        Hand-offs to worker threads are grouped: the whole search is one (plan, check, the
-        model on its own thread, rank, charge: `_begin`), except with a model elsewhere: three
-        (plan and hold; the model's call; rank and settle)."""
+        Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
+        rank, charge: `_rank_then_charge`); one the model embeds is three (plan and count;
+        the model's call; rank and charge). Credits are held while the model runs only when
+        it runs elsewhere (a paid API): a model in this process costs this server nothing but
+        CPU, so the balance is checked before it runs and the charge after ranking is
+        conditional, as for a cached vector."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
@@ -397,52 +402,53 @@ class SearchService:
         )
         if found is not None:
             return found
-        assert reservation is not None
+        if reservation is None:  # embedded in this process: checked, nothing held
+            vector, tokens = await self._embed_query(caller, plan)
+            return await self.db.in_worker(
+                lambda: self._rank_then_charge(
+                    plan, owner, vector, tokens, limit, query, checked=True
+                )
+            )
         meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
-        embedder = self.providers.embedder()
         try:
-            batch = await embedder.embed([plan.text])
-            vector = self._remember(caller, plan, batch)
+            vector, tokens = await self._embed_query(caller, plan)
         except BaseException:
             await meter.release()
             raise
         return await self.db.in_worker(
-            lambda: self._finish(plan, vector, batch.input_tokens, limit, query, meter)
+            lambda: self._finish(plan, vector, tokens, limit, query, meter)
         )
 
-    def _remember(self, caller: Principal, plan: Plan, batch: EmbeddingBatch) -> np.ndarray:
-        """The query's vector, kept for the next search of the same text."""
-        vector: np.ndarray = np.asarray(batch.vectors, dtype=np.float32)[0]
-        scope = cache_scope(caller.account_id, self.providers.embedder().name)
-        self.query_vectors.put(scope, plan.text, vector, batch.input_tokens)
-        return vector
+    async def _embed_query(self, caller: Principal, plan: Plan) -> tuple[np.ndarray, int]:
+        """The query's vector and the tokens it is billed for, remembered for next time."""
+        embedder = self.providers.embedder()
+        batch = await embedder.embed([plan.text])
+        vector = np.asarray(batch.vectors, dtype=np.float32)[0]
+        self.query_vectors.put(
+            cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens
+        )
+        return vector, batch.input_tokens
 
     def _begin(
         self, caller: Principal, owner: Owner, query: SearchQuery, term: str | None, limit: int
     ) -> tuple[Plan, Found | None, Reservation | None]:
         """On a worker thread: the plan, then the money. A cached vector is billed at the
-        tokens the model counted the first time (as if it ran). A model in this process: 402
-        unless the balance covers its own count, then it embeds (on its thread, this one
-        waiting), and the search finishes here as for a cached vector. A model elsewhere: a
-        hold at its count, returned to be wrapped in a `Meter` on the event loop (one whose
-        search was cancelled meanwhile expires) while the caller embeds."""
-        plan = self._plan(caller, query, term)
+        tokens the model counted the first time (as if it ran) and the search finishes here.
+        Otherwise the model's own count is priced: a model in this process gets a balance
+        check (402 before it runs; no reservation is returned), one elsewhere a hold (wrapped
+        in a `Meter` on the event loop: one whose search was cancelled meanwhile expires)."""
+        plan = self._plan(caller, owner, query, term)
         embedder = self.providers.embedder()
         known = self.query_vectors.get(cache_scope(caller.account_id, embedder.name), plan.text)
         if known is None:
             price = self.pricing.embedding(count_from_worker(embedder, [plan.text]))
-            if not embeds_in_process(embedder):
-                return plan, None, Meter.hold(self.db, owner, price, query.route)
-            with self.db.point_reads() as session:
-                Meter.ensure_covered(session, owner, price)
-            batch = embed_from_worker(embedder, [plan.text])
-            known = self._remember(caller, plan, batch), batch.input_tokens
-            checked = True
-        else:
-            checked = False
+            if embeds_in_process(embedder):
+                with self.db.point_reads() as session:
+                    Meter.ensure_covered(session, owner, price)
+                return plan, None, None
+            return plan, None, Meter.hold(self.db, owner, price, query.route)
         vector, tokens = known
-        found = self._rank_then_charge(plan, owner, vector, tokens, limit, query, checked=checked)
-        return plan, found, None
+        return plan, self._rank_then_charge(plan, owner, vector, tokens, limit, query), None
 
     def _rank_then_charge(
         self,

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -129,36 +128,18 @@ class LocalEmbeddings:
     async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch([], 0)
-        with self._observed():
-            if sum(len(t) for t in texts) <= INLINE_COUNT_CHARS:
-                batch = await self._run(self._embed_sync, list(texts))
-            else:
-                batch = await self._embed_in_turns(list(texts))
-        count_tokens("embeddings", self.name, batch.input_tokens)
-        return batch
-
-    def embed_now(self, texts: Sequence[str]) -> EmbeddingBatch:
-        """`embed` for a caller on a worker thread (a search's query): the model's own thread
-        runs it while the caller waits, with no hop through the event loop on the way out or
-        back. One model call's worth of texts at most (`batch_size`): a longer call takes
-        turns with others (`embed`)."""
-        if len(texts) > self.batch_size:
-            raise ValueError("embed_now takes one batch of texts; await embed for more")
-        with self._observed():
-            batch = self._worker.submit(self._embed_sync, list(texts)).result()
-        count_tokens("embeddings", self.name, batch.input_tokens)
-        return batch
-
-    @contextmanager
-    def _observed(self) -> Iterator[None]:
-        """Timed and counted, a failure of the model a 502 naming it."""
         with observed("embeddings", self.name):
             try:
-                yield
+                if sum(len(t) for t in texts) <= INLINE_COUNT_CHARS:
+                    batch = await self._run(self._embed_sync, list(texts))
+                else:
+                    batch = await self._embed_in_turns(list(texts))
             except ApiError:
                 raise
             except Exception as exc:
                 raise upstream_failure(PROVIDER, str(exc)) from exc
+        count_tokens("embeddings", self.name, batch.input_tokens)
+        return batch
 
     async def _embed_in_turns(self, texts: list[str]) -> EmbeddingBatch:
         """A long call (a template's records, a large `/v1/embeddings` input) as one turn on
