@@ -15,7 +15,6 @@ search whose query a model in this process embeds: a balance check, then one con
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -31,8 +30,6 @@ from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
-from sessionary.kit.ids import new_id
-from sessionary.kit.models import utcnow
 from sessionary.providers.base import (
     ChatRequest,
     ChatResult,
@@ -46,17 +43,18 @@ from sessionary.search.extraction import EXTRACTORS, REMEMBERED_TERMS
 from sessionary.search.extraction import Extractor as Rules
 from sessionary.search.filters import validate
 from sessionary.search.limits import MAX_FIELDS, MAX_LIMIT, check_fields, check_records
-from sessionary.search.models import EmbeddingTemplate, SearchDocument
+from sessionary.search.models import EmbeddingTemplate
 from sessionary.search.outcomes import Found, Ingested, Plan
 from sessionary.search.plain_text import DEFAULT_OPTIONS, plain_text_records
 from sessionary.search.query import SearchQuery, checked_term, record_text
 from sessionary.search.query_vectors import QueryVectors, cache_scope
 from sessionary.search.raw_embeddings import Embedded, same_model, texts_of
-from sessionary.search.records import Document, build_document, flatten, parse_field_options
+from sessionary.search.records import build_document, flatten, parse_field_options
 from sessionary.search.retrieval import Retrieved, retrieve_planned
 from sessionary.search.schemas import EmbeddingsRequest, PlainText
 from sessionary.search.store import SearchStore
 from sessionary.search.vocabulary import Semantic
+from sessionary.search.writes import new_template, touch, upsert_documents
 from sessionary.settings.search import Extractor
 
 # Up to this many candidates PostgreSQL scores exactly (recall 1.0); beyond, it uses HNSW.
@@ -205,13 +203,15 @@ class SearchService:
                 store = SearchStore(session)
                 if template_id is None:
                     template = store.add_template(
-                        self._new_template(caller, name, options, schema, vectors)
+                        new_template(
+                            caller, name, options, schema, self.providers.embedder().name, vectors
+                        )
                     )
                 else:
                     template = self.owned(store, caller, template_id, lock=True)
                     template.schema = detection.merge(template.schema, batch)
                     template.field_options = options
-                self._upsert(store, template, documents, vectors)
+                upsert_documents(store, template, documents, vectors)
                 if store.dialect == "postgresql" and template.record_count > self.exact_limit:
                     store.ensure_vector_index(template.dimension)
                 settlement = meter.settle_in(
@@ -246,63 +246,6 @@ class SearchService:
         with self.db.session(write=False) as session:
             return self.owned(SearchStore(session), caller, template_id)
 
-    def _new_template(
-        self,
-        caller: Principal,
-        name: str | None,
-        options: dict[str, Any],
-        schema: dict[str, Any],
-        vectors: np.ndarray,
-    ) -> EmbeddingTemplate:
-        now = utcnow()
-        return EmbeddingTemplate(
-            id=new_id("tmpl"),
-            account_id=caller.account_id,
-            external_user_id=caller.external_user_id,
-            name=name,
-            field_options=options,
-            schema=schema,
-            embedding_model=self.providers.embedder().name,
-            dimension=int(vectors.shape[1]) if vectors.ndim == 2 else 0,
-            template_hash="",
-            record_count=0,
-            version=0,
-            created_at=now,
-            updated_at=now,
-        )
-
-    def _upsert(
-        self,
-        store: SearchStore,
-        template: EmbeddingTemplate,
-        documents: list[Document],
-        vectors: np.ndarray,
-    ) -> None:
-        known = store.existing(template.id, [d.source_id for d in documents])
-        fresh: list[SearchDocument] = []
-        for document, vector in zip(documents, vectors, strict=True):
-            row = known.get(document.source_id)
-            if row is None:
-                row = SearchDocument(
-                    id=new_id("doc"),
-                    template_id=template.id,
-                    source_id=document.source_id,
-                    created_at=utcnow(),
-                )
-                fresh.append(row)
-            row.record, row.filters, row.folded = document.record, document.filters, document.folded
-            row.text, row.content_hash, row.embedding = document.text, document.content_hash, vector
-        store.add_documents(fresh)
-        self._touch(store, template)
-
-    def _touch(self, store: SearchStore, template: EmbeddingTemplate) -> None:
-        template.record_count = store.count(template.id)
-        template.template_hash = store.content_digest(
-            template.id, json.dumps(template.field_options, sort_keys=True)
-        )
-        template.version += 1
-        template.updated_at = utcnow()
-
     # Delete
 
     def delete(
@@ -312,7 +255,7 @@ class SearchService:
             store = SearchStore(session)
             template = self.owned(store, caller, template_id, lock=True)
             deleted = store.delete_documents(template.id, source_ids)
-            self._touch(store, template)
+            touch(store, template)
             return template, deleted
 
     # Search
