@@ -26,6 +26,7 @@ from sessionary.settings.search import SearchSettings
 from tests.conftest import Tenant
 from tests.test_search import balance, create, post
 from tests.test_search import funded as funded
+from tests.test_search_query_cache import count_embeds
 
 pytestmark = pytest.mark.slow
 
@@ -85,10 +86,12 @@ def _watch_the_model(app: FastAPI, monkeypatch: pytest.MonkeyPatch, during: Any)
     return calls
 
 
-def _price(client: TestClient, tenant: Tenant, template: str) -> int:
+def _searched_once(client: TestClient, tenant: Tenant) -> tuple[str, int]:
+    """A new template of the tenant's, and the price of one search of it (searched once)."""
+    template = create(client, tenant)["template_id"]
     first = post(client, tenant, "search_against_embedding", {"template_id": template, **SEARCH})
     assert first.status_code == 200, first.text
-    return round(float(first.headers["x-credits-charged"]) * 1_000_000)
+    return template, round(float(first.headers["x-credits-charged"]) * 1_000_000)
 
 
 def test_an_in_process_model_embeds_with_nothing_held(
@@ -98,8 +101,7 @@ def test_an_in_process_model_embeds_with_nothing_held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, client = uncached
-    template = create(client, funded)["template_id"]
-    price = _price(client, funded, template)
+    template, price = _searched_once(client, funded)
     held: list[int] = []
     calls = _watch_the_model(app, monkeypatch, lambda: held.append(_open_holds(db, funded)))
     before, entries = balance(db, funded), _entries(db, funded)
@@ -117,8 +119,7 @@ def test_a_query_the_balance_cannot_cover_is_refused_before_the_model_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, client = uncached
-    template = create(client, funded)["template_id"]
-    price = _price(client, funded, template)
+    template, price = _searched_once(client, funded)
     _spend(db, funded, balance(db, funded) - price + 1)
     calls = _watch_the_model(app, monkeypatch, lambda: None)
     entries = _entries(db, funded)
@@ -138,8 +139,7 @@ def test_credits_spent_while_the_model_runs_leave_the_hits_unshown(
     """Checked before, charged after: between the two, another request spends the credits.
     The search is refused with a 402; only the other request's charge is in the ledger."""
     app, client = uncached
-    template = create(client, funded)["template_id"]
-    price = _price(client, funded, template)
+    template, price = _searched_once(client, funded)
     _spend(db, funded, balance(db, funded) - price)  # exactly one more search's worth
     _watch_the_model(app, monkeypatch, lambda: _spend(db, funded, 1))
     entries = _entries(db, funded)
@@ -159,8 +159,7 @@ def test_a_model_elsewhere_embeds_under_a_hold(
     """The same model declared as running elsewhere (as a paid API's is): a hold is open while
     it embeds, settled at the same price after; released when the model fails."""
     app, client = uncached
-    template = create(client, funded)["template_id"]
-    price = _price(client, funded, template)
+    template, price = _searched_once(client, funded)
     monkeypatch.setattr(app.state.providers.embeddings, "in_process", False)
     held: list[int] = []
     _watch_the_model(app, monkeypatch, lambda: held.append(_open_holds(db, funded)))
@@ -195,15 +194,7 @@ def test_a_caller_with_no_credits_makes_no_model_run(
     credits, whatever its terms; an unknown template is still a 404."""
     template = create(client, funded)["template_id"]
     _spend(db, funded, balance(db, funded))
-    calls: list[list[str]] = []
-    model = app.state.providers.embeddings
-    embed = model.embed
-
-    async def counted(texts: Any) -> Any:
-        calls.append(list(texts))
-        return await embed(texts)
-
-    monkeypatch.setattr(model, "embed", counted)
+    calls = count_embeds(app, monkeypatch)
     entries = _entries(db, funded)
     for words in ("zorblax quintuple marmalade", "vexillology near fjords", SEARCH["search_term"]):
         body = {"template_id": template, "search_term": words, "limit": 2}
