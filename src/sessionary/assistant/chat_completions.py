@@ -29,6 +29,7 @@ from sessionary.assistant.chat_inputs import ChatInputs, parse_request, record_p
 from sessionary.assistant.chat_payloads import completion_object, finish_reason
 from sessionary.assistant.chat_schemas import ChatCompletionRequest
 from sessionary.assistant.chat_streaming import stream_chat
+from sessionary.assistant.inputs import is_light
 from sessionary.assistant.prompts import system_prompt_for
 from sessionary.assistant.turn_billing import (
     TurnAnswer,
@@ -72,6 +73,7 @@ class ChatTurn:
     created: int = field(default_factory=lambda: int(time.time()))
     input_tokens: int = 0
     max_output_tokens: int = 0
+    light: bool = False  # `inputs.is_light`: its plan and settle may run on the event loop
 
     @property
     def owner(self) -> Owner:
@@ -164,9 +166,13 @@ class ChatCompletions:
             self.fit(turn, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
 
+        light = is_light([body.messages, body.tools])
         turn, reservation = await self.database.in_worker(
-            plan_and_hold, waits_elsewhere=not counts_at_once(self.providers.chat())
+            plan_and_hold,
+            waits_elsewhere=not counts_at_once(self.providers.chat()),
+            loop_ok=light,
         )
+        turn.light = light
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if not body.stream:
             return await self.run(turn, meter)
@@ -291,7 +297,7 @@ class ChatCompletions:
                 return settlement
 
         try:
-            settlement = await self.database.in_worker(settle_and_store)
+            settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
         except BaseException:
             await meter.release()
             raise

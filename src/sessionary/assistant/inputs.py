@@ -32,6 +32,33 @@ MAX_MESSAGES = 500
 MAX_TEXT_CHARS = 200_000
 TOOL_ITEMS = {"function_call", "function_call_output"}
 MAX_CALL_ID = 128
+# `is_light`: what a turn's request may hold for its plan and settle to run on the event loop.
+HEAVY_PARTS = IMAGE_PARTS | {FILE_PART, "file", "input_audio"}
+LIGHT_CHARS = 16_000
+LIGHT_VALUES = 400
+
+
+def is_light(request_parts: list[Any]) -> bool:
+    """Whether a turn's input (and tools) is a little plain text: no file to decode, no image,
+    at most `LIGHT_CHARS` characters in at most `LIGHT_VALUES` JSON values. Its plan and settle
+    are then short enough to run on the event loop (`Database.in_worker(loop_ok=True)`); any
+    other turn's run on a worker, where a 10 MB PDF does not hold up every other request."""
+    pending: list[Any] = [request_parts]
+    chars = seen = 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > LIGHT_VALUES:
+            return False
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, dict):
+            if value.get("type") in HEAVY_PARTS:
+                return False
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return chars <= LIGHT_CHARS
 
 
 def _image_url(part: dict[str, Any], param: str) -> str:

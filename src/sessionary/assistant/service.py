@@ -21,6 +21,7 @@ from sessionary.accounts.identity import Principal
 from sessionary.accounts.models import Account
 from sessionary.accounts.service import AccountService
 from sessionary.assistant.enhance import enhance, enhance_request
+from sessionary.assistant.inputs import is_light
 from sessionary.assistant.payloads import (
     function_call_item,
     image_item,
@@ -133,9 +134,13 @@ class AssistantService:
             self.fit(turn, default_max, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
+        light = is_light([request.input, request.tools])
         turn, reservation = await self.database.in_worker(
-            plan_and_hold, waits_elsewhere=not counts_at_once(self.providers.chat())
+            plan_and_hold,
+            waits_elsewhere=not counts_at_once(self.providers.chat()),
+            loop_ok=light,
         )
+        turn.light = light
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)
         if request.background and self.background is not None:
             return await self.background.queue(self, turn, meter)
@@ -383,7 +388,7 @@ class AssistantService:
                 return settlement
 
         try:
-            settlement = await self.database.in_worker(settle_and_store)
+            settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
         except BaseException:
             await meter.release()
             raise

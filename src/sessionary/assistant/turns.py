@@ -73,6 +73,7 @@ class Turn:
     created_at: int = field(default_factory=lambda: int(time.time()))
     input_tokens: int = 0
     max_output_tokens: int = 0
+    light: bool = False  # `inputs.is_light`: its plan and settle may run on the event loop
 
     @property
     def owner(self) -> Owner:

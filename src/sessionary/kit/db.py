@@ -26,7 +26,6 @@ snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two ro
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -36,13 +35,14 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn
 from sessionary.kit.raw_sql import run_fixed
 
 T = TypeVar("T")
@@ -55,34 +55,41 @@ WAITING_THREADS = 40
 _NO_BEGIN_OPTION = "sessionary_no_begin"
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool) -> None:
+def _configure_sqlite(
+    engine: Engine,
+    busy_timeout_ms: int,
+    *,
+    query_only: bool,
+    write_turn: WriteTurn,
+    on_loop: bool = False,
+) -> None:
+    """`on_loop`: the engine of `kit/loop_units.py`, whose connections never wait: no busy
+    timeout, no checkpoint at commit, and the write turn taken without waiting (`WouldBlock`
+    otherwise, before anything is written)."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below choose the kind of BEGIN, not pysqlite.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA busy_timeout={0 if on_loop else int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if on_loop:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         if query_only:  # for good: switching it expires every prepared statement of the connection
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
-    # Held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's own write lock is
-    # (so it waits wherever SQLite would have), and released by whichever thread ends it: after
-    # the COMMIT or ROLLBACK has run. SQLAlchemy's "commit" and "rollback" events come before
-    # it, and a turn handed over there let the next writer's BEGIN IMMEDIATE meet the lock still
-    # held and nap in SQLite's busy handler (a millisecond at least; `tests/test_storage.py -k
-    # after_the_commit`). At 16 clients, `/v1/responses` went from 221 to 237 turns a second
-    # (15 interleaved rounds; 218 to 259 in a shorter run).
-    write_turn = threading.Lock()
-    holder: list[Any] = [None]  # the DB-API connection whose transaction holds the turn
-
-    def _release(dbapi_connection: Any) -> None:
-        if dbapi_connection is not None and holder[0] is dbapi_connection:
-            holder[0] = None
-            write_turn.release()
+    # The write turn is held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's
+    # own write lock is (so it waits wherever SQLite would have), and released by whichever
+    # thread ends it: after the COMMIT or ROLLBACK has run. SQLAlchemy's "commit" and "rollback"
+    # events come before it, and a turn handed over there let the next writer's BEGIN IMMEDIATE
+    # meet the lock still held and nap in SQLite's busy handler (a millisecond at least;
+    # `tests/test_storage.py -k after_the_commit`). At 16 clients, `/v1/responses` went from 221
+    # to 237 turns a second (15 interleaved rounds; 218 to 259 in a shorter run).
+    _release = write_turn.release
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -91,12 +98,18 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, *, query_only: bool)
             if not options.get(_NO_BEGIN_OPTION, False):
                 run_fixed(conn, "BEGIN")
             return
-        if not write_turn.acquire(timeout=busy_timeout_ms / 1000):
-            raise PoolTimeout("No write turn on the SQLite database in time.")
         raw = conn.connection.dbapi_connection
-        holder[0] = raw
+        if not write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000):
+            if on_loop:
+                raise WouldBlock("a worker holds the write turn")
+            raise PoolTimeout("No write turn on the SQLite database in time.")
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
+        except OperationalError as error:
+            _release(raw)
+            if on_loop:  # another process writes: never wait for it here
+                raise WouldBlock(str(error)) from error
+            raise
         except BaseException:
             _release(raw)
             raise
@@ -160,11 +173,19 @@ def _configure_postgres(engine: Engine) -> None:
             raise InvalidatePoolError(str(error)) from error
 
 
-def make_engine(settings: Settings, *, point_reads: bool = False) -> Engine:
-    """The engine for `settings`' database. `point_reads` (SQLite): one whose connections are
+def make_engine(
+    settings: Settings,
+    *,
+    point_reads: bool = False,
+    write_turn: WriteTurn | None = None,
+    on_loop: bool = False,
+) -> Engine:
+    """The engine for `settings`' database. SQLite: `point_reads`, one whose connections are
     read-only for good (`PRAGMA query_only`), for `Database.point_reads`, whose statements run
     without a transaction: a write there would commit at once, outside the write turn, and is
-    refused instead."""
+    refused instead; `write_turn`, the process's turn its writers share (`Database`'s engines);
+    `on_loop`, the engine of `kit/loop_units.py`, which never waits (its pool opens another
+    connection rather than wait for one)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
@@ -176,11 +197,17 @@ def make_engine(settings: Settings, *, point_reads: bool = False) -> Engine:
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
             },
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
+            pool_size=2 if on_loop else settings.db_pool_size,
+            max_overflow=-1 if on_loop else settings.db_max_overflow,
             hide_parameters=True,  # error messages and logs never carry request data
         )
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms, query_only=point_reads)
+        _configure_sqlite(
+            engine,
+            settings.sqlite_busy_timeout_ms,
+            query_only=point_reads,
+            write_turn=write_turn or WriteTurn(),
+            on_loop=on_loop,
+        )
         _fixed_savepoints(engine)
         return engine
     engine = create_engine(
@@ -226,6 +253,8 @@ def apart(db: Session, work: Callable[[], None]) -> Exception | None:
     try:
         with db.begin_nested():
             work()
+    except WouldBlock:  # the whole unit moves to a worker (`kit/loop_units.py`)
+        raise
     except Exception as exc:
         if not db.is_active or not db.in_transaction():
             raise
@@ -238,7 +267,8 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings)
+        write_turn = WriteTurn()
+        self.engine = make_engine(settings, write_turn=write_turn)
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)  # SQLite
         self.async_reads = AsyncReader(self.engine, settings.db_threads)  # PostgreSQL
@@ -269,6 +299,13 @@ class Database:
             expire_on_commit=False,
             close_resets_only=False,
         )
+        self.loop_units: LoopUnits | None = None  # SQLite in a file: units run on the loop
+        if self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+            self.loop_units = LoopUnits(
+                make_engine(settings, write_turn=write_turn, on_loop=True),
+                read_options={READ_ONLY_OPTION: True},
+                point_options=point,
+            )
 
     def session(
         self, *, write: bool = True, durable: bool = True
@@ -280,6 +317,10 @@ class Database:
         visibility are unchanged). Only for writes that a database crash may lose harmlessly:
         a hold (lost, it is as if it had expired; the charge that settles it is durable). On
         SQLite every commit is already like this (WAL with `synchronous=NORMAL`)."""
+        if self.loop_units is not None and self.loop_units.active():
+            return self._unit_of_work(
+                self.loop_units.session_factory("write" if write else "read"), durable
+            )
         return self._unit_of_work(self._writer if write else self._reader, durable)
 
     def point_reads(self) -> AbstractContextManager[Session]:
@@ -290,6 +331,8 @@ class Database:
         `session(write=False)`. Never for writes, which would commit at once: on SQLite these
         sessions have read-only connections of their own, which refuse them; PostgreSQL's
         autocommit does not."""
+        if self.loop_units is not None and self.loop_units.active():
+            return self._unit_of_work(self.loop_units.session_factory("point"), durable=True)
         return self._unit_of_work(self._point_reader, durable=True)
 
     def single_statements(self) -> AbstractContextManager[Session]:
@@ -313,9 +356,15 @@ class Database:
                 db.rollback()
                 raise
 
-    async def in_worker(self, work: Callable[[], T], *, waits_elsewhere: bool = False) -> T:
+    async def in_worker(
+        self, work: Callable[[], T], *, waits_elsewhere: bool = False, loop_ok: bool = False
+    ) -> T:
         """Run `work` (short units of work: a turn's plan and hold, its settle, a search's
         reads and charge, a key check) in a worker thread, at most `db_threads` at once.
+
+        `loop_ok`: on SQLite, `work` runs on the event loop itself when it can without waiting
+        (`kit/loop_units.py`), and on a worker, from its start, when it cannot. Only for work
+        with at most one write transaction and nothing before it that must not run twice.
 
         `waits_elsewhere`: `work` may wait on something slow outside the database (a local
         model's tokenizer, queued behind that model's generations; a search's query, queued
@@ -331,6 +380,10 @@ class Database:
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
         to end."""
+        if loop_ok and not waits_elsewhere and self.loop_units is not None:
+            ran, result = self.loop_units.run(work)
+            if ran:
+                return result  # type: ignore[return-value]  # what `work` answered
         return await anyio.to_thread.run_sync(work, limiter=self._limiter(waits_elsewhere))
 
     def _limiter(self, waits_elsewhere: bool) -> CapacityLimiter:
@@ -354,5 +407,7 @@ class Database:
         self.loop_reads.close()
         self.async_reads.close()
         self.engine.dispose()
+        if self.loop_units is not None:
+            self.loop_units.engine.dispose()
         if self._point_engine is not self.engine:
             self._point_engine.dispose()

@@ -1,0 +1,168 @@
+"""SQLite: a turn's short units of work run on the event loop itself, not on a worker thread.
+
+A hand-off to a worker thread and back costs two thread wake-ups, which on a small machine cost
+more than the unit itself once the process has sat idle between requests (a Responses turn makes
+two: its plan and hold, then its settle and transcript; together about 1.3 ms of a one-client
+turn, `python -m bench --only gateway`). The units are short (under a millisecond of SQLite and
+Python), so running them where the request already is costs the loop nothing it was not paying.
+
+What keeps the loop from ever waiting here (the unit is retried from its start on a worker,
+which does wait, whenever it would):
+- Its own engine, whose connections wait for nothing: `PRAGMA busy_timeout=0`, and a pool that
+  opens another connection rather than wait for one.
+- Writes take this process's write turn (`WriteTurn`) without waiting; when a worker holds it,
+  or another process holds SQLite's write lock (`BEGIN IMMEDIATE` answers "database is
+  locked" at once), the unit raises `WouldBlock` before writing anything.
+- Any other "locked" or "busy" answer on its connections is `WouldBlock` too (a reader that
+  meets a checkpoint's or a recovery's lock).
+- One thread at a time runs units here; a second (another event loop of the same process)
+  takes the worker path.
+- Checkpoints never run on the loop: its connections do not checkpoint at commit
+  (`wal_autocheckpoint=0`); every `CHECKPOINT_EVERY` units a thread of its own runs a PASSIVE
+  checkpoint, which waits for nobody.
+- A unit that took longer than `SLOW_MS` (SQLite can retry inside itself, for a read mark held
+  by a stuck process, for seconds) turns this path off for `PAUSE_S`.
+
+So a unit given here must be safe to run again from its start on a worker: at most one write
+transaction, and nothing before it that must not happen twice (`Database.in_worker(...,
+loop_ok=True)`). `tests/test_loop_units.py` attacks each of these.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+log = structlog.get_logger("sessionary.db")
+
+T = TypeVar("T")
+
+SLOW_MS = 50
+PAUSE_S = 30.0
+CHECKPOINT_EVERY = 64
+
+
+class WouldBlock(Exception):
+    """The unit would wait on the event loop; it is run on a worker thread instead. Raised
+    before anything of the unit's write transaction is written; `kit/db.apart` lets it through."""
+
+
+class WriteTurn:
+    """This process's turn at SQLite's one write lock, held from `BEGIN IMMEDIATE` to the end of
+    the transaction, by whichever connection took it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: Any = None  # the DB-API connection whose transaction holds the turn
+
+    def take(self, dbapi_connection: Any, timeout_s: float | None) -> bool:
+        """Wait up to `timeout_s` for the turn (None: do not wait at all)."""
+        taken = (
+            self._lock.acquire(blocking=False)
+            if timeout_s is None
+            else self._lock.acquire(timeout=timeout_s)
+        )
+        if taken:
+            self._holder = dbapi_connection
+        return taken
+
+    def release(self, dbapi_connection: Any) -> None:
+        """Give the turn back if `dbapi_connection` holds it (after its COMMIT or ROLLBACK)."""
+        if dbapi_connection is not None and self._holder is dbapi_connection:
+            self._holder = None
+            self._lock.release()
+
+
+def _is_busy(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class LoopUnits:
+    """Runs units of work on the calling (event loop) thread, with sessions on `engine` (made by
+    `kit/db.make_engine(..., on_loop=True)`), or says it did not."""
+
+    def __init__(
+        self, engine: Engine, read_options: dict[str, Any], point_options: dict[str, Any]
+    ) -> None:
+        self.engine = engine
+        self.path = engine.url.database or ""
+        self._factories = {
+            kind: sessionmaker(
+                engine.execution_options(**options),
+                expire_on_commit=False,
+                close_resets_only=False,
+            )
+            for kind, options in (("write", {}), ("read", read_options), ("point", point_options))
+        }
+        self._running = threading.Lock()
+        self._active = threading.local()
+        self._paused_until = 0.0
+        self._units = 0
+        self._checkpointing = threading.Lock()
+        self.ran = 0  # units run here, and units sent to a worker after starting here
+        self.sent_away = 0
+
+        @event.listens_for(engine, "handle_error")
+        def _busy_means_elsewhere(context: Any) -> BaseException | None:
+            if _is_busy(context.original_exception):
+                return WouldBlock(str(context.original_exception))
+            return None
+
+    def active(self) -> bool:
+        """Whether this thread is running a unit here (its sessions then come from here)."""
+        return getattr(self._active, "on", False)
+
+    def session_factory(self, kind: str) -> sessionmaker[Session]:
+        """ "write" (BEGIN IMMEDIATE), "read" (BEGIN) or "point" (no transaction) sessions, as
+        `Database.session` and `Database.point_reads` give them. The point reads' connection is
+        not read-only as the worker path's are (one engine here); they are reads all the same."""
+        return self._factories[kind]
+
+    def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
+        """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
+        here was committed). Exceptions other than `WouldBlock` are the unit's own."""
+        if time.monotonic() < self._paused_until or not self._running.acquire(blocking=False):
+            return False, None
+        began = time.monotonic()
+        self._active.on = True
+        try:
+            result = work()
+        except WouldBlock:
+            self.sent_away += 1
+            return False, None
+        finally:
+            self._active.on = False
+            self._running.release()
+            self._after(time.monotonic() - began)
+        self.ran += 1
+        return True, result
+
+    def _after(self, took_s: float) -> None:
+        if took_s * 1000 > SLOW_MS:
+            self._paused_until = time.monotonic() + PAUSE_S
+            log.warning("loop_units_paused", took_ms=round(took_s * 1000), seconds=PAUSE_S)
+        self._units += 1
+        if self._units % CHECKPOINT_EVERY == 0 and self._checkpointing.acquire(blocking=False):
+            threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True).start()
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint on a connection of its own: it copies what it can of the WAL
+        into the database without waiting for any reader or writer."""
+        try:
+            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:  # the next one, or a worker's commit, checkpoints
+            log.warning("checkpoint_failed", reason=str(exc)[:200])
+        finally:
+            self._checkpointing.release()

@@ -1,0 +1,238 @@
+"""A turn's plan-and-hold and settle run on the event loop on SQLite (`kit/loop_units.py`), and
+whatever would make the loop wait sends them to a worker instead: another process's write, a
+worker holding the write turn, a reader locked out. Each attack checks that the loop kept
+answering meanwhile, that the turn still ends with one charge, and that checkpoints and slow
+units never stay on the loop."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import sessionary.kit.loop_units as loop_units_module
+from sessionary.app import create_app
+from sessionary.config import Settings
+from sessionary.kit.db import Database
+from sessionary.kit.loop_units import LoopUnits
+from tests.conftest import Tenant, make_tenant
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.money import charges, money
+from tests.test_credits_http import grant
+
+FUNDS = 1_000_000_000
+TURNS: dict[str, dict[str, Any]] = {
+    "/v1/responses": {"input": "Hi."},
+    "/v1/chat/completions": {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi."}],
+    },
+}
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    fake.chat_mode = "words"
+    fake.words = 5
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def served(settings: Settings, db: Database, upstream: FakeUpstream) -> Iterator[TestClient]:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    llm = settings.llm.model_copy(
+        update={"provider": "openai", "model": "gpt-4o-mini", "base_url": upstream.base_url,
+                "api": "chat", "max_retries": 0}
+    )  # fmt: skip
+    app = create_app(settings.model_copy(update={"llm": llm}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def payer(db: Database) -> Tenant:
+    tenant = make_tenant(db, "payer")
+    grant(db, tenant, FUNDS)
+    return tenant
+
+
+def _units(client: TestClient) -> LoopUnits:
+    units = client.app.state.db.loop_units  # type: ignore[attr-defined]
+    assert units is not None
+    return units
+
+
+def _path(db: Database) -> str:
+    path = db.engine.url.database
+    assert path
+    return path
+
+
+def _warm(client: TestClient, payer: Tenant) -> None:
+    """The key's first use in a process writes its `last_used_at` (on a worker): done before a
+    lock is taken, so that the turn meets the lock in its own units, not in authentication."""
+    assert client.get("/v1/models", headers=payer.headers).status_code == 200
+
+
+def _turn_in_thread(client: TestClient, payer: Tenant) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            client.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+        )
+    )
+    thread.start()
+    return thread, answers
+
+
+def _loop_answers_while_held(client: TestClient, payer: Tenant, hold_s: float) -> float:
+    """Seconds a GET took on the same loop while a turn waited on the lock (held `hold_s`)."""
+    time.sleep(hold_s / 3)
+    began = time.monotonic()
+    listed = client.get("/v1/models", headers=payer.headers)
+    took = time.monotonic() - began
+    assert listed.status_code == 200
+    return took
+
+
+@pytest.mark.parametrize("route", list(TURNS))
+def test_a_light_turn_runs_both_units_on_the_loop(
+    served: TestClient, db: Database, payer: Tenant, route: str
+) -> None:
+    units = _units(served)
+    ran, away = units.ran, units.sent_away
+    for _ in range(3):
+        answer = served.post(route, json=TURNS[route], headers=payer.headers)
+        assert answer.status_code == 200, answer.text
+    assert units.ran - ran == 6  # plan-and-hold, then settle, three times
+    assert units.sent_away == away
+    assert len(charges(db, payer)) == 3
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
+def test_a_turn_with_a_file_runs_on_a_worker(
+    served: TestClient, db: Database, payer: Tenant
+) -> None:
+    """A file is decoded while the turn is planned: that never holds up the loop."""
+    units = _units(served)
+    ran = units.ran
+    data = base64.b64encode(b"notes: the meeting is at noon").decode()
+    part = {"type": "input_file", "filename": "notes.txt", "file_data": data}
+    content = [{"type": "input_text", "text": "When?"}, part]
+    answer = served.post(
+        "/v1/responses",
+        json={"input": [{"role": "user", "content": content}]},
+        headers=payer.headers,
+    )
+    assert answer.status_code == 200, answer.text
+    assert units.ran == ran
+    assert len(charges(db, payer)) == 1
+
+
+def test_another_process_writing_never_stalls_the_loop(
+    served: TestClient, db: Database, payer: Tenant
+) -> None:
+    """Another process holds SQLite's write lock: the turn's hold meets it at BEGIN IMMEDIATE,
+    goes to a worker (which waits), and the loop answers other requests meanwhile."""
+    units = _units(served)
+    away = units.sent_away
+    _warm(served, payer)
+    other = sqlite3.connect(_path(db), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        thread, answers = _turn_in_thread(served, payer)
+        took = _loop_answers_while_held(served, payer, 1.5)
+        time.sleep(1.0)
+        assert thread.is_alive()  # the turn waits for the lock, on a worker
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    thread.join(timeout=30)
+    assert took < 0.75
+    assert answers[0].status_code == 200, answers[0].text
+    assert units.sent_away > away
+    assert len(charges(db, payer)) == 1  # sent away before anything was written: one hold
+
+
+def test_a_worker_holding_the_write_turn_sends_the_unit_away(
+    served: TestClient, db: Database, payer: Tenant
+) -> None:
+    """Within the process: a worker's write transaction holds the write turn."""
+    units = _units(served)
+    away = units.sent_away
+    _warm(served, payer)
+    database: Database = served.app.state.db  # type: ignore[attr-defined]
+    release = threading.Event()
+    holding = threading.Event()
+
+    def writer() -> None:
+        with database.session() as session:
+            session.connection()  # BEGIN IMMEDIATE: the turn is taken
+            holding.set()
+            release.wait(10)
+
+    held = threading.Thread(target=writer)
+    held.start()
+    assert holding.wait(5)
+    thread, answers = _turn_in_thread(served, payer)
+    took = _loop_answers_while_held(served, payer, 1.5)
+    time.sleep(0.5)
+    release.set()
+    held.join(timeout=10)
+    thread.join(timeout=30)
+    assert took < 0.75
+    assert answers[0].status_code == 200, answers[0].text
+    assert units.sent_away > away
+    assert len(charges(db, payer)) == 1
+
+
+def test_checkpoints_run_off_the_loop(
+    served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connections never checkpoint at commit; every CHECKPOINT_EVERY units a thread
+    of its own copies the WAL into the database file."""
+    monkeypatch.setattr(loop_units_module, "CHECKPOINT_EVERY", 4)
+    units = _units(served)
+    connection = units.engine.raw_connection()
+    try:
+        assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # type: ignore[attr-defined]
+        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # type: ignore[attr-defined]
+    finally:
+        connection.close()
+    database_file = Path(_path(db))
+    before = hashlib.sha256(database_file.read_bytes()).hexdigest()
+    for _ in range(4):  # 8 units: two checkpoints asked for
+        assert served.post(**_post(payer)).status_code == 200
+    deadline = time.monotonic() + 10
+    while hashlib.sha256(database_file.read_bytes()).hexdigest() == before:
+        assert time.monotonic() < deadline, "no checkpoint reached the database file"
+        time.sleep(0.05)
+
+
+def _post(payer: Tenant) -> dict[str, Any]:
+    return {"url": "/v1/responses", "json": {"input": "Hi."}, "headers": payer.headers}
+
+
+def test_a_slow_unit_turns_the_loop_path_off(
+    served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)  # every unit counts as slow
+    units = _units(served)
+    ran = units.ran
+    assert served.post(**_post(payer)).status_code == 200
+    assert units.ran == ran + 1  # the plan ran here, was slow: the settle went to a worker
+    assert served.post(**_post(payer)).status_code == 200
+    assert units.ran == ran + 1
+    assert len(charges(db, payer)) == 2
