@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 import sessionary.kit.loop_units as loop_units_module
 from sessionary.app import create_app
@@ -142,10 +143,12 @@ def test_a_turn_with_a_file_runs_on_a_worker(
 
 
 def test_another_process_writing_never_stalls_the_loop(
-    served: TestClient, db: Database, payer: Tenant
+    served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process holds SQLite's write lock: the turn's hold meets it at BEGIN IMMEDIATE,
-    goes to a worker (which waits), and the loop answers other requests meanwhile."""
+    goes to a worker (which waits), and the loop answers other requests meanwhile. The units
+    after it then go to a worker for `SHARED_PAUSE_S`."""
+    monkeypatch.setattr(loop_units_module, "SHARED_PAUSE_S", 60.0)
     units = _units(served)
     away = units.sent_away
     _warm(served, payer)
@@ -164,6 +167,10 @@ def test_another_process_writing_never_stalls_the_loop(
     assert answers[0].status_code == 200, answers[0].text
     assert units.sent_away > away
     assert len(charges(db, payer)) == 1  # sent away before anything was written: one hold
+    ran = units.ran
+    assert served.post(**_post(payer)).status_code == 200
+    assert units.ran == ran  # the processes take turns on a worker for a while
+    assert len(charges(db, payer)) == 2
 
 
 def test_a_worker_holding_the_write_turn_sends_the_unit_away(
@@ -207,8 +214,8 @@ def test_checkpoints_run_off_the_loop(
     units = _units(served)
     connection = units.engine.raw_connection()
     try:
-        assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # type: ignore[attr-defined]
-        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # type: ignore[attr-defined]
+        assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 0
     finally:
         connection.close()
     database_file = Path(_path(db))
@@ -236,3 +243,55 @@ def test_a_slow_unit_turns_the_loop_path_off(
     assert served.post(**_post(payer)).status_code == 200
     assert units.ran == ran + 1
     assert len(charges(db, payer)) == 2
+
+
+def test_a_read_that_meets_a_lock_sends_the_unit_away(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read on the loop's engine that SQLite answers "database is locked" (here: a database
+    attached to that connection, which another connection holds exclusively) is `WouldBlock`:
+    the unit is reported as not run, for the worker path, instead of failing or waiting."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    monkeypatch.setattr(loop_units_module, "SHARED_PAUSE_S", 0.0)  # the retry below runs here
+    locked = tmp_path / "locked.db"
+    other = sqlite3.connect(locked, isolation_level=None)
+    other.execute("CREATE TABLE t (x INTEGER)")
+    other.execute("BEGIN EXCLUSIVE")
+    attempts: list[int] = []
+
+    def work() -> int:
+        attempts.append(1)
+        with db.point_reads() as session:
+            session.execute(text(f"ATTACH DATABASE '{locked}' AS locked"))
+            try:
+                return int(session.execute(text("SELECT count(*) FROM locked.t")).scalar_one())
+            finally:
+                session.execute(text("DETACH DATABASE locked"))
+
+    try:
+        began = time.monotonic()
+        assert db.loop_units.run(work) == (False, None)
+        assert time.monotonic() - began < 1
+        assert attempts == [1] and db.loop_units.sent_away == 1
+    finally:
+        other.close()
+    assert db.loop_units.run(work) == (True, 0)  # the lock gone, the same unit runs here
+
+
+def test_one_thread_at_a_time_runs_units_here(db: Database) -> None:
+    """A second thread (another event loop of the process) meanwhile takes the worker path."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    units = db.loop_units
+    inner: list[tuple[bool, Any]] = []
+
+    def work() -> int:
+        other = threading.Thread(target=lambda: inner.append(units.run(lambda: 1)))
+        other.start()
+        other.join()
+        return 2
+
+    assert units.run(work) == (True, 2)
+    assert inner == [(False, None)]
+    assert units.run(lambda: 1) == (True, 1)

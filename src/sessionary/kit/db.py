@@ -101,14 +101,14 @@ def _configure_sqlite(
         raw = conn.connection.dbapi_connection
         if not write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000):
             if on_loop:
-                raise WouldBlock("a worker holds the write turn")
+                raise WouldBlock("a worker holds the write turn", elsewhere=False)
             raise PoolTimeout("No write turn on the SQLite database in time.")
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
         except OperationalError as error:
             _release(raw)
             if on_loop:  # another process writes: never wait for it here
-                raise WouldBlock(str(error)) from error
+                raise WouldBlock(str(error), elsewhere=True) from error
             raise
         except BaseException:
             _release(raw)
