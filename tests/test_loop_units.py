@@ -236,6 +236,7 @@ def test_a_slow_unit_turns_the_loop_path_off(
     served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)  # every unit counts as slow
+    monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
     units = _units(served)
     ran = units.ran
     assert served.post(**_post(payer)).status_code == 200
@@ -295,3 +296,18 @@ def test_one_thread_at_a_time_runs_units_here(db: Database) -> None:
     assert units.run(work) == (True, 2)
     assert inner == [(False, None)]
     assert units.run(lambda: 1) == (True, 1)
+
+
+def test_a_process_first_units_compile_and_pause_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first `WARM_UNITS` may be slow (statements compiled once) without turning the path
+    off; the next slow one does."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)
+    units = db.loop_units
+    for _ in range(loop_units_module.WARM_UNITS):
+        assert units.run(lambda: 1) == (True, 1)
+    assert units.run(lambda: 1) == (True, 1)  # slow, after the warm-up: pauses the path
+    assert units.run(lambda: 1) == (False, None)

@@ -25,7 +25,8 @@ which does wait, whenever it would):
   (`wal_autocheckpoint=0`); every `CHECKPOINT_EVERY` units a thread of its own runs a PASSIVE
   checkpoint, which waits for nobody.
 - A unit that took longer than `SLOW_MS` (SQLite can retry inside itself, for a read mark held
-  by a stuck process, for seconds) turns this path off for `PAUSE_S`.
+  by a stuck process, for seconds) turns this path off for `PAUSE_S`; except among a process's
+  first `WARM_UNITS`, which compile its statements (about 100 ms, once).
 
 So a unit given here must be safe to run again from its start on a worker: at most one write
 transaction, and nothing before it that must not happen twice (`Database.in_worker(...,
@@ -51,6 +52,7 @@ T = TypeVar("T")
 SLOW_MS = 50
 PAUSE_S = 30.0
 SHARED_PAUSE_S = 1.0
+WARM_UNITS = 8
 CHECKPOINT_EVERY = 64
 
 
@@ -158,7 +160,7 @@ class LoopUnits:
         return True, result
 
     def _after(self, took_s: float) -> None:
-        if took_s * 1000 > SLOW_MS:
+        if took_s * 1000 > SLOW_MS and self._units >= WARM_UNITS:
             self._paused_until = time.monotonic() + PAUSE_S
             log.warning("loop_units_paused", took_ms=round(took_s * 1000), seconds=PAUSE_S)
         self._units += 1
