@@ -574,5 +574,13 @@ def run(quick: bool) -> str:
         "turn's storage on every request. LiteLLM runs with a master key and no database: its "
         "virtual keys and spend tracking need a PostgreSQL reached through Prisma, whose query "
         "engine is downloaded at run time, which this offline machine cannot do.",
+        "",
+        "On SQLite a turn's two short units of work (its plan and hold; its settle and "
+        "transcript) run on the event loop, on connections that never wait "
+        "(`kit/loop_units.py`), instead of being handed to a worker thread and back: two "
+        "thread wake-ups each, which cost more than the units on this machine once the "
+        "process has sat idle between requests. With two workers, a unit that meets the "
+        "other process's write lock is redone on a worker, and the next second of units goes "
+        "straight there. PostgreSQL's units still run on workers.",
     ]
     return "\n".join(lines)
