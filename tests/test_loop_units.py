@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+import sessionary.conversations.service as conversations_service
 import sessionary.kit.loop_units as loop_units_module
 from sessionary.app import create_app
 from sessionary.config import Settings
@@ -311,3 +312,65 @@ def test_a_process_first_units_compile_and_pause_nothing(
         assert units.run(lambda: 1) == (True, 1)
     assert units.run(lambda: 1) == (True, 1)  # slow, after the warm-up: pauses the path
     assert units.run(lambda: 1) == (False, None)
+
+
+def test_a_long_stored_history_sends_the_plan_to_a_worker(
+    served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A light request on a long session: the plan reads one row more than the loop's share
+    of history, finds it long, and goes to a worker; the settle still runs on the loop."""
+    monkeypatch.setattr(conversations_service, "LOOP_HISTORY_ROWS", 3)
+    units = _units(served)
+    first = served.post(**_post(payer))
+    assert first.status_code == 200
+    previous = first.json()["id"]
+    second = served.post(
+        "/v1/responses",
+        json={"input": "And then?", "previous_response_id": previous},
+        headers=payer.headers,
+    )
+    assert second.status_code == 200  # a history of 2 messages: planned on the loop
+    ran, away = units.ran, units.sent_away
+    third = served.post(
+        "/v1/responses",
+        json={"input": "And then?", "previous_response_id": second.json()["id"]},
+        headers=payer.headers,
+    )
+    assert third.status_code == 200, third.text
+    assert (units.ran - ran, units.sent_away - away) == (1, 1)  # plan sent away, settle here
+    assert len(charges(db, payer)) == 3
+    assert len(third.json()["output"]) == 1
+
+
+@pytest.mark.parametrize("route", list(TURNS))
+def test_json_schema_type_lists_in_tools_are_light(
+    served: TestClient, payer: Tenant, route: str
+) -> None:
+    """A nullable field's `"type": ["string", "null"]` (strict mode's form) is a list where
+    the lightness check looks for a part's type: it is a tool like any other."""
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": ["string", "null"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    if route == "/v1/responses":
+        tool: dict[str, Any] = {"type": "function", "name": "weather", "parameters": parameters}
+    else:
+        tool = {"type": "function", "function": {"name": "weather", "parameters": parameters}}
+    body = {**TURNS[route], "tools": [tool]}
+    answer = served.post(route, json=body, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("kind", [["file"], {"a": 1}, 5])
+def test_an_input_item_whose_type_is_not_a_string_is_a_400(
+    served: TestClient, db: Database, payer: Tenant, kind: Any
+) -> None:
+    answer = served.post(
+        "/v1/responses",
+        json={"input": [{"type": kind, "role": "user", "content": "x"}]},
+        headers=payer.headers,
+    )
+    assert answer.status_code == 400, answer.text
+    assert charges(db, payer) == []

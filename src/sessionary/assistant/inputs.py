@@ -40,9 +40,11 @@ LIGHT_VALUES = 400
 
 def is_light(request_parts: list[Any]) -> bool:
     """Whether a turn's input (and tools) is a little plain text: no file to decode, no image,
-    at most `LIGHT_CHARS` characters in at most `LIGHT_VALUES` JSON values. Its plan and settle
-    are then short enough to run on the event loop (`Database.in_worker(loop_ok=True)`); any
-    other turn's run on a worker, where a 10 MB PDF does not hold up every other request."""
+    at most `LIGHT_CHARS` characters (keys included) in at most `LIGHT_VALUES` JSON values. Its
+    plan and settle are then short enough to run on the event loop
+    (`Database.in_worker(loop_ok=True)`; a long stored history still sends the plan to a
+    worker: `ConversationService.history`); any other turn's run on a worker, where a 10 MB
+    PDF does not hold up every other request."""
     pending: list[Any] = [request_parts]
     chars = seen = 0
     while pending:
@@ -53,8 +55,10 @@ def is_light(request_parts: list[Any]) -> bool:
         if isinstance(value, str):
             chars += len(value)
         elif isinstance(value, dict):
-            if value.get("type") in HEAVY_PARTS:
+            kind = value.get("type")  # JSON Schema's "type" may be a list: ["string", "null"]
+            if isinstance(kind, str) and kind in HEAVY_PARTS:
                 return False
+            chars += sum(len(key) for key in value if isinstance(key, str))
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
@@ -192,7 +196,7 @@ def normalise_input(
         messages = [_message(raw, param, reader)]
     elif isinstance(raw, list):
         content_parts = TEXT_PARTS | IMAGE_PARTS | {FILE_PART}
-        if all(isinstance(p, dict) and p.get("type") in content_parts for p in raw):
+        if all(isinstance(p, dict) and _kind(p) in content_parts for p in raw):
             parts = _parts(raw, "user", param, reader)
             messages = [NewMessage("user", parts, text_of(parts))]
         else:
@@ -210,6 +214,12 @@ def normalise_input(
             param=param,
         )
     return messages
+
+
+def _kind(item: dict[str, Any]) -> str | None:
+    """An item's "type" when it is a string (a client may send any JSON value there)."""
+    kind = item.get("type")
+    return kind if isinstance(kind, str) else None
 
 
 def tool_item(message: NewMessage) -> dict[str, Any] | None:

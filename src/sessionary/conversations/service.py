@@ -21,11 +21,15 @@ from sessionary.conversations.models import (
 from sessionary.conversations.store import ConversationStore, SessionRef, TranscriptRow
 from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
+from sessionary.kit.loop_units import leave_the_loop, running_here
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
 from sessionary.kit.pagination import PageParams
 
 _ID_SHAPE = re.compile(ID_PATTERN)
+# A turn planned on the event loop reads at most this much history there (`history`).
+LOOP_HISTORY_ROWS = 100
+LOOP_HISTORY_CHARS = 64_000
 _Session = TypeVar("_Session", bound=SessionRef)
 
 
@@ -137,11 +141,26 @@ class ConversationService:
     def history(
         self, conversation: SessionRef, *, through_response: str | None = None
     ) -> list[TranscriptRow]:
-        """The session's messages, or only those up to a given response (a branch point)."""
-        if through_response is None:
-            return self.store.transcript(conversation.id)
-        last = self.store.last_message_of_response(through_response)
-        return self.store.transcript(conversation.id, up_to_id=last.id) if last else []
+        """The session's messages, or only those up to a given response (a branch point).
+
+        In a turn planned on the event loop (`kit/loop_units.py`) a history longer than
+        `LOOP_HISTORY_ROWS` messages or `LOOP_HISTORY_CHARS` characters sends the plan to a
+        worker: it is read with one row more than that, so a short one costs nothing extra."""
+        up_to: str | None = None
+        if through_response is not None:
+            last = self.store.last_message_of_response(through_response)
+            if last is None:
+                return []
+            up_to = last.id
+        if not running_here():
+            return self.store.transcript(conversation.id, up_to_id=up_to)
+        rows = self.store.transcript(conversation.id, up_to_id=up_to, limit=LOOP_HISTORY_ROWS + 1)
+        if (
+            len(rows) > LOOP_HISTORY_ROWS
+            or sum(len(row.content_json) + len(row.text) for row in rows) > LOOP_HISTORY_CHARS
+        ):
+            leave_the_loop("a long history")
+        return rows
 
     def append(
         self,

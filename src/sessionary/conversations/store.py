@@ -51,6 +51,8 @@ _TRANSCRIPT = (
     .order_by(_MESSAGES.c.id)
 )
 _TRANSCRIPT_UP_TO = _TRANSCRIPT.where(_MESSAGES.c.id <= bindparam("p_last"))
+_TRANSCRIPT_HEAD = _TRANSCRIPT.limit(bindparam("p_limit"))
+_TRANSCRIPT_UP_TO_HEAD = _TRANSCRIPT_UP_TO.limit(bindparam("p_limit"))
 
 
 class SessionRef(Protocol):
@@ -143,17 +145,23 @@ class ConversationStore(Store):
             insert_rows(self.db, [conversation])
         insert_values(self.db, _MESSAGES, values)
 
-    def transcript(self, session_id: str, *, up_to_id: str | None = None) -> list[TranscriptRow]:
-        """A session's messages in order (up to and including `up_to_id`), as history."""
-        if up_to_id is None:
-            found = run(self.db.connection(), _TRANSCRIPT, {"p_session": session_id})
-        else:
-            found = run(
-                self.db.connection(),
-                _TRANSCRIPT_UP_TO,
-                {"p_session": session_id, "p_last": up_to_id},
-            )
-        return found.rows
+    def transcript(
+        self, session_id: str, *, up_to_id: str | None = None, limit: int | None = None
+    ) -> list[TranscriptRow]:
+        """A session's messages in order (up to and including `up_to_id`), as history; only the
+        first `limit` of them when given."""
+        params: dict[str, Any] = {"p_session": session_id}
+        if up_to_id is not None:
+            params["p_last"] = up_to_id
+        if limit is not None:
+            params["p_limit"] = limit
+        statement = {
+            (False, False): _TRANSCRIPT,
+            (True, False): _TRANSCRIPT_UP_TO,
+            (False, True): _TRANSCRIPT_HEAD,
+            (True, True): _TRANSCRIPT_UP_TO_HEAD,
+        }[(up_to_id is not None, limit is not None)]
+        return run(self.db.connection(), statement, params).rows
 
     def page_messages(
         self, session_id: str, params: PageParams, *, run_id: str | None = None

@@ -66,6 +66,22 @@ class WouldBlock(Exception):
         self.elsewhere = elsewhere
 
 
+# Set while this thread runs a unit here (any `LoopUnits`: one thread runs one unit at a time).
+_ON_LOOP = threading.local()
+
+
+def running_here() -> bool:
+    """Whether the calling thread is running a unit on the event loop right now."""
+    return getattr(_ON_LOOP, "on", False)
+
+
+def leave_the_loop(reason: str) -> None:
+    """Inside a unit running on the loop, one that found its work heavier than its request
+    showed (a long stored history): send it, from its start, to a worker. Elsewhere: nothing."""
+    if running_here():
+        raise WouldBlock(reason, elsewhere=False)
+
+
 class WriteTurn:
     """This process's turn at SQLite's one write lock, held from `BEGIN IMMEDIATE` to the end of
     the transaction, by whichever connection took it."""
@@ -115,7 +131,6 @@ class LoopUnits:
             for kind, options in (("write", {}), ("read", read_options), ("point", point_options))
         }
         self._running = threading.Lock()
-        self._active = threading.local()
         self._paused_until = 0.0
         self._units = 0
         self._checkpointing = threading.Lock()
@@ -130,7 +145,7 @@ class LoopUnits:
 
     def active(self) -> bool:
         """Whether this thread is running a unit here (its sessions then come from here)."""
-        return getattr(self._active, "on", False)
+        return running_here()
 
     def session_factory(self, kind: str) -> sessionmaker[Session]:
         """ "write" (BEGIN IMMEDIATE), "read" (BEGIN) or "point" (no transaction) sessions, as
@@ -144,7 +159,7 @@ class LoopUnits:
         if time.monotonic() < self._paused_until or not self._running.acquire(blocking=False):
             return False, None
         began = time.monotonic()
-        self._active.on = True
+        _ON_LOOP.on = True
         try:
             result = work()
         except WouldBlock as blocked:
@@ -153,7 +168,7 @@ class LoopUnits:
                 self._paused_until = time.monotonic() + SHARED_PAUSE_S
             return False, None
         finally:
-            self._active.on = False
+            _ON_LOOP.on = False
             self._running.release()
             self._after(time.monotonic() - began)
         self.ran += 1
