@@ -11,7 +11,6 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,13 @@ from sqlalchemy import text
 
 import sessionary.conversations.service as conversations_service
 import sessionary.kit.loop_units as loop_units_module
-from sessionary.app import create_app
-from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.loop_units import LoopUnits
 from tests.conftest import Tenant, make_tenant
-from tests.support.fake_upstream import FakeUpstream
 from tests.support.money import charges, money
 from tests.test_credits_http import grant
+from tests.test_turn_commit import FUNDS, remote, upstream  # noqa: F401  (fixtures)
 
-FUNDS = 1_000_000_000
 TURNS: dict[str, dict[str, Any]] = {
     "/v1/responses": {"input": "Hi."},
     "/v1/chat/completions": {
@@ -41,25 +37,16 @@ TURNS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.chat_mode = "words"
-    fake.words = 5
-    yield fake
-    fake.stop()
+def sqlite_only(db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
 
 
 @pytest.fixture
-def served(settings: Settings, db: Database, upstream: FakeUpstream) -> Iterator[TestClient]:
-    if db.dialect != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
-    llm = settings.llm.model_copy(
-        update={"provider": "openai", "model": "gpt-4o-mini", "base_url": upstream.base_url,
-                "api": "chat", "max_retries": 0}
-    )  # fmt: skip
-    app = create_app(settings.model_copy(update={"llm": llm}))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
+def served(sqlite_only: None, remote: TestClient) -> TestClient:  # noqa: F811
+    """test_turn_commit's server (a fake upstream at its HTTP boundary), on SQLite only: the
+    check above runs before the server is built."""
+    return remote
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sessionary.config import Settings
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
-from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn
+from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_here
 from sessionary.kit.raw_sql import run_fixed
 
 T = TypeVar("T")
@@ -89,8 +89,6 @@ def _configure_sqlite(
     # meet the lock still held and nap in SQLite's busy handler (a millisecond at least;
     # `tests/test_storage.py -k after_the_commit`). At 16 clients, `/v1/responses` went from 221
     # to 237 turns a second (15 interleaved rounds; 218 to 259 in a shorter run).
-    _release = write_turn.release
-
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         options = conn.get_execution_options()
@@ -106,12 +104,12 @@ def _configure_sqlite(
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
         except OperationalError as error:
-            _release(raw)
+            write_turn.release(raw)
             if on_loop:  # another process writes: never wait for it here
                 raise WouldBlock(str(error), elsewhere=True) from error
             raise
         except BaseException:
-            _release(raw)
+            write_turn.release(raw)
             raise
 
     dialect = engine.dialect
@@ -121,13 +119,13 @@ def _configure_sqlite(
         try:
             commit(connection)
         finally:
-            _release(getattr(connection, "dbapi_connection", connection))
+            write_turn.release(getattr(connection, "dbapi_connection", connection))
 
     def do_rollback(connection: Any) -> None:
         try:
             rollback(connection)
         finally:
-            _release(getattr(connection, "dbapi_connection", connection))
+            write_turn.release(getattr(connection, "dbapi_connection", connection))
 
     # This engine's own dialect object: its transactions end through these.
     dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
@@ -135,11 +133,11 @@ def _configure_sqlite(
 
     @event.listens_for(engine, "invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _error: Any) -> None:
-        _release(dbapi_connection)  # its transaction is gone with it
+        write_turn.release(dbapi_connection)  # its transaction is gone with it
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
-        _release(dbapi_connection)  # returned mid-transaction and not rolled back
+        write_turn.release(dbapi_connection)  # returned mid-transaction and not rolled back
 
 
 # A pooled PostgreSQL connection unused for this long is pinged before it is handed out. At 1 s,
@@ -317,7 +315,7 @@ class Database:
         visibility are unchanged). Only for writes that a database crash may lose harmlessly:
         a hold (lost, it is as if it had expired; the charge that settles it is durable). On
         SQLite every commit is already like this (WAL with `synchronous=NORMAL`)."""
-        if self.loop_units is not None and self.loop_units.active():
+        if self.loop_units is not None and running_here():
             return self._unit_of_work(
                 self.loop_units.session_factory("write" if write else "read"), durable
             )
@@ -331,7 +329,7 @@ class Database:
         `session(write=False)`. Never for writes, which would commit at once: on SQLite these
         sessions have read-only connections of their own, which refuse them; PostgreSQL's
         autocommit does not."""
-        if self.loop_units is not None and self.loop_units.active():
+        if self.loop_units is not None and running_here():
             return self._unit_of_work(self.loop_units.session_factory("point"), durable=True)
         return self._unit_of_work(self._point_reader, durable=True)
 

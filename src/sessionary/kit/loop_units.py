@@ -143,10 +143,6 @@ class LoopUnits:
                 return WouldBlock(str(context.original_exception), elsewhere=True)
             return None
 
-    def active(self) -> bool:
-        """Whether this thread is running a unit here (its sessions then come from here)."""
-        return running_here()
-
     def session_factory(self, kind: str) -> sessionmaker[Session]:
         """ "write" (BEGIN IMMEDIATE), "read" (BEGIN) or "point" (no transaction) sessions, as
         `Database.session` and `Database.point_reads` give them. The point reads' connection is
