@@ -3,6 +3,7 @@ state, no transaction left open, and the worker path whenever the loop cannot re
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import bindparam, create_engine, select, text
 
 import sessionary.accounts.principal as principal_module
+import sessionary.kit.loop_read as loop_read_module
 from sessionary.accounts.models import ApiKey
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.store import AccountStore
@@ -154,6 +156,35 @@ def test_a_slow_loop_read_pauses_loop_reads(
     assert AccountStore.key_by_prefix_on_loop(db.loop_reads, _prefix(tenant)) == (False, None)
     monkeypatch.setattr(time, "monotonic", lambda: 10**9)  # PAUSE_S later
     assert _loop_row(db, tenant).id == tenant.key_id
+
+
+class _CollectingConnection:
+    """A connection whose statements start with a full garbage collection."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        gc.collect()
+        return self.real.execute(*args)
+
+
+def test_a_read_that_met_the_collector_pauses_nothing(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full collection stops every thread wherever it starts: a read it lengthened is not a
+    slow database. The threshold is a quarter of what the collection takes here."""
+    _sqlite_only(db)
+    heap = [[index] for index in range(1_000_000)]  # containers the collector walks
+    began = time.perf_counter()
+    gc.collect()
+    monkeypatch.setattr(loop_read_module, "SLOW_MS", (time.perf_counter() - began) * 1000 / 4)
+    real = LoopReader._connection
+    monkeypatch.setattr(LoopReader, "_connection", lambda self: _CollectingConnection(real(self)))
+    assert _loop_row(db, tenant).id == tenant.key_id
+    monkeypatch.setattr(LoopReader, "_connection", real)
+    assert _loop_row(db, tenant).id == tenant.key_id  # loop reads still on
+    assert len(heap) == 1_000_000
 
 
 def test_the_loop_reader_never_creates_a_database(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ units never stay on the loop."""
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import sqlite3
 import threading
@@ -224,6 +225,7 @@ def test_a_slow_unit_turns_the_loop_path_off(
     served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)  # every unit counts as slow
+    monkeypatch.setattr(loop_units_module, "SLOW_UNITS", 1)
     monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
     units = _units(served)
     ran = units.ran
@@ -294,11 +296,82 @@ def test_a_process_first_units_compile_and_pause_nothing(
     if db.loop_units is None:
         pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)
+    monkeypatch.setattr(loop_units_module, "SLOW_UNITS", 1)
     units = db.loop_units
     for _ in range(loop_units_module.WARM_UNITS):
         assert units.run(lambda: 1) == (True, 1)
     assert units.run(lambda: 1) == (True, 1)  # slow, after the warm-up: pauses the path
     assert units.run(lambda: 1) == (False, None)
+
+
+def test_one_slow_unit_pauses_nothing_a_run_of_them_does(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow unit may be the machine's hiccup: only `SLOW_UNITS` of them within
+    `SLOW_WINDOW_S` turn the path off."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)  # every unit counts as slow
+    monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
+    units = db.loop_units
+    for _ in range(loop_units_module.SLOW_UNITS):
+        assert units.run(lambda: 1) == (True, 1)
+    assert units.run(lambda: 1) == (False, None)
+
+
+def test_slow_units_far_apart_pause_nothing(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)
+    monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
+    monkeypatch.setattr(loop_units_module, "SLOW_WINDOW_S", 0.05)
+    units = db.loop_units
+    for _ in range(loop_units_module.SLOW_UNITS * 2):
+        assert units.run(lambda: 1) == (True, 1)
+        time.sleep(0.06)  # the previous slow unit has left the window
+
+
+def test_a_stall_pauses_the_path_at_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", 10)
+    monkeypatch.setattr(loop_units_module, "STALL_MS", 30)
+    monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
+    units = db.loop_units
+    assert units.run(lambda: time.sleep(0.015)) == (True, None)  # slow, not a stall
+    assert units.run(lambda: time.sleep(0.05)) == (True, None)  # a stall
+    assert units.run(lambda: 1) == (False, None)
+
+
+def test_the_collector_pauses_are_not_counted_as_the_units(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full collection stops every thread wherever the unit runs: a unit that met one is not
+    slow for it. Here the unit itself runs a collection over a million objects; the thresholds
+    are a quarter of what that collection took outside a unit, so counting it would pause."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    heap = [[index] for index in range(1_000_000)]  # containers the collector walks
+    began = time.perf_counter()
+    gc.collect()
+    collection_ms = (time.perf_counter() - began) * 1000
+    monkeypatch.setattr(loop_units_module, "SLOW_MS", collection_ms / 4)
+    monkeypatch.setattr(loop_units_module, "STALL_MS", collection_ms / 4)
+    monkeypatch.setattr(loop_units_module, "SLOW_UNITS", 1)
+    monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
+    units = db.loop_units
+    took: list[float] = []
+
+    def collecting() -> int:
+        began = time.perf_counter()
+        found = gc.collect()
+        took.append((time.perf_counter() - began) * 1000)
+        return found
+
+    assert units.run(collecting)[0]
+    assert took[0] > collection_ms / 4  # the unit did take that long, in the collector
+    assert units.run(lambda: 1) == (True, 1)  # and the path is still on
+    assert len(heap) == 1_000_000
 
 
 def test_a_long_stored_history_sends_the_plan_to_a_worker(

@@ -33,6 +33,7 @@ from sessionary.external.routes import root_router as external_root_router
 from sessionary.external.routes import router as external_router
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
+from sessionary.kit.heap import freeze_once
 from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.preload_models:
             await run_in_threadpool(providers.load)
+        freeze_once()  # what the server holds from now on is left out of full collections
         async with anyio.create_task_group() as background:
             background.start_soon(HoldKeeper(db).run)
             # Background responses run in this task group, not in the request that made them.

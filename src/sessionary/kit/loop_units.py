@@ -24,9 +24,13 @@ which does wait, whenever it would):
 - Checkpoints never run on the loop: its connections do not checkpoint at commit
   (`wal_autocheckpoint=0`); every `CHECKPOINT_EVERY` units a thread of its own runs a PASSIVE
   checkpoint, which waits for nobody.
-- A unit that took longer than `SLOW_MS` (SQLite can retry inside itself, for a read mark held
-  by a stuck process, for seconds) turns this path off for `PAUSE_S`; except among a process's
-  first `WARM_UNITS`, which compile its statements (about 100 ms, once).
+- Slow units turn this path off for `PAUSE_S` (SQLite can retry inside itself, for a read mark
+  held by a stuck process, for seconds): one that took longer than `STALL_MS`, or `SLOW_UNITS`
+  over `SLOW_MS` within `SLOW_WINDOW_S`. A unit's time leaves out the garbage collector's pauses
+  meanwhile, which stop every thread wherever the unit runs: one full collection (over 100 ms
+  in a loaded process) used to turn the path off for good measure, and so did a single
+  hiccup of the machine. A process's first `WARM_UNITS` count for nothing: they compile its
+  statements (about 100 ms, once).
 
 So a unit given here must be safe to run again from its start on a worker: at most one write
 transaction, and nothing before it that must not happen twice (`Database.in_worker(...,
@@ -38,6 +42,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,11 +50,16 @@ import structlog
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from sessionary.kit.heap import COLLECTOR_TIME
+
 log = structlog.get_logger("sessionary.db")
 
 T = TypeVar("T")
 
 SLOW_MS = 50
+SLOW_UNITS = 3
+SLOW_WINDOW_S = 10.0
+STALL_MS = 500
 PAUSE_S = 30.0
 SHARED_PAUSE_S = 1.0
 WARM_UNITS = 8
@@ -133,6 +143,7 @@ class LoopUnits:
         self._running = threading.Lock()
         self._paused_until = 0.0
         self._units = 0
+        self._slow: deque[float] = deque()  # when the recent slow units ended
         self._checkpointing = threading.Lock()
         self.ran = 0  # units run here, and units sent to a worker after starting here
         self.sent_away = 0
@@ -154,7 +165,7 @@ class LoopUnits:
         here was committed). Exceptions other than `WouldBlock` are the unit's own."""
         if time.monotonic() < self._paused_until or not self._running.acquire(blocking=False):
             return False, None
-        began = time.monotonic()
+        began = time.perf_counter() - COLLECTOR_TIME.seconds
         _ON_LOOP.on = True
         try:
             result = work()
@@ -166,14 +177,23 @@ class LoopUnits:
         finally:
             _ON_LOOP.on = False
             self._running.release()
-            self._after(time.monotonic() - began)
+            self._after(time.perf_counter() - COLLECTOR_TIME.seconds - began)
         self.ran += 1
         return True, result
 
     def _after(self, took_s: float) -> None:
-        if took_s * 1000 > SLOW_MS and self._units >= WARM_UNITS:
-            self._paused_until = time.monotonic() + PAUSE_S
-            log.warning("loop_units_paused", took_ms=round(took_s * 1000), seconds=PAUSE_S)
+        """Count a unit that took `took_s` (the collector's pauses left out): pause the path
+        after a stall or too many slow units; start a checkpoint every `CHECKPOINT_EVERY`."""
+        took_ms = took_s * 1000
+        if took_ms > SLOW_MS and self._units >= WARM_UNITS:
+            now = time.monotonic()
+            self._slow.append(now)
+            while self._slow[0] < now - SLOW_WINDOW_S:
+                self._slow.popleft()
+            if took_ms > STALL_MS or len(self._slow) >= SLOW_UNITS:
+                self._slow.clear()
+                self._paused_until = now + PAUSE_S
+                log.warning("loop_units_paused", took_ms=round(took_ms), seconds=PAUSE_S)
         self._units += 1
         if self._units % CHECKPOINT_EVERY == 0 and self._checkpointing.acquire(blocking=False):
             threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True).start()
