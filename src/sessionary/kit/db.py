@@ -362,7 +362,8 @@ class Database:
 
         `loop_ok`: on SQLite, `work` runs on the event loop itself when it can without waiting
         (`kit/loop_units.py`), and on a worker, from its start, when it cannot. Only for work
-        with at most one write transaction and nothing before it that must not run twice.
+        with at most one write transaction and nothing before it that must not run twice, whose
+        calls to the loop (a model's) go through `loop_units.from_worker`.
 
         `waits_elsewhere`: `work` may wait on something slow outside the database (a local
         model's tokenizer, queued behind that model's generations; a search's query, queued
@@ -378,7 +379,7 @@ class Database:
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
         to end."""
-        if loop_ok and not waits_elsewhere and self.loop_units is not None:
+        if loop_ok and self.loop_units is not None:
             ran, result = self.loop_units.run(work)
             if ran:
                 return result  # type: ignore[return-value]  # what `work` answered

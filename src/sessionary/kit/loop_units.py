@@ -43,9 +43,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import anyio.from_thread
 import structlog
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,9 +88,17 @@ def running_here() -> bool:
 
 def leave_the_loop(reason: str) -> None:
     """Inside a unit running on the loop, one that found its work heavier than its request
-    showed (a long stored history): send it, from its start, to a worker. Elsewhere: nothing."""
+    showed (a long stored history, a search index to load): send it, from its start, to a
+    worker. Elsewhere: nothing."""
     if running_here():
         raise WouldBlock(reason, elsewhere=False)
+
+
+def from_worker(call: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """`anyio.from_thread.run`: a worker's call to an async function on the event loop (a
+    model's). A unit running on the loop itself cannot wait for the loop: it leaves it."""
+    leave_the_loop("a call to the event loop")
+    return anyio.from_thread.run(call, *args)
 
 
 class WriteTurn:

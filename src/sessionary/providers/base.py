@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import anyio.from_thread
+from sessionary.kit.loop_units import from_worker
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -200,7 +200,7 @@ def count_from_worker(embedder: EmbeddingModel, texts: Sequence[str]) -> int:
     count_now = getattr(embedder, "count_tokens_now", None)
     counted = count_now(texts) if count_now is not None else None
     if counted is None:
-        counted = anyio.from_thread.run(embedder.count_tokens, texts)
+        counted = from_worker(embedder.count_tokens, texts)
     return int(counted)
 
 

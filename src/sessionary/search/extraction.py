@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable
 from datetime import date
 from typing import Any
 
+from sessionary.kit.loop_units import leave_the_loop
 from sessionary.search import quantities
 from sessionary.search.records import fold
 from sessionary.search.vocabulary import (
@@ -391,6 +392,7 @@ class Extractors:
             if found is not None:
                 self._entries.move_to_end(key)
                 return found
+        leave_the_loop("an extractor to build")
         built = build()
         with self._lock:
             self._entries[key] = built

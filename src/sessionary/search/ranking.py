@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sessionary.kit.loop_units import leave_the_loop
 from sessionary.search.filters import Columns, as_numbers
 from sessionary.search.store import Hit, SearchStore
 
@@ -41,6 +42,7 @@ class TemplateIndex:
     rows_cache: OrderedDict[str, np.ndarray | None] = field(default_factory=OrderedDict)
     _bm25: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _building: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.position = {doc_id: i for i, doc_id in enumerate(self.ids)}
@@ -111,7 +113,9 @@ class TemplateIndex:
     def lexical(self, query: str, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         import bm25s
 
-        with self._lock:
+        if self._bm25 is None:
+            leave_the_loop("a lexical index to build")
+        with self._building:  # not `_lock`: the others never wait for a build
             if self._bm25 is None:
                 retriever = bm25s.BM25()
                 corpus = bm25s.tokenize(self.texts, stopwords="en", show_progress=False)
@@ -139,6 +143,7 @@ class _ColumnView:
         with self.index._lock:
             if key in cache:
                 return cache[key]
+        leave_the_loop("a filter column to load")
         pairs = self.load(key)
         column: np.ndarray | None = None
         if [doc_id for doc_id, _ in pairs] == self.index.ids:  # else a write landed between
@@ -153,6 +158,7 @@ class _ColumnView:
         with self.index._lock:
             if ("numbers", key) in cache:
                 return cache[("numbers", key)]
+        leave_the_loop("a filter column to convert")
         values = self.values(key)
         numbers = None if values is None else as_numbers(values)
         with self.index._lock:
@@ -194,6 +200,7 @@ class IndexCache:
             if entry is not None and entry.version == version:
                 self._entries.move_to_end(template_id)
                 return entry
+        leave_the_loop("a template's vectors to load")
         ids, vectors, texts = store.all_vectors(template_id)
         matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
         entry = TemplateIndex(version, ids, matrix, texts)

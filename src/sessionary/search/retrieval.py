@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sessionary.kit.loop_units import leave_the_loop
 from sessionary.search.ann import ANN, MIN_SELECTIVITY, AnnPolicy, approximate
 from sessionary.search.filters import column_mask
 from sessionary.search.models import EmbeddingTemplate
@@ -138,6 +139,7 @@ def _dense(
     total = len(index.ids)
     if not policy.enabled or total < policy.min_records:
         return index.dense(query, rows, k), "exact"
+    leave_the_loop("a large template")  # its graph, or exact scoring at its size
     if rows is not None and (rows.size < policy.exact_below or rows.size < MIN_SELECTIVITY * total):
         return index.dense(query, rows, k), "exact (selective filter)"
     served = ANN.snapshot(template_id, index)
@@ -179,4 +181,5 @@ def _filtered_rows(
     rows = index.filtered(repr(filters), scan)
     if rows is not None:
         return rows
+    leave_the_loop("filters the cached columns cannot answer")  # a scan of the documents
     return index.rows_of(store.candidate_ids(template.id, store.where(filters, template.schema)))

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 from sqlalchemy.orm import Session
@@ -30,6 +29,7 @@ from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
+from sessionary.kit.loop_units import from_worker
 from sessionary.providers.base import (
     ChatRequest,
     ChatResult,
@@ -296,7 +296,7 @@ class SearchService:
             chat = self.providers.chat()
 
             def generate(request: ChatRequest) -> ChatResult:
-                return anyio.from_thread.run(chat.generate, request)
+                return from_worker(chat.generate, request)
 
             filters = llm_extraction.merge(
                 filters, llm_extraction.extract(template.schema, term, generate)
@@ -323,7 +323,7 @@ class SearchService:
             return None
 
         def embed(texts: Sequence[str]) -> np.ndarray:
-            batch = anyio.from_thread.run(embedder.embed, list(texts))
+            batch = from_worker(embedder.embed, list(texts))
             return np.asarray(batch.vectors, dtype=np.float32)
 
         return Semantic(embedder.name, embed)
@@ -333,7 +333,11 @@ class SearchService:
 
         Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
         rank, charge: `_rank_then_charge`); one the model embeds is three (plan and count;
-        the model's call; rank and charge). Credits are held while the model runs only when
+        the model's call; rank and charge). On SQLite the first and the last run on the event
+        loop itself when nothing in them would wait there (`kit/loop_units.py`): they leave it
+        for a worker, from their start, to load a template's index, columns or extractor, to
+        call a model (a word the extractor has not met), or for a template large enough for
+        the ANN index. Credits are held while the model runs only when
         it runs elsewhere (a paid API): a model in this process costs this server nothing but
         CPU, so the balance is checked before it runs and the charge after ranking is
         conditional, as for a cached vector."""
@@ -341,7 +345,9 @@ class SearchService:
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
         plan, found, reservation = await self.db.in_worker(  # it may call the models
-            lambda: self._begin(caller, owner, query, term, limit), waits_elsewhere=True
+            lambda: self._begin(caller, owner, query, term, limit),
+            waits_elsewhere=True,
+            loop_ok=True,
         )
         if found is not None:
             return found
@@ -350,7 +356,8 @@ class SearchService:
             return await self.db.in_worker(
                 lambda: self._rank_then_charge(
                     plan, owner, vector, tokens, limit, query, checked=True
-                )
+                ),
+                loop_ok=True,
             )
         meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
         try:
