@@ -8,7 +8,8 @@ cursor, as are savepoints (`_fixed_savepoints`): through SQLAlchemy's execution 
 20-40 µs each, several times a turn. Within one process, write transactions also hold a lock
 from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
 nap), so under load a writer could sleep long after the database was free (p99 above a second
-at 16 clients); a lock hands over at once. Other processes still meet SQLite's busy handler.
+at 16 clients); a lock hands over at once. Processes of this server take turns on a file lock
+beside the database (`loop_units.FileTurn`); other programs still meet SQLite's busy handler.
 
 A SQLite write transaction holds the database's one write lock until it ends, so code
 must never open a second write session while its own request's write transaction is open: it
@@ -97,9 +98,10 @@ def _configure_sqlite(
                 run_fixed(conn, "BEGIN")
             return
         raw = conn.connection.dbapi_connection
-        if not write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000):
+        holder = write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000)
+        if holder is not None:
             if on_loop:
-                raise WouldBlock("a worker holds the write turn", elsewhere=False)
+                raise WouldBlock(f"the write turn is held {holder}", elsewhere=holder != "here")
             raise PoolTimeout("No write turn on the SQLite database in time.")
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
@@ -169,6 +171,15 @@ def _configure_postgres(engine: Engine) -> None:
             dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as error:
             raise InvalidatePoolError(str(error)) from error
+
+
+def _sqlite_file(settings: Settings) -> str | None:
+    """The SQLite database's file (None: PostgreSQL, or a database in memory)."""
+    url = settings.sqlalchemy_url
+    if not url.startswith("sqlite"):
+        return None
+    database = url.split("///", 1)[-1].split("?", 1)[0]
+    return database if database and database != ":memory:" else None
 
 
 def make_engine(
@@ -265,7 +276,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        write_turn = WriteTurn()
+        write_turn = self.write_turn = WriteTurn(_sqlite_file(settings))
         self.engine = make_engine(settings, write_turn=write_turn)
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)  # SQLite
@@ -403,6 +414,7 @@ class Database:
             db.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self.write_turn.close()
         self.loop_reads.close()
         self.async_reads.close()
         self.engine.dispose()
