@@ -181,3 +181,62 @@ def test_a_lexical_index_being_built_blocks_no_other_reader(
     assert time.monotonic() - began < 0.5
     builder.join()
     assert index.lexical("red", None, 2)[0][0] == "a"
+
+
+def test_filters_not_met_before_are_computed_on_a_worker(
+    app: FastAPI, client: TestClient, funded: Tenant
+) -> None:
+    """The scan a filter needs costs what the request says (a thousand values on each of many
+    fields): the first time a filter is met its rows are computed on a worker; the same filter
+    again is a lookup, on the loop."""
+    units = _units(app)
+    template = create(client, funded)["template_id"]
+    _search(client, funded, template, search_params={"city": "Houston"})  # the column, loaded
+    cities = {"search_params": {"city": {"in": ["Dallas", "Austin"]}}}
+    away = units.sent_away
+    first = _search(client, funded, template, **cities)
+    assert units.sent_away == away + 1
+    ran, away = units.ran, units.sent_away
+    again = _search(client, funded, template, **cities)
+    assert (units.ran, units.sent_away) == (ran + 1, away)
+    assert first["results"] == again["results"]
+    assert {hit["record"]["city"] for hit in again["results"]} == {"Dallas", "Austin"}
+
+
+def test_a_large_request_never_runs_on_the_loop(
+    app: FastAPI, client: TestClient, funded: Tenant
+) -> None:
+    """Filters (or a record) past `kit/light.py`'s bounds: both units on workers from the
+    start, whatever is in memory."""
+    units = _units(app)
+    template = create(client, funded)["template_id"]
+    many = {"search_params": {"city": {"in": [f"city {n}" for n in range(500)]}}}
+    _search(client, funded, template, **many)
+    ran, away = units.ran, units.sent_away
+    _search(client, funded, template, **many)
+    assert (units.ran, units.sent_away) == (ran, away)
+
+
+def test_a_record_larger_than_a_stored_one_is_refused(
+    client: TestClient, funded: Tenant, db: Database
+) -> None:
+    template = create(client, funded)["template_id"]
+    spent = len(charges(db, funded))
+    record = {f"field {n}": "x" * 10 for n in range(10_000)}  # about 190 kB
+    answer = post(
+        client, funded, "similar_to_embedding", {"template_id": template, "search_json": record}
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["param"] == "search_json"
+    assert len(charges(db, funded)) == spent
+
+
+def test_rerank_over_a_template_with_no_words_answers_with_its_dense_ranking(
+    client: TestClient, funded: Tenant
+) -> None:
+    """Stopwords only: no lexical index can be built (bm25s refuses an empty vocabulary); the
+    search answers from the vectors alone instead of a 500."""
+    records = [{"id": "s1", "t": "the"}, {"id": "s2", "t": "a an"}]
+    template = create(client, funded, records)["template_id"]
+    found = _search(client, funded, template, search_term="the", rerank=True)
+    assert len(found["results"]) == 2

@@ -167,10 +167,11 @@ class ChatCompletions:
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
 
         light = is_light([body.messages, body.tools])
+        at_once = counts_at_once(self.providers.chat())
         turn, reservation = await self.database.in_worker(
             plan_and_hold,
-            waits_elsewhere=not counts_at_once(self.providers.chat()),
-            loop_ok=light,
+            waits_elsewhere=not at_once,
+            loop_ok=light and at_once,  # a local model's count waits on the model
         )
         turn.light = light
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)

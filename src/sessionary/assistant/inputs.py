@@ -21,6 +21,7 @@ from typing import Any
 from sessionary.assistant.files import FileReader, wrap
 from sessionary.conversations.service import NewMessage
 from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.light import is_light as light
 from sessionary.providers.base import ChatMessage, FunctionCall, ImagePart
 from sessionary.settings.files import FileInputSettings
 
@@ -32,37 +33,16 @@ MAX_MESSAGES = 500
 MAX_TEXT_CHARS = 200_000
 TOOL_ITEMS = {"function_call", "function_call_output"}
 MAX_CALL_ID = 128
-# `is_light`: what a turn's request may hold for its plan and settle to run on the event loop.
+# `is_light`: parts that keep a turn's plan and settle off the event loop.
 HEAVY_PARTS = IMAGE_PARTS | {FILE_PART, "file", "input_audio"}
-LIGHT_CHARS = 16_000
-LIGHT_VALUES = 400
 
 
 def is_light(request_parts: list[Any]) -> bool:
-    """Whether a turn's input (and tools) is a little plain text: no file to decode, no image,
-    at most `LIGHT_CHARS` characters (keys included) in at most `LIGHT_VALUES` JSON values. Its
-    plan and settle are then short enough to run on the event loop
+    """Whether a turn's input (and tools) is a little plain text (`kit/light.py`): no file to
+    decode, no image. Its plan and settle are then short enough to run on the event loop
     (`Database.in_worker(loop_ok=True)`; a long stored history still sends the plan to a
-    worker: `ConversationService.history`); any other turn's run on a worker, where a 10 MB
-    PDF does not hold up every other request."""
-    pending: list[Any] = [request_parts]
-    chars = seen = 0
-    while pending:
-        value = pending.pop()
-        seen += 1
-        if seen > LIGHT_VALUES:
-            return False
-        if isinstance(value, str):
-            chars += len(value)
-        elif isinstance(value, dict):
-            kind = value.get("type")  # JSON Schema's "type" may be a list: ["string", "null"]
-            if isinstance(kind, str) and kind in HEAVY_PARTS:
-                return False
-            chars += sum(len(key) for key in value if isinstance(key, str))
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return chars <= LIGHT_CHARS
+    worker: `ConversationService.history`)."""
+    return light(request_parts, HEAVY_PARTS)
 
 
 def _image_url(part: dict[str, Any], param: str) -> str:

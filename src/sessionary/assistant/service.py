@@ -135,10 +135,11 @@ class AssistantService:
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
         light = is_light([request.input, request.tools])
+        at_once = counts_at_once(self.providers.chat())
         turn, reservation = await self.database.in_worker(
             plan_and_hold,
-            waits_elsewhere=not counts_at_once(self.providers.chat()),
-            loop_ok=light,
+            waits_elsewhere=not at_once,
+            loop_ok=light and at_once,  # a local model's count waits on the model
         )
         turn.light = light
         meter = Meter(self.database, reservation)  # kept alive from here (on the event loop)

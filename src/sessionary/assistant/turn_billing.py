@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
-import anyio.from_thread
 
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.kit.db import Database
+from sessionary.kit.loop_units import from_worker
 from sessionary.providers.base import ChatMessage, ChatModel, Usage
 from sessionary.providers.container import is_local
 
@@ -54,11 +54,12 @@ def counts_at_once(chat: ChatModel) -> bool:
 def token_counter(chat: ChatModel) -> Callable[[Sequence[ChatMessage]], int]:
     """How a turn's tokens are counted from a worker thread (where a turn is planned, fitted
     and reserved in one hand-off): directly when the model counts without waiting (a remote
-    model's estimate), else through the event loop."""
+    model's estimate), else through the event loop (a unit running on the loop leaves it
+    for a worker first: `kit/loop_units.from_worker`)."""
     counted_now = getattr(chat, "count_tokens_now", None)
     if counted_now is not None:
         return cast(Callable[[Sequence[ChatMessage]], int], counted_now)
-    return lambda messages: anyio.from_thread.run(chat.count_tokens, messages)
+    return lambda messages: from_worker(chat.count_tokens, messages)  # never from the loop
 
 
 def worst_input_tokens(

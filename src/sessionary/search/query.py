@@ -6,13 +6,15 @@ the service checks it here before any read or charge, so a query that cannot run
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.errors import InvalidRequest, PayloadTooLarge
 from sessionary.search import detection
+from sessionary.search.limits import MAX_RECORD_BYTES
 from sessionary.search.models import EmbeddingTemplate
 from sessionary.search.records import build_document, flatten
 
@@ -56,6 +58,10 @@ def checked_term(query: SearchQuery) -> str | None:
             return term
         if not isinstance(query.record, dict) or not query.record:
             raise InvalidRequest("Send search_term or search_json.", param="search_term")
+        if len(json.dumps(query.record, default=str)) > MAX_RECORD_BYTES:  # as a stored record
+            raise PayloadTooLarge(
+                f"search_json is larger than {MAX_RECORD_BYTES} bytes.", param="search_json"
+            )
         return None
     if not isinstance(term, str) or not _has_text(term):
         raise InvalidRequest("Missing required parameter: 'search_term'.", param="search_term")

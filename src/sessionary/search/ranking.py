@@ -30,6 +30,9 @@ _CACHE_SHOWN = 2048
 _CACHE_MASKS = 256
 
 
+_NO_WORDS = object()  # a lexical index of a template whose texts hold no word
+
+
 @dataclass
 class TemplateIndex:
     version: int
@@ -81,6 +84,7 @@ class TemplateIndex:
             if key in self.rows_cache:
                 self.rows_cache.move_to_end(key)
                 return self.rows_cache[key]
+        leave_the_loop("filters not met before")  # a scan whose cost the request sets
         rows = compute()
         if rows is not None:
             rows.setflags(write=False)
@@ -119,10 +123,11 @@ class TemplateIndex:
             if self._bm25 is None:
                 retriever = bm25s.BM25()
                 corpus = bm25s.tokenize(self.texts, stopwords="en", show_progress=False)
-                retriever.index(corpus, show_progress=False)
-                self._bm25 = retriever
+                if corpus.vocab:  # no word at all (no records, or stopwords only): no index
+                    retriever.index(corpus, show_progress=False)
+                self._bm25 = retriever if corpus.vocab else _NO_WORDS
         terms = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
-        if not terms:
+        if not terms or self._bm25 is _NO_WORDS:
             return []
         scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float64)
         if rows is not None:

@@ -29,6 +29,7 @@ from sessionary.billing.metering import Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest, NotFound
+from sessionary.kit.light import is_light
 from sessionary.kit.loop_units import from_worker
 from sessionary.providers.base import (
     ChatRequest,
@@ -334,20 +335,22 @@ class SearchService:
         Hand-offs to worker threads are grouped: a query whose vector is cached is one (plan,
         rank, charge: `_rank_then_charge`); one the model embeds is three (plan and count;
         the model's call; rank and charge). On SQLite the first and the last run on the event
-        loop itself when nothing in them would wait there (`kit/loop_units.py`): they leave it
-        for a worker, from their start, to load a template's index, columns or extractor, to
-        call a model (a word the extractor has not met), or for a template large enough for
-        the ANN index. Credits are held while the model runs only when
+        loop itself when nothing in them would wait there (`kit/loop_units.py`) and the request
+        is small (`kit/light.py`: its filters and record): they leave it for a worker, from
+        their start, to load a template's index, columns or extractor, to compute a filter's
+        rows not met before, to call a model (a word the extractor has not met), or for a
+        template large enough for the ANN index. Credits are held while the model runs only when
         it runs elsewhere (a paid API): a model in this process costs this server nothing but
         CPU, so the balance is checked before it runs and the charge after ranking is
         conditional, as for a cached vector."""
         term = checked_term(query)
         limit = max(1, min(query.limit, MAX_LIMIT))
         owner = Owner.of(caller)
+        light = is_light([query.params, query.forced, query.record])
         plan, found, reservation = await self.db.in_worker(  # it may call the models
             lambda: self._begin(caller, owner, query, term, limit),
             waits_elsewhere=True,
-            loop_ok=True,
+            loop_ok=light,
         )
         if found is not None:
             return found
@@ -357,7 +360,7 @@ class SearchService:
                 lambda: self._rank_then_charge(
                     plan, owner, vector, tokens, limit, query, checked=True
                 ),
-                loop_ok=True,
+                loop_ok=light,
             )
         meter = Meter(self.db, reservation)  # kept alive from here (on the event loop)
         try:
