@@ -240,3 +240,23 @@ def test_rerank_over_a_template_with_no_words_answers_with_its_dense_ranking(
     template = create(client, funded, records)["template_id"]
     found = _search(client, funded, template, search_term="the", rerank=True)
     assert len(found["results"]) == 2
+
+
+def test_many_documents_not_met_before_are_read_on_a_worker(
+    app: FastAPI, client: TestClient, funded: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records may be 100 kB each and a page 100 of them: past `LOOP_SHOWN` unread documents
+    the unit leaves the loop; read once, the same page is answered there."""
+    import sessionary.search.ranking as ranking_module
+
+    monkeypatch.setattr(ranking_module, "LOOP_SHOWN", 2)
+    units = _units(app)
+    template = create(client, funded)["template_id"]
+    _search(client, funded, template, limit=1)  # all loaded but the documents' records
+    away = units.sent_away
+    first = _search(client, funded, template, limit=4)
+    assert units.sent_away == away + 1
+    ran, away = units.ran, units.sent_away
+    again = _search(client, funded, template, limit=4)
+    assert (units.ran, units.sent_away) == (ran + 1, away)
+    assert first["results"] == again["results"] and len(again["results"]) == 4

@@ -30,6 +30,8 @@ _CACHE_SHOWN = 2048
 _CACHE_MASKS = 256
 
 
+# On the event loop, a search reads at most this many documents not met before (`shown`).
+LOOP_SHOWN = 10
 _NO_WORDS = object()  # a lexical index of a template whose texts hold no word
 
 
@@ -68,6 +70,8 @@ class TemplateIndex:
             for doc_id in found:
                 self.shown_cache.move_to_end(doc_id)
         missing = [i for i in ids if i not in found]
+        if len(missing) > LOOP_SHOWN:  # up to 100 records of up to 100 kB each
+            leave_the_loop("many documents to read")
         if missing:
             loaded = load(missing)
             found.update(loaded)
