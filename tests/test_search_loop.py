@@ -260,3 +260,60 @@ def test_many_documents_not_met_before_are_read_on_a_worker(
     again = _search(client, funded, template, limit=4)
     assert (units.ran, units.sent_away) == (ran + 1, away)
     assert first["results"] == again["results"] and len(again["results"]) == 4
+
+
+def test_a_long_term_is_extracted_on_a_worker(
+    app: FastAPI, client: TestClient, funded: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extractor's passes cost the term's words by the template's fields (a 2,000-character
+    term against 250 fields held the loop 1.3-1.8 s): past `LOOP_TERM_CHARS` they run on a
+    worker; a remembered answer for the same term is a lookup, on the loop."""
+    import sessionary.search.extraction as extraction_module
+
+    units = _units(app)
+    template = create(client, funded)["template_id"]
+    words = SEARCH["search_term"].split()
+    _search(client, funded, template)  # every word met
+    ran, away = units.ran, units.sent_away
+    _search(client, funded, template, search_term=" ".join(reversed(words)))  # a new term
+    assert units.sent_away == away  # short: extracted on the loop
+    monkeypatch.setattr(extraction_module, "LOOP_TERM_CHARS", 10)
+    away = units.sent_away
+    first = _search(client, funded, template, search_term=" ".join(words[1:] + words[:1]))
+    assert units.sent_away == away + 1  # long now: the plan left the loop
+    ran, away = units.ran, units.sent_away
+    again = _search(client, funded, template, search_term=" ".join(words[1:] + words[:1]))
+    assert units.sent_away == away and units.ran > ran  # remembered: a lookup, on the loop
+    assert first["results"] == again["results"]
+
+
+def test_the_lexical_library_is_imported_off_the_loop(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its import takes 0.4 s: a unit that would be the first to import it leaves the loop."""
+    import sys
+
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    index = TemplateIndex(1, ["a"], np.eye(1, dtype=np.float32), ["red door"])
+    index._bm25 = object()  # as if built
+    monkeypatch.delitem(sys.modules, "bm25s", raising=False)
+    assert db.loop_units.run(lambda: index.lexical("red", None, 1)) == (False, None)
+
+
+def test_a_record_with_nan_or_infinity_is_refused_at_ingest(
+    client: TestClient, funded: Tenant, db: Database
+) -> None:
+    """JSON has no NaN: SQLite's JSON functions refuse such a record, which made every filtered
+    search of its template a 503 that no retry could cure."""
+    spent = len(charges(db, funded))
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = '{"name": "homes", "records": [{"id": "n1", "price": ' + token + "}]}"
+        answer = client.post(
+            "/v1/chat/create_embedding",
+            content=body,
+            headers={**funded.headers, "content-type": "application/json"},
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"] == "records[0]"
+    assert len(charges(db, funded)) == spent

@@ -52,7 +52,14 @@ def check_records(records: Any) -> list[dict[str, Any]]:
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise InvalidRequest("Each record must be a JSON object.", param=f"records[{index}]")
-        if len(json.dumps(record, default=str)) > MAX_RECORD_BYTES:
+        try:  # NaN and Infinity are not JSON: SQLite's JSON functions refuse such a record
+            size = len(json.dumps(record, default=str, allow_nan=False))
+        except ValueError:
+            raise InvalidRequest(
+                "A record holds NaN or Infinity, which JSON does not allow.",
+                param=f"records[{index}]",
+            ) from None
+        if size > MAX_RECORD_BYTES:
             raise PayloadTooLarge(
                 f"records[{index}] is larger than {MAX_RECORD_BYTES} bytes.",
                 param=f"records[{index}]",

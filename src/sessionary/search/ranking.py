@@ -9,6 +9,7 @@ graph built from this matrix (ann.py), in step with the same version. PostgreSQL
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -119,10 +120,10 @@ class TemplateIndex:
         return [(self.ids[rows[i]], float(scores[i])) for i in top]
 
     def lexical(self, query: str, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+        if self._bm25 is None or "bm25s" not in sys.modules:  # its import takes 0.4 s
+            leave_the_loop("a lexical index to build")
         import bm25s
 
-        if self._bm25 is None:
-            leave_the_loop("a lexical index to build")
         with self._building:  # not `_lock`: the others never wait for a build
             if self._bm25 is None:
                 retriever = bm25s.BM25()
