@@ -197,8 +197,8 @@ def make_engine(
     connection rather than wait for one)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
+        database = _sqlite_file(settings)
+        if database is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
