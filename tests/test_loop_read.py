@@ -144,18 +144,30 @@ def test_a_slow_loop_read_pauses_loop_reads(
     db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite retries a blocked WAL read mark for up to ~10 s whatever the busy timeout: one
-    read slower than SLOW_MS turns loop reads off for PAUSE_S, so later requests take the
+    read slower than SLOW_MS turns loop reads off for a while, so later requests take the
     worker path instead of stalling the loop in turn."""
     _sqlite_only(db)
     real = LoopReader._connection
     monkeypatch.setattr(
         LoopReader, "_connection", lambda self: _SlowConnection(real(self), SLOW_MS / 1000 * 2)
     )
+    began = time.monotonic()
     slow = _loop_row(db, tenant)  # answered, but slow
     assert slow.id == tenant.key_id
     assert AccountStore.key_by_prefix_on_loop(db.loop_reads, _prefix(tenant)) == (False, None)
+    # Off for `paused_for` the read's time: the 1 s floor here, for a read of about 100 ms.
+    off = db.loop_reads._paused_until - began
+    assert loop_read_module.MIN_PAUSE_S <= off < loop_read_module.PAUSE_S / 2
     monkeypatch.setattr(time, "monotonic", lambda: 10**9)  # PAUSE_S later
     assert _loop_row(db, tenant).id == tenant.key_id
+
+
+def test_a_loop_path_stays_off_ten_times_as_long_as_its_slowness() -> None:
+    """`paused_for`: ten times the slowness, from 1 s up to `PAUSE_S` (a read mark SQLite
+    retried for seconds turns the path off for the whole 30 s, as a failed read does)."""
+    assert loop_read_module.paused_for(0.06) == loop_read_module.MIN_PAUSE_S == 1.0
+    assert loop_read_module.paused_for(0.3) == pytest.approx(3.0)
+    assert loop_read_module.paused_for(10.0) == loop_read_module.PAUSE_S == 30.0
 
 
 class _CollectingConnection:

@@ -13,9 +13,10 @@ Why this is safe on the loop, and what it never does:
   lock a reader meets; any error means "read elsewhere", and the caller takes the worker path.
 - SQLite does not bound every wait by the busy timeout: a reader that cannot take a WAL read
   mark (another process stuck mid-checkpoint or mid-recovery) retries inside SQLite for up to
-  about 10 s. So a read that fails, or takes longer than `SLOW_MS`, turns loop reads off for
-  `PAUSE_S`: one request pays for a sick database, not every request
-  (`tests/test_loop_read.py -k slow`).
+  about 10 s. So a read that fails turns loop reads off for `PAUSE_S`, and one that takes
+  longer than `SLOW_MS` for `paused_for` its time (ten times as long, from 1 s to `PAUSE_S`):
+  one request pays for a sick database, not every request, and a one-off wait on the disk
+  costs a second or so of worker reads, not half a minute (`tests/test_loop_read.py -k slow`).
 
 Statements are the stores' own Core statements, compiled by `kit/raw_sql.py` (once, with their
 parameters and columns converted by their SQLAlchemy types as the engine would).
@@ -40,7 +41,16 @@ log = structlog.get_logger("sessionary.db")
 
 BUSY_MS = 20
 SLOW_MS = 50
-PAUSE_S = 30.0
+PAUSE_S = 30.0  # the longest a loop path stays off
+MIN_PAUSE_S = 1.0
+PAUSE_PER_SLOW_S = 10.0  # seconds off per second of slowness that turned it off
+
+
+def paused_for(slow_s: float) -> float:
+    """How long a loop path (these reads, `kit/loop_units.py`'s units) stays off after
+    `slow_s` of slowness: long enough that work which keeps stalling holds the loop at most
+    about a tenth of the time, short enough that a one-off costs seconds."""
+    return min(max(PAUSE_PER_SLOW_S * slow_s, MIN_PAUSE_S), PAUSE_S)
 
 
 class LoopReader:
@@ -75,12 +85,12 @@ class LoopReader:
         # The collector's pauses left out: they stop every thread, wherever the read runs.
         took = time.perf_counter() - COLLECTOR_TIME.seconds - began
         if took * 1000 > SLOW_MS:
-            self._pause(f"took {took * 1000:.0f} ms")
+            self._pause(f"took {took * 1000:.0f} ms", paused_for(took))
         return True, None if found is None else plan.row(found)
 
-    def _pause(self, reason: str) -> None:
-        self._paused_until = time.monotonic() + PAUSE_S
-        log.warning("loop_reads_paused", reason=reason, seconds=PAUSE_S)
+    def _pause(self, reason: str, seconds: float = PAUSE_S) -> None:
+        self._paused_until = time.monotonic() + seconds
+        log.warning("loop_reads_paused", reason=reason, seconds=round(seconds, 1))
 
     def close(self) -> None:
         """Close every thread's connection (the app's shutdown, when no read is running)."""

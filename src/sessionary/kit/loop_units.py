@@ -24,9 +24,14 @@ which does wait, whenever it would):
 - Checkpoints never run on the loop: its connections do not checkpoint at commit
   (`wal_autocheckpoint=0`); every `CHECKPOINT_EVERY` units a thread of its own runs a PASSIVE
   checkpoint, which waits for nobody.
-- Slow units turn this path off for `PAUSE_S` (SQLite can retry inside itself, for a read mark
-  held by a stuck process, for seconds): one that took longer than `STALL_MS`, or `SLOW_UNITS`
-  over `SLOW_MS` within `SLOW_WINDOW_S`. A unit's time leaves out the garbage collector's pauses
+- Slow units turn this path off (SQLite can retry inside itself, for a read mark held by a
+  stuck process, for seconds): one that took longer than `STALL_MS`, or `SLOW_UNITS` over
+  `SLOW_MS` within `SLOW_WINDOW_S`. The path stays off for `loop_read.paused_for` the
+  slowness that turned it off (ten times as long, from 1 s to 30 s), so the loop gives at most
+  about a tenth of its time to units that keep stalling, and a one-off costs seconds, not half
+  a minute: units that waited 300 ms on the disk (2 ms of it CPU, 48 blocks read) used
+  to send every unit to a worker for 30 s, twice in six minutes of load on a small virtual
+  machine. A unit's time leaves out the garbage collector's pauses
   meanwhile, which stop every thread wherever the unit runs: one full collection (over 100 ms
   in a loaded process) used to turn the path off for good measure, and so did a single
   hiccup of the machine. A process's first `WARM_UNITS` count for nothing: they compile its
@@ -53,6 +58,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.kit.heap import COLLECTOR_TIME
+from sessionary.kit.loop_read import paused_for
 
 try:  # not on Windows: processes there meet on SQLite's own lock alone
     import fcntl
@@ -67,7 +73,6 @@ SLOW_MS = 50
 SLOW_UNITS = 3
 SLOW_WINDOW_S = 60.0
 STALL_MS = 200
-PAUSE_S = 30.0
 SHARED_PAUSE_S = 1.0
 WARM_UNITS = 8
 CHECKPOINT_EVERY = 64
@@ -235,7 +240,7 @@ class LoopUnits:
         self._running = threading.Lock()
         self._paused_until = 0.0
         self._units = 0
-        self._slow: deque[float] = deque()  # when the recent slow units ended
+        self._slow: deque[tuple[float, float]] = deque()  # recent slow units: (ended, took_s)
         self._checkpointing = threading.Lock()
         self.ran = 0  # units run here, and units sent to a worker after starting here
         self.sent_away = 0
@@ -275,17 +280,20 @@ class LoopUnits:
 
     def _after(self, took_s: float) -> None:
         """Count a unit that took `took_s` (the collector's pauses left out): pause the path
-        after a stall or too many slow units; start a checkpoint every `CHECKPOINT_EVERY`."""
+        after a stall or too many slow units, for as long as their time calls for; start a
+        checkpoint every `CHECKPOINT_EVERY`."""
         took_ms = took_s * 1000
         if took_ms > SLOW_MS and self._units >= WARM_UNITS:
             now = time.monotonic()
-            self._slow.append(now)
-            while self._slow[0] < now - SLOW_WINDOW_S:
+            self._slow.append((now, took_s))
+            while self._slow[0][0] < now - SLOW_WINDOW_S:
                 self._slow.popleft()
             if took_ms > STALL_MS or len(self._slow) >= SLOW_UNITS:
+                lost_s = took_s if took_ms > STALL_MS else sum(s for _, s in self._slow)
+                seconds = paused_for(lost_s)
                 self._slow.clear()
-                self._paused_until = now + PAUSE_S
-                log.warning("loop_units_paused", took_ms=round(took_ms), seconds=PAUSE_S)
+                self._paused_until = now + seconds
+                log.warning("loop_units_paused", took_ms=round(took_ms), seconds=round(seconds, 1))
         self._units += 1
         if self._units % CHECKPOINT_EVERY == 0 and self._checkpointing.acquire(blocking=False):
             threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True).start()
