@@ -19,7 +19,7 @@ from sessionary.accounts.models import ApiKey
 from sessionary.accounts.service import AccountService
 from sessionary.accounts.store import AccountStore
 from sessionary.kit.db import Database
-from sessionary.kit.loop_read import SLOW_MS, LoopReader
+from sessionary.kit.loop_read import SLOW_MS, LoopReader, SlowPauses
 from tests.conftest import Tenant
 
 
@@ -155,19 +155,28 @@ def test_a_slow_loop_read_pauses_loop_reads(
     slow = _loop_row(db, tenant)  # answered, but slow
     assert slow.id == tenant.key_id
     assert AccountStore.key_by_prefix_on_loop(db.loop_reads, _prefix(tenant)) == (False, None)
-    # Off for `paused_for` the read's time: the 1 s floor here, for a read of about 100 ms.
+    # Off for ten times the read's time: the 1 s floor here, for a read of about 100 ms.
     off = db.loop_reads._paused_until - began
     assert loop_read_module.MIN_PAUSE_S <= off < loop_read_module.PAUSE_S / 2
     monkeypatch.setattr(time, "monotonic", lambda: 10**9)  # PAUSE_S later
     assert _loop_row(db, tenant).id == tenant.key_id
 
 
-def test_a_loop_path_stays_off_ten_times_as_long_as_its_slowness() -> None:
-    """`paused_for`: ten times the slowness, from 1 s up to `PAUSE_S` (a read mark SQLite
-    retried for seconds turns the path off for the whole 30 s, as a failed read does)."""
-    assert loop_read_module.paused_for(0.06) == loop_read_module.MIN_PAUSE_S == 1.0
-    assert loop_read_module.paused_for(0.3) == pytest.approx(3.0)
-    assert loop_read_module.paused_for(10.0) == loop_read_module.PAUSE_S == 30.0
+def test_a_loop_path_stays_off_ten_times_its_slowness_and_longer_when_it_recurs() -> None:
+    """`SlowPauses`: ten times the slowness, from 1 s up to `PAUSE_S`; a pause that starts
+    within `PAUSE_S` of the last one's end doubles, so a stall paced to come back whenever the
+    path does (every few seconds) soon keeps it off for `PAUSE_S` at a time; a quiet spell of
+    `PAUSE_S` starts over."""
+    pauses = SlowPauses()
+    assert pauses.next(0.06, now=0.0) == 1.0  # the floor
+    assert pauses.next(0.06, now=1000.0) == 1.0  # long after: no streak
+    assert pauses.next(0.3, now=5000.0) == pytest.approx(3.0)  # a one-off 300 ms stall
+    paced = [pauses.next(0.3, now=5000.0 + 3.0 + 1.0)]  # back soon after the path came on
+    while len(paced) < 5:
+        paced.append(pauses.next(0.3, now=5004.0 + sum(paced) + len(paced)))
+    assert paced == pytest.approx([6.0, 12.0, 24.0, 30.0, 30.0])
+    assert pauses.next(0.3, now=5004.0 + sum(paced) + 5 + 31.0) == pytest.approx(3.0)
+    assert SlowPauses().next(10.0, now=0.0) == loop_read_module.PAUSE_S == 30.0  # the cap
 
 
 class _CollectingConnection:

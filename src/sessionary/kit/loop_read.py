@@ -14,9 +14,10 @@ Why this is safe on the loop, and what it never does:
 - SQLite does not bound every wait by the busy timeout: a reader that cannot take a WAL read
   mark (another process stuck mid-checkpoint or mid-recovery) retries inside SQLite for up to
   about 10 s. So a read that fails turns loop reads off for `PAUSE_S`, and one that takes
-  longer than `SLOW_MS` for `paused_for` its time (ten times as long, from 1 s to `PAUSE_S`):
-  one request pays for a sick database, not every request, and a one-off wait on the disk
-  costs a second or so of worker reads, not half a minute (`tests/test_loop_read.py -k slow`).
+  longer than `SLOW_MS` for as long as `SlowPauses` says (ten times its time, longer when
+  slowness recurs): one request pays for a sick database, not every request, and a one-off
+  wait on the disk costs a second or so of worker reads, not half a minute
+  (`tests/test_loop_read.py -k "slow or pause"`).
 
 Statements are the stores' own Core statements, compiled by `kit/raw_sql.py` (once, with their
 parameters and columns converted by their SQLAlchemy types as the engine would).
@@ -46,11 +47,23 @@ MIN_PAUSE_S = 1.0
 PAUSE_PER_SLOW_S = 10.0  # seconds off per second of slowness that turned it off
 
 
-def paused_for(slow_s: float) -> float:
+class SlowPauses:
     """How long a loop path (these reads, `kit/loop_units.py`'s units) stays off after
-    `slow_s` of slowness: long enough that work which keeps stalling holds the loop at most
-    about a tenth of the time, short enough that a one-off costs seconds."""
-    return min(max(PAUSE_PER_SLOW_S * slow_s, MIN_PAUSE_S), PAUSE_S)
+    `slow_s` of slowness: ten times as long, doubled for each pause that starts within
+    `PAUSE_S` of the last one's end, from 1 s to `PAUSE_S`. A one-off costs seconds of worker
+    hand-offs, not half a minute; work that keeps stalling the loop (a sick database, or a
+    request shaped to stall it every few seconds) soon finds it off for `PAUSE_S` at a time."""
+
+    def __init__(self) -> None:
+        self._ends = float("-inf")  # monotonic seconds: when the last pause ended
+        self._streak = 0
+
+    def next(self, slow_s: float, now: float) -> float:
+        self._streak = min(self._streak + 1, 10) if now < self._ends + PAUSE_S else 0
+        seconds = PAUSE_PER_SLOW_S * slow_s * 2.0**self._streak
+        seconds = min(max(seconds, MIN_PAUSE_S), PAUSE_S)
+        self._ends = now + seconds
+        return seconds
 
 
 class LoopReader:
@@ -64,6 +77,7 @@ class LoopReader:
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._paused_until = 0.0  # monotonic seconds: loop reads off until then
+        self._slow_pauses = SlowPauses()
 
     def first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[bool, Any]:
         """(True, the first row or None), or (False, None) when the caller must read elsewhere
@@ -85,11 +99,13 @@ class LoopReader:
         # The collector's pauses left out: they stop every thread, wherever the read runs.
         took = time.perf_counter() - COLLECTOR_TIME.seconds - began
         if took * 1000 > SLOW_MS:
-            self._pause(f"took {took * 1000:.0f} ms", paused_for(took))
+            self._pause(f"took {took * 1000:.0f} ms", took)
         return True, None if found is None else plan.row(found)
 
-    def _pause(self, reason: str, seconds: float = PAUSE_S) -> None:
-        self._paused_until = time.monotonic() + seconds
+    def _pause(self, reason: str, slow_s: float | None = None) -> None:
+        now = time.monotonic()
+        seconds = PAUSE_S if slow_s is None else self._slow_pauses.next(slow_s, now)
+        self._paused_until = now + seconds
         log.warning("loop_reads_paused", reason=reason, seconds=round(seconds, 1))
 
     def close(self) -> None:

@@ -26,16 +26,16 @@ which does wait, whenever it would):
   checkpoint, which waits for nobody.
 - Slow units turn this path off (SQLite can retry inside itself, for a read mark held by a
   stuck process, for seconds): one that took longer than `STALL_MS`, or `SLOW_UNITS` over
-  `SLOW_MS` within `SLOW_WINDOW_S`. The path stays off for `loop_read.paused_for` the
-  slowness that turned it off (ten times as long, from 1 s to 30 s), so the loop gives at most
-  about a tenth of its time to units that keep stalling, and a one-off costs seconds, not half
-  a minute: units that waited 300 ms on the disk (2 ms of it CPU, 48 blocks read) used
-  to send every unit to a worker for 30 s, twice in six minutes of load on a small virtual
-  machine. A unit's time leaves out the garbage collector's pauses
-  meanwhile, which stop every thread wherever the unit runs: one full collection (over 100 ms
-  in a loaded process) used to turn the path off for good measure, and so did a single
-  hiccup of the machine. A process's first `WARM_UNITS` count for nothing: they compile its
-  statements (about 100 ms, once).
+  `SLOW_MS` within `SLOW_WINDOW_S`. The path stays off for as long as `loop_read.SlowPauses`
+  says: ten times the slowness that turned it off, doubled while pauses follow one another,
+  from 1 s to 30 s. So a one-off costs seconds, not half a minute, and units that keep
+  stalling soon find the path off for 30 s at a time. (Units that waited 300 ms on the disk,
+  2 ms of it CPU and 48 blocks read, used to send every unit to a worker for 30 s, twice in
+  six minutes of load on a small virtual machine.) A unit's time leaves out the garbage
+  collector's pauses meanwhile, which stop every thread wherever the unit runs: one full
+  collection (over 100 ms in a loaded process) used to turn the path off for good measure,
+  and so did a single hiccup of the machine. A process's first `WARM_UNITS` count for
+  nothing: they compile its statements (about 100 ms, once).
 
 So a unit given here must be safe to run again from its start on a worker: at most one write
 transaction, and nothing before it that must not happen twice (`Database.in_worker(...,
@@ -58,7 +58,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.kit.heap import COLLECTOR_TIME
-from sessionary.kit.loop_read import paused_for
+from sessionary.kit.loop_read import SlowPauses
 
 try:  # not on Windows: processes there meet on SQLite's own lock alone
     import fcntl
@@ -239,6 +239,7 @@ class LoopUnits:
         }
         self._running = threading.Lock()
         self._paused_until = 0.0
+        self._slow_pauses = SlowPauses()
         self._units = 0
         self._slow: deque[tuple[float, float]] = deque()  # recent slow units: (ended, took_s)
         self._checkpointing = threading.Lock()
@@ -290,9 +291,10 @@ class LoopUnits:
                 self._slow.popleft()
             if took_ms > STALL_MS or len(self._slow) >= SLOW_UNITS:
                 lost_s = took_s if took_ms > STALL_MS else sum(s for _, s in self._slow)
-                seconds = paused_for(lost_s)
+                seconds = self._slow_pauses.next(lost_s, now)
                 self._slow.clear()
-                self._paused_until = now + seconds
+                # Never shortens a pause already running (another process's lock).
+                self._paused_until = max(self._paused_until, now + seconds)
                 log.warning("loop_units_paused", took_ms=round(took_ms), seconds=round(seconds, 1))
         self._units += 1
         if self._units % CHECKPOINT_EVERY == 0 and self._checkpointing.acquire(blocking=False):
