@@ -181,6 +181,7 @@ def test_a_chat_stream_whose_charge_cannot_commit_still_ends_with_its_error(
         raise OperationalError("UPDATE credit_reservations", {}, Exception("database is locked"))
 
     monkeypatch.setattr(Ledger, "settle", broken)
+    monkeypatch.setattr(Ledger, "settle_alone", broken)  # PostgreSQL's one-statement settle
     body = {
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": "Hi."}],

@@ -282,6 +282,10 @@ class ChatCompletions:
         reply = ChatMessage("assistant", text, calls=calls)
 
         def settle_and_store() -> Settlement:
+            if session_id is None:  # nothing to store: the settle alone (`Meter.settle_now`)
+                return meter.settle_now(
+                    charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
+                )
             with self.database.session() as db:
                 settlement = meter.settle_in(
                     db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]

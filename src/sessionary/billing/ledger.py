@@ -285,6 +285,31 @@ class Ledger:
         )
         return Settlement(charge, remaining)
 
+    def settle_alone(
+        self,
+        reservation_id: str,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
+    ) -> Settlement | None:
+        """PostgreSQL, on a session in autocommit (`Database.single_statements`): the settle as
+        one statement, which writes all of it or nothing, when the charge is within the hold;
+        None, with nothing written, when the reservation is not open or the charge is larger
+        (`settle` in a transaction then sorts it out). BEGIN and COMMIT cost two round trips
+        of the four a settle alone took."""
+        actual_micro = max(actual_micro, 0)
+        row = self.store.settle_at_once(
+            reservation_id,
+            actual_micro,
+            self._entry_ids_and_details(model, usage, subject_id),
+            within_hold=True,
+        )
+        if row is None:
+            return None
+        return self._settled(row, actual_micro, row.balance_micro)
+
     @staticmethod
     def _entry_ids_and_details(
         model: str | None, usage: dict[str, Any] | None, subject_id: str | None

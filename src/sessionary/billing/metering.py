@@ -162,10 +162,23 @@ class Meter:
         usage: dict[str, Any] | None = None,
         subject_id: str | None = None,
     ) -> Settlement:
-        """Charge what was delivered (never more than the hold), in its own transaction."""
+        """Charge what was delivered (never more than the hold), in its own unit of work
+        (`settle_now`)."""
         return await self.database.in_worker(
             lambda: self._settle(actual_micro, model, usage, subject_id, None)
         )
+
+    def settle_now(
+        self,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
+    ) -> Settlement:
+        """`settle`, for code already on a worker thread (or in a loop unit): its own unit of
+        work, on PostgreSQL one statement in autocommit when the charge is within the hold."""
+        return self._settle(actual_micro, model, usage, subject_id, None)
 
     def settle_in(
         self,
@@ -208,6 +221,18 @@ class Meter:
     ) -> Settlement:
         LIVE_HOLDS.discard(self.reservation.id)
         if session is None:
+            if self.database.dialect == "postgresql":  # within the hold: one statement
+                with self.database.single_statements() as alone:
+                    settled = Ledger(alone).settle_alone(
+                        self.reservation.id,
+                        actual_micro,
+                        model=model,
+                        usage=usage,
+                        subject_id=subject_id,
+                    )
+                if settled is not None:
+                    self.settlement = settled
+                    return settled
             with self.database.session() as own:
                 return self._settle(actual_micro, model, usage, subject_id, own)
         self.settlement = Ledger(session).settle(

@@ -107,15 +107,20 @@ def _hold_at_once() -> Any:
 _HOLD_AT_ONCE = _hold_at_once()
 
 
-def _settle_at_once() -> Any:
+def _settle_at_once(within_hold: bool = False) -> Any:
     """A settle's writes in one statement, for PostgreSQL: close the reservation if it is
     open; from its row, give the hold back and take the charge out in one conditional balance
     UPDATE (none when the balance with the hold back cannot cover the charge); from both rows,
     the release entry and, for a charge above zero, the charge entry. Answers the closed
     reservation with the balance after (NULL when the balance refused), or nothing when the
-    reservation was not open: what `Ledger.settle` then goes on from, as after `_CLOSE`."""
-    closed = _CLOSE.cte("closed")
+    reservation was not open: what `Ledger.settle` then goes on from, as after `_CLOSE`.
+
+    `within_hold`: the reservation is closed only if the charge is at most its amount. Then
+    the balance cannot refuse (it never goes below zero, and gets back at least the charge),
+    so the statement writes all or nothing and may run alone, in autocommit."""
     charge = bindparam("p_charge", type_=BigInteger())
+    closing = _CLOSE.where(_RESERVATIONS.c.amount_micro >= charge) if within_hold else _CLOSE
+    closed = closing.cte("closed")
     columns = list(_LEDGER.c)
     moved = (
         update(_BALANCES)
@@ -178,6 +183,7 @@ def _settle_at_once() -> Any:
 
 
 _SETTLE_AT_ONCE = _settle_at_once()
+_SETTLE_WITHIN_HOLD = _settle_at_once(within_hold=True)
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -301,11 +307,18 @@ class LedgerStore(Store):
         return self.conn.dialect.name == "postgresql"
 
     def settle_at_once(
-        self, reservation_id: str, charge_micro: int, details: dict[str, Any]
+        self,
+        reservation_id: str,
+        charge_micro: int,
+        details: dict[str, Any],
+        *,
+        within_hold: bool = False,
     ) -> Any | None:
         """PostgreSQL only (`_SETTLE_AT_ONCE`): the closed reservation's row with the balance
         after the settle (None in `balance_micro` when the balance refused the charge: the
-        reservation is closed, nothing else written), or None when it was not open."""
+        reservation is closed, nothing else written), or None when it was not open.
+        `within_hold`: also None, with nothing written, when the charge is larger than the
+        reservation; the balance after is then always there (`_settle_at_once`)."""
         params = {
             "p_id": reservation_id,
             "p_status": "settled",
@@ -313,7 +326,8 @@ class LedgerStore(Store):
             "p_charge": charge_micro,
             **details,
         }
-        return run(self.conn, _SETTLE_AT_ONCE, params).first()
+        statement = _SETTLE_WITHIN_HOLD if within_hold else _SETTLE_AT_ONCE
+        return run(self.conn, statement, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
         run(self.conn, _RESERVE, reservation)
