@@ -447,6 +447,40 @@ def test_a_long_stored_history_sends_the_plan_to_a_worker(
     assert len(third.json()["output"]) == 1
 
 
+@pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions"])
+def test_a_turn_with_a_large_output_schema_runs_on_a_worker(
+    served: TestClient, db: Database, payer: Tenant, route: str
+) -> None:
+    """Checking an output schema costs its size (0.5 s for 1,600 properties, found by an
+    attack): a schema past `kit/light.py`'s bounds sends the turn's units to a worker; a small
+    one leaves them on the loop."""
+    units = _units(served)
+
+    def schema(properties: int) -> dict[str, Any]:
+        fields = {f"p{n}": {"type": "string", "description": "x"} for n in range(properties)}
+        return {"type": "object", "properties": fields}
+
+    for properties, on_loop in ((3, 2), (600, 0)):
+        ran = units.ran
+        if route == "/v1/responses":
+            extra: dict[str, Any] = {
+                "text": {
+                    "format": {"type": "json_schema", "name": "x", "schema": schema(properties)}
+                }
+            }
+        else:
+            extra = {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": schema(properties)},
+                }
+            }
+        answer = served.post(route, json={**TURNS[route], **extra}, headers=payer.headers)
+        assert answer.status_code == 200, answer.text
+        assert units.ran - ran == on_loop
+    assert len(charges(db, payer)) == 2
+
+
 @pytest.mark.parametrize("route", list(TURNS))
 def test_json_schema_type_lists_in_tools_are_light(
     served: TestClient, payer: Tenant, route: str

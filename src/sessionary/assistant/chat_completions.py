@@ -166,7 +166,8 @@ class ChatCompletions:
             self.fit(turn, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), ROUTE)
 
-        light = is_light([body.messages, body.tools])
+        # The output schema too: checking it costs its size (0.5 s for 1,600 properties).
+        light = is_light([body.messages, body.tools, body.response_format])
         at_once = counts_at_once(self.providers.chat())
         turn, reservation = await self.database.in_worker(
             plan_and_hold,

@@ -134,7 +134,8 @@ class AssistantService:
             self.fit(turn, default_max, count)
             return turn, Meter.hold(self.database, turn.owner, self.worst_cost(turn), turn.route)
 
-        light = is_light([request.input, request.tools])
+        # The output schema too: checking it costs its size (0.5 s for 1,600 properties).
+        light = is_light([request.input, request.tools, request.text])
         at_once = counts_at_once(self.providers.chat())
         turn, reservation = await self.database.in_worker(
             plan_and_hold,
