@@ -163,19 +163,25 @@ def test_a_slow_loop_read_pauses_loop_reads(
 
 
 def test_a_loop_path_stays_off_ten_times_its_slowness_and_longer_when_it_recurs() -> None:
-    """`SlowPauses`: ten times the slowness, from 1 s up to `PAUSE_S`; a pause that starts
-    within `PAUSE_S` of the last one's end doubles, so a stall paced to come back whenever the
-    path does (every few seconds) soon keeps it off for `PAUSE_S` at a time; a quiet spell of
-    `PAUSE_S` starts over."""
+    """`SlowPauses`: ten times the slowness, from 1 s up to `PAUSE_S`, doubled for each recent
+    pause; the count of recent pauses drops by one per `PAUSE_S` of quiet, so a stall paced to
+    come back after each quiet spell (an attack did) does not find the short pauses again."""
     pauses = SlowPauses()
     assert pauses.next(0.06, now=0.0) == 1.0  # the floor
-    assert pauses.next(0.06, now=1000.0) == 1.0  # long after: no streak
+    assert pauses.next(0.06, now=1000.0) == 1.0  # long after: nothing recent
     assert pauses.next(0.3, now=5000.0) == pytest.approx(3.0)  # a one-off 300 ms stall
-    paced = [pauses.next(0.3, now=5000.0 + 3.0 + 1.0)]  # back soon after the path came on
-    while len(paced) < 5:
-        paced.append(pauses.next(0.3, now=5004.0 + sum(paced) + len(paced)))
+    now, paced = 5003.0, []
+    for _ in range(5):  # back one second after the path came on, each time
+        now += 1.0
+        paced.append(pauses.next(0.3, now=now))
+        now += paced[-1]
     assert paced == pytest.approx([6.0, 12.0, 24.0, 30.0, 30.0])
-    assert pauses.next(0.3, now=5004.0 + sum(paced) + 5 + 31.0) == pytest.approx(3.0)
+    # The attack's rhythm: wait out one quiet spell, then stall again. The pauses stay long.
+    now += 31.0
+    assert pauses.next(0.3, now=now) == 30.0
+    now += 30.0 + 31.0
+    assert pauses.next(0.3, now=now) == 30.0
+    assert pauses.next(0.3, now=now + 30.0 + 10 * 31.0) == pytest.approx(3.0)  # quiet long enough
     assert SlowPauses().next(10.0, now=0.0) == loop_read_module.PAUSE_S == 30.0  # the cap
 
 

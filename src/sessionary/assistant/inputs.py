@@ -39,9 +39,9 @@ HEAVY_PARTS = IMAGE_PARTS | {FILE_PART, "file", "input_audio"}
 
 def is_light(request_parts: list[Any]) -> bool:
     """Whether a turn's input (with its tools and output schema) is a little plain text
-    (`kit/light.py`): no file to decode, no image. Its plan and settle are then short enough to run on the event loop
-    (`Database.in_worker(loop_ok=True)`; a long stored history still sends the plan to a
-    worker: `ConversationService.history`)."""
+    (`kit/light.py`): no file to decode, no image. Its plan and settle are then short
+    enough to run on the event loop (`Database.in_worker(loop_ok=True)`; a long stored
+    history still sends the plan to a worker: `ConversationService.history`)."""
     return light(request_parts, HEAVY_PARTS)
 
 

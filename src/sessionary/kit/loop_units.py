@@ -27,15 +27,15 @@ which does wait, whenever it would):
 - Slow units turn this path off (SQLite can retry inside itself, for a read mark held by a
   stuck process, for seconds): one that took longer than `STALL_MS`, or `SLOW_UNITS` over
   `SLOW_MS` within `SLOW_WINDOW_S`. The path stays off for as long as `loop_read.SlowPauses`
-  says: ten times the slowness that turned it off, doubled while pauses follow one another,
-  from 1 s to 30 s. So a one-off costs seconds, not half a minute, and units that keep
-  stalling soon find the path off for 30 s at a time. (Units that waited 300 ms on the disk,
-  2 ms of it CPU and 48 blocks read, used to send every unit to a worker for 30 s, twice in
-  six minutes of load on a small virtual machine.) A unit's time leaves out the garbage
-  collector's pauses meanwhile, which stop every thread wherever the unit runs: one full
-  collection (over 100 ms in a loaded process) used to turn the path off for good measure,
-  and so did a single hiccup of the machine. A process's first `WARM_UNITS` count for
-  nothing: they compile its statements (about 100 ms, once).
+  says: ten times the slowness that turned it off (the window's slow units with it), doubled
+  for each recent pause, from 1 s to 30 s. So a one-off costs seconds, not half a minute,
+  and units that keep stalling soon find the path off for 30 s at a time. (Units that
+  waited 300 ms on the disk, 2 ms of it CPU and 48 blocks read, used to send every unit to a
+  worker for 30 s, twice in six minutes of load on a small virtual machine.) A unit's time
+  leaves out the garbage collector's pauses meanwhile, which stop every thread wherever the
+  unit runs: one full collection (over 100 ms in a loaded process) used to turn the path off
+  for good measure, and so did a single hiccup of the machine. A process's first
+  `WARM_UNITS` count for nothing: they compile its statements (about 100 ms, once).
 
 So a unit given here must be safe to run again from its start on a worker: at most one write
 transaction, and nothing before it that must not happen twice (`Database.in_worker(...,
@@ -290,7 +290,7 @@ class LoopUnits:
             while self._slow[0][0] < now - SLOW_WINDOW_S:
                 self._slow.popleft()
             if took_ms > STALL_MS or len(self._slow) >= SLOW_UNITS:
-                lost_s = took_s if took_ms > STALL_MS else sum(s for _, s in self._slow)
+                lost_s = sum(s for _, s in self._slow)  # the stall and the slow units before it
                 seconds = self._slow_pauses.next(lost_s, now)
                 self._slow.clear()
                 # Never shortens a pause already running (another process's lock).
