@@ -62,14 +62,15 @@ def test_a_charge_within_the_hold_is_one_durable_statement(
     assert money(db, tenant) == (800, 800, 0)
 
 
+@pytest.mark.parametrize("actual", [1_200, 10**30])
 def test_a_charge_above_the_hold_takes_the_transaction(
-    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch, actual: int
 ) -> None:
-    """Larger than the hold: the one statement writes nothing, and `Ledger.settle` charges
-    what the balance allows with the hold back."""
+    """Larger than the hold (past a BIGINT too): the one statement writes nothing, and
+    `Ledger.settle` charges what the balance allows with the hold back."""
     meter = _held(db, tenant, 1_000, 300)
     opened = _transactions(db, monkeypatch)
-    settled = meter.settle_now(1_200)
+    settled = meter.settle_now(actual)
     monkeypatch.undo()
     assert len(opened) == 1
     assert (settled.charged_micro, settled.remaining_micro) == (1_000, 0)

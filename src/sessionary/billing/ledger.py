@@ -87,6 +87,13 @@ class Settlement:
     remaining_micro: int
 
 
+def _chargeable(actual_micro: int) -> int:
+    """A settle's charge within the columns' range: no balance holds more than a BIGINT, so a
+    larger charge is refused as any charge the balance cannot cover is, and then takes what
+    there is (a value past the range would be a database error)."""
+    return min(max(actual_micro, 0), MAX_MICRO)
+
+
 def insufficient(needed_micro: int, balance_micro: int) -> InsufficientCredits:
     return InsufficientCredits(
         f"Insufficient credits: this request needs {format_credits(needed_micro)} credits and "
@@ -239,9 +246,7 @@ class Ledger:
         agreed worst case); a reservation already released by expiry is charged from the balance
         as far as it goes; one already settled is not charged again (a second settle is a no-op).
         """
-        # No balance holds more than a BIGINT: a larger charge is refused as any charge the
-        # balance cannot cover is, and then takes what there is.
-        actual_micro = min(max(actual_micro, 0), MAX_MICRO)
+        actual_micro = _chargeable(actual_micro)
         if self.store.writes_at_once:  # PostgreSQL: the common settle is one statement
             row = self.store.settle_at_once(
                 reservation_id, actual_micro, self._entry_ids_and_details(model, usage, subject_id)
@@ -299,7 +304,7 @@ class Ledger:
         None, with nothing written, when the reservation is not open or the charge is larger
         (`settle` in a transaction then sorts it out). BEGIN and COMMIT cost two round trips
         of the four a settle alone took."""
-        actual_micro = max(actual_micro, 0)
+        actual_micro = _chargeable(actual_micro)
         row = self.store.settle_at_once(
             reservation_id,
             actual_micro,

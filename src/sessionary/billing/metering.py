@@ -165,7 +165,7 @@ class Meter:
         """Charge what was delivered (never more than the hold), in its own unit of work
         (`settle_now`)."""
         return await self.database.in_worker(
-            lambda: self._settle(actual_micro, model, usage, subject_id, None)
+            lambda: self.settle_now(actual_micro, model=model, usage=usage, subject_id=subject_id)
         )
 
     def settle_now(
