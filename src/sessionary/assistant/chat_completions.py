@@ -288,19 +288,18 @@ class ChatCompletions:
                     charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
             with self.database.session() as db:
-                settlement = meter.settle_in(
+                failed = apart(db, lambda: self._store(db, turn, payload, reply))
+                if failed is not None:  # paid for and delivered all the same; the log says why
+                    log.error(
+                        "chat_completion_not_stored",
+                        completion_id=turn.completion_id,
+                        exc_info=failed,
+                    )
+                    payload.pop("session_id")
+                # Last: the balance row stays locked from its update to the commit.
+                return meter.settle_in(
                     db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
-                if session_id is not None:
-                    failed = apart(db, lambda: self._store(db, turn, payload, reply))
-                    if failed is not None:  # paid for and delivered all the same; the log says why
-                        log.error(
-                            "chat_completion_not_stored",
-                            completion_id=turn.completion_id,
-                            exc_info=failed,
-                        )
-                        payload.pop("session_id")
-                return settlement
 
         try:
             settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)

@@ -357,10 +357,14 @@ class AssistantService:
         """Charge what was produced and store the transcript, in one transaction and one
         hand-off to a worker thread.
 
-        The charge never depends on the transcript: the store runs in a savepoint after it, so a
-        transcript that cannot be stored (the session was deleted during the turn) is rolled back
-        alone, logged, and the charge commits all the same: the output exists (and in a stream,
-        has reached the client). When the charge itself cannot commit, the hold is released.
+        The charge never depends on the transcript: the store runs in a savepoint before it, so
+        a transcript that cannot be stored (the session was deleted during the turn) is rolled
+        back alone, logged, and the charge commits all the same: the output exists (and in a
+        stream, has reached the client). When the charge itself cannot commit, the hold is
+        released. The charge comes last because it locks the owner's balance row until the
+        commit: on PostgreSQL every other turn of that owner waits for it, so the transcript's
+        statements no longer run inside that wait (`/v1/responses` at 16 clients on one worker:
+        137-186 turns a second before, 222-280 after, same run).
         """
         try:  # never more than the hold: the usage is the upstream's word, not ours
             charge = min(self.cost(turn, usage, images), meter.reservation.amount_micro)
@@ -373,13 +377,6 @@ class AssistantService:
 
         def settle_and_store() -> Settlement:
             with self.database.session() as db:
-                settlement = meter.settle_in(
-                    db,
-                    charge,
-                    model=turn.model,
-                    usage=payload["usage"],
-                    subject_id=turn.response_id,
-                )
                 failed = apart(db, lambda: self._store(db, turn, payload, output))
                 if isinstance(failed, (ApiError, IntegrityError)):  # the session went away
                     log.warning(
@@ -387,7 +384,15 @@ class AssistantService:
                     )
                 elif failed is not None:  # paid for and delivered all the same; the log says why
                     log.error("turn_not_stored", response_id=turn.response_id, exc_info=failed)
-                return settlement
+                # Last: the owner's balance row stays locked from its update to the commit,
+                # which every other turn of that owner waits for on PostgreSQL.
+                return meter.settle_in(
+                    db,
+                    charge,
+                    model=turn.model,
+                    usage=payload["usage"],
+                    subject_id=turn.response_id,
+                )
 
         try:
             settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
