@@ -1,13 +1,15 @@
-"""A turn's end is one transaction: the charge, then the transcript in a savepoint. A transcript
+"""A turn's end is one transaction: the transcript in a savepoint, then the charge. A transcript
 the database refuses rolls back alone: the answer is delivered and paid for, and nothing of the
 transcript is left half-written. When the charge itself cannot commit, the hold goes back."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -198,3 +200,54 @@ def test_a_chat_stream_whose_charge_cannot_commit_still_ends_with_its_error(
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum == FUNDS and holds == 0
     assert charges(db, payer) == []
+
+
+def _balance_row_locked(db: Database, tenant: Tenant) -> bool:
+    """Whether another transaction holds the tenant's balance row (asked from a connection of
+    its own, without waiting)."""
+    with db.engine.connect() as connection:
+        try:
+            connection.execute(
+                text(
+                    "SELECT 1 FROM credit_balances WHERE owner_type = 'account' "
+                    "AND owner_id = :owner FOR UPDATE NOWAIT"
+                ),
+                {"owner": tenant.account_id},
+            )
+        except OperationalError:  # lock_not_available
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def test_the_balance_row_is_not_locked_while_a_turn_writes_its_transcript(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the charge comes last in a turn's transaction, so the owner's balance row,
+    which every turn of that owner updates, is locked only from the settle to the commit, not
+    through the transcript's statements. On both routes that store."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite write transaction locks the whole database")
+    from sessionary.assistant.chat_completions import ChatCompletions
+    from sessionary.assistant.service import AssistantService
+
+    locked: list[bool] = []
+
+    def probing(original: Any) -> Any:
+        def store(self: object, *args: object) -> None:
+            original(self, *args)  # the transcript, inside the turn's transaction
+            locked.append(_balance_row_locked(db, payer))
+
+        return store
+
+    monkeypatch.setattr(AssistantService, "_store", probing(AssistantService._store))
+    monkeypatch.setattr(ChatCompletions, "_store", probing(ChatCompletions._store))
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}], "store": True}
+    for path, body in (("/v1/responses", {"input": "Hi."}), ("/v1/chat/completions", chat)):
+        answer = remote.post(path, json=body, headers=payer.headers)
+        assert answer.status_code == 200, (path, answer.text)
+    assert locked == [False, False]
+    charged = charges(db, payer)
+    assert len(charged) == 2 and all(c > 0 for c in charged)
+    assert money(db, payer) == (FUNDS - sum(charged), FUNDS - sum(charged), 0)
