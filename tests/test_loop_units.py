@@ -513,3 +513,43 @@ def test_an_input_item_whose_type_is_not_a_string_is_a_400(
     )
     assert answer.status_code == 400, answer.text
     assert charges(db, payer) == []
+
+
+@pytest.mark.parametrize("route", list(TURNS))
+def test_a_settle_sent_away_after_a_refused_transcript_is_run_again_whole(
+    served: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """The end of a turn is one unit (transcript, then settle); a unit that leaves the loop
+    (`WouldBlock`) runs again from its start on a worker, so it must change nothing outside its
+    transaction before that. Here the stored transcript is refused and the settle leaves the
+    loop once: the rerun is refused the same way and the turn is delivered (a chat completion
+    without its `session_id`) and charged once, not a 500 from the first run's leftovers."""
+    from sqlalchemy.exc import IntegrityError
+
+    from sessionary.billing.ledger import Ledger
+    from sessionary.conversations.completions import CompletionService
+    from sessionary.kit.loop_units import WouldBlock, running_here
+
+    def refused(*_: object, **__: object) -> None:
+        raise IntegrityError("INSERT INTO conversation_messages", {}, Exception("refused"))
+
+    monkeypatch.setattr(CompletionService, "record", refused)
+    monkeypatch.setattr(conversations_service.ConversationService, "store_response", refused)
+    settle = Ledger.settle
+    left: list[bool] = []
+
+    def leaves_once(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        if running_here() and not left:
+            left.append(True)
+            raise WouldBlock("injected", elsewhere=True)
+        return settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "settle", leaves_once)
+    answer = served.post(route, json={**TURNS[route], "store": True}, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    assert left == [True]  # the settle did leave the loop
+    if route == "/v1/chat/completions":
+        assert "session_id" not in answer.json()
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0
+    assert money(db, payer) == (FUNDS - charged[0], FUNDS - charged[0], 0)

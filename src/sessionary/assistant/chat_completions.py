@@ -282,30 +282,33 @@ class ChatCompletions:
         )
         reply = ChatMessage("assistant", text, calls=calls)
 
-        def settle_and_store() -> Settlement:
+        def settle_and_store() -> tuple[Settlement, Exception | None]:
+            """The settlement, and why the transcript was not kept (None: it was). Changes
+            nothing outside its transaction: on SQLite the unit may be run again from its start
+            on a worker (`kit/loop_units.WouldBlock`)."""
             if session_id is None:  # nothing to store: the settle alone (`Meter.settle_now`)
-                return meter.settle_now(
+                settled = meter.settle_now(
                     charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
+                return settled, None
             with self.database.session() as db:
                 failed = apart(db, lambda: self._store(db, turn, payload, reply))
-                if failed is not None:  # paid for and delivered all the same; the log says why
-                    log.error(
-                        "chat_completion_not_stored",
-                        completion_id=turn.completion_id,
-                        exc_info=failed,
-                    )
-                    payload.pop("session_id")
                 # Last: the balance row stays locked from its update to the commit.
-                return meter.settle_in(
+                settled = meter.settle_in(
                     db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
+                return settled, failed
 
         try:
-            settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
+            settlement, failed = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
         except BaseException:
             await meter.release()
             raise
+        if failed is not None:  # paid for and delivered all the same; the log says why
+            log.error(
+                "chat_completion_not_stored", completion_id=turn.completion_id, exc_info=failed
+            )
+            payload.pop("session_id")
         return payload, settlement
 
     def _store(
