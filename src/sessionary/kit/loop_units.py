@@ -79,8 +79,9 @@ CHECKPOINT_EVERY = 64
 
 
 class WouldBlock(Exception):
-    """The unit would wait on the event loop; it is run on a worker thread instead. Raised
-    before anything of the unit's write transaction is written; `kit/db.apart` lets it through.
+    """The unit would wait on the event loop; it is run on a worker thread instead, from its
+    start. Raised before the unit's write transaction commits (in practice at its `BEGIN
+    IMMEDIATE`), which then rolls back; `kit/db.apart` lets it through.
     `elsewhere`: another process holds the lock (SQLite answered "locked"), not this one."""
 
     def __init__(self, reason: str, *, elsewhere: bool) -> None:
