@@ -265,7 +265,7 @@ class ChatCompletions:
         reason: str,
         usage: Usage,
     ) -> tuple[dict[str, Any], Settlement]:
-        """Charge what was produced (never more than the hold), then store when asked, in one
+        """Store when asked, then charge what was produced (never more than the hold), in one
         transaction: the store in a savepoint, so the charge never depends on it (a store that
         fails rolls back alone, and the answer is delivered without its `session_id`)."""
         charge = min(self.cost(turn, usage), meter.reservation.amount_micro)
@@ -282,7 +282,7 @@ class ChatCompletions:
         )
         reply = ChatMessage("assistant", text, calls=calls)
 
-        def settle_and_store() -> tuple[Settlement, Exception | None]:
+        def store_and_settle() -> tuple[Settlement, Exception | None]:
             """The settlement, and why the transcript was not kept (None: it was). Changes
             nothing outside its transaction: on SQLite the unit may be run again from its start
             on a worker (`kit/loop_units.WouldBlock`)."""
@@ -300,7 +300,7 @@ class ChatCompletions:
                 return settled, failed
 
         try:
-            settlement, failed = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
+            settlement, failed = await self.database.in_worker(store_and_settle, loop_ok=turn.light)
         except BaseException:
             await meter.release()
             raise

@@ -375,30 +375,32 @@ class AssistantService:
             await meter.release()
             raise
 
-        def settle_and_store() -> Settlement:
+        def store_and_settle() -> tuple[Settlement, Exception | None]:
+            """The settlement, and why the transcript was not kept (None: it was). Changes
+            nothing outside its transaction: on SQLite the unit may be run again from its start
+            on a worker (`kit/loop_units.WouldBlock`)."""
             with self.database.session() as db:
                 failed = apart(db, lambda: self._store(db, turn, payload, output))
-                if isinstance(failed, (ApiError, IntegrityError)):  # the session went away
-                    log.warning(
-                        "turn_not_stored", response_id=turn.response_id, reason=str(failed)[:200]
-                    )
-                elif failed is not None:  # paid for and delivered all the same; the log says why
-                    log.error("turn_not_stored", response_id=turn.response_id, exc_info=failed)
                 # Last: the owner's balance row stays locked from its update to the commit,
                 # which every other turn of that owner waits for on PostgreSQL.
-                return meter.settle_in(
+                settled = meter.settle_in(
                     db,
                     charge,
                     model=turn.model,
                     usage=payload["usage"],
                     subject_id=turn.response_id,
                 )
+                return settled, failed
 
         try:
-            settlement = await self.database.in_worker(settle_and_store, loop_ok=turn.light)
+            settlement, failed = await self.database.in_worker(store_and_settle, loop_ok=turn.light)
         except BaseException:
             await meter.release()
             raise
+        if isinstance(failed, (ApiError, IntegrityError)):  # the session went away
+            log.warning("turn_not_stored", response_id=turn.response_id, reason=str(failed)[:200])
+        elif failed is not None:  # paid for and delivered all the same; the log says why
+            log.error("turn_not_stored", response_id=turn.response_id, exc_info=failed)
         return payload, settlement
 
     def _store(
