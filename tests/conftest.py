@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -13,6 +14,8 @@ from sqlalchemy import func, select
 
 from sessionary.accounts.service import AccountService
 from sessionary.app import create_app
+from sessionary.assistant.background import BackgroundRuns
+from sessionary.billing.metering import HoldKeeper
 from sessionary.billing.models import CreditBalance, CreditReservation, LedgerEntry
 from sessionary.config import Settings
 from sessionary.kit.db import Database
@@ -133,6 +136,20 @@ def tenant(db: Database) -> Tenant:
 @pytest.fixture
 def app(settings: Settings, db: Database) -> FastAPI:
     return create_app(settings)
+
+
+@pytest.fixture
+def no_housekeeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's own periodic writers (the hold keeper, background runs' beat and purge) do
+    not start: each takes the write turn on a worker for a moment, and a unit that meets it
+    there rightly goes to a worker, which a count of units run here cannot tell from a defect.
+    Ask for it before the server is built (first, or with `usefixtures`)."""
+
+    async def idle(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(HoldKeeper, "run", idle)
+    monkeypatch.setattr(BackgroundRuns, "run", idle)
 
 
 @pytest.fixture

@@ -46,9 +46,13 @@ def sqlite_only(db: Database) -> None:
 
 
 @pytest.fixture
-def served(sqlite_only: None, remote: TestClient) -> TestClient:  # noqa: F811
-    """test_turn_commit's server (a fake upstream at its HTTP boundary), on SQLite only: the
-    check above runs before the server is built."""
+def served(
+    no_housekeeping: None,
+    sqlite_only: None,
+    remote: TestClient,  # noqa: F811
+) -> TestClient:
+    """test_turn_commit's server (a fake upstream at its HTTP boundary), on SQLite only, with
+    no housekeeping: the checks above run before the server is built."""
     return remote
 
 

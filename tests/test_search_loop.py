@@ -28,7 +28,8 @@ from tests.support.money import charges, money
 from tests.test_search import create, post
 from tests.test_search import funded as funded
 
-pytestmark = pytest.mark.slow
+# Housekeeping off: its writes on a worker would send a unit away now and then (conftest).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_housekeeping")]
 
 SEARCH = {"search_term": "quiet studio near the park", "limit": 3}
 
