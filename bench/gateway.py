@@ -615,8 +615,9 @@ def run(quick: bool) -> str:
         "(`kit/loop_units.py`), instead of being handed to a worker thread and back: two "
         "thread wake-ups each, which cost more than the units on this machine once the "
         "process has sat idle between requests. With two workers, a unit that meets the "
-        "other process's write lock is redone on a worker, and the next second of units goes "
-        "straight there. PostgreSQL's units still run on workers.",
+        "other process's write turn queues for it on the loop (a worker thread waits for the "
+        "lock, the loop goes on), and the loop then runs the queued units back to back, each "
+        "in its own transaction. PostgreSQL's units still run on workers.",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "

@@ -7,8 +7,10 @@ units never stay on the loop."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import gc
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -168,12 +170,13 @@ def test_another_process_writing_never_stalls_the_loop(
     assert len(charges(db, payer)) == 2
 
 
-def test_a_worker_holding_the_write_turn_sends_the_unit_away(
+def test_a_worker_holding_the_write_turn_queues_the_unit_on_the_loop(
     served: TestClient, db: Database, payer: Tenant
 ) -> None:
-    """Within the process: a worker's write transaction holds the write turn."""
+    """Within the process: a worker's write transaction holds the write turn. The turn's unit
+    queues for it without holding up the loop, and runs there once the worker commits."""
     units = _units(served)
-    away = units.sent_away
+    away, queued, ran = units.sent_away, units.queued, units.ran
     _warm(served, payer)
     database: Database = served.app.state.db  # type: ignore[attr-defined]
     release = threading.Event()
@@ -191,12 +194,70 @@ def test_a_worker_holding_the_write_turn_sends_the_unit_away(
     thread, answers = _turn_in_thread(served, payer)
     took = _loop_answers_while_held(served, payer, 1.5)
     time.sleep(0.5)
+    assert thread.is_alive()  # its unit waits for the turn
     release.set()
     held.join(timeout=10)
     thread.join(timeout=30)
     assert took < 0.75
     assert answers[0].status_code == 200, answers[0].text
-    assert units.sent_away > away
+    assert units.queued > queued and units.sent_away == away
+    assert units.ran == ran + 2  # plan-and-hold and settle both ran on the loop
+    assert len(charges(db, payer)) == 1
+
+
+def _hold_file_turn(db: Database) -> int:
+    """Another process of this server holding the write turn: the turn file's lock, taken on
+    a descriptor of its own (two descriptors' `flock`s exclude each other, as two processes'
+    do). Closing the descriptor gives it back."""
+    fd = os.open(f"{_path(db)}.writeturn", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_another_server_process_holding_the_turn_queues_the_turn_on_the_loop(
+    served: TestClient, db: Database, payer: Tenant
+) -> None:
+    """Two workers of one server share the file's turn: the turn waits for it on the loop
+    (which answers meanwhile), runs there once it is free, and is charged once."""
+    units = _units(served)
+    away, ran = units.sent_away, units.ran
+    _warm(served, payer)
+    fd = _hold_file_turn(db)
+    try:
+        thread, answers = _turn_in_thread(served, payer)
+        took = _loop_answers_while_held(served, payer, 1.5)
+        time.sleep(0.5)
+        assert thread.is_alive()
+    finally:
+        os.close(fd)
+    thread.join(timeout=30)
+    assert took < 0.75
+    assert answers[0].status_code == 200, answers[0].text
+    assert units.sent_away == away and units.ran == ran + 2
+    assert len(charges(db, payer)) == 1
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
+def test_a_turn_held_past_the_busy_timeout_is_a_503_with_nothing_charged(
+    served: TestClient, db: Database, payer: Tenant
+) -> None:
+    """The other process keeps the turn longer than the busy timeout: the queued turn is
+    refused as a worker's would be (503 `database_unavailable`), with no hold left and no
+    charge; the next turn, once the lock is free, is served."""
+    units = _units(served)
+    units.wait_s = 0.3
+    _warm(served, payer)
+    before = money(db, payer)
+    fd = _hold_file_turn(db)
+    try:
+        answer = served.post(**_post(payer))
+    finally:
+        os.close(fd)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "database_unavailable"
+    assert money(db, payer) == before and charges(db, payer) == []
+    assert served.post(**_post(payer)).status_code == 200
     assert len(charges(db, payer)) == 1
 
 

@@ -6,6 +6,8 @@ processes' are."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import fcntl
 import os
 import signal
@@ -13,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sessionary.config import Settings
 from sessionary.kit.db import Database
@@ -100,27 +103,142 @@ def test_a_writer_of_another_process_waits_for_the_turn_then_writes(
         assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
 
 
-def test_the_loop_never_waits_for_another_process_turn(db: Database, other: Database) -> None:
-    """A unit on the loop finds the turn held elsewhere: not run, no wait, and the next units
-    go to a worker for a while (`SHARED_PAUSE_S`)."""
-    units = other.loop_units
-    assert units is not None
+def _table(db: Database) -> None:
     with db.session() as session:
         session.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
 
-    def write() -> int:
-        with other.session() as session:
-            session.execute(text("INSERT INTO t VALUES (3)"))
-        return 1
 
-    with db.session() as session:
-        session.execute(text("INSERT INTO t VALUES (1)"))
-        began = time.monotonic()
-        assert units.run(write) == (False, None)
-        assert time.monotonic() - began < 0.1
-        assert units.run(lambda: 2) == (False, None)  # paused: the path is off for a while
-    with other.session() as session:  # on a worker: the turn is free again
-        session.execute(text("INSERT INTO t VALUES (4)"))
+def _rows(db: Database) -> list[int]:
+    with db.session(write=False) as session:
+        return list(session.execute(text("SELECT x FROM t ORDER BY rowid")).scalars())
+
+
+def _hold(db: Database, seconds: float, value: int = 1) -> tuple[threading.Thread, list[str]]:
+    """A write transaction of `db` (another process) holding the turn for `seconds`, started
+    before this returns; `order` gets "held" when it commits."""
+    order: list[str] = []
+    holding = threading.Event()
+
+    def hold() -> None:
+        with db.session() as session:
+            session.execute(text(f"INSERT INTO t VALUES ({value})"))
+            holding.set()
+            time.sleep(seconds)
+            order.append("held")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    return holder, order
+
+
+def _insert(database: Database, value: int, order: list[str] | None = None) -> Callable[[], int]:
+    def write() -> int:
+        with database.session() as session:
+            session.execute(text(f"INSERT INTO t VALUES ({value})"))
+        if order is not None:
+            order.append(f"wrote {value}")
+        return value
+
+    return write
+
+
+def test_the_loop_never_waits_for_another_process_turn(db: Database, other: Database) -> None:
+    """A unit on the loop finds the turn held elsewhere: not run, and no wait (`run`). Queued
+    instead (`run_or_queue`): a worker thread waits for the turn while the loop goes on, and
+    the unit runs on the loop once the other process has committed, after its write."""
+    units = other.loop_units
+    assert units is not None
+    _table(db)
+    holder, order = _hold(db, 0.4)
+    began = time.monotonic()
+    assert units.run(_insert(other, 2)) == (False, None)
+    assert time.monotonic() - began < 0.1
+
+    async def queued() -> tuple[tuple[bool, object], int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await units.run_or_queue(_insert(other, 2, order)), ticks
+        finally:
+            ticker.cancel()
+
+    ran_before = units.ran
+    outcome, ticks = asyncio.run(queued())
+    holder.join()
+    assert outcome == (True, 2) and units.ran == ran_before + 1 and units.queued == 1
+    assert ticks >= 10  # the loop went on through the wait (0.4 s, a tick every 10 ms)
+    assert order == ["held", "wrote 2"] and _rows(db) == [1, 2]
+    assert not _held_elsewhere(_turn_file(db))  # given back after the unit's commit
+
+
+def test_a_wait_for_the_turn_past_the_busy_timeout_fails_and_takes_nothing(
+    db: Database, other: Database
+) -> None:
+    """The turn held longer than `wait_s`: the queued unit fails as a worker's would
+    (`PoolTimeout`, answered 503), never runs, and leaves the turn free behind it."""
+    units = other.loop_units
+    assert units is not None
+    units.wait_s = 0.2
+    _table(db)
+    holder, _ = _hold(db, 0.8)
+    with pytest.raises(PoolTimeout):
+        asyncio.run(units.run_or_queue(_insert(other, 2)))
+    holder.join()
+    assert _rows(db) == [1]
+    assert not _held_elsewhere(_turn_file(db))
+    assert asyncio.run(units.run_or_queue(_insert(other, 3))) == (True, 3)
+    assert _rows(db) == [1, 3]
+
+
+def test_queued_units_run_in_order_each_on_its_own(db: Database, other: Database) -> None:
+    """Units queued behind the turn run in the order they came, each in its own transaction
+    and in its caller's context: one that raises fails its caller only, and one whose caller
+    went away while it queued never runs."""
+    units = other.loop_units
+    assert units is not None
+    _table(db)
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+    seen: list[tuple[int, str]] = []
+
+    def unit(value: int) -> Callable[[], int]:
+        def write() -> int:
+            seen.append((value, caller.get()))
+            if value == 3:
+                with other.session() as session:  # rolled back with the error
+                    session.execute(text("INSERT INTO t VALUES (3)"))
+                    raise ValueError("the unit's own error")
+            return _insert(other, value)()
+
+        return write
+
+    async def call(value: int) -> tuple[bool, object]:
+        caller.set(f"caller {value}")
+        return await units.run_or_queue(unit(value))
+
+    async def scenario() -> list[object]:
+        units.run(unit(0))  # meets the held turn: the next units queue before they start
+        tasks = [asyncio.create_task(call(value)) for value in (2, 3, 4, 5)]
+        await asyncio.sleep(0.05)
+        tasks[2].cancel()  # caller 4 goes away while its unit queues
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    holder, _ = _hold(db, 0.3)
+    outcomes = asyncio.run(scenario())
+    holder.join()
+    assert outcomes[0] == (True, 2) and outcomes[3] == (True, 5)
+    assert isinstance(outcomes[1], ValueError)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert seen == [(0, ""), (2, "caller 2"), (3, "caller 3"), (5, "caller 5")]
+    assert _rows(db) == [1, 2, 5]
+    assert not _held_elsewhere(_turn_file(db))
 
 
 def test_a_process_that_dies_holding_the_turn_frees_it(

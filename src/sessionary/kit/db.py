@@ -98,10 +98,15 @@ def _configure_sqlite(
                 run_fixed(conn, "BEGIN")
             return
         raw = conn.connection.dbapi_connection
-        holder = write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000)
+        if on_loop and write_turn.adopt(raw):  # lent to this unit while it queued (loop_units)
+            holder = None
+        else:
+            holder = write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000)
         if holder is not None:
             if on_loop:
-                raise WouldBlock(f"the write turn is held {holder}", elsewhere=holder != "here")
+                raise WouldBlock(
+                    f"the write turn is held {holder}", elsewhere=holder != "here", turn=True
+                )
             raise PoolTimeout("No write turn on the SQLite database in time.")
         try:
             run_fixed(conn, "BEGIN IMMEDIATE")
@@ -314,6 +319,8 @@ class Database:
                 make_engine(settings, write_turn=write_turn, on_loop=True),
                 read_options={READ_ONLY_OPTION: True},
                 point_options=point,
+                write_turn=write_turn,
+                wait_s=settings.sqlite_busy_timeout_ms / 1000,
             )
 
     def session(
@@ -391,7 +398,7 @@ class Database:
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
         to end."""
         if loop_ok and self.loop_units is not None:
-            ran, result = self.loop_units.run(work)
+            ran, result = await self.loop_units.run_or_queue(work)
             if ran:
                 return result  # type: ignore[return-value]  # what `work` answered
         return await anyio.to_thread.run_sync(work, limiter=self._limiter(waits_elsewhere))

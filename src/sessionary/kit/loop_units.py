@@ -7,18 +7,25 @@ turn, `python -m bench --only gateway`). The units are short (under a millisecon
 Python), so running them where the request already is costs the loop nothing it was not paying.
 
 What keeps the loop from ever waiting here (the unit is retried from its start on a worker,
-which does wait, whenever it would):
+which does wait, whenever it would, or queued for the write turn without blocking the loop):
 - Its own engine, whose connections wait for nothing: `PRAGMA busy_timeout=0`, and a pool that
   opens another connection rather than wait for one.
-- Writes take this process's write turn (`WriteTurn`) without waiting; when a worker holds it,
-  or another process holds SQLite's write lock (`BEGIN IMMEDIATE` answers "database is
-  locked" at once), the unit raises `WouldBlock` before writing anything.
-- Any other "locked" or "busy" answer on its connections is `WouldBlock` too (a reader that
-  meets a checkpoint's or a recovery's lock).
-- When another process held the lock, the next `SHARED_PAUSE_S` of units go straight to a
-  worker: processes that share a busy database would otherwise keep starting units here only
-  to redo them there (two workers at 16 clients: 321 turns a second before this path, 306 with
-  it and no pause).
+- Writes take this process's write turn (`WriteTurn`) without waiting, and raise `WouldBlock`
+  before writing anything when they cannot. Held by a worker of this process or by another
+  process of this server, the unit queues for the turn (`run_or_queue`): a worker thread waits
+  for the locks while the loop answers other requests, and the loop then runs the queued
+  units one after the other, each in its own transaction, holding the turn from one to the next
+  (every `BATCH` it lets the loop in). For `SHARED_PAUSE_S` after that, units queue before they
+  start, so none does its reads twice. Units used to go to a worker thread instead, where the
+  turn was held while that thread waited for the GIL behind the loop: two workers served
+  fewer turns a second than one (`python -m bench --only gateway`: 352 against 424 at 64
+  clients). Two workers, `/v1/responses`, three interleaved rounds of 1,500 turns: 215, 320
+  and 289 turns a second at 16 clients before, 463, 437 and 422 with the queue; at 64
+  clients 317, 302 and 285 before, 569, 483 and 363 with it.
+- Another program holding SQLite's write lock (`BEGIN IMMEDIATE` answers "database is locked"
+  at once), and any other "locked" or "busy" answer on its connections (a reader that meets a
+  checkpoint's or a recovery's lock), send the unit to a worker; after another program's lock
+  the next `SHARED_PAUSE_S` of units go straight there.
 - One thread at a time runs units here; a second (another event loop of the same process)
   takes the worker path.
 - Checkpoints never run on the loop: its connections do not checkpoint at commit
@@ -44,6 +51,8 @@ loop_ok=True)`). `tests/test_loop_units.py` attacks each of these.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import sqlite3
 import threading
@@ -52,9 +61,12 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import anyio
 import anyio.from_thread
+import anyio.to_thread
 import structlog
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.kit.heap import COLLECTOR_TIME
@@ -76,18 +88,24 @@ STALL_MS = 200
 SHARED_PAUSE_S = 1.0
 WARM_UNITS = 8
 CHECKPOINT_EVERY = 64
+BATCH = 8
 
 
 class WouldBlock(Exception):
     """The unit would wait on the event loop; it is run on a worker thread instead, from its
     start. Raised before the unit's write transaction commits (in practice at its `BEGIN
     IMMEDIATE`), which then rolls back; `kit/db.apart` lets it through.
-    `elsewhere`: another process holds the lock (SQLite answered "locked"), not this one."""
+    `elsewhere`: another process holds the lock, not this one. `turn`: what it met is this
+    server's write turn (`WriteTurn`), which the unit can queue for on the loop."""
 
-    def __init__(self, reason: str, *, elsewhere: bool) -> None:
+    def __init__(self, reason: str, *, elsewhere: bool, turn: bool = False) -> None:
         super().__init__(reason)
         self.elsewhere = elsewhere
+        self.turn = turn
 
+
+# `WriteTurn`'s holder while the turn is lent to an event loop's next write transaction.
+_LENT = object()
 
 # Set while this thread runs a unit here (any `LoopUnits`: one thread runs one unit at a time).
 _ON_LOOP = threading.local()
@@ -125,6 +143,7 @@ class WriteTurn:
         self._lock = threading.Lock()
         self._holder: Any = None  # the DB-API connection whose transaction holds the turn
         self._file = FileTurn(path) if path and FileTurn.supported() else None
+        self._lent_to = 0  # the thread the turn is lent to (`lend`), while `_holder` is _LENT
 
     def take(self, dbapi_connection: Any, timeout_s: float | None) -> str | None:
         """Wait up to `timeout_s` for the turn (None: do not wait at all). None when taken;
@@ -142,6 +161,27 @@ class WriteTurn:
             return "elsewhere"
         self._holder = dbapi_connection
         return None
+
+    def lend(self, thread: int, timeout_s: float | None) -> bool:
+        """Take the turn, waiting up to `timeout_s` (None: not at all), for the next write
+        transaction that `thread` (an event loop's) begins: `adopt` hands it to that
+        transaction's connection, `give_back` returns it if none began. Whether it was taken."""
+        if self.take(_LENT, timeout_s) is not None:
+            return False
+        self._lent_to = thread
+        return True
+
+    def adopt(self, dbapi_connection: Any) -> bool:
+        """At a write transaction's BEGIN: when the turn is lent to the calling thread, the
+        transaction of `dbapi_connection` holds it from now on."""
+        if self._holder is _LENT and self._lent_to == threading.get_ident():
+            self._holder = dbapi_connection
+            return True
+        return False
+
+    def give_back(self) -> None:
+        """Release the turn if it is still lent (no transaction adopted it)."""
+        self.release(_LENT)
 
     def release(self, dbapi_connection: Any) -> None:
         """Give the turn back if `dbapi_connection` holds it (after its COMMIT or ROLLBACK)."""
@@ -216,6 +256,16 @@ class FileTurn:
         return self._fd
 
 
+class _TurnQueue:
+    """One event loop's units waiting for the write turn, and the task that runs them."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[tuple[Callable[[], Any], contextvars.Context, asyncio.Future[Any]]] = (
+            deque()
+        )
+        self.drain: asyncio.Task[None] | None = None
+
+
 def _is_busy(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
@@ -226,9 +276,16 @@ class LoopUnits:
     `kit/db.make_engine(..., on_loop=True)`), or says it did not."""
 
     def __init__(
-        self, engine: Engine, read_options: dict[str, Any], point_options: dict[str, Any]
+        self,
+        engine: Engine,
+        read_options: dict[str, Any],
+        point_options: dict[str, Any],
+        write_turn: WriteTurn | None = None,
+        wait_s: float = 5.0,
     ) -> None:
         self.engine = engine
+        self.write_turn = write_turn
+        self.wait_s = wait_s  # how long a unit queues for the write turn (the busy timeout)
         self.path = engine.url.database or ""
         self._factories = {
             kind: sessionmaker(
@@ -244,8 +301,12 @@ class LoopUnits:
         self._units = 0
         self._slow: deque[tuple[float, float]] = deque()  # recent slow units: (ended, took_s)
         self._checkpointing = threading.Lock()
-        self.ran = 0  # units run here, and units sent to a worker after starting here
-        self.sent_away = 0
+        self._queue_until = 0.0  # units queue for the turn before they start, until then
+        self._queues: tuple[asyncio.AbstractEventLoop, _TurnQueue] | None = None
+        self._met_turn = False  # the last unit here met the write turn held
+        self.ran = 0  # units run here
+        self.sent_away = 0  # units sent to a worker after starting here
+        self.queued = 0  # units that queued on the loop for the write turn
 
         @event.listens_for(engine, "handle_error")
         def _busy_means_elsewhere(context: Any) -> BaseException | None:
@@ -259,9 +320,83 @@ class LoopUnits:
         not read-only as the worker path's are (one engine here); they are reads all the same."""
         return self._factories[kind]
 
+    async def run_or_queue(self, work: Callable[[], T]) -> tuple[bool, T | None]:
+        """`run`, and when the unit met the write turn held (by a worker of this process or by
+        another process of this server), queue for the turn without blocking the loop and run
+        it here with the turn. Once a unit met the turn held, the next `SHARED_PAUSE_S` of
+        units queue before they start, so none does its reads twice."""
+        if time.monotonic() >= self._queue_until or self.write_turn is None:
+            ran, result = self.run(work)
+            if ran or not self._met_turn or self.write_turn is None:
+                return ran, result
+        if time.monotonic() < self._paused_until:
+            return False, None
+        return await self._run_in_turn(work, self.write_turn)
+
+    async def _run_in_turn(self, work: Callable[[], T], turn: WriteTurn) -> tuple[bool, T | None]:
+        """Queue `work` for the write turn, and await its outcome. The loop answers other
+        requests meanwhile; the queue's drain runs it, in the caller's context."""
+        self.queued += 1
+        queue = self._queue()
+        done: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        queue.waiting.append((work, contextvars.copy_context(), done))
+        if queue.drain is None:
+            queue.drain = asyncio.get_running_loop().create_task(self._drain(queue, turn))
+        return await done
+
+    async def _drain(self, queue: _TurnQueue, turn: WriteTurn) -> None:
+        """Run the queued units in order, each in its own transaction, holding the turn from
+        one to the next as long as nobody else took it in between (a worker thread waits for
+        it when it is held; the loop goes on meanwhile), and letting the loop in every
+        `BATCH` units. A unit cancelled while it queued is dropped; a wait for the turn longer
+        than `wait_s` fails every unit queued (`PoolTimeout`, as a worker's would)."""
+        thread = threading.get_ident()
+        waiting, ran = queue.waiting, 0
+        try:
+            while waiting:
+                if waiting[0][2].done():  # its caller went away before it ran
+                    waiting.popleft()
+                    continue
+                if not turn.lend(thread, None):
+                    with anyio.CancelScope(shield=True):  # a taken turn is always given back
+                        lent = await anyio.to_thread.run_sync(turn.lend, thread, self.wait_s)
+                    if not lent:
+                        timeout = PoolTimeout("No write turn on the SQLite database in time.")
+                        for _, _, done in waiting:
+                            if not done.done():
+                                done.set_exception(timeout)
+                        waiting.clear()
+                        return
+                work, context, done = waiting.popleft()
+                try:
+                    if done.done():  # cancelled while the turn was awaited
+                        continue
+                    try:
+                        done.set_result(context.run(self.run, work))
+                    except Exception as exc:  # the unit's own: its caller raises it
+                        done.set_exception(exc)
+                finally:
+                    turn.give_back()
+                ran += 1
+                if ran % BATCH == 0:
+                    await asyncio.sleep(0)
+        finally:  # left early (the loop shutting down): no caller waits forever
+            queue.drain = None
+            for _, _, done in waiting:
+                done.cancel()
+            waiting.clear()
+
+    def _queue(self) -> _TurnQueue:
+        """The running loop's queue for the write turn (its futures belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        if self._queues is None or self._queues[0] is not loop:
+            self._queues = (loop, _TurnQueue())
+        return self._queues[1]
+
     def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
         """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
         here was committed). Exceptions other than `WouldBlock` are the unit's own."""
+        self._met_turn = False
         if time.monotonic() < self._paused_until or not self._running.acquire(blocking=False):
             return False, None
         began = time.perf_counter() - COLLECTOR_TIME.seconds
@@ -269,9 +404,13 @@ class LoopUnits:
         try:
             result = work()
         except WouldBlock as blocked:
-            self.sent_away += 1
-            if blocked.elsewhere:  # processes share the database: let them take turns there
-                self._paused_until = time.monotonic() + SHARED_PAUSE_S
+            if blocked.turn:  # queue for it on the loop (`run_or_queue`), and the next ones too
+                self._met_turn = True
+                self._queue_until = time.monotonic() + SHARED_PAUSE_S
+            else:
+                self.sent_away += 1
+                if blocked.elsewhere:  # another program writes the database: let it, a while
+                    self._paused_until = time.monotonic() + SHARED_PAUSE_S
             return False, None
         finally:
             _ON_LOOP.on = False
