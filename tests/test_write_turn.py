@@ -198,6 +198,63 @@ def test_a_wait_for_the_turn_past_the_busy_timeout_fails_and_takes_nothing(
     assert _rows(db) == [1, 3]
 
 
+def test_each_queued_unit_waits_its_own_busy_timeout(db: Database, other: Database) -> None:
+    """A unit that came late behind a held turn is not refused with the one that has waited the
+    whole busy timeout: its own wait for the turn starts when it reaches the head of the
+    queue, and it runs once the turn is free within it."""
+    units = other.loop_units
+    assert units is not None
+    units.wait_s = 0.5
+    _table(db)
+
+    async def scenario() -> list[object]:
+        units.run(_insert(other, 0))  # meets the held turn: the next units queue
+        first = asyncio.create_task(units.run_or_queue(_insert(other, 2)))
+        await asyncio.sleep(0.35)
+        late = asyncio.create_task(units.run_or_queue(_insert(other, 3)))
+        return await asyncio.gather(first, late, return_exceptions=True)
+
+    holder, _ = _hold(db, 0.7)
+    began = time.monotonic()
+    first, late = asyncio.run(scenario())
+    holder.join()
+    assert isinstance(first, PoolTimeout)
+    assert late == (True, 3)
+    assert time.monotonic() - began >= 0.7  # it ran after the holder, not at the first refusal
+    assert _rows(db) == [1, 3]
+    assert not _held_elsewhere(_turn_file(db))
+
+
+def test_a_long_queue_of_this_process_refuses_nobody(db: Database, other: Database) -> None:
+    """Thirty units queued behind a short hold take longer together than the busy timeout; none
+    is refused for waiting behind its own process's units (a worker's wait for a thread
+    counts for nothing either), only a wait for the turn itself would be."""
+    units = other.loop_units
+    assert units is not None
+    units.wait_s = 0.2
+    _table(db)
+
+    def slow(value: int) -> Callable[[], int]:
+        def write() -> int:
+            time.sleep(0.02)
+            return _insert(other, value)()
+
+        return write
+
+    async def scenario() -> list[object]:
+        units.run(_insert(other, 0))  # meets the held turn: the next units queue
+        calls = [units.run_or_queue(slow(value)) for value in range(2, 32)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    holder, _ = _hold(db, 0.05)
+    began = time.monotonic()
+    outcomes = asyncio.run(scenario())
+    holder.join()
+    assert time.monotonic() - began > 0.5  # the queue took longer than the busy timeout
+    assert outcomes == [(True, value) for value in range(2, 32)]
+    assert _rows(db) == [1, *range(2, 32)]
+
+
 def test_queued_units_run_in_order_each_on_its_own(db: Database, other: Database) -> None:
     """Units queued behind the turn run in the order they came, each in its own transaction
     and in its caller's context: one that raises fails its caller only, and one whose caller

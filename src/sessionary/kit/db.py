@@ -396,7 +396,8 @@ class Database:
         225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4. Long work (an
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
         threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
-        to end."""
+        to end once it has begun; a unit queued on the loop for SQLite's write turn whose caller
+        is cancelled before it began never runs."""
         if loop_ok and self.loop_units is not None:
             ran, result = await self.loop_units.run_or_queue(work)
             if ran:

@@ -59,6 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -149,6 +150,7 @@ class WriteTurn:
         """Wait up to `timeout_s` for the turn (None: do not wait at all). None when taken;
         else who holds it: "here" (another thread of this process) or "elsewhere" (another
         process of this server, which holds SQLite's write lock meanwhile)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         taken = (
             self._lock.acquire(blocking=False)
             if timeout_s is None
@@ -156,7 +158,8 @@ class WriteTurn:
         )
         if not taken:
             return "here"
-        if self._file is not None and not self._file.take(timeout_s):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._file is not None and not self._file.take(left):  # within the same deadline
             self._lock.release()
             return "elsewhere"
         self._holder = dbapi_connection
@@ -256,13 +259,30 @@ class FileTurn:
         return self._fd
 
 
+@dataclass
+class _Queued:
+    """A unit waiting for the write turn: `done` gets its outcome. `deadline`: the busy timeout
+    after it came to the head of its queue, when it starts waiting for the turn itself (the
+    units before it are its own process's, as a worker's wait for a thread is not counted
+    either); past it the unit is refused."""
+
+    work: Callable[[], Any]
+    context: contextvars.Context
+    done: asyncio.Future[Any]
+    deadline: float | None = None
+
+
+def _refuse(unit: _Queued) -> None:
+    """A unit leaving the queue unrun: its caller went away, or it waited too long."""
+    if not unit.done.done():
+        unit.done.set_exception(PoolTimeout("No write turn on the SQLite database in time."))
+
+
 class _TurnQueue:
     """One event loop's units waiting for the write turn, and the task that runs them."""
 
     def __init__(self) -> None:
-        self.waiting: deque[tuple[Callable[[], Any], contextvars.Context, asyncio.Future[Any]]] = (
-            deque()
-        )
+        self.waiting: deque[_Queued] = deque()
         self.drain: asyncio.Task[None] | None = None
 
 
@@ -339,7 +359,7 @@ class LoopUnits:
         self.queued += 1
         queue = self._queue()
         done: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        queue.waiting.append((work, contextvars.copy_context(), done))
+        queue.waiting.append(_Queued(work, contextvars.copy_context(), done))
         if queue.drain is None:
             queue.drain = asyncio.get_running_loop().create_task(self._drain(queue, turn))
         return await done
@@ -348,33 +368,35 @@ class LoopUnits:
         """Run the queued units in order, each in its own transaction, holding the turn from
         one to the next as long as nobody else took it in between (a worker thread waits for
         it when it is held; the loop goes on meanwhile), and letting the loop in every
-        `BATCH` units. A unit cancelled while it queued is dropped; a wait for the turn longer
-        than `wait_s` fails every unit queued (`PoolTimeout`, as a worker's would)."""
+        `BATCH` units. A unit cancelled while it queued is dropped; one that has waited for
+        the turn longer than `wait_s` at the head of the queue fails (`PoolTimeout`, as a
+        worker's would), and only it."""
         thread = threading.get_ident()
         waiting, ran = queue.waiting, 0
         try:
             while waiting:
-                if waiting[0][2].done():  # its caller went away before it ran
+                head = waiting[0]
+                if head.deadline is None:
+                    head.deadline = time.monotonic() + self.wait_s
+                left = head.deadline - time.monotonic()
+                if head.done.done() or left <= 0:  # its caller went away, or waited too long
                     waiting.popleft()
+                    _refuse(head)
                     continue
                 if not turn.lend(thread, None):
                     with anyio.CancelScope(shield=True):  # a taken turn is always given back
-                        lent = await anyio.to_thread.run_sync(turn.lend, thread, self.wait_s)
+                        lent = await anyio.to_thread.run_sync(turn.lend, thread, left)
                     if not lent:
-                        timeout = PoolTimeout("No write turn on the SQLite database in time.")
-                        for _, _, done in waiting:
-                            if not done.done():
-                                done.set_exception(timeout)
-                        waiting.clear()
-                        return
-                work, context, done = waiting.popleft()
+                        continue  # the head's time is up: refused above, the next ones wait on
+                unit = waiting.popleft()
                 try:
-                    if done.done():  # cancelled while the turn was awaited
-                        continue
-                    try:
-                        done.set_result(context.run(self.run, work))
-                    except Exception as exc:  # the unit's own: its caller raises it
-                        done.set_exception(exc)
+                    if not unit.done.done():  # its caller may have gone while the turn came
+                        unit.done.set_result(unit.context.run(self.run, unit.work))
+                except Exception as exc:  # the unit's own: its caller raises it
+                    unit.done.set_exception(exc)
+                except BaseException as exc:
+                    unit.done.set_exception(exc)
+                    raise
                 finally:
                     turn.give_back()
                 ran += 1
@@ -382,8 +404,8 @@ class LoopUnits:
                     await asyncio.sleep(0)
         finally:  # left early (the loop shutting down): no caller waits forever
             queue.drain = None
-            for _, _, done in waiting:
-                done.cancel()
+            for unit in waiting:
+                unit.done.cancel()
             waiting.clear()
 
     def _queue(self) -> _TurnQueue:
