@@ -312,8 +312,11 @@ def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[st
 def _pair(got: dict[str, dict[int, dict[str, float]]], engine: str) -> str:
     """Two workers' `/v1/responses` throughput against one worker's, at 16 and 64 clients."""
     one, two = got[f"{engine} responses"], got[f"{engine} responses x2"]
+    before = got.get("before responses x2") if engine == "sqlite" else None
     return " and ".join(
-        f"{two[c]['rps']:.0f} turns a second at {c} clients (one worker {one[c]['rps']:.0f})"
+        f"{two[c]['rps']:.0f} turns a second at {c} clients (one worker {one[c]['rps']:.0f}"
+        + (f"; two workers of the tree before {before[c]['rps']:.0f}" if before else "")
+        + ")"
         for c in LEVELS[1:]
     )
 
@@ -474,6 +477,8 @@ def run(quick: bool) -> str:
         if baseline:  # the same routes from another checkout, in the same run, on both engines
             before = sessionary(stub_url, work / "before", None, total, stack, src=baseline)
             targets |= {f"before {route}": target for route, target in before.items()}
+            pair = sessionary(stub_url, work / "before-2", None, total, stack, 2, src=baseline)
+            targets["before responses x2"] = pair["responses"]
             before_url = _another_database(pg.get_uri(), "before")
             before = sessionary(
                 stub_url, work / "before-pg", before_url, total, stack, src=baseline
@@ -568,6 +573,14 @@ def run(quick: bool) -> str:
             direct_responses,
         ),
     ]
+    if "before responses x2" in got:
+        lines.append(
+            _row(
+                "before (`BENCH_BASELINE_SRC`): `/v1/responses`, SQLite, 2 workers",
+                got["before responses x2"],
+                direct_responses,
+            )
+        )
     if isinstance(proxied, str):
         lines += ["", f"LiteLLM proxy: not measured ({proxied})."]
     else:
