@@ -4,6 +4,7 @@ transcript is left half-written. When the charge itself cannot commit, the hold 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,14 +159,15 @@ def test_a_stream_whose_charge_cannot_commit_still_ends_with_its_terminal_event(
     body = {"input": "Hi.", "stream": True}
     with remote.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer:
         assert answer.status_code == 200
-        events = [
-            line.removeprefix("event: ")
-            for line in answer.iter_lines()
-            if line.startswith("event: ")
-        ]
+        lines = list(answer.iter_lines())
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
     monkeypatch.undo()
     assert "response.output_text.delta" in events
     assert events[-1] == "response.failed", events[-3:]
+    failed = json.loads([line for line in lines if line.startswith("data: ")][-1][6:])
+    error = failed["response"]["error"]
+    assert error["code"] == "server_error"  # OpenAI's closed set; the message says what failed
+    assert "database was unavailable or busy" in error["message"], error
     assert "response.completed" not in events
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum == FUNDS and holds == 0
@@ -196,7 +198,10 @@ def test_a_chat_stream_whose_charge_cannot_commit_still_ends_with_its_error(
         ]
     monkeypatch.undo()
     assert any('"content"' in chunk for chunk in data[:-1])
-    assert '"error"' in data[-1] and "server_error" in data[-1], data[-2:]
+    error = json.loads(data[-1])["error"]
+    assert error["code"] == "database_unavailable", data[-2:]
+    assert error["type"] == "service_unavailable"
+    assert "database was unavailable or busy" in error["message"]
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum == FUNDS and holds == 0
     assert charges(db, payer) == []

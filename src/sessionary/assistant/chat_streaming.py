@@ -25,7 +25,7 @@ from sessionary.assistant.chat_payloads import (
 from sessionary.assistant.turn_billing import settle_partial as settle_turn_partial
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
-from sessionary.kit.errors import ApiError, error_type
+from sessionary.kit.errors import DATABASE_ERRORS, STREAM_END_UNSTORED, ApiError, error_type
 from sessionary.providers.base import CallDelta, StreamDone, TextDelta
 
 if TYPE_CHECKING:  # the service builds the stream; the stream calls back into it
@@ -105,6 +105,13 @@ async def stream_chat(
         closed = True
         if isinstance(exc, ApiError):
             status, message, code = exc.status_code, exc.message, exc.code or "server_error"
+        elif isinstance(exc, DATABASE_ERRORS):
+            log.warning(
+                "chat_stream_database_unavailable",
+                completion_id=turn.completion_id,
+                error_type=type(getattr(exc, "orig", exc)).__name__,
+            )
+            status, message, code = 503, STREAM_END_UNSTORED, "database_unavailable"
         else:
             log.exception("chat_stream_failed", completion_id=turn.completion_id)
             status, message, code = 500, "Internal server error.", "server_error"

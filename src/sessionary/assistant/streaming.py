@@ -21,7 +21,7 @@ from sessionary.assistant.turns import Turn
 from sessionary.billing.ledger import Settlement
 from sessionary.billing.metering import Meter
 from sessionary.billing.money import credits_number
-from sessionary.kit.errors import ApiError
+from sessionary.kit.errors import DATABASE_ERRORS, STREAM_END_UNSTORED, ApiError
 from sessionary.kit.ids import new_id
 from sessionary.providers.base import CallDelta, StreamDone, TextDelta
 
@@ -93,6 +93,13 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
             # OpenAI's response errors have a closed set of codes: a rate limit, or a server error.
             code = "rate_limit_exceeded" if exc.status_code == 429 else "server_error"
             error = {"code": code, "message": exc.message}
+        elif isinstance(exc, DATABASE_ERRORS):
+            log.warning(
+                "stream_database_unavailable",
+                response_id=turn.response_id,
+                error_type=type(getattr(exc, "orig", exc)).__name__,
+            )
+            error = {"code": "server_error", "message": STREAM_END_UNSTORED}
         else:
             log.exception("stream_failed", response_id=turn.response_id)
             error = {"code": "server_error", "message": "Internal server error."}

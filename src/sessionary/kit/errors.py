@@ -123,6 +123,15 @@ class UpstreamTimeout(ApiError):
     code = "upstream_timeout"
 
 
+# What a stream ends with when the database could not take its turn's end (down, or locked past
+# the busy timeout) after the deltas were out: the `credits` beside it say what was charged.
+DATABASE_ERRORS = (OperationalError, PendingRollbackError, PoolTimeout)
+STREAM_END_UNSTORED = (
+    "The database was unavailable or busy when the turn ended: the turn was not stored. "
+    "Retry shortly."
+)
+
+
 def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
