@@ -83,6 +83,13 @@ def _warm(client: TestClient, payer: Tenant) -> None:
     assert client.get("/v1/models", headers=payer.headers).status_code == 200
 
 
+def _paid(db: Database, payer: Tenant, *, turns: int) -> None:
+    """`turns` charges, the balance equal to the ledger's sum, and no hold left open."""
+    assert len(charges(db, payer)) == turns
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
 def _turn_in_thread(client: TestClient, payer: Tenant) -> tuple[threading.Thread, list[Any]]:
     answers: list[Any] = []
     thread = threading.Thread(
@@ -115,9 +122,7 @@ def test_a_light_turn_runs_both_units_on_the_loop(
         assert answer.status_code == 200, answer.text
     assert units.ran - ran == 6  # plan-and-hold, then settle, three times
     assert units.sent_away == away
-    assert len(charges(db, payer)) == 3
-    balance, ledger_sum, holds = money(db, payer)
-    assert balance == ledger_sum and holds == 0
+    _paid(db, payer, turns=3)
 
 
 def test_a_turn_with_a_file_runs_on_a_worker(
@@ -234,9 +239,7 @@ def test_another_server_process_holding_the_turn_queues_the_turn_on_the_loop(
     assert took < 0.75
     assert answers[0].status_code == 200, answers[0].text
     assert units.sent_away == away and units.ran == ran + 2
-    assert len(charges(db, payer)) == 1
-    balance, ledger_sum, holds = money(db, payer)
-    assert balance == ledger_sum and holds == 0
+    _paid(db, payer, turns=1)
 
 
 def test_a_turn_held_past_the_busy_timeout_is_a_503_with_nothing_charged(

@@ -123,9 +123,11 @@ class UpstreamTimeout(ApiError):
     code = "upstream_timeout"
 
 
-# What a stream ends with when the database could not take its turn's end (down, or locked past
-# the busy timeout) after the deltas were out: the `credits` beside it say what was charged.
+# The database down, busy past its timeout, or a transaction its connection took down with it
+# (a `PendingRollbackError`, found at its commit): a 503, or a stream's end that says so.
 DATABASE_ERRORS = (OperationalError, PendingRollbackError, PoolTimeout)
+# What a stream ends with when the database could not take its turn's end after the deltas were
+# out: the `credits` beside it say what was charged.
 STREAM_END_UNSTORED = (
     "The database was unavailable or busy when the turn ended: the turn was not stored. "
     "Retry shortly."
@@ -261,9 +263,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    # A transaction its connection took down with it, found at its commit.
-    app.add_exception_handler(PendingRollbackError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    for unavailable in DATABASE_ERRORS:
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(DataError, _value_out_of_range)
     app.add_exception_handler(OverflowError, _value_out_of_range)

@@ -300,8 +300,8 @@ class LoopUnits:
         engine: Engine,
         read_options: dict[str, Any],
         point_options: dict[str, Any],
-        write_turn: WriteTurn | None = None,
-        wait_s: float = 5.0,
+        write_turn: WriteTurn,
+        wait_s: float,
     ) -> None:
         self.engine = engine
         self.write_turn = write_turn
@@ -345,9 +345,9 @@ class LoopUnits:
         another process of this server), queue for the turn without blocking the loop and run
         it here with the turn. Once a unit met the turn held, the next `SHARED_PAUSE_S` of
         units queue before they start, so none does its reads twice."""
-        if time.monotonic() >= self._queue_until or self.write_turn is None:
+        if time.monotonic() >= self._queue_until:
             ran, result = self.run(work)
-            if ran or not self._met_turn or self.write_turn is None:
+            if ran or not self._met_turn:
                 return ran, result
         if time.monotonic() < self._paused_until:
             return False, None
