@@ -1,6 +1,6 @@
-"""A turn's end is one transaction: the transcript in a savepoint, then the charge. A transcript
-the database refuses rolls back alone: the answer is delivered and paid for, and nothing of the
-transcript is left half-written. When the charge itself cannot commit, the hold goes back."""
+"""A turn's end is one transaction: the transcript, then the charge. A transcript the database
+refuses rolls that transaction back and the charge commits alone (`Database.commit_apart`): the
+answer is delivered and paid for, and nothing of the transcript is left half-written. When the charge itself cannot commit, the hold goes back."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_a_transcript_the_database_refuses_rolls_back_alone_and_the_turn_is_paid
     monkeypatch.undo()
     assert remote.get(f"/v1/responses/{body['id']}", headers=payer.headers).status_code == 404
     items = remote.get(f"/v1/conversations/{body['session_id']}/items", headers=payer.headers)
-    assert items.status_code == 404  # the new session went with the savepoint: nothing half-kept
+    assert items.status_code == 404  # the new session was rolled back: nothing half-kept
 
 
 def test_a_charge_that_cannot_commit_gives_the_hold_back(
@@ -94,7 +94,7 @@ def test_a_charge_that_cannot_commit_gives_the_hold_back(
 
 def _connection_lost(self: object, db: Session, *_: object) -> None:
     """A transcript store whose connection dies under it (the server restarted between the
-    charge and the transcript): what the savepoint wrote cannot even be rolled back."""
+    charge and the transcript): the charge cannot commit on that connection."""
     db.connection().invalidate()
     raise OperationalError(
         "SAVEPOINT sa_savepoint_1", {}, Exception("server closed the connection")
@@ -256,3 +256,41 @@ def test_the_balance_row_is_not_locked_while_a_turn_writes_its_transcript(
     charged = charges(db, payer)
     assert len(charged) == 2 and all(c > 0 for c in charged)
     assert money(db, payer) == (FUNDS - sum(charged), FUNDS - sum(charged), 0)
+
+
+def test_commit_apart_commits_both_or_the_rest_alone_and_never_twice(db: Database) -> None:
+    """The primitive itself, on both engines: both parts in one commit; a failed first part's
+    writes rolled back and the rest committed once, alone, with the error returned; a failed
+    rest, or a first part that lost its connection, raised with nothing committed."""
+    with db.session() as setup:
+        setup.execute(text("CREATE TABLE apart_probe (tag VARCHAR(20) PRIMARY KEY)"))
+    runs: list[str] = []
+
+    def write(tag: str, fail: Exception | None = None) -> Any:
+        def unit(session: Session) -> str:
+            runs.append(tag)
+            session.execute(text("INSERT INTO apart_probe (tag) VALUES (:t)"), {"t": tag})
+            if fail is not None:
+                raise fail
+            return tag
+
+        return unit
+
+    assert db.commit_apart(write("p1"), write("r1")) == ("r1", None)
+    refused = IntegrityError("INSERT", {}, Exception("refused"))
+    result, error = db.commit_apart(write("p2", refused), write("r2"))
+    assert (result, error) == ("r2", refused)
+    with pytest.raises(OperationalError):
+        db.commit_apart(write("p3"), write("r3", OperationalError("UPDATE", {}, Exception("io"))))
+
+    def lost(session: Session) -> None:
+        runs.append("p4")
+        session.execute(text("INSERT INTO apart_probe (tag) VALUES ('p4')"))
+        _connection_lost(None, session)
+
+    with pytest.raises(OperationalError):
+        db.commit_apart(lost, write("r4"))
+    assert runs == ["p1", "r1", "p2", "r2", "p3", "r3", "p4"]  # r2 once, after p2 failed
+    with db.session(write=False) as check:
+        kept = check.execute(text("SELECT tag FROM apart_probe ORDER BY tag")).scalars().all()
+    assert kept == ["p1", "r1", "r2"]

@@ -46,7 +46,7 @@ from sessionary.chatkit.service import ChatKitService
 from sessionary.conversations.completions import CompletionService
 from sessionary.conversations.service import NewMessage
 from sessionary.external.service import ExternalUserService
-from sessionary.kit.db import Database, apart
+from sessionary.kit.db import Database
 from sessionary.kit.errors import InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.metadata import check_metadata
@@ -291,13 +291,13 @@ class ChatCompletions:
                     charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
                 )
                 return settled, None
-            with self.database.session() as db:
-                failed = apart(db, lambda: self._store(db, turn, payload, reply))
-                # Last: the balance row stays locked from its update to the commit.
-                settled = meter.settle_in(
+            # The charge last: the balance row stays locked from its update to the commit.
+            return self.database.commit_apart(
+                lambda db: self._store(db, turn, payload, reply),
+                lambda db: meter.settle_in(
                     db, charge, model=turn.model, usage=payload["usage"], subject_id=payload["id"]
-                )
-                return settled, failed
+                ),
+            )
 
         try:
             settlement, failed = await self.database.in_worker(store_and_settle, loop_ok=turn.light)

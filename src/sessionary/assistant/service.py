@@ -45,7 +45,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
-from sessionary.kit.db import Database, apart
+from sessionary.kit.db import Database
 from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
@@ -379,18 +379,18 @@ class AssistantService:
             """The settlement, and why the transcript was not kept (None: it was). Changes
             nothing outside its transaction: on SQLite the unit may be run again from its start
             on a worker (`kit/loop_units.WouldBlock`)."""
-            with self.database.session() as db:
-                failed = apart(db, lambda: self._store(db, turn, payload, output))
-                # Last: the owner's balance row stays locked from its update to the commit,
-                # which every other turn of that owner waits for on PostgreSQL.
-                settled = meter.settle_in(
+            # The charge last: the owner's balance row stays locked from its update to the
+            # commit, which every other turn of that owner waits for on PostgreSQL.
+            return self.database.commit_apart(
+                lambda db: self._store(db, turn, payload, output),
+                lambda db: meter.settle_in(
                     db,
                     charge,
                     model=turn.model,
                     usage=payload["usage"],
                     subject_id=turn.response_id,
-                )
-                return settled, failed
+                ),
+            )
 
         try:
             settlement, failed = await self.database.in_worker(store_and_settle, loop_ok=turn.light)

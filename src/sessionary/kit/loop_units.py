@@ -95,7 +95,7 @@ BATCH = 8
 class WouldBlock(Exception):
     """The unit would wait on the event loop; it is run on a worker thread instead, from its
     start. Raised before the unit's write transaction commits (in practice at its `BEGIN
-    IMMEDIATE`), which then rolls back; `kit/db.apart` lets it through.
+    IMMEDIATE`), which then rolls back; `Database.commit_apart` lets it through.
     `elsewhere`: another process holds the lock, not this one. `turn`: what it met is this
     server's write turn (`WriteTurn`), which the unit can queue for on the loop."""
 
