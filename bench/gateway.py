@@ -630,7 +630,11 @@ def run(quick: bool) -> str:
         "process has sat idle between requests. With two workers, a unit that meets the "
         "other process's write turn queues for it on the loop (a worker thread waits for the "
         "lock, the loop goes on), and the loop then runs the queued units back to back, each "
-        "in its own transaction. PostgreSQL's units still run on workers.",
+        "in its own transaction. PostgreSQL's units still run on workers: awaiting them on "
+        "the loop instead (psycopg's asyncio connections, SQLAlchemy's greenlet bridge) was "
+        "measured and not kept, slower at one client and with twice the p99 at 64 "
+        "(`kit/db.Database.in_worker`). A turn's end on both engines is one transaction "
+        "without a savepoint (`Database.commit_apart`): two statements fewer a turn.",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "

@@ -294,3 +294,45 @@ def test_commit_apart_commits_both_or_the_rest_alone_and_never_twice(db: Databas
     with db.session(write=False) as check:
         kept = check.execute(text("SELECT tag FROM apart_probe ORDER BY tag")).scalars().all()
     assert kept == ["p1", "r1", "r2"]
+
+
+@pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions"])
+def test_a_stream_whose_charge_commit_fails_is_still_charged_for_its_deltas(
+    remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """The settle ran, then its transaction could not commit (a COMMIT refused, a connection
+    cut), after every delta was out: the stream ends with its error, and what it delivered is
+    charged in a charge of its own, once. The hold used to look settled from the settle that
+    rolled back, and the partial charge stood down: the output was free."""
+    from sessionary.billing.metering import Meter
+
+    settle_in = Meter.settle_in
+    calls: list[str] = []
+
+    def settled_then_lost(self: Meter, session: Session, *args: Any, **kwargs: Any) -> None:
+        settle_in(self, session, *args, **kwargs)
+        calls.append("settle_in")
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(Meter, "settle_in", settled_then_lost)
+    body: dict[str, Any] = (
+        {"input": "Hi.", "stream": True}
+        if route == "/v1/responses"
+        else {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Hi."}],
+            "stream": True,
+            "store": True,
+        }
+    )
+    with remote.stream("POST", route, json=body, headers=payer.headers) as answer:
+        assert answer.status_code == 200
+        lines = list(answer.iter_lines())
+    monkeypatch.undo()
+    assert calls == ["settle_in"]
+    last = json.loads([line for line in lines if line.startswith("data: ")][-1][6:])
+    assert "error" in last or last.get("type") == "response.failed", last
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0, charged  # the delivered deltas, once
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS - charged[0] and holds == 0

@@ -304,6 +304,7 @@ class ChatCompletions:
         except BaseException:
             await meter.release()
             raise
+        meter.committed(settlement)
         if failed is not None:  # paid for and delivered all the same; the log says why
             log.error(
                 "chat_completion_not_stored", completion_id=turn.completion_id, exc_info=failed

@@ -123,7 +123,10 @@ async def stream_chat(
         yield sse(body)
     finally:
         if not closed and meter.settlement is None:  # the client left: bill what was produced
-            await settle_partial(service, turn, meter, produced, started)
+            try:
+                await settle_partial(service, turn, meter, produced, started)
+            except Exception:  # nobody to tell: the hold, if still open, expires to its owner
+                log.exception("chat_stream_settle_failed", completion_id=turn.completion_id)
 
 
 async def settle_partial(

@@ -397,6 +397,7 @@ class AssistantService:
         except BaseException:
             await meter.release()
             raise
+        meter.committed(settlement)
         if isinstance(failed, (ApiError, IntegrityError)):  # the session went away
             log.warning("turn_not_stored", response_id=turn.response_id, reason=str(failed)[:200])
         elif failed is not None:  # paid for and delivered all the same; the log says why

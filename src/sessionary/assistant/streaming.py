@@ -114,7 +114,10 @@ async def stream_turn(service: AssistantService, turn: Turn, meter: Meter) -> As
         yield event("response.failed", response=failed)
     finally:
         if not closed and meter.settlement is None:  # the client left: bill what was produced
-            await _settle_partial(service, turn, meter, produced, started)
+            try:
+                await _settle_partial(service, turn, meter, produced, started)
+            except Exception:  # nobody to tell: the hold, if still open, expires to its owner
+                log.exception("stream_settle_failed", response_id=turn.response_id)
 
 
 async def _image_events(

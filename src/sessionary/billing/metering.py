@@ -190,8 +190,17 @@ class Meter:
         subject_id: str | None = None,
     ) -> Settlement:
         """`settle`, inside the caller's unit of work (called from its worker thread): the
-        charge commits, or rolls back, with the request's other writes."""
+        charge commits, or rolls back, with the request's other writes. `settlement` stays
+        None here: the caller sets it once that unit of work has committed (`committed`)."""
         return self._settle(actual_micro, model, usage, subject_id, session)
+
+    def committed(self, settlement: Settlement) -> Settlement:
+        """Record the settlement of a `settle_in` whose unit of work has committed. Set before
+        that commit, a commit that then failed left the hold looking settled, and a stream
+        that had delivered its deltas was never charged for them (its partial charge saw
+        `settlement` and stood down): `tests/test_turn_commit.py -k commit_fails`."""
+        self.settlement = settlement
+        return settlement
 
     async def remaining(self) -> int:
         """The owner's balance now, with this hold taken out (what a stream's headers show)."""
@@ -234,11 +243,12 @@ class Meter:
                     self.settlement = settled
                     return settled
             with self.database.session() as own:
-                return self._settle(actual_micro, model, usage, subject_id, own)
-        self.settlement = Ledger(session).settle(
+                settled = self._settle(actual_micro, model, usage, subject_id, own)
+            self.settlement = settled  # committed
+            return settled
+        return Ledger(session).settle(
             self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
         )
-        return self.settlement
 
     def _release(self) -> None:
         LIVE_HOLDS.discard(self.reservation.id)
