@@ -194,13 +194,12 @@ class Meter:
         None here: the caller sets it once that unit of work has committed (`committed`)."""
         return self._settle(actual_micro, model, usage, subject_id, session)
 
-    def committed(self, settlement: Settlement) -> Settlement:
+    def committed(self, settlement: Settlement) -> None:
         """Record the settlement of a `settle_in` whose unit of work has committed. Set before
         that commit, a commit that then failed left the hold looking settled, and a stream
         that had delivered its deltas was never charged for them (its partial charge saw
         `settlement` and stood down): `tests/test_turn_commit.py -k commit_fails`."""
         self.settlement = settlement
-        return settlement
 
     async def remaining(self) -> int:
         """The owner's balance now, with this hold taken out (what a stream's headers show)."""

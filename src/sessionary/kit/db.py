@@ -278,14 +278,6 @@ def _fixed_savepoints(engine: Engine) -> None:
     dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
-class _PartFailed(Exception):
-    """`Database.commit_apart`'s first part failed: its transaction rolls back."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class Database:
     """One engine and two session factories: writers (BEGIN IMMEDIATE on SQLite) and readers."""
 
@@ -382,23 +374,19 @@ class Database:
 
         A savepoint around `part` did this with two statements more on every call (on
         PostgreSQL two round trips: 0.2 to 0.4 ms of a turn, in-process); a second
-        transaction costs only when `part` fails. `rest` runs again only if its first run never
-        began, so it must change nothing outside its transaction before it fails."""
-        try:
-            with self.session() as db:
-                connection = db.connection()
-                try:
-                    part(db)
-                except WouldBlock:  # the whole unit moves to a worker (`kit/loop_units.py`)
+        transaction costs only when `part` fails. `rest` runs once either way."""
+        with self.session() as db:
+            connection = db.connection()
+            try:
+                part(db)
+            except WouldBlock:  # the whole unit moves to a worker (`kit/loop_units.py`)
+                raise
+            except Exception as exc:
+                if connection.invalidated:
                     raise
-                except Exception as exc:
-                    if connection.invalidated:
-                        raise
-                    raise _PartFailed(exc) from exc
-                return rest(db), None
-        except _PartFailed as failed:
-            with self.session() as db:
-                return rest(db), failed.error
+                db.rollback()  # `rest` then begins the session's next transaction
+                return rest(db), exc
+            return rest(db), None
 
     @contextmanager
     def _unit_of_work(self, factory: sessionmaker[Session], durable: bool) -> Iterator[Session]:
