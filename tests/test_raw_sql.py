@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
 from sessionary.kit.db import Database
-from sessionary.kit.raw_sql import run
+from sessionary.kit.raw_sql import CARRIED_ROWS, holding_inserts, run
 from sessionary.kit.sql import insert_values
 from tests.conftest import Tenant
 
@@ -117,3 +117,105 @@ def test_a_lost_postgresql_connection_is_invalidated(db: Database, tenant: Tenan
     with db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, "rsv_after"))
     assert _stored(db, "rsv_after") is not None and _stored(db, "rsv_lost") is None
+
+
+def _exists(session: Any, rid: str) -> bool:
+    found = session.execute(text("SELECT 1 FROM credit_reservations WHERE id = :i"), {"i": rid})
+    return found.first() is not None
+
+
+def _sent(session: Any, rid: str) -> bool:
+    """Whether the row is in the transaction, asked past SQLAlchemy (which would send first)."""
+    raw = session.connection().connection.driver_connection
+    found = raw.execute("SELECT 1 FROM credit_reservations WHERE id = %s", (rid,))
+    return found.fetchone() is not None
+
+
+def test_held_inserts_go_out_with_the_statement_that_absorbs_them(
+    db: Database, tenant: Tenant
+) -> None:
+    """PostgreSQL (`holding_inserts`): a plain INSERT is held back (not yet in the transaction);
+    an absorbing statement carries it out; a statement SQLAlchemy runs, or a raw one that does
+    not absorb, sends what is held first; what is left when the block ends is sent before the
+    commit; nothing is sent when the block raises. The carrying statement's CTEs do not see
+    each other's rows, which is why a caller absorbs only with a statement that does not read
+    them (a turn's settle)."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no round trips to save")
+    with db.session() as session:
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_held_open"))
+    close = {"p_id": "rsv_held_open", "p_status": "settled", "p_now": datetime.now(UTC)}
+    with db.session() as session:
+        connection = session.connection()
+        with holding_inserts(connection) as held:
+            assert held is not None
+            run(connection, _RESERVE, [_hold(tenant, "rsv_held_1"), _hold(tenant, "rsv_held_2")])
+            assert len(held.rows) == 2 and not _sent(session, "rsv_held_1")
+            unseen = {"p_id": "rsv_held_1", "p_status": "settled", "p_now": datetime.now(UTC)}
+            assert run(connection, _CLOSE, unseen, absorb=True).first() is None  # a sibling's row
+            assert held.rows == [] and not held.failed
+            assert _exists(session, "rsv_held_1") and _exists(session, "rsv_held_2")
+            run(connection, _RESERVE, _hold(tenant, "rsv_held_3"))
+            assert _exists(session, "rsv_held_3")  # the ORM's statement sent it first
+            run(connection, _RESERVE, _hold(tenant, "rsv_held_4"))
+            assert not _sent(session, "rsv_held_4")
+            assert run(connection, _CLOSE, close).first() is not None  # not absorbing: sent first
+            assert held.rows == [] and _exists(session, "rsv_held_4")
+            run(connection, _RESERVE, _hold(tenant, "rsv_held_5"))  # left for the block's end
+    assert all(_stored(db, f"rsv_held_{n}") is not None for n in range(1, 6))
+    with pytest.raises(RuntimeError), db.session() as session:
+        connection = session.connection()
+        with holding_inserts(connection):
+            run(connection, _RESERVE, _hold(tenant, "rsv_held_never"))
+            raise RuntimeError("the unit fails")
+    assert _stored(db, "rsv_held_never") is None
+
+
+def test_a_held_insert_refused_fails_the_statement_that_carries_it(
+    db: Database, tenant: Tenant
+) -> None:
+    """A held row the database refuses (here a duplicate key) fails the absorbing statement
+    with the usual IntegrityError, marks the hold `failed` (`Database.commit_apart` then runs
+    the rest alone), and none of that statement's own writes stay."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with db.session() as session:
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_dup"))
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_to_close"))
+    close = {"p_id": "rsv_to_close", "p_status": "settled", "p_now": datetime.now(UTC)}
+    with pytest.raises(IntegrityError), db.session() as session:
+        connection = session.connection()
+        with holding_inserts(connection) as held:
+            assert held is not None
+            run(connection, _RESERVE, _hold(tenant, "rsv_dup"))
+            try:
+                run(connection, _CLOSE, close, absorb=True)
+            finally:
+                assert held.failed
+    row = _stored(db, "rsv_to_close")
+    assert row is not None and row.status == "open"
+
+
+def test_more_held_rows_than_a_statement_carries_go_out_alone_first(
+    db: Database, tenant: Tenant
+) -> None:
+    """A turn with a long input holds many rows: past `CARRIED_ROWS` they are sent on their own
+    (in batches, in order) before the absorbing statement, which then runs as it is."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with db.session() as session:
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_many_open"))
+    count = CARRIED_ROWS * 40
+    close = {"p_id": "rsv_many_open", "p_status": "settled", "p_now": datetime.now(UTC)}
+    with db.session() as session:
+        connection = session.connection()
+        with holding_inserts(connection) as held:
+            assert held is not None
+            run(connection, _RESERVE, [_hold(tenant, f"rsv_many_{n}") for n in range(count)])
+            assert run(connection, _CLOSE, close, absorb=True).first() is not None
+            assert held.rows == [] and _sent(session, f"rsv_many_{count - 1}")
+    with db.session(write=False) as session:
+        stored = session.execute(
+            text("SELECT count(*) FROM credit_reservations WHERE id LIKE 'rsv_many_%'")
+        ).scalar()
+    assert stored == count + 1

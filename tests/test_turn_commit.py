@@ -75,6 +75,48 @@ def test_a_transcript_the_database_refuses_rolls_back_alone_and_the_turn_is_paid
     assert items.status_code == 404  # the new session was rolled back: nothing half-kept
 
 
+def _refuse_rows_of(db: Database, table: str) -> None:
+    """A trigger that makes the database itself refuse every new row of `table`."""
+    with db.session() as session:
+        if db.dialect == "postgresql":
+            session.execute(
+                text(
+                    "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'refused by the database'; END $$"
+                )
+            )
+            session.execute(
+                text(f"CREATE TRIGGER refuse BEFORE INSERT ON {table} "
+                     "FOR EACH ROW EXECUTE FUNCTION refuse_row()")
+            )  # fmt: skip
+        else:
+            session.execute(
+                text(f"CREATE TRIGGER refuse BEFORE INSERT ON {table} "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END")
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["stored_responses", "conversation_messages"])
+def test_a_transcript_row_the_database_refuses_leaves_the_turn_paid_and_nothing_kept(
+    remote: TestClient, db: Database, payer: Tenant, table: str
+) -> None:
+    """The database itself refuses a row of the transcript. On PostgreSQL the transcript's rows
+    go out inside the settle's statement (`kit/raw_sql.holding_inserts`), so that statement
+    fails with them: the charge is then made alone, once, and the answer delivered; on SQLite
+    the row's own INSERT fails. Either way nothing of the transcript is kept."""
+    _refuse_rows_of(db, table)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS - charged[0] and holds == 0
+    assert remote.get(f"/v1/responses/{body['id']}", headers=payer.headers).status_code == 404
+    items = remote.get(f"/v1/conversations/{body['session_id']}/items", headers=payer.headers)
+    assert items.status_code == 404
+
+
 def test_a_charge_that_cannot_commit_gives_the_hold_back(
     remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,13 +15,20 @@ What stays as SQLAlchemy would do it, and is tested on both engines (`tests/test
   parameters hidden, so callers catch one family of errors whatever path ran the statement.
 
 Not for statements built per call (the cache holds each statement, keyed by its identity).
+
+On PostgreSQL a unit of work may also hold its plain INSERTs back (`holding_inserts`) and send
+them inside its next statement that takes them (`run(..., absorb=True)`: a turn's settle), as
+data-modifying CTEs: a turn's transcript and charge then cost one statement instead of five.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, exc
@@ -50,10 +57,20 @@ class Rows:
 
 
 def run(
-    connection: Connection, statement: ClauseElement, params: Params | Sequence[Params]
+    connection: Connection,
+    statement: ClauseElement,
+    params: Params | Sequence[Params],
+    *,
+    absorb: bool = False,
 ) -> Rows:
     """Run `statement` with one set of parameters, or many (executemany, no rows returned),
-    inside the transaction `connection` has begun (never in autocommit: refused)."""
+    inside the transaction `connection` has begun (never in autocommit: refused).
+
+    Within `holding_inserts` on this connection, a plain INSERT (no RETURNING) is held back;
+    `absorb`: the statement carries the held INSERTs with it (one set of parameters). It is the
+    caller's to know that it may: the statement must not read what they write, since a
+    statement's CTEs do not see each other's rows. Any other statement sends them first,
+    alone, in their order."""
     if not connection.in_transaction():
         raise RuntimeError("raw_sql.run needs a connection with its transaction begun")
     batch: Sequence[Params] = [params] if isinstance(params, Mapping) else params
@@ -64,17 +81,126 @@ def run(
         raise exc.StatementError(str(error), plan.sql, None, error) from error
     raw = connection.connection.driver_connection
     assert raw is not None
+    sql = plan.sql
+    held = _held.get()
+    carrying: HeldInserts | None = None
+    if held is not None and held.owner is raw:
+        if plan.holdable:
+            held.rows.extend((plan, each) for each in arguments)
+            return Rows([])
+        if absorb and 0 < len(held.rows) <= CARRIED_ROWS and isinstance(params, Mapping):
+            sql, arguments[0] = held.carried_by(plan, arguments[0])
+            carrying = held
+        elif held.rows:
+            held.send(connection)
     cursor = raw.cursor()
     try:
         if not isinstance(params, Mapping):
-            cursor.executemany(plan.sql, arguments)
+            cursor.executemany(sql, arguments)
             return Rows([])
-        cursor.execute(plan.sql, arguments[0])
+        cursor.execute(sql, arguments[0])
         return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
     except connection.dialect.loaded_dbapi.Error as error:
-        raise _translated(connection, plan.sql, cursor, error) from error
+        if carrying is not None:
+            carrying.failed = True
+        raise _translated(connection, sql, cursor, error) from error
     finally:
         cursor.close()
+
+
+class HeldInserts:
+    """A unit of work's INSERTs held back on one PostgreSQL connection (`holding_inserts`)."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner  # the DB-API connection they are for
+        self.rows: list[tuple[Plan, Any]] = []
+        self.failed = False  # the statement that sent them (alone or carrying them) failed
+
+    def carried_by(self, plan: Plan, arguments: Any) -> tuple[str, dict[str, Any]]:
+        """`plan`'s SQL with the held INSERTs before it as data-modifying CTEs (PostgreSQL runs
+        each once, whether the statement reads it or not, and checks foreign keys at the
+        statement's end), and the parameters of all; the held rows are then gone."""
+        key = (id(plan), *(id(insert) for insert, _ in self.rows))
+        sql = _carried.get(key)
+        if sql is None:
+            ctes = ", ".join(
+                f"held_{n} AS ({_renamed(insert.sql, f'h{n}_')})"
+                for n, (insert, _) in enumerate(self.rows)
+            )
+            body = plan.sql
+            sql = f"WITH {ctes}, {body[5:]}" if body.startswith("WITH ") else f"WITH {ctes} {body}"
+            _carried[key] = sql
+        merged = dict(arguments)
+        for n, (_, values) in enumerate(self.rows):
+            merged.update({f"h{n}_{name}": value for name, value in values.items()})
+        self.rows.clear()
+        return sql, merged
+
+    def send(self, connection: Connection) -> None:
+        """Run the held INSERTs, in their order, on their own."""
+        rows, self.rows = self.rows, []
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        batches: list[tuple[Plan, list[Any]]] = []
+        for insert, values in rows:  # consecutive rows of one statement: one executemany
+            if batches and batches[-1][0] is insert:
+                batches[-1][1].append(values)
+            else:
+                batches.append((insert, [values]))
+        cursor = raw.cursor()
+        try:
+            for insert, many in batches:
+                try:
+                    if len(many) == 1:
+                        cursor.execute(insert.sql, many[0])
+                    else:
+                        cursor.executemany(insert.sql, many)
+                except connection.dialect.loaded_dbapi.Error as error:
+                    self.failed = True
+                    raise _translated(connection, insert.sql, cursor, error) from error
+        finally:
+            cursor.close()
+
+
+# At most this many held rows ride in one statement (a turn has four: a session, two messages,
+# a response); more are sent on their own first, a statement's parameters being bounded.
+CARRIED_ROWS = 16
+_held: ContextVar[HeldInserts | None] = ContextVar("raw_sql_held_inserts", default=None)
+_carried: dict[tuple[int, ...], str] = {}
+_PARAMETER = re.compile(r"(?<!%)%\((\w+)\)s")
+
+
+def _renamed(sql: str, prefix: str) -> str:
+    """`sql` with each `%(name)s` parameter renamed `%(<prefix>name)s`."""
+    return _PARAMETER.sub(lambda found: f"%({prefix}{found.group(1)})s", sql)
+
+
+@contextmanager
+def holding_inserts(connection: Connection) -> Iterator[HeldInserts | None]:
+    """PostgreSQL: hold `run`'s plain INSERTs on `connection` back for the block (`run`). What
+    is still held when the block ends is sent then, before the transaction commits; nothing is
+    sent when it raises (its transaction will roll back). SQLite: nothing held (None): it has
+    no round trips to save."""
+    if connection.dialect.name != "postgresql":
+        yield None
+        return
+    raw = connection.connection.driver_connection
+    held = HeldInserts(raw)
+    token = _held.set(held)
+    try:
+        yield held
+        if held.rows:
+            held.send(connection)
+    finally:
+        _held.reset(token)
+
+
+def send_held_first(connection: Connection, *_args: Any) -> None:
+    """A `before_cursor_execute` hook for PostgreSQL engines: a statement SQLAlchemy runs
+    (the ORM's, Core's) on a connection with INSERTs held back sends them first, in order."""
+    held = _held.get()
+    if held is not None and held.rows and held.owner is connection.connection.driver_connection:
+        held.send(connection)
 
 
 def run_fixed(connection: Connection, sql: str) -> None:
@@ -84,6 +210,7 @@ def run_fixed(connection: Connection, sql: str) -> None:
     execution path (a `BEGIN` from a "begin" event): 20-40 µs each, a few times a turn."""
     raw = connection.connection.driver_connection
     assert raw is not None
+    send_held_first(connection)
     cursor = raw.cursor()
     try:
         cursor.execute(sql)
@@ -164,6 +291,12 @@ class Plan:
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         ]
         self.converts = any(self.results)
+        # a plain INSERT of one row's values, which `holding_inserts` may send later
+        self.holdable = (
+            bool(getattr(statement, "is_insert", False))
+            and not self.returns
+            and not self.positional
+        )
         self.row_type = namedtuple("Row", [column.key for column in returned])  # type: ignore[misc]
 
     def arguments(self, params: Params) -> list[Any] | dict[str, Any]:
