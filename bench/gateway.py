@@ -636,9 +636,9 @@ def run(quick: bool) -> str:
         "(`kit/db.Database.in_worker`). A turn's end on both engines is one transaction "
         "without a savepoint (`Database.commit_apart`): two statements fewer a turn. On "
         "PostgreSQL the transcript's rows (a new session, its two messages, the response) "
-        "go out inside the settle's statement, as data-modifying CTEs "
-        "(`kit/raw_sql.holding_inserts`): BEGIN, one statement and COMMIT, where there were "
-        "BEGIN, five statements and COMMIT; a whole turn is six statements.",
+        "go out together, in one statement, right before the settle "
+        "(`kit/raw_sql.holding_inserts`): one statement where there were four; a whole "
+        "turn is seven statements (key, prompt, hold, BEGIN, transcript, settle, COMMIT).",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "

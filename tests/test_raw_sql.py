@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
 from sessionary.kit.db import Database
-from sessionary.kit.raw_sql import CARRIED_ROWS, holding_inserts, run
+from sessionary.kit.raw_sql import TOGETHER, holding_inserts, run
 from sessionary.kit.sql import insert_values
 from tests.conftest import Tenant
 
@@ -131,37 +131,44 @@ def _sent(session: Any, rid: str) -> bool:
     return found.fetchone() is not None
 
 
-def test_held_inserts_go_out_with_the_statement_that_absorbs_them(
-    db: Database, tenant: Tenant
+def test_held_inserts_go_out_together_before_the_next_statement(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL (`holding_inserts`): a plain INSERT is held back (not yet in the transaction);
-    an absorbing statement carries it out; a statement SQLAlchemy runs, or a raw one that does
-    not absorb, sends what is held first; what is left when the block ends is sent before the
-    commit; nothing is sent when the block raises. The carrying statement's CTEs do not see
-    each other's rows, which is why a caller absorbs only with a statement that does not read
-    them (a turn's settle)."""
+    the next other statement, raw or run by SQLAlchemy, sends what is held first, in one
+    statement (one cursor call), then runs; what is left when the block ends is sent before
+    the commit; nothing is sent when the block raises."""
     if db.dialect != "postgresql":
         pytest.skip("PostgreSQL only: SQLite has no round trips to save")
+    import psycopg
+
     with db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, "rsv_held_open"))
     close = {"p_id": "rsv_held_open", "p_status": "settled", "p_now": datetime.now(UTC)}
+    calls: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(query)[:30])
+        return execute(cursor, query, *args, **kwargs)
+
     with db.session() as session:
         connection = session.connection()
         with holding_inserts(connection) as held:
             assert held is not None
             run(connection, _RESERVE, [_hold(tenant, "rsv_held_1"), _hold(tenant, "rsv_held_2")])
-            assert len(held.rows) == 2 and not _sent(session, "rsv_held_1")
-            unseen = {"p_id": "rsv_held_1", "p_status": "settled", "p_now": datetime.now(UTC)}
-            assert run(connection, _CLOSE, unseen, absorb=True).first() is None  # a sibling's row
-            assert held.rows == [] and not held.failed
-            assert _exists(session, "rsv_held_1") and _exists(session, "rsv_held_2")
             run(connection, _RESERVE, _hold(tenant, "rsv_held_3"))
-            assert _exists(session, "rsv_held_3")  # the ORM's statement sent it first
+            assert len(held.rows) == 3 and not _sent(session, "rsv_held_1")
+            monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+            assert run(connection, _CLOSE, close).first() is not None
+            monkeypatch.undo()
+            assert calls[0].startswith("WITH held_0 AS (INSERT") and len(calls) == 2, calls
+            assert held.rows == [] and not held.failed
+            assert all(_sent(session, f"rsv_held_{n}") for n in (1, 2, 3))
             run(connection, _RESERVE, _hold(tenant, "rsv_held_4"))
-            assert not _sent(session, "rsv_held_4")
-            assert run(connection, _CLOSE, close).first() is not None  # not absorbing: sent first
-            assert held.rows == [] and _exists(session, "rsv_held_4")
+            assert _exists(session, "rsv_held_4")  # SQLAlchemy's statement sent it first
             run(connection, _RESERVE, _hold(tenant, "rsv_held_5"))  # left for the block's end
+            assert not _sent(session, "rsv_held_5")
     assert all(_stored(db, f"rsv_held_{n}") is not None for n in range(1, 6))
     with pytest.raises(RuntimeError), db.session() as session:
         connection = session.connection()
@@ -171,12 +178,13 @@ def test_held_inserts_go_out_with_the_statement_that_absorbs_them(
     assert _stored(db, "rsv_held_never") is None
 
 
-def test_a_held_insert_refused_fails_the_statement_that_carries_it(
+def test_a_held_insert_refused_fails_the_statement_that_sends_it(
     db: Database, tenant: Tenant
 ) -> None:
-    """A held row the database refuses (here a duplicate key) fails the absorbing statement
-    with the usual IntegrityError, marks the hold `failed` (`Database.commit_apart` then runs
-    the rest alone), and none of that statement's own writes stay."""
+    """A held row the database refuses (here a duplicate key, the last of three) fails the
+    statement that sends them with the usual IntegrityError and marks the hold `failed`
+    (`Database.commit_apart` then runs the rest alone); the statement that was to follow
+    never runs."""
     if db.dialect != "postgresql":
         pytest.skip("PostgreSQL only")
     with db.session() as session:
@@ -187,32 +195,33 @@ def test_a_held_insert_refused_fails_the_statement_that_carries_it(
         connection = session.connection()
         with holding_inserts(connection) as held:
             assert held is not None
+            run(connection, _RESERVE, [_hold(tenant, "rsv_ok_1"), _hold(tenant, "rsv_ok_2")])
             run(connection, _RESERVE, _hold(tenant, "rsv_dup"))
             try:
-                run(connection, _CLOSE, close, absorb=True)
+                run(connection, _CLOSE, close)
             finally:
                 assert held.failed
     row = _stored(db, "rsv_to_close")
-    assert row is not None and row.status == "open"
+    assert row is not None and row.status == "open" and _stored(db, "rsv_ok_1") is None
 
 
-def test_more_held_rows_than_a_statement_carries_go_out_alone_first(
+def test_more_held_rows_than_one_statement_takes_go_in_batches(
     db: Database, tenant: Tenant
 ) -> None:
-    """A turn with a long input holds many rows: past `CARRIED_ROWS` they are sent on their own
-    (in batches, in order) before the absorbing statement, which then runs as it is."""
+    """A turn with a long input holds many rows: past `TOGETHER` they go in executemany
+    batches, in order, before the next statement, which then runs as it is."""
     if db.dialect != "postgresql":
         pytest.skip("PostgreSQL only")
     with db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, "rsv_many_open"))
-    count = CARRIED_ROWS * 40
+    count = TOGETHER * 40
     close = {"p_id": "rsv_many_open", "p_status": "settled", "p_now": datetime.now(UTC)}
     with db.session() as session:
         connection = session.connection()
         with holding_inserts(connection) as held:
             assert held is not None
             run(connection, _RESERVE, [_hold(tenant, f"rsv_many_{n}") for n in range(count)])
-            assert run(connection, _CLOSE, close, absorb=True).first() is not None
+            assert run(connection, _CLOSE, close).first() is not None
             assert held.rows == [] and _sent(session, f"rsv_many_{count - 1}")
     with db.session(write=False) as session:
         stored = session.execute(

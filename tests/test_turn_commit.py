@@ -100,10 +100,10 @@ def _refuse_rows_of(db: Database, table: str) -> None:
 def test_a_transcript_row_the_database_refuses_leaves_the_turn_paid_and_nothing_kept(
     remote: TestClient, db: Database, payer: Tenant, table: str
 ) -> None:
-    """The database itself refuses a row of the transcript. On PostgreSQL the transcript's rows
-    go out inside the settle's statement (`kit/raw_sql.holding_inserts`), so that statement
-    fails with them: the charge is then made alone, once, and the answer delivered; on SQLite
-    the row's own INSERT fails. Either way nothing of the transcript is kept."""
+    """The database itself refuses a row of the transcript: the charge is made alone, once,
+    the answer delivered, and nothing of the transcript kept. On PostgreSQL the transcript's
+    rows are held back and sent together right before the settle (`kit/raw_sql.holding_inserts`),
+    so the failure surfaces in the charge's step and must still count as the transcript's."""
     _refuse_rows_of(db, table)
     answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     assert answer.status_code == 200, answer.text

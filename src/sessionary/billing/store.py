@@ -327,7 +327,7 @@ class LedgerStore(Store):
             **details,
         }
         statement = _SETTLE_WITHIN_HOLD if within_hold else _SETTLE_AT_ONCE
-        return run(self.conn, statement, params, absorb=True).first()
+        return run(self.conn, statement, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
         run(self.conn, _RESERVE, reservation)

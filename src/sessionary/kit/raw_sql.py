@@ -17,8 +17,8 @@ What stays as SQLAlchemy would do it, and is tested on both engines (`tests/test
 Not for statements built per call (the cache holds each statement, keyed by its identity).
 
 On PostgreSQL a unit of work may also hold its plain INSERTs back (`holding_inserts`) and send
-them inside its next statement that takes them (`run(..., absorb=True)`: a turn's settle), as
-data-modifying CTEs: a turn's transcript and charge then cost one statement instead of five.
+them together, as one statement, right before its next other statement: a turn's transcript (a
+session, two messages, a response) is then one statement instead of four.
 """
 
 from __future__ import annotations
@@ -57,20 +57,13 @@ class Rows:
 
 
 def run(
-    connection: Connection,
-    statement: ClauseElement,
-    params: Params | Sequence[Params],
-    *,
-    absorb: bool = False,
+    connection: Connection, statement: ClauseElement, params: Params | Sequence[Params]
 ) -> Rows:
     """Run `statement` with one set of parameters, or many (executemany, no rows returned),
     inside the transaction `connection` has begun (never in autocommit: refused).
 
-    Within `holding_inserts` on this connection, a plain INSERT (no RETURNING) is held back;
-    `absorb`: the statement carries the held INSERTs with it (one set of parameters). It is the
-    caller's to know that it may: the statement must not read what they write, since a
-    statement's CTEs do not see each other's rows. Any other statement sends them first,
-    alone, in their order."""
+    Within `holding_inserts` on this connection, a plain INSERT (no RETURNING) is held back,
+    and any other statement sends what is held first (`HeldInserts.send`)."""
     if not connection.in_transaction():
         raise RuntimeError("raw_sql.run needs a connection with its transaction begun")
     batch: Sequence[Params] = [params] if isinstance(params, Mapping) else params
@@ -81,29 +74,22 @@ def run(
         raise exc.StatementError(str(error), plan.sql, None, error) from error
     raw = connection.connection.driver_connection
     assert raw is not None
-    sql = plan.sql
     held = _held.get()
-    carrying: HeldInserts | None = None
     if held is not None and held.owner is raw:
         if plan.holdable:
             held.rows.extend((plan, each) for each in arguments)
             return Rows([])
-        if absorb and 0 < len(held.rows) <= CARRIED_ROWS and isinstance(params, Mapping):
-            sql, arguments[0] = held.carried_by(plan, arguments[0])
-            carrying = held
-        elif held.rows:
+        if held.rows:
             held.send(connection)
     cursor = raw.cursor()
     try:
         if not isinstance(params, Mapping):
-            cursor.executemany(sql, arguments)
+            cursor.executemany(plan.sql, arguments)
             return Rows([])
-        cursor.execute(sql, arguments[0])
+        cursor.execute(plan.sql, arguments[0])
         return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
     except connection.dialect.loaded_dbapi.Error as error:
-        if carrying is not None:
-            carrying.failed = True
-        raise _translated(connection, sql, cursor, error) from error
+        raise _translated(connection, plan.sql, cursor, error) from error
     finally:
         cursor.close()
 
@@ -114,59 +100,59 @@ class HeldInserts:
     def __init__(self, owner: Any) -> None:
         self.owner = owner  # the DB-API connection they are for
         self.rows: list[tuple[Plan, Any]] = []
-        self.failed = False  # the statement that sent them (alone or carrying them) failed
-
-    def carried_by(self, plan: Plan, arguments: Any) -> tuple[str, dict[str, Any]]:
-        """`plan`'s SQL with the held INSERTs before it as data-modifying CTEs (PostgreSQL runs
-        each once, whether the statement reads it or not, and checks foreign keys at the
-        statement's end), and the parameters of all; the held rows are then gone."""
-        key = (id(plan), *(id(insert) for insert, _ in self.rows))
-        sql = _carried.get(key)
-        if sql is None:
-            ctes = ", ".join(
-                f"held_{n} AS ({_renamed(insert.sql, f'h{n}_')})"
-                for n, (insert, _) in enumerate(self.rows)
-            )
-            body = plan.sql
-            sql = f"WITH {ctes}, {body[5:]}" if body.startswith("WITH ") else f"WITH {ctes} {body}"
-            _carried[key] = sql
-        merged = dict(arguments)
-        for n, (_, values) in enumerate(self.rows):
-            merged.update({f"h{n}_{name}": value for name, value in values.items()})
-        self.rows.clear()
-        return sql, merged
+        self.failed = False  # sending them failed
 
     def send(self, connection: Connection) -> None:
-        """Run the held INSERTs, in their order, on their own."""
+        """Send the held INSERTs, in their order: up to `TOGETHER` rows in one statement (all
+        but the last as data-modifying CTEs; PostgreSQL checks foreign keys at a statement's
+        end, so a row may refer to one before it), more in executemany batches."""
         rows, self.rows = self.rows, []
+        if 1 < len(rows) <= TOGETHER:
+            batches = [_together(rows)]
+        else:
+            batches = []
+            for insert, values in rows:  # consecutive rows of one statement: one executemany
+                if batches and batches[-1][0] == insert.sql:
+                    batches[-1][1].append(values)
+                else:
+                    batches.append((insert.sql, [values]))
         raw = connection.connection.driver_connection
         assert raw is not None
-        batches: list[tuple[Plan, list[Any]]] = []
-        for insert, values in rows:  # consecutive rows of one statement: one executemany
-            if batches and batches[-1][0] is insert:
-                batches[-1][1].append(values)
-            else:
-                batches.append((insert, [values]))
         cursor = raw.cursor()
         try:
-            for insert, many in batches:
+            for sql, many in batches:
                 try:
                     if len(many) == 1:
-                        cursor.execute(insert.sql, many[0])
+                        cursor.execute(sql, many[0])
                     else:
-                        cursor.executemany(insert.sql, many)
+                        cursor.executemany(sql, many)
                 except connection.dialect.loaded_dbapi.Error as error:
                     self.failed = True
-                    raise _translated(connection, insert.sql, cursor, error) from error
+                    raise _translated(connection, sql, cursor, error) from error
         finally:
             cursor.close()
 
 
-# At most this many held rows ride in one statement (a turn has four: a session, two messages,
-# a response); more are sent on their own first, a statement's parameters being bounded.
-CARRIED_ROWS = 16
+def _together(rows: list[tuple[Plan, Any]]) -> tuple[str, list[Any]]:
+    """One statement for `rows`: `WITH held_0 AS (<insert>), ... <last insert>`, its
+    parameters renamed per row (`%(id)s` to `%(h0_id)s`). Cached by the rows' statements."""
+    key = tuple(id(insert) for insert, _ in rows)
+    sql = _together_sql.get(key)
+    if sql is None:
+        parts = [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
+        ctes = ", ".join(f"held_{n} AS ({part})" for n, part in enumerate(parts[:-1]))
+        sql = _together_sql.setdefault(key, f"WITH {ctes} {parts[-1]}")
+    merged: dict[str, Any] = {}
+    for n, (_, values) in enumerate(rows):
+        merged.update({f"h{n}_{name}": value for name, value in values.items()})
+    return sql, [merged]
+
+
+# At most this many held rows go in one statement (a turn has four: a session, two messages, a
+# response); more go in executemany batches, a statement's parameters being bounded.
+TOGETHER = 16
 _held: ContextVar[HeldInserts | None] = ContextVar("raw_sql_held_inserts", default=None)
-_carried: dict[tuple[int, ...], str] = {}
+_together_sql: dict[tuple[int, ...], str] = {}
 _PARAMETER = re.compile(r"(?<!%)%\((\w+)\)s")
 
 
