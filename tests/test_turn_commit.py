@@ -117,6 +117,40 @@ def test_a_transcript_row_the_database_refuses_leaves_the_turn_paid_and_nothing_
     assert items.status_code == 404
 
 
+def test_a_charge_failing_in_its_own_statement_is_not_taken_for_the_transcript(
+    remote: TestClient, db: Database, payer: Tenant
+) -> None:
+    """PostgreSQL: the settle's own statement fails once, as a deadlock, a lock timeout or a
+    cancelled query would (here its charge row is refused with SQLSTATE 40P01). That is the
+    charge failing, not the transcript: the turn fails whole (503, the hold back, nothing
+    charged, nothing stored). Taken for the transcript's failure, the charge was made again
+    alone and the turn answered 200 with its transcript silently dropped (found by an adversary
+    review of a version that sent the transcript inside the settle's statement)."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLSTATE classes and PL/pgSQL triggers")
+    with db.session() as session:
+        session.execute(text("CREATE SEQUENCE refuse_once"))
+        session.execute(
+            text(
+                "CREATE FUNCTION refuse_charge_once() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.kind = 'charge' AND nextval('refuse_once') = 1 THEN "
+                "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        session.execute(
+            text("CREATE TRIGGER refuse_charge_once BEFORE INSERT ON credit_ledger "
+                 "FOR EACH ROW EXECUTE FUNCTION refuse_charge_once()")
+        )  # fmt: skip
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code == 503, answer.text
+    assert money(db, payer) == (FUNDS, FUNDS, 0) and charges(db, payer) == []
+    again = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert again.status_code == 200, again.text  # refused once only: the next turn is whole
+    stored = remote.get(f"/v1/responses/{again.json()['id']}", headers=payer.headers)
+    assert stored.status_code == 200 and len(charges(db, payer)) == 1
+
+
 def test_a_charge_that_cannot_commit_gives_the_hold_back(
     remote: TestClient, db: Database, payer: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -266,8 +266,9 @@ class ChatCompletions:
         usage: Usage,
     ) -> tuple[dict[str, Any], Settlement]:
         """Store when asked, then charge what was produced (never more than the hold), in one
-        transaction: the store in a savepoint, so the charge never depends on it (a store that
-        fails rolls back alone, and the answer is delivered without its `session_id`)."""
+        transaction; the charge never depends on the store (a store that fails rolls the
+        transaction back, the charge commits alone, and the answer is delivered without its
+        `session_id`: `Database.commit_apart`)."""
         charge = min(self.cost(turn, usage), meter.reservation.amount_micro)
         session_id = new_id("sess") if turn.store else None
         payload = completion_object(

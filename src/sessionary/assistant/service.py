@@ -2,8 +2,9 @@
 
 A turn: plan (turns.py: read the conversation, its history and prompts) → fit (count tokens,
 truncate) → reserve the worst case → call the provider with no database lock held, or stream it
-(streaming.py) → settle the charge and store the transcript (in a savepoint of the charge's
-transaction). A failure after the reservation releases it. Routes hand over a parsed request and
+(streaming.py) → store the transcript and settle the charge, in one transaction (the charge
+alone when the transcript fails: `Database.commit_apart`). A failure after the reservation
+releases it. Routes hand over a parsed request and
 get back a `TurnAnswer` or a `TurnStream`.
 """
 
@@ -357,15 +358,14 @@ class AssistantService:
         """Charge what was produced and store the transcript, in one transaction and one
         hand-off to a worker thread.
 
-        The charge never depends on the transcript: the store runs in a savepoint before it, so
-        a transcript that cannot be stored (the session was deleted during the turn) is rolled
-        back alone, logged, and the charge commits all the same: the output exists (and in a
-        stream, has reached the client). When the charge itself cannot commit, the hold is
-        released. The charge comes last because it locks the owner's balance row until the
-        commit: on PostgreSQL every other turn of that owner waits for it, so the transcript's
-        statements no longer run inside that wait (`/v1/responses` at 16 clients on one worker:
-        137-186 turns a second before, 222-280 after, same run).
-        """
+        The charge never depends on the transcript: the store runs before it, and a transcript
+        that cannot be stored (the session was deleted during the turn) rolls the transaction
+        back; the charge then commits alone, and the failure is logged: the output exists (and
+        in a stream, has reached the client) (`Database.commit_apart`). When the charge itself
+        cannot commit, the hold is released. The charge comes last because it locks the owner's
+        balance row until the commit: on PostgreSQL every other turn of that owner waits for it,
+        so the transcript's statements no longer run inside that wait (`/v1/responses` at 16
+        clients on one worker: 137-186 turns a second before, 222-280 after, same run)."""
         try:  # never more than the hold: the usage is the upstream's word, not ours
             charge = min(self.cost(turn, usage, images), meter.reservation.amount_micro)
             payload = self.payload(
