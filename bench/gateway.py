@@ -312,7 +312,7 @@ def _row(name: str, result: dict[int, dict[str, float]], base: dict[int, dict[st
 def _pair(got: dict[str, dict[int, dict[str, float]]], engine: str) -> str:
     """Two workers' `/v1/responses` throughput against one worker's, at 16 and 64 clients."""
     one, two = got[f"{engine} responses"], got[f"{engine} responses x2"]
-    before = got.get("before responses x2") if engine == "sqlite" else None
+    before = got.get("before responses x2" if engine == "sqlite" else "before-pg responses x2")
     return " and ".join(
         f"{two[c]['rps']:.0f} turns a second at {c} clients (one worker {one[c]['rps']:.0f}"
         + (f"; two workers of the tree before {before[c]['rps']:.0f}" if before else "")
@@ -484,6 +484,11 @@ def run(quick: bool) -> str:
                 stub_url, work / "before-pg", before_url, total, stack, src=baseline
             )
             targets |= {f"before-pg {route}": target for route, target in before.items()}
+            key = before["responses"].headers["Authorization"].removeprefix("Bearer ")
+            pair = sessionary(
+                stub_url, work / "before-pg-2", before_url, total, stack, 2, key, src=baseline
+            )
+            targets["before-pg responses x2"] = pair["responses"]
         proxy = litellm(stub_url, work, stack)
         proxy_pair = litellm(stub_url, work, stack, workers=2)
         if isinstance(proxy, Target):
@@ -573,14 +578,15 @@ def run(quick: bool) -> str:
             direct_responses,
         ),
     ]
-    if "before responses x2" in got:
-        lines.append(
-            _row(
-                "before (`BENCH_BASELINE_SRC`): `/v1/responses`, SQLite, 2 workers",
-                got["before responses x2"],
-                direct_responses,
+    for prefix, engine in (("before", "SQLite"), ("before-pg", "PostgreSQL")):
+        if f"{prefix} responses x2" in got:
+            lines.append(
+                _row(
+                    f"before (`BENCH_BASELINE_SRC`): `/v1/responses`, {engine}, 2 workers",
+                    got[f"{prefix} responses x2"],
+                    direct_responses,
+                )
             )
-        )
     if isinstance(proxied, str):
         lines += ["", f"LiteLLM proxy: not measured ({proxied})."]
     else:
