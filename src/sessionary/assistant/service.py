@@ -4,8 +4,7 @@ A turn: plan (turns.py: read the conversation, its history and prompts) → fit 
 truncate) → reserve the worst case → call the provider with no database lock held, or stream it
 (streaming.py) → store the transcript and settle the charge, in one transaction (the charge
 alone when the transcript fails: `Database.commit_apart`). A failure after the reservation
-releases it. Routes hand over a parsed request and
-get back a `TurnAnswer` or a `TurnStream`.
+releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a `TurnStream`.
 """
 
 from __future__ import annotations

@@ -399,7 +399,7 @@ class Database:
             except WouldBlock:  # the whole unit moves to a worker (`kit/loop_units.py`)
                 raise
             except Exception as exc:
-                if connection.invalidated or (in_rest and not (held is not None and held.failed)):
+                if connection.invalidated or (in_rest and not (held and held.failed)):
                     raise  # `rest`'s own failure (or the server's): the unit fails whole
                 db.rollback()  # `rest` then begins the session's next transaction
                 return rest(db), exc
