@@ -305,9 +305,9 @@ def test_every_page_fits_and_works_by_keyboard(
     tab = Tab(browser, f"pages-{viewport['width']}", viewport)
     page = tab.page
     page.goto(f"{site.url}/console/sign-in")
-    page.keyboard.press("Tab") if not page.evaluate(
-        "document.activeElement.id === 'api_key'"
-    ) else None
+    # The key field has autofocus, which Chromium applies on a later frame than "load":
+    # wait for it rather than pressing Tab, which could race it and move past the field.
+    page.wait_for_function("document.activeElement.id === 'api_key'")
     page.keyboard.type(site.key)
     page.keyboard.press("Enter")
     page.wait_for_url(f"{site.url}/console")
