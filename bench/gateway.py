@@ -643,8 +643,11 @@ def run(quick: bool) -> str:
         "without a savepoint (`Database.commit_apart`): two statements fewer a turn. On "
         "PostgreSQL the transcript's rows (a new session, its two messages, the response) "
         "go out together, in one statement, right before the settle "
-        "(`kit/raw_sql.holding_inserts`): one statement where there were four; a whole "
-        "turn is seven statements (key, prompt, hold, BEGIN, transcript, settle, COMMIT).",
+        "(`kit/raw_sql.holding_inserts`): one statement where there were four. Each "
+        "process keeps the keys it checked and the accounts' prompts until the database "
+        "reports a change (`kit/notified.py`, at most `SESSIONARY_AUTH_CACHE_SECONDS`): a "
+        "whole turn is five statements (hold, BEGIN, transcript, settle, COMMIT), seven "
+        "with the key and the prompt read.",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "

@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.preload_models:
             await run_in_threadpool(providers.load)
         freeze_once()  # what the server holds from now on is left out of full collections
+        db.start_listening()
         async with anyio.create_task_group() as background:
             background.start_soon(HoldKeeper(db).run)
             # Background responses run in this task group, not in the request that made them.

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
         description="Template of the loginUrl answered with a login token, with {token} and "
         "{redirect}; by default this server's /users/verify_token?loginToken={token}.",
     )
+    auth_cache_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=3600,
+        description="PostgreSQL: how long a server process may keep a key it checked and an "
+        "account's prompt; every process drops them at once when the database reports a change "
+        "(0: read them on every request).",
+    )
     key_touch_interval_seconds: int = Field(
         default=60,
         ge=0,

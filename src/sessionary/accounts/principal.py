@@ -170,7 +170,9 @@ async def _awaited_on_loop(
         prefix = None if secret is None else key_prefix(secret)
         if prefix is None or prefix in rows:
             continue  # a malformed key is refused by the check, with no read
-        read, rows[prefix] = await AccountStore.key_by_prefix_awaited(database.async_reads, prefix)
+        read, rows[prefix] = await AccountStore.key_by_prefix_awaited(
+            database.async_reads, prefix, database.notified
+        )
         if not read:
             return None
     return _checked_on_loop(settings, *credentials, rows.__getitem__)

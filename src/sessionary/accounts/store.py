@@ -15,6 +15,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sessionary.accounts.models import Account, ApiKey, ClientToken
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.notified import NotifiedCache, notified_of
 from sessionary.kit.raw_sql import run
 from sessionary.kit.store import Store
 
@@ -37,9 +38,20 @@ class AccountStore(Store):
 
     def system_prompt(self, account_id: str) -> str | None:
         """The account's prompt alone, on the connection's cursor (`kit/raw_sql.py`): every turn
-        needs it, and loading the account as an ORM object cost as much as the key check."""
+        needs it, and loading the account as an ORM object cost as much as the key check. Kept
+        until a change is notified on PostgreSQL (`kit/notified.py`)."""
+        kept = notified_of(self.db)
+        hit, value = kept.get(("prompt", account_id)) if kept else (False, None)
+        if hit:  # kept as a 1-tuple: an account without a prompt is kept too
+            return cast(tuple[str | None], value)[0]
+        epoch = kept.epoch() if kept else 0
         found = run(self.db.connection(), _SYSTEM_PROMPT, {"p_id": account_id}).first()
-        return None if found is None or found.system_prompt is None else str(found.system_prompt)
+        if found is None:
+            return None
+        prompt = None if found.system_prompt is None else str(found.system_prompt)
+        if kept:
+            kept.put(("prompt", account_id), (prompt,), epoch)
+        return prompt
 
     def first_account(self) -> Account | None:
         return self.db.scalars(select(Account).order_by(Account.id).limit(1)).first()
@@ -65,10 +77,20 @@ class AccountStore(Store):
         return reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
 
     @staticmethod
-    async def key_by_prefix_awaited(reads: AsyncReader, prefix: str) -> tuple[bool, Any | None]:
-        """`key_by_prefix` awaited on the event loop (PostgreSQL): (False, None) when it must
-        be read in a session."""
-        return await reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
+    async def key_by_prefix_awaited(
+        reads: AsyncReader, prefix: str, kept: NotifiedCache | None = None
+    ) -> tuple[bool, Any | None]:
+        """`key_by_prefix` awaited on the event loop (PostgreSQL), or kept from an earlier read
+        until a change is notified (`kit/notified.py`): (False, None) when it must be read in a
+        session."""
+        hit, row = kept.get(("key", prefix)) if kept else (False, None)
+        if hit:
+            return True, row
+        epoch = kept.epoch() if kept else 0
+        read, row = await reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
+        if read and kept:
+            kept.put(("key", prefix), row, epoch)
+        return read, row
 
     def get_key(self, key_id: str) -> ApiKey | None:
         return self.db.get(ApiKey, key_id)

@@ -45,6 +45,7 @@ from sessionary.config import Settings
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
 from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_here
+from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
 from sessionary.kit.raw_sql import HeldInserts, holding_inserts, run_fixed, send_held_first
 
 T = TypeVar("T")
@@ -290,16 +291,22 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.loop_reads = LoopReader(self.engine)  # SQLite
         self.async_reads = AsyncReader(self.engine, settings.db_threads)  # PostgreSQL
+        # Keys and prompts kept until a change is notified (PostgreSQL; `start_listening`)
+        self.notified = NotifiedCache(self.engine, settings.auth_cache_seconds)
+        told = {NOTIFIED: self.notified}
         self._limiters: (
             tuple[asyncio.AbstractEventLoop, CapacityLimiter, CapacityLimiter] | None
         ) = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
-        self._writer = sessionmaker(self.engine, expire_on_commit=False, close_resets_only=False)
+        self._writer = sessionmaker(
+            self.engine, expire_on_commit=False, close_resets_only=False, info=told
+        )
         self._reader = sessionmaker(
             self.engine.execution_options(**{READ_ONLY_OPTION: True}),
             expire_on_commit=False,
             close_resets_only=False,
+            info=told,
         )
         point: dict[str, Any] = {READ_ONLY_OPTION: True, _NO_BEGIN_OPTION: True}
         if self.dialect == "postgresql":
@@ -311,11 +318,13 @@ class Database:
             self.engine.execution_options(isolation_level="AUTOCOMMIT"),
             expire_on_commit=False,
             close_resets_only=False,
+            info=told,
         )
         self._point_reader = sessionmaker(
             self._point_engine.execution_options(**point),
             expire_on_commit=False,
             close_resets_only=False,
+            info={**told, KEEPS: True},  # reads of committed rows only: they may be kept
         )
         self.loop_units: LoopUnits | None = None  # SQLite in a file: units run on the loop
         if self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
@@ -474,7 +483,12 @@ class Database:
         with self.session(write=False) as db:
             db.execute(text("SELECT 1"))
 
+    def start_listening(self) -> None:
+        """Keep keys and prompts from now on (`kit/notified.py`): a server's, not a command's."""
+        self.notified.start()
+
     def dispose(self) -> None:
+        self.notified.stop()
         self.write_turn.close()
         self.loop_reads.close()
         self.async_reads.close()

@@ -1,0 +1,164 @@
+"""Rows every request reads and almost nothing changes (a key, an account's prompt), kept in
+the process on PostgreSQL until the database says they changed.
+
+On PostgreSQL each of those reads is a round trip: the key check was one statement of the
+seven a turn makes, the account's prompt another. Here a row read once is kept, and every
+process drops all it keeps as soon as the database reports a change:
+
+- triggers on the tables send a notice on `CHANNEL` at the commit of any change (migration
+  0014: the API, the CLI, plain SQL and cascades alike);
+- each process listens on its own connection, in a thread of its own (`_listen`), and clears
+  everything at each notice;
+- nothing is kept while that connection is not listening: before it first listens, from the
+  moment it fails until it listens again (and it clears everything then, since a notice may
+  have been missed meanwhile);
+- a value read while a notice arrived is not kept (`epoch`: taken before the read, checked
+  when the value is put);
+- an entry is used for at most `ttl_s` seconds (`auth_cache_seconds`), whatever happens;
+- a missing row is never kept: a new key is found at its first use.
+
+So a change reaches every process within the time the notice takes to arrive (milliseconds),
+and at worst `ttl_s` if a listener hangs without failing. On SQLite nothing is kept: its reads
+run on the event loop without a round trip (`kit/loop_read.py`), and there is no one to notify.
+Tests: `tests/test_notified.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+log = structlog.get_logger("sessionary.db")
+
+CHANNEL = "sessionary_auth"
+APPLICATION_NAME = "sessionary-listen"
+MAX_ENTRIES = 10_000
+CHECK_S = 1.0  # how often a quiet listener checks that its connection is alive
+RETRY_S = 1.0
+# `Session.info` keys: the database's cache (every session), and whether a session's reads may
+# be kept (point reads only: they see committed rows, never a transaction's own changes).
+NOTIFIED = "sessionary.notified"
+KEEPS = "sessionary.keeps"
+
+
+class NotifiedCache:
+    """Values by key, kept while this process listens for `CHANNEL` (PostgreSQL only)."""
+
+    def __init__(self, engine: Engine, ttl_s: float) -> None:
+        dialect = engine.dialect
+        self.enabled = ttl_s > 0 and dialect.name == "postgresql" and dialect.driver == "psycopg"
+        self.ttl_s = ttl_s
+        self._connect = dialect.create_connect_args(engine.url) if self.enabled else None
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._epoch = 0
+        self._listening = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.notices = 0  # notices received (for tests and logs)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def get(self, key: Hashable) -> tuple[bool, Any]:
+        """(True, value) for a kept, fresh entry; (False, None) otherwise."""
+        entry = self._entries.get(key) if self._listening else None
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def epoch(self) -> int:
+        """Take before reading what will be `put`."""
+        return self._epoch
+
+    def put(self, key: Hashable, value: Any, epoch: int) -> None:
+        """Keep `value` unless a notice came (or listening stopped) since `epoch` was taken."""
+        if value is None or not self._listening:
+            return
+        with self._lock:
+            if epoch != self._epoch or not self._listening:
+                return
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl_s, value)
+
+    def start(self) -> None:
+        """Start listening in a daemon thread (once); nothing on SQLite."""
+        if not self.enabled or self._thread is not None:
+            return
+        self._stop = threading.Event()  # an earlier thread, still ending, keeps its own
+        self._thread = threading.Thread(
+            target=self._listen, args=(self._stop,), name="sessionary-listen", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Keep nothing from now on; the thread ends by itself within `CHECK_S` (a shutdown
+        does not wait for it)."""
+        self._stop.set()
+        self._drop_all(listening=False)
+        self._thread = None
+
+    def drop(self) -> None:
+        """Drop every entry (a change this process committed)."""
+        self._drop_all(listening=self._listening)
+
+    def _drop_all(self, *, listening: bool) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._entries.clear()
+            self._listening = listening
+
+    def _listen(self, stop: threading.Event) -> None:
+        import psycopg  # only where PostgreSQL is used
+
+        assert self._connect is not None
+        args, kwargs = self._connect
+        while not stop.is_set():
+            try:
+                with psycopg.Connection.connect(
+                    *args, autocommit=True, application_name=APPLICATION_NAME, **kwargs
+                ) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    self._drop_all(listening=True)  # a notice may have come while not listening
+                    self._serve(connection, stop)
+            except Exception as exc:
+                if not stop.is_set():
+                    log.warning("notices_lost", reason=str(exc)[:200], retry_s=RETRY_S)
+            self._drop_all(listening=False)
+            stop.wait(RETRY_S)
+        self._drop_all(listening=False)  # stopped while it listened
+
+    def _serve(self, connection: Any, stop: threading.Event) -> None:
+        """Clear at each notice; check the connection whenever `CHECK_S` passes quietly."""
+        while not stop.is_set():
+            quiet = True
+            for _notice in connection.notifies(timeout=CHECK_S, stop_after=1):
+                quiet = False
+                self.notices += 1
+                self._drop_all(listening=True)
+            if quiet:
+                connection.execute("SELECT 1")
+
+
+def notified_of(session: Session) -> NotifiedCache | None:
+    """The cache a session's reads may be kept in; None where they may not (`Database` puts
+    it in `Session.info`)."""
+    found = session.info.get(NOTIFIED)
+    return found if isinstance(found, NotifiedCache) and session.info.get(KEEPS) else None
+
+
+def drop_at_commit(session: Session) -> None:
+    """This process drops everything it keeps as soon as `session` commits, without waiting
+    for the notice: the process that made a change (a revoked key) never serves the old value
+    after it answered. Other processes drop it at the notice, milliseconds later."""
+    found = session.info.get(NOTIFIED)
+    if isinstance(found, NotifiedCache) and found.enabled:
+        event.listen(session, "after_commit", lambda _session: found.drop(), once=True)
