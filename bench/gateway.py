@@ -645,9 +645,11 @@ def run(quick: bool) -> str:
         "go out together, in one statement, right before the settle "
         "(`kit/raw_sql.holding_inserts`): one statement where there were four. Each "
         "process keeps the keys it checked and the accounts' prompts until the database "
-        "reports a change (`kit/notified.py`, at most `SESSIONARY_AUTH_CACHE_SECONDS`): a "
-        "whole turn is five statements (hold, BEGIN, transcript, settle, COMMIT), seven "
-        "with the key and the prompt read.",
+        "reports a change (`kit/notified.py`, at most `SESSIONARY_AUTH_CACHE_SECONDS`), "
+        "and a stored turn on a new session sends its whole end, the transcript's rows and "
+        "the charge, as one statement in autocommit (`kit/at_once.py`; the transaction "
+        "above when that fails): a `/v1/responses` turn is two statements (the hold, the "
+        "end), where it was seven before this change.",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "

@@ -120,12 +120,14 @@ def test_a_transcript_row_the_database_refuses_leaves_the_turn_paid_and_nothing_
 def test_a_charge_failing_in_its_own_statement_is_not_taken_for_the_transcript(
     remote: TestClient, db: Database, payer: Tenant
 ) -> None:
-    """PostgreSQL: the settle's own statement fails once, as a deadlock, a lock timeout or a
-    cancelled query would (here its charge row is refused with SQLSTATE 40P01). That is the
-    charge failing, not the transcript: the turn fails whole (503, the hold back, nothing
-    charged, nothing stored). Taken for the transcript's failure, the charge was made again
-    alone and the turn answered 200 with its transcript silently dropped (found by an adversary
-    review of a version that sent the transcript inside the settle's statement)."""
+    """PostgreSQL: the settle's own statement fails, as a deadlock, a lock timeout or a
+    cancelled query would (here its charge row is refused with SQLSTATE 40P01), twice: in the
+    statement that sends the turn's end at once (`kit/at_once.py`, which then writes nothing
+    and leaves it to the transaction) and in the transaction's settle. That is the charge
+    failing, not the transcript: the turn fails whole (503, the hold back, nothing charged,
+    nothing stored). Taken for the transcript's failure, the charge was made again alone and
+    the turn answered 200 with its transcript silently dropped (found by an adversary review
+    of a version that sent the transcript inside the settle's statement)."""
     if db.dialect != "postgresql":
         pytest.skip("PostgreSQL only: SQLSTATE classes and PL/pgSQL triggers")
     with db.session() as session:
@@ -133,7 +135,7 @@ def test_a_charge_failing_in_its_own_statement_is_not_taken_for_the_transcript(
         session.execute(
             text(
                 "CREATE FUNCTION refuse_charge_once() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN IF NEW.kind = 'charge' AND nextval('refuse_once') = 1 THEN "
+                "BEGIN IF NEW.kind = 'charge' AND nextval('refuse_once') <= 2 THEN "
                 "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; "
                 "RETURN NEW; END $$"
             )
@@ -146,7 +148,7 @@ def test_a_charge_failing_in_its_own_statement_is_not_taken_for_the_transcript(
     assert answer.status_code == 503, answer.text
     assert money(db, payer) == (FUNDS, FUNDS, 0) and charges(db, payer) == []
     again = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
-    assert again.status_code == 200, again.text  # refused once only: the next turn is whole
+    assert again.status_code == 200, again.text  # refused twice only: the next turn is whole
     stored = remote.get(f"/v1/responses/{again.json()['id']}", headers=payer.headers)
     assert stored.status_code == 200 and len(charges(db, payer)) == 1
 
@@ -160,6 +162,7 @@ def test_a_charge_that_cannot_commit_gives_the_hold_back(
         raise OperationalError("UPDATE credit_reservations", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(Ledger, "settle", broken)
+    monkeypatch.setattr(Ledger, "settle_alone", broken)  # the turn's end sent at once, too
     answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     assert answer.status_code >= 500 and answer.json()["error"]["message"]
     monkeypatch.undo()
@@ -232,6 +235,7 @@ def test_a_stream_whose_charge_cannot_commit_still_ends_with_its_terminal_event(
         raise OperationalError("UPDATE credit_reservations", {}, Exception("database is locked"))
 
     monkeypatch.setattr(Ledger, "settle", broken)
+    monkeypatch.setattr(Ledger, "settle_alone", broken)  # the turn's end sent at once, too
     body = {"input": "Hi.", "stream": True}
     with remote.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer:
         assert answer.status_code == 200
@@ -261,6 +265,7 @@ def test_a_chat_stream_whose_charge_cannot_commit_still_ends_with_its_error(
         raise OperationalError("UPDATE credit_reservations", {}, Exception("database is locked"))
 
     monkeypatch.setattr(Ledger, "settle", broken)
+    monkeypatch.setattr(Ledger, "settle_alone", broken)  # the turn's end sent at once, too
     monkeypatch.setattr(Ledger, "settle_alone", broken)  # PostgreSQL's one-statement settle
     body = {
         "model": "gpt-4o-mini",
@@ -390,7 +395,13 @@ def test_a_stream_whose_charge_commit_fails_is_still_charged_for_its_deltas(
         calls.append("settle_in")
         raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
+    def not_at_once(*_: object, **__: object) -> None:
+        raise OperationalError("WITH held_0", {}, Exception("deadlock detected"))
+
     monkeypatch.setattr(Meter, "settle_in", settled_then_lost)
+    # PostgreSQL: the turn's end sent at once fails first (`kit/at_once.py`), with nothing
+    # written: the transaction then settles, and loses its commit
+    monkeypatch.setattr(Meter, "settle_at_once_in", not_at_once)
     body: dict[str, Any] = (
         {"input": "Hi.", "stream": True}
         if route == "/v1/responses"

@@ -3,7 +3,8 @@
 A turn: plan (turns.py: read the conversation, its history and prompts) → fit (count tokens,
 truncate) → reserve the worst case → call the provider with no database lock held, or stream it
 (streaming.py) → store the transcript and settle the charge, in one transaction (the charge
-alone when the transcript fails: `Database.commit_apart`). A failure after the reservation
+alone when the transcript fails: `Database.commit_apart`; on PostgreSQL a new session's
+whole end is first tried as one statement: `kit/at_once.py`). A failure after the reservation
 releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a `TurnStream`.
 """
 
@@ -45,6 +46,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.conversations.background import BackgroundResponses
 from sessionary.conversations.models import ConversationSession, StoredResponse
 from sessionary.conversations.service import ConversationService, NewMessage
+from sessionary.kit.at_once import commit_at_once
 from sessionary.kit.db import Database
 from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
@@ -364,7 +366,13 @@ class AssistantService:
         cannot commit, the hold is released. The charge comes last because it locks the owner's
         balance row until the commit: on PostgreSQL every other turn of that owner waits for it,
         so the transcript's statements no longer run inside that wait (`/v1/responses` at 16
-        clients on one worker: 137-186 turns a second before, 222-280 after, same run)."""
+        clients on one worker: 137-186 turns a second before, 222-280 after, same run).
+
+        On PostgreSQL a stored turn on a new session (its transcript is plain INSERTs) first
+        sends all of it, the charge included, as one statement in autocommit
+        (`kit/at_once.commit_at_once`): one round trip instead of four. That statement writes
+        all or nothing; when it cannot be sent or fails, the transaction above does the work,
+        and decides whose failure it was."""
         try:  # never more than the hold: the usage is the upstream's word, not ours
             charge = min(self.cost(turn, usage, images), meter.reservation.amount_micro)
             payload = self.payload(
@@ -378,17 +386,28 @@ class AssistantService:
             """The settlement, and why the transcript was not kept (None: it was). Changes
             nothing outside its transaction: on SQLite the unit may be run again from its start
             on a worker (`kit/loop_units.WouldBlock`)."""
+            details: dict[str, Any] = {
+                "model": turn.model,
+                "usage": payload["usage"],
+                "subject_id": turn.response_id,
+            }
+
+            def store(db: Session) -> None:
+                self._store(db, turn, payload, output)
+
+            if not turn.session_exists and turn.request.store:  # plain INSERTs only
+                sent, settled = commit_at_once(
+                    self.database, store, lambda db: meter.settle_at_once_in(db, charge, **details)
+                )
+                if sent and settled is not None:
+                    return settled, None
+                if sent:  # the transcript is in; a charge past the hold needs a transaction
+                    with self.database.session() as db:
+                        return meter.settle_in(db, charge, **details), None
             # The charge last: the owner's balance row stays locked from its update to the
             # commit, which every other turn of that owner waits for on PostgreSQL.
             return self.database.commit_apart(
-                lambda db: self._store(db, turn, payload, output),
-                lambda db: meter.settle_in(
-                    db,
-                    charge,
-                    model=turn.model,
-                    usage=payload["usage"],
-                    subject_id=turn.response_id,
-                ),
+                store, lambda db: meter.settle_in(db, charge, **details)
             )
 
         try:

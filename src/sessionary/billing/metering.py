@@ -194,6 +194,23 @@ class Meter:
         None here: the caller sets it once that unit of work has committed (`committed`)."""
         return self._settle(actual_micro, model, usage, subject_id, session)
 
+    def settle_at_once_in(
+        self,
+        session: Session,
+        actual_micro: int,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        subject_id: str | None = None,
+    ) -> Settlement | None:
+        """`settle_in` as one statement, on PostgreSQL in autocommit (`kit/at_once.py`), when
+        the charge is within the hold; None, with nothing written, when it must be settled in
+        a transaction. The caller calls `committed` as after `settle_in`."""
+        LIVE_HOLDS.discard(self.reservation.id)
+        return Ledger(session).settle_alone(
+            self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
+        )
+
     def committed(self, settlement: Settlement) -> None:
         """Record the settlement of a `settle_in` whose unit of work has committed. Set before
         that commit, a commit that then failed left the hold looking settled, and a stream

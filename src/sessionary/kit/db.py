@@ -386,12 +386,9 @@ class Database:
         On PostgreSQL `part`'s plain INSERTs are held back and go out together, as one
         statement, right before `rest`'s first statement (`kit/raw_sql.holding_inserts`): a
         turn's transcript is one statement where it was four. Sending them failing counts as
-        `part` failing: `rest` then runs again, alone. Sending them inside the settle's own
-        statement (data-modifying CTEs, one statement fewer) was measured and not kept:
-        PostgreSQL runs the CTEs a statement does not read after the rest of it, so the
-        transcript's inserts ran while the settle held the owner's balance row, and at 16
-        clients that was no faster than before (375, 357 and 361 turns a second against 406,
-        363 and 356; the suite's run, 289 against 349).
+        `part` failing: `rest` then runs again, alone. A turn on a new session first tries its
+        whole end as one statement in autocommit (`kit/at_once.py`); this is where it goes
+        when that was not possible or failed, with nothing written.
 
         A savepoint around `part` did this with two statements more on every call (on
         PostgreSQL two round trips: 0.2 to 0.4 ms of a turn, in-process); a second

@@ -74,33 +74,78 @@ def run(
         raise exc.StatementError(str(error), plan.sql, None, error) from error
     raw = connection.connection.driver_connection
     assert raw is not None
+    sql = plan.sql
     held = _held.get()
     if held is not None and held.owner is raw:
-        if plan.holdable:
+        if plan.holdable and not held.at_once_sent:
             held.rows.extend((plan, each) for each in arguments)
             return Rows([])
-        if held.rows:
+        if held.at_once:
+            sql, arguments = held.last_at_once(plan, params, arguments[0])
+        elif held.rows:
             held.send(connection)
     cursor = raw.cursor()
     try:
         if not isinstance(params, Mapping):
-            cursor.executemany(plan.sql, arguments)
+            cursor.executemany(sql, arguments)
             return Rows([])
-        cursor.execute(plan.sql, arguments[0])
+        cursor.execute(sql, arguments[0])
         return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
     except connection.dialect.loaded_dbapi.Error as error:
-        raise _translated(connection, plan.sql, cursor, error) from error
+        if held is not None and held.owner is raw and held.at_once_sent:
+            held.failed = True
+        raise _translated(connection, sql, cursor, error) from error
     finally:
         cursor.close()
+
+
+class NotAtOnce(Exception):
+    """A unit held at once (`holding_inserts(at_once=True)`) ran something that cannot go out
+    in its one statement: nothing was sent."""
 
 
 class HeldInserts:
     """A unit of work's INSERTs held back on one PostgreSQL connection (`holding_inserts`)."""
 
-    def __init__(self, owner: Any) -> None:
+    def __init__(self, owner: Any, at_once: bool = False) -> None:
         self.owner = owner  # the DB-API connection they are for
         self.rows: list[tuple[Plan, Any]] = []
         self.failed = False  # sending them failed
+        # at once: everything goes out with the unit's one other statement, once `last` is set
+        self.at_once = at_once
+        self.last = False
+        self.at_once_sent = False
+
+    def last_at_once(self, plan: Plan, params: Any, values: Any) -> tuple[str, list[Any]]:
+        """The SQL and parameters of `plan` with the held rows before it, as data-modifying
+        CTEs: `WITH held_0 AS (<insert>), ... <statement>` (PostgreSQL runs every one of them,
+        read or not, in the statement's single snapshot and transaction). NotAtOnce, with
+        nothing sent, before `last` is set, for a batch, or past `TOGETHER` rows."""
+        if self.at_once_sent:
+            raise RuntimeError("a unit held at once sends one statement after its INSERTs")
+        if not self.last or not isinstance(params, Mapping) or len(self.rows) > TOGETHER:
+            raise NotAtOnce(plan.sql[:60])
+        rows, self.rows = self.rows, []
+        self.at_once_sent = True
+        if not rows:
+            return plan.sql, [values]
+        key = (*(id(insert) for insert, _ in rows), id(plan))
+        sql = _at_once_sql.get(key)
+        if sql is None:
+            parts = [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
+            ctes = ", ".join(f"held_{n} AS ({part})" for n, part in enumerate(parts))
+            own = plan.sql.lstrip()
+            if own[:5].upper() == "WITH " and not own[5:15].upper().startswith("RECURSIVE"):
+                sql = f"WITH {ctes}, {own[5:]}"
+            else:
+                sql = f"WITH {ctes} {own}"
+            sql = _at_once_sql.setdefault(key, sql)
+        merged = {
+            f"h{n}_{name}": value for n, (_, row) in enumerate(rows) for name, value in row.items()
+        }
+        if not merged.keys().isdisjoint(values):
+            raise NotAtOnce("parameter names collide")
+        return sql, [{**merged, **values}]
 
     def send(self, connection: Connection) -> None:
         """Send the held INSERTs, in their order: up to `TOGETHER` rows in one statement (all
@@ -153,6 +198,7 @@ def _together(rows: list[tuple[Plan, Any]]) -> tuple[str, list[Any]]:
 TOGETHER = 16
 _held: ContextVar[HeldInserts | None] = ContextVar("raw_sql_held_inserts", default=None)
 _together_sql: dict[tuple[int, ...], str] = {}
+_at_once_sql: dict[tuple[int, ...], str] = {}
 _PARAMETER = re.compile(r"(?<!%)%\((\w+)\)s")
 
 
@@ -162,20 +208,27 @@ def _renamed(sql: str, prefix: str) -> str:
 
 
 @contextmanager
-def holding_inserts(connection: Connection) -> Iterator[HeldInserts | None]:
+def holding_inserts(connection: Connection, at_once: bool = False) -> Iterator[HeldInserts | None]:
     """PostgreSQL: hold `run`'s plain INSERTs on `connection` back for the block (`run`). What
     is still held when the block ends is sent then, before the transaction commits; nothing is
     sent when it raises (its transaction will roll back). SQLite: nothing held (None): it has
-    no round trips to save."""
+    no round trips to save.
+
+    `at_once` (a connection in autocommit): the held rows go out only with the block's one
+    other statement, run by `run` once `last` is set, in the same statement; any other
+    statement (SQLAlchemy's, `run_fixed`, a second one) raises NotAtOnce with nothing sent,
+    and so does the block's end with rows still held."""
     if connection.dialect.name != "postgresql":
         yield None
         return
     raw = connection.connection.driver_connection
-    held = HeldInserts(raw)
+    held = HeldInserts(raw, at_once)
     token = _held.set(held)
     try:
         yield held
         if held.rows:
+            if at_once:
+                raise NotAtOnce("rows held and no statement to send them with")
             held.send(connection)
     finally:
         _held.reset(token)
@@ -183,9 +236,14 @@ def holding_inserts(connection: Connection) -> Iterator[HeldInserts | None]:
 
 def send_held_first(connection: Connection, *_args: Any) -> None:
     """A `before_cursor_execute` hook for PostgreSQL engines: a statement SQLAlchemy runs
-    (the ORM's, Core's) on a connection with INSERTs held back sends them first, in order."""
+    (the ORM's, Core's) on a connection with INSERTs held back sends them first, in order;
+    on one held at once, it is refused (NotAtOnce, nothing sent)."""
     held = _held.get()
-    if held is not None and held.rows and held.owner is connection.connection.driver_connection:
+    if held is None or held.owner is not connection.connection.driver_connection:
+        return
+    if held.at_once:
+        raise NotAtOnce("a statement that cannot go out at once")
+    if held.rows:
         held.send(connection)
 
 

@@ -1,0 +1,59 @@
+"""A unit of work sent as one statement, in autocommit: a turn's transcript and its charge.
+
+On PostgreSQL a turn's end was four statements: `BEGIN`, the transcript's rows (held back and
+sent together, `kit/raw_sql.holding_inserts`), the settle, `COMMIT`. A single statement is
+atomic on its own, so the rows can go out inside the settle's statement, as data-modifying
+CTEs, on a connection in autocommit: one round trip instead of four, and all of it commits
+or none of it does.
+
+Whatever cannot go out that way is not tried that way: a unit that runs any other statement
+raises `NotAtOnce` before anything is sent. And a statement that fails wrote nothing, so the
+caller then does the same work the usual way (`Database.commit_apart`), which tells the
+transcript's failure from the charge's: trying at once never decides what a failure means.
+Tests: `tests/test_at_once.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+from sqlalchemy.orm import Session
+
+from sessionary.kit.db import Database
+from sessionary.kit.raw_sql import NotAtOnce, holding_inserts
+
+T = TypeVar("T")
+
+log = structlog.get_logger("sessionary.db")
+
+
+def commit_at_once(
+    database: Database, part: Callable[[Session], None], rest: Callable[[Session], T]
+) -> tuple[bool, T | None]:
+    """PostgreSQL: `part`'s plain INSERTs and `rest`'s one statement, sent as one statement in
+    autocommit. (True, what `rest` answered) once that statement committed; (False, None),
+    with nothing written, when it was not sent (SQLite; `part` or `rest` ran something else)
+    or it failed. When the connection was lost, the error is raised instead: whether the
+    statement committed is unknown, and the caller must not do the work again as if not."""
+    if database.dialect != "postgresql":
+        return False, None
+    with database.single_statements() as db:
+        connection = db.connection()
+        held = None
+        try:
+            with holding_inserts(connection, at_once=True) as held:
+                assert held is not None
+                part(db)
+                held.last = True
+                answer = rest(db)
+            return True, answer
+        except Exception as exc:
+            sent = held is not None and held.at_once_sent and not held.failed
+            if connection.invalidated or sent:
+                raise  # lost with the connection, or failed after the statement committed
+            if not isinstance(exc, NotAtOnce):
+                log.info("not_at_once", reason=str(exc)[:200])
+            db.rollback()  # a flush the refusal interrupted leaves the session to roll back
+            return False, None

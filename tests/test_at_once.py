@@ -1,0 +1,191 @@
+"""A unit sent as one statement in autocommit (`kit/at_once.py`): all of it or nothing, never
+a part of it committed alone, and a turn's end on PostgreSQL in one statement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sessionary.billing.models import CreditReservation
+from sessionary.billing.store import _CLOSE, _RESERVE
+from sessionary.kit.at_once import commit_at_once
+from sessionary.kit.db import Database
+from sessionary.kit.raw_sql import run
+from tests.conftest import Tenant
+from tests.support.money import charges, money
+from tests.test_raw_sql import _hold, _stored
+from tests.test_turn_commit import payer, remote, upstream  # noqa: F401  (fixtures)
+
+
+def _postgres_only(db: Database) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no round trips to save")
+
+
+def _open(db: Database, tenant: Tenant, rid: str) -> dict[str, Any]:
+    with db.session() as session:
+        run(session.connection(), _RESERVE, _hold(tenant, rid))
+    return {"p_id": rid, "p_status": "settled", "p_now": datetime.now(UTC)}
+
+
+def _inserts(tenant: Tenant, *rids: str) -> Any:
+    def part(session: Session) -> None:
+        for rid in rids:
+            run(session.connection(), _RESERVE, _hold(tenant, rid))
+
+    return part
+
+
+def test_the_rows_and_the_last_statement_commit_together_in_one_statement(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _postgres_only(db)
+    close = _open(db, tenant, "rsv_once_open")
+    calls: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(query)[:30])
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    sent, closed = commit_at_once(
+        db,
+        _inserts(tenant, "rsv_once_1", "rsv_once_2", "rsv_once_3"),
+        lambda session: run(session.connection(), _CLOSE, close).first(),
+    )
+    monkeypatch.undo()
+    assert sent and closed is not None and closed.status == "settled"
+    assert len(calls) == 1 and calls[0].startswith("WITH held_0 AS (INSERT"), calls
+    assert all(_stored(db, f"rsv_once_{n}") is not None for n in (1, 2, 3))
+    row = _stored(db, "rsv_once_open")
+    assert row is not None and row.status == "settled"
+
+
+def test_a_failing_statement_writes_nothing_and_says_so(db: Database, tenant: Tenant) -> None:
+    """The last statement fails (here a held row is a duplicate key): (False, None), and
+    neither the other rows nor the last statement's own change were kept."""
+    _postgres_only(db)
+    close = _open(db, tenant, "rsv_fail_open")
+    _open(db, tenant, "rsv_fail_dup")
+    sent, answer = commit_at_once(
+        db,
+        _inserts(tenant, "rsv_fail_new", "rsv_fail_dup"),
+        lambda session: run(session.connection(), _CLOSE, close).first(),
+    )
+    assert (sent, answer) == (False, None)
+    assert _stored(db, "rsv_fail_new") is None
+    row = _stored(db, "rsv_fail_open")
+    assert row is not None and row.status == "open"
+
+
+def test_anything_else_in_the_unit_sends_nothing(db: Database, tenant: Tenant) -> None:
+    """A statement SQLAlchemy runs, a second raw statement, or no statement for the held rows
+    to go with: nothing is sent, not even what was held before it ((False, None)). Without
+    this, the held rows would commit on their own in autocommit."""
+    _postgres_only(db)
+    close = _open(db, tenant, "rsv_else_open")
+
+    def orm_read(session: Session) -> None:
+        _inserts(tenant, "rsv_else_1")(session)
+        session.scalar(select(CreditReservation.id).limit(1))
+
+    def nothing(_session: Session) -> None:
+        return None
+
+    assert commit_at_once(db, orm_read, lambda s: run(s.connection(), _CLOSE, close)) == (
+        False,
+        None,
+    )
+    assert commit_at_once(db, _inserts(tenant, "rsv_else_2"), nothing) == (False, None)
+
+    def two(session: Session) -> None:
+        run(session.connection(), _CLOSE, close)
+        run(session.connection(), _CLOSE, close)
+
+    with pytest.raises(RuntimeError):  # the first went out and committed: never "not sent"
+        commit_at_once(db, _inserts(tenant, "rsv_else_3"), two)
+    assert _stored(db, "rsv_else_1") is None and _stored(db, "rsv_else_2") is None
+    assert _stored(db, "rsv_else_3") is not None
+
+
+def test_sqlite_sends_nothing_at_once(db: Database, tenant: Tenant) -> None:
+    if db.dialect == "postgresql":
+        pytest.skip("SQLite only")
+    ran: list[str] = []
+    assert commit_at_once(db, lambda _s: ran.append("part"), lambda _s: ran.append("rest")) == (
+        False,
+        None,
+    )
+    assert ran == []
+
+
+def test_a_new_sessions_turn_ends_in_one_statement(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL: after the first requests of a key, a `/v1/responses` turn on a new session
+    sends two statements from the process's synchronous connections: its hold, and its end
+    (the session, the two messages, the response and the charge, in one statement)."""
+    _postgres_only(db)
+    for _ in range(3):
+        assert remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers).is_success
+    calls: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(" ".join(str(query).split())[:40])
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    monkeypatch.undo()
+    assert answer.status_code == 200, answer.text
+    assert len(calls) == 2 and calls[1].startswith("WITH held_0 AS (INSERT INTO conversation")
+    stored = remote.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
+    assert stored.status_code == 200
+    assert len(charges(db, payer)) == 4
+
+
+def test_a_hold_gone_before_the_end_keeps_the_transcript_once_and_charges_once(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL: the turn's hold was released under it (as the sweep of expired holds does):
+    the statement sent at once stores the transcript, and its charge, finding no open hold,
+    writes nothing; the charge is then made in a transaction, from the balance, once."""
+    _postgres_only(db)
+    from sessionary.billing.ledger import Ledger
+    from sessionary.billing.metering import Meter
+
+    at_once = Meter.settle_at_once_in
+
+    def released_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
+        with db.session() as session:
+            assert Ledger(session).release(meter.reservation.id) is not None
+        return at_once(meter, *args, **kwargs)
+
+    monkeypatch.setattr(Meter, "settle_at_once_in", released_first)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    monkeypatch.undo()
+    assert answer.status_code == 200, answer.text
+    stored = remote.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
+    assert stored.status_code == 200
+    items = remote.get(
+        f"/v1/conversations/{answer.json()['session_id']}/items", headers=payer.headers
+    )
+    assert items.status_code == 200 and len(items.json()["data"]) == 2
+    charged = charges(db, payer)
+    assert len(charged) == 1 and charged[0] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
