@@ -39,6 +39,7 @@ import httpx
 from bench.common import REPO, own_venv
 
 LEVELS = (1, 16, 64)
+PER_CLIENT = 10  # requests per client at least, at each level (640 at 64 clients)
 # The newest LiteLLM whose pins the package index here can satisfy (1.106.3+ needs a newer
 # certifi than the index holds).
 LITELLM_VERSION = "1.106.2"
@@ -151,11 +152,15 @@ class Target(NamedTuple):
 
 
 def measure_all(
-    targets: dict[str, Target], total: int, runs: int
+    targets: dict[str, Target], total: int, runs: int, per_client: int = 0
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Medians over `runs` runs of every target at each concurrency level. Runs interleave:
     each run takes every target in turn (the order rotated run by run), so a slow spell of a
-    noisy machine falls on all of them instead of on whichever happened to run then."""
+    noisy machine falls on all of them instead of on whichever happened to run then. A level
+    takes `total` requests, or `per_client` for each of its clients when that is more: with
+    200 requests from 64 clients, three each, opening the 64 connections and waiting for the
+    last stragglers filled much of the window, and two-worker figures moved by a third from
+    run to run."""
     for target in targets.values():  # warm-up
         asyncio.run(_load(*target, 4, 20))
     names = list(targets)
@@ -166,7 +171,8 @@ def measure_all(
         order = names[run % len(names) :] + names[: run % len(names)]
         for level in LEVELS:
             for name in order:
-                samples[name][level].append(asyncio.run(_load(*targets[name], level, total)))
+                count = max(total, per_client * level)
+                samples[name][level].append(asyncio.run(_load(*targets[name], level, count)))
     return {
         name: {
             level: {key: statistics.median(s[key] for s in got) for key in got[0]}
@@ -434,7 +440,7 @@ def plot(series: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
 
 
 def run(quick: bool) -> str:
-    total, runs = (50, 1) if quick else (200, 5)
+    total, runs, per_client = (50, 1, 0) if quick else (200, 5, PER_CLIENT)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     with ExitStack() as stack:
         stub_port = free_port()
@@ -495,7 +501,7 @@ def run(quick: bool) -> str:
             targets["litellm"] = proxy
         if isinstance(proxy_pair, Target):
             targets["litellm x2"] = proxy_pair
-        got = measure_all(targets, total, runs)
+        got = measure_all(targets, total, runs, per_client)
     direct_responses, direct_chat = got["direct responses"], got["direct chat"]
     routes = ("responses", "chat", "completion")
     on_sqlite = {route: got[f"sqlite {route}"] for route in routes}
@@ -505,7 +511,9 @@ def run(quick: bool) -> str:
     lines = [
         "## Gateway overhead",
         "",
-        f"{total} requests per concurrency level, median of {runs} runs; one server process each"
+        f"{total} requests per concurrency level ({per_client} per client where that is more: "
+        f"{max(total, per_client * LEVELS[-1])} at {LEVELS[-1]} clients), median of {runs} "
+        "runs; one server process each"
         ' (rows marked "2 workers": two), a stub upstream that answers at once. CPU is the'
         " server's whole process group's CPU time over the requests it answered."
         ' "Added" is the p50 over the stub called directly'

@@ -4,6 +4,8 @@ may have missed a report, or after `auth_cache_seconds` whatever happens."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from sessionary.accounts.store import AccountStore
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.migrate import upgrade
-from sessionary.kit.notified import APPLICATION_NAME, CHANNEL
+from sessionary.kit.notified import ALIVE_S, APPLICATION_NAME, CHANNEL, CHECK_S
 from tests.support.databases import PostgresFixture
 from tests.support.live import LiveServer, run_cli
 
@@ -162,7 +164,9 @@ def test_nothing_is_kept_longer_than_auth_cache_seconds(env: dict[str, str]) -> 
 
 @pytest.fixture
 def database(postgres: PostgresFixture, tmp_path: Path) -> Iterator[Database]:
-    url = postgres.new_database()
+    # an application_name of the operator's own: the listener sets its own beside it (both
+    # given once made the listener fail to connect, for ever, with nothing kept)
+    url = f"{postgres.new_database()}&application_name=operators_app"
     settings = Settings(
         data_dir=tmp_path / "data", database_url=url, log_level="WARNING", preload_models=False
     )
@@ -208,3 +212,31 @@ def test_a_value_read_while_a_notice_arrived_is_not_kept(database: Database) -> 
     assert kept.get("read before the notice") == (False, None)
     kept.put("read after it", "fresh", kept.epoch())
     assert kept.get("read after it") == (True, "fresh")
+
+
+def test_a_listener_whose_connection_went_quiet_stops_counting(database: Database) -> None:
+    """The listener's server process stopped (as a dropped network would leave it): no error,
+    no notice, ever. Within `ALIVE_S` and a check the process keeps nothing, and reads a prompt
+    changed meanwhile; once the connection answers again, it keeps values again."""
+    url = database.settings.sqlalchemy_url.split("&application_name")[0]
+    with database.session() as session:
+        account, _ = AccountService(session).create_account("quiet")
+    assert _prompt(database, account.id) is None  # kept
+    [listener] = _listener_pids(url)
+    try:
+        os.kill(listener, signal.SIGSTOP)
+    except PermissionError:
+        pytest.skip("the database's server processes belong to another user")
+    try:
+        _sql(
+            url,
+            "ALTER TABLE accounts DISABLE TRIGGER accounts_auth_changed",
+            f"UPDATE accounts SET system_prompt = 'Unheard.' WHERE id = '{account.id}'",
+            "ALTER TABLE accounts ENABLE TRIGGER accounts_auth_changed",
+        )
+        assert _prompt(database, account.id) is None  # still kept: nothing said it changed
+        _until(lambda: not database.notified.listening, within_s=ALIVE_S + CHECK_S + 2)
+        assert _prompt(database, account.id) == "Unheard."
+    finally:
+        os.kill(listener, signal.SIGCONT)
+    _until(lambda: database.notified.listening, within_s=10)

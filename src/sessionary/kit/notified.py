@@ -14,12 +14,19 @@ process drops all it keeps as soon as the database reports a change:
   have been missed meanwhile);
 - a value read while a notice arrived is not kept (`epoch`: taken before the read, checked
   when the value is put);
+- nothing kept is used while the listener has not been heard of for `ALIVE_S` (3 s): a
+  connection that went quiet without failing (a stopped server, a dropped network);
 - an entry is used for at most `ttl_s` seconds (`auth_cache_seconds`), whatever happens;
 - a missing row is never kept: a new key is found at its first use.
 
-So a change reaches every process within the time the notice takes to arrive (milliseconds),
-and at worst `ttl_s` if a listener hangs without failing. On SQLite nothing is kept: its reads
-run on the event loop without a round trip (`kit/loop_read.py`), and there is no one to notify.
+So a change reaches every process within the time the notice takes to arrive: milliseconds,
+tens of them under load, while the listener's thread waits for the interpreter; the process
+that made the change drops everything at its own commit (`drop_at_commit`). Where notices
+never arrive (a pooler in transaction mode between the server and PostgreSQL, replication
+with triggers off) only `ttl_s` bounds what a process keeps: set it to 0 there.
+
+On SQLite nothing is kept: its reads run on the event loop without a round trip
+(`kit/loop_read.py`), and there is no one to notify.
 Tests: `tests/test_notified.py`.
 """
 
@@ -40,7 +47,12 @@ CHANNEL = "sessionary_auth"
 APPLICATION_NAME = "sessionary-listen"
 MAX_ENTRIES = 10_000
 CHECK_S = 1.0  # how often a quiet listener checks that its connection is alive
+ALIVE_S = 3 * CHECK_S  # nothing is used once the listener has not been heard of for this long
 RETRY_S = 1.0
+# A connection that goes quiet (a network drop, a stopped server) is noticed: TCP keepalives
+# (libpq ignores them on a Unix socket), and a bounded connect.
+CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5,
+           "keepalives_interval": 2, "keepalives_count": 2}  # fmt: skip
 # `Session.info` keys: the database's cache (every session), and whether a session's reads may
 # be kept (point reads only: they see committed rows, never a transaction's own changes).
 NOTIFIED = "sessionary.notified"
@@ -58,6 +70,8 @@ class NotifiedCache:
         self._entries: dict[Hashable, tuple[float, Any]] = {}
         self._epoch = 0
         self._listening = False
+        self._alive_until = 0.0  # monotonic: the listener was last heard of ALIVE_S before
+        self._last_failure = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,11 +79,13 @@ class NotifiedCache:
 
     @property
     def listening(self) -> bool:
-        return self._listening
+        """Listening, and heard of lately: a listener stuck on a connection that went quiet
+        (a stopped server, a dropped network) stops counting after `ALIVE_S`."""
+        return self._listening and time.monotonic() < self._alive_until
 
     def get(self, key: Hashable) -> tuple[bool, Any]:
         """(True, value) for a kept, fresh entry; (False, None) otherwise."""
-        entry = self._entries.get(key) if self._listening else None
+        entry = self._entries.get(key) if self.listening else None
         if entry is None or entry[0] < time.monotonic():
             return False, None
         return True, entry[1]
@@ -80,10 +96,10 @@ class NotifiedCache:
 
     def put(self, key: Hashable, value: Any, epoch: int) -> None:
         """Keep `value` unless a notice came (or listening stopped) since `epoch` was taken."""
-        if value is None or not self._listening:
+        if value is None or not self.listening:
             return
         with self._lock:
-            if epoch != self._epoch or not self._listening:
+            if epoch != self._epoch or not self.listening:
                 return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
@@ -121,17 +137,17 @@ class NotifiedCache:
 
         assert self._connect is not None
         args, kwargs = self._connect
+        options = {**CONNECT, **kwargs, "autocommit": True, "application_name": APPLICATION_NAME}
         while not stop.is_set():
             try:
-                with psycopg.Connection.connect(
-                    *args, autocommit=True, application_name=APPLICATION_NAME, **kwargs
-                ) as connection:
+                with psycopg.Connection.connect(*args, **options) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
+                    self._heard()
                     self._drop_all(listening=True)  # a notice may have come while not listening
                     self._serve(connection, stop)
             except Exception as exc:
                 if not stop.is_set():
-                    log.warning("notices_lost", reason=str(exc)[:200], retry_s=RETRY_S)
+                    self._failed(str(exc)[:200])
             self._drop_all(listening=False)
             stop.wait(RETRY_S)
         self._drop_all(listening=False)  # stopped while it listened
@@ -146,6 +162,18 @@ class NotifiedCache:
                 self._drop_all(listening=True)
             if quiet:
                 connection.execute("SELECT 1")
+            self._heard()
+
+    def _heard(self) -> None:
+        self._alive_until = time.monotonic() + ALIVE_S
+        self._last_failure = ""
+
+    def _failed(self, reason: str) -> None:
+        """A warning when listening stops, or stops for another reason; the retries that
+        fail the same way, once a second, are debug lines."""
+        emit = log.debug if reason == self._last_failure else log.warning
+        emit("notices_lost", reason=reason, retry_s=RETRY_S, keeping="nothing")
+        self._last_failure = reason
 
 
 def notified_of(session: Session) -> NotifiedCache | None:

@@ -28,7 +28,7 @@ $$ LANGUAGE plpgsql
 """
 
 _TRIGGERS = {
-    "api_keys": "UPDATE OF prefix, key_hash, revoked_at, account_id, external_user_id OR DELETE",
+    "api_keys": "UPDATE OF id, prefix, key_hash, revoked_at, account_id, external_user_id OR DELETE",
     "accounts": "UPDATE OF system_prompt OR DELETE",
 }
 
