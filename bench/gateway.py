@@ -626,8 +626,8 @@ def run(quick: bool) -> str:
     chat_added = on_sqlite["chat"][1]["p50_ms"] - direct_responses[1]["p50_ms"]
     lines += [
         "",
-        f"Chat completions (`/v1/chat/completions`, not stored, so one write less than a "
-        f"Responses turn) add {chat_added:.1f} ms on SQLite at one client.",
+        f"Chat completions (`/v1/chat/completions`, not stored: no transcript to write) "
+        f"add {chat_added:.1f} ms on SQLite at one client.",
     ]
     lines += ["", "![Gateway overhead](bench/gateway.png)"]
     lines += [
@@ -657,7 +657,8 @@ def run(quick: bool) -> str:
         "and a stored turn on a new session sends its whole end, the transcript's rows and "
         "the charge, as one statement in autocommit (`kit/at_once.py`; the transaction "
         "above when that fails): a `/v1/responses` turn is two statements (the hold, the "
-        "end), where it was seven before this change.",
+        "end), where it was seven before keys and prompts were kept and the end sent at "
+        "once.",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "
@@ -667,7 +668,7 @@ def run(quick: bool) -> str:
         + _pair(got, "postgres")
         + " on PostgreSQL: the two server processes share the machine's two cores with the "
         "load client and the stub, and every turn of the one account updates the same "
-        "balance row (on PostgreSQL a turn's charge comes last in its transaction, so that "
-        "row is locked from the settle to the commit only).",
+        "balance row (on PostgreSQL from the settle to the commit only: the charge comes "
+        "last in a turn's transaction, and in the statement of an end sent at once).",
     ]
     return "\n".join(lines)
