@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from sessionary.billing.models import CreditReservation
@@ -187,5 +187,71 @@ def test_a_hold_gone_before_the_end_keeps_the_transcript_once_and_charges_once(
     assert items.status_code == 200 and len(items.json()["data"]) == 2
     charged = charges(db, payer)
     assert len(charged) == 1 and charged[0] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
+def test_an_error_before_the_statement_went_out_is_no_commit(db: Database, tenant: Tenant) -> None:
+    """The driver refuses a parameter before sending anything (a lone surrogate cannot be
+    encoded): nothing was written, so (False, None) and the usual path may do the work. Taken
+    for a committed statement, the error was raised and the usual path never ran."""
+    _postgres_only(db)
+    close = _open(db, tenant, "rsv_enc_open")
+
+    def part(session: Session) -> None:
+        run(session.connection(), _RESERVE, _hold(tenant, "rsv_enc_1", route="\ud800"))
+
+    sent = commit_at_once(db, part, lambda s: run(s.connection(), _CLOSE, close).first())
+    assert sent == (False, None)
+    assert _stored(db, "rsv_enc_1") is None
+    row = _stored(db, "rsv_enc_open")
+    assert row is not None and row.status == "open"
+
+
+def test_a_hold_gone_and_a_charge_refused_keep_no_transcript(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL: the hold was released under the turn, and the database refuses its charge
+    in the transaction too. The statement sent at once must not have kept the transcript
+    without its charge (an answer stored, readable and never paid for): it fails as a whole,
+    and the transaction fails whole: an error, no transcript, nothing charged."""
+    _postgres_only(db)
+    from sessionary.billing.ledger import Ledger
+    from sessionary.billing.metering import Meter
+
+    with db.session() as session:
+        session.execute(
+            text(
+                "CREATE FUNCTION refuse_charges() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.kind = 'charge' THEN "
+                "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        session.execute(
+            text("CREATE TRIGGER refuse_charges BEFORE INSERT ON credit_ledger "
+                 "FOR EACH ROW EXECUTE FUNCTION refuse_charges()")
+        )  # fmt: skip
+    at_once = Meter.settle_at_once_in
+
+    def released_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
+        with db.session() as session:
+            assert Ledger(session).release(meter.reservation.id) is not None
+        return at_once(meter, *args, **kwargs)
+
+    monkeypatch.setattr(Meter, "settle_at_once_in", released_first)
+    answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    monkeypatch.undo()
+    assert answer.status_code >= 500, answer.text
+    with db.session(write=False) as session:
+        kept = session.execute(
+            text("SELECT count(*) FROM stored_responses WHERE account_id = :a"),
+            {"a": payer.account_id},
+        ).scalar()
+    assert kept == 0
+    assert charges(db, payer) == []
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum and holds == 0

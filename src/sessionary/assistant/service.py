@@ -401,9 +401,6 @@ class AssistantService:
                 )
                 if sent and settled is not None:
                     return settled, None
-                if sent:  # the transcript is in; a charge past the hold needs a transaction
-                    with self.database.session() as db:
-                        return meter.settle_in(db, charge, **details), None
             # The charge last: the owner's balance row stays locked from its update to the
             # commit, which every other turn of that owner waits for on PostgreSQL.
             return self.database.commit_apart(

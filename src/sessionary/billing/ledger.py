@@ -298,18 +298,21 @@ class Ledger:
         model: str | None = None,
         usage: dict[str, Any] | None = None,
         subject_id: str | None = None,
+        or_fail: bool = False,
     ) -> Settlement | None:
         """PostgreSQL, on a session in autocommit (`Database.single_statements`): the settle as
         one statement, which writes all of it or nothing, when the charge is within the hold;
         None, with nothing written, when the reservation is not open or the charge is larger
-        (`settle` in a transaction then sorts it out). BEGIN and COMMIT cost two round trips
-        of the four a settle alone took."""
+        (`settle` in a transaction then sorts it out), or with `or_fail` the statement fails
+        (`kit/at_once.py`). BEGIN and COMMIT cost two round trips of the four a settle alone
+        took."""
         actual_micro = _chargeable(actual_micro)
         row = self.store.settle_at_once(
             reservation_id,
             actual_micro,
             self._entry_ids_and_details(model, usage, subject_id),
             within_hold=True,
+            or_fail=or_fail,
         )
         if row is None:
             return None

@@ -202,14 +202,23 @@ class Meter:
         model: str | None = None,
         usage: dict[str, Any] | None = None,
         subject_id: str | None = None,
-    ) -> Settlement | None:
+    ) -> Settlement:
         """`settle_in` as one statement, on PostgreSQL in autocommit (`kit/at_once.py`), when
-        the charge is within the hold; None, with nothing written, when it must be settled in
-        a transaction. The caller calls `committed` as after `settle_in`."""
+        the charge is within the hold. The statement fails, writing nothing, when the hold is
+        no longer open (the rows sent with it must not be kept without their charge): the
+        caller then settles in a transaction. The caller calls `committed` as after
+        `settle_in`."""
         LIVE_HOLDS.discard(self.reservation.id)
-        return Ledger(session).settle_alone(
-            self.reservation.id, actual_micro, model=model, usage=usage, subject_id=subject_id
+        settled = Ledger(session).settle_alone(
+            self.reservation.id,
+            actual_micro,
+            model=model,
+            usage=usage,
+            subject_id=subject_id,
+            or_fail=True,
         )
+        assert settled is not None  # or the statement failed
+        return settled
 
     def committed(self, settlement: Settlement) -> None:
         """Record the settlement of a `settle_in` whose unit of work has committed. Set before

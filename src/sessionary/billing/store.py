@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -107,7 +108,7 @@ def _hold_at_once() -> Any:
 _HOLD_AT_ONCE = _hold_at_once()
 
 
-def _settle_at_once(within_hold: bool = False) -> Any:
+def _settle_at_once(within_hold: bool = False, or_fail: bool = False) -> Any:
     """A settle's writes in one statement, for PostgreSQL: close the reservation if it is
     open; from its row, give the hold back and take the charge out in one conditional balance
     UPDATE (none when the balance with the hold back cannot cover the charge); from both rows,
@@ -117,7 +118,9 @@ def _settle_at_once(within_hold: bool = False) -> Any:
 
     `within_hold`: the reservation is closed only if the charge is at most its amount. Then
     the balance cannot refuse (it never goes below zero, and gets back at least the charge),
-    so the statement writes all or nothing and may run alone, in autocommit."""
+    so the statement writes all or nothing and may run alone, in autocommit. `or_fail`: the
+    statement fails instead of answering nothing ("no open hold to settle"), so that the rows
+    sent in the same statement are not kept without their charge (`kit/at_once.py`)."""
     charge = bindparam("p_charge", type_=BigInteger())
     closing = _CLOSE.where(_RESERVATIONS.c.amount_micro >= charge) if within_hold else _CLOSE
     closed = closing.cte("closed")
@@ -166,24 +169,22 @@ def _settle_at_once(within_hold: bool = False) -> Any:
         subject_id=bindparam("p_subject_id", type_=String()),
     ).where(charge > 0)
     entries = insert(_LEDGER).from_select(columns, released.union_all(charged)).cte("entries")
-    return (
-        select(
-            closed.c.id,
-            closed.c.owner_type,
-            closed.c.owner_id,
-            closed.c.account_id,
-            closed.c.amount_micro,
-            closed.c.route,
-            moved.c.balance_micro,
-        )
-        .select_from(closed)
-        .outerjoin(moved, true())
-        .add_cte(entries)
-    )
+    answer = [closed.c[name] for name in ("id", "owner_type", "owner_id", "account_id")]
+    answer += [closed.c.amount_micro, closed.c.route, moved.c.balance_micro]
+    if not or_fail:
+        return select(*answer).select_from(closed).outerjoin(moved, true()).add_cte(entries)
+    # one row whatever happens, whose cast fails at run time when no hold was closed (a cast
+    # of a constant would be evaluated, and fail, when the statement is planned)
+    settled = sa.case((closed.c.id.is_(None), literal("no open hold to settle")), else_="1")
+    one = select(literal(1).label("one")).subquery("one")
+    joined = one.outerjoin(closed, true()).outerjoin(moved, true())
+    guard = sa.cast(settled, sa.Integer).label("settled")
+    return select(*answer, guard).select_from(joined).add_cte(entries)
 
 
 _SETTLE_AT_ONCE = _settle_at_once()
 _SETTLE_WITHIN_HOLD = _settle_at_once(within_hold=True)
+_SETTLE_WITHIN_HOLD_OR_FAIL = _settle_at_once(within_hold=True, or_fail=True)
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -313,20 +314,17 @@ class LedgerStore(Store):
         details: dict[str, Any],
         *,
         within_hold: bool = False,
+        or_fail: bool = False,
     ) -> Any | None:
         """PostgreSQL only (`_SETTLE_AT_ONCE`): the closed reservation's row with the balance
         after the settle (None in `balance_micro` when the balance refused the charge: the
         reservation is closed, nothing else written), or None when it was not open.
         `within_hold`: also None, with nothing written, when the charge is larger than the
         reservation; the balance after is then always there (`_settle_at_once`)."""
-        params = {
-            "p_id": reservation_id,
-            "p_status": "settled",
-            "p_now": utcnow(),
-            "p_charge": charge_micro,
-            **details,
-        }
+        params = {"p_id": reservation_id, "p_status": "settled", "p_now": utcnow()}
+        params |= {"p_charge": charge_micro, **details}
         statement = _SETTLE_WITHIN_HOLD if within_hold else _SETTLE_AT_ONCE
+        statement = _SETTLE_WITHIN_HOLD_OR_FAIL if or_fail else statement
         return run(self.conn, statement, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:

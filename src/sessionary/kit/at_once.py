@@ -10,6 +10,9 @@ Whatever cannot go out that way is not tried that way: a unit that runs any othe
 raises `NotAtOnce` before anything is sent. And a statement that fails wrote nothing, so the
 caller then does the same work the usual way (`Database.commit_apart`), which tells the
 transcript's failure from the charge's: trying at once never decides what a failure means.
+The last statement must fail rather than write nothing of its own when it cannot do its part
+(a settle that finds its hold released: `Ledger.settle_alone(or_fail=True)`), or the rows sent
+with it would be kept without it: a stored answer nobody paid for.
 Tests: `tests/test_at_once.py`.
 """
 
@@ -36,7 +39,9 @@ def commit_at_once(
     autocommit. (True, what `rest` answered) once that statement committed; (False, None),
     with nothing written, when it was not sent (SQLite; `part` or `rest` ran something else)
     or it failed. When the connection was lost, the error is raised instead: whether the
-    statement committed is unknown, and the caller must not do the work again as if not."""
+    statement committed is unknown, and the caller must not do the work again as if not; so
+    is an error after the statement was answered (it committed). An error before that, even
+    one raised by the driver before sending (a parameter it cannot encode), wrote nothing."""
     if database.dialect != "postgresql":
         return False, None
     with database.single_statements() as db:
@@ -50,8 +55,7 @@ def commit_at_once(
                 answer = rest(db)
             return True, answer
         except Exception as exc:
-            sent = held is not None and held.at_once_sent and not held.failed
-            if connection.invalidated or sent:
+            if connection.invalidated or (held is not None and held.at_once_done):
                 raise  # lost with the connection, or failed after the statement committed
             if not isinstance(exc, NotAtOnce):
                 log.info("not_at_once", reason=str(exc)[:200])

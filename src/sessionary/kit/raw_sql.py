@@ -90,10 +90,10 @@ def run(
             cursor.executemany(sql, arguments)
             return Rows([])
         cursor.execute(sql, arguments[0])
+        if held is not None and held.owner is raw and held.at_once_sent:
+            held.at_once_done = True  # answered: in autocommit, committed
         return Rows([plan.row(found) for found in cursor.fetchall()] if plan.returns else [])
     except connection.dialect.loaded_dbapi.Error as error:
-        if held is not None and held.owner is raw and held.at_once_sent:
-            held.failed = True
         raise _translated(connection, sql, cursor, error) from error
     finally:
         cursor.close()
@@ -114,7 +114,8 @@ class HeldInserts:
         # at once: everything goes out with the unit's one other statement, once `last` is set
         self.at_once = at_once
         self.last = False
-        self.at_once_sent = False
+        self.at_once_sent = False  # its statement was run (whatever came of it)
+        self.at_once_done = False  # and answered: committed
 
     def last_at_once(self, plan: Plan, params: Any, values: Any) -> tuple[str, list[Any]]:
         """The SQL and parameters of `plan` with the held rows before it, as data-modifying
