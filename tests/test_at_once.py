@@ -134,22 +134,32 @@ def test_a_new_sessions_turn_ends_in_one_statement(
 ) -> None:
     """PostgreSQL: after the first requests of a key, a `/v1/responses` turn on a new session
     sends two statements from the process's synchronous connections: its hold, and its end
-    (the session, the two messages, the response and the charge, in one statement)."""
+    (the session, the two messages, the response and the charge, in one statement), and
+    psycopg converts neither's placeholders again (`raw_sql.keep_long_conversions`)."""
     _postgres_only(db)
     for _ in range(3):
         assert remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers).is_success
+    from psycopg import _queries
+
     calls: list[str] = []
-    execute = psycopg.Cursor.execute
+    converted: list[bytes] = []  # placeholders converted again (psycopg kept no conversion)
+    execute, convert = psycopg.Cursor.execute, _queries._query2pg_nocache
 
     def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(" ".join(str(query).split())[:40])
         return execute(cursor, query, *args, **kwargs)
 
+    def uncached(query: bytes, *args: Any) -> Any:
+        converted.append(query)
+        return convert(query, *args)
+
     monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    monkeypatch.setattr(_queries, "_query2pg_nocache", uncached)
     answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text
     assert len(calls) == 2 and calls[1].startswith("WITH held_0 AS (INSERT INTO conversation")
+    assert converted == []  # the end's statement is long, with many parameters (raw_sql.py)
     stored = remote.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
     assert stored.status_code == 200
     assert len(charges(db, payer)) == 4

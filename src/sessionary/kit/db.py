@@ -10,18 +10,16 @@ from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up 
 nap), so under load a writer could sleep long after the database was free (p99 above a second
 at 16 clients); a lock hands over at once. Processes of this server take turns on a file lock
 beside the database (`loop_units.FileTurn`); other programs still meet SQLite's busy handler.
-
-A SQLite write transaction holds the database's one write lock until it ends, so code
-must never open a second write session while its own request's write transaction is open: it
-would wait on itself.
+A SQLite write transaction holds the database's one write lock until it ends, so code must
+never open a second write session while its own request's write transaction is open.
 
 PostgreSQL needs none of this. Its pool pings a connection at checkout when it has sat unused
 for a tenth of a second or more (`_configure_postgres`), so a server restarted while the pool
 sat idle is reconnected transparently; under steady traffic, where a pooled connection is back
 in use within milliseconds, nobody pays the ping's round trip. The hot paths' few point reads
 (a key check, a turn's plan, a search's template) run in autocommit (`Database.point_reads`):
-under PostgreSQL's READ COMMITTED every statement reads its own
-snapshot anyway, so a `BEGIN` and `COMMIT` around them bought nothing but two round trips.
+under READ COMMITTED every statement reads its own snapshot anyway, so a `BEGIN` and `COMMIT`
+around them bought nothing but two round trips.
 """
 
 from __future__ import annotations
@@ -46,7 +44,13 @@ from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LoopReader
 from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_here
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
-from sessionary.kit.raw_sql import HeldInserts, holding_inserts, run_fixed, send_held_first
+from sessionary.kit.raw_sql import (
+    HeldInserts,
+    holding_inserts,
+    keep_long_conversions,
+    run_fixed,
+    send_held_first,
+)
 
 T = TypeVar("T")
 
@@ -178,14 +182,14 @@ _IDLE_SINCE = "sessionary_idle_since"
 
 def _configure_postgres(engine: Engine) -> None:
     """Ping at checkout only a connection that has been idle: what `pool_pre_ping` does on every
-    checkout (one round trip each, four per turn) for the case it exists for, a server that went
-    away while the connection sat in the pool. A failed ping renews the whole pool (the server
-    went away: its other connections are gone too) and the checkout is retried on a new one; a
-    connection that dies while in use fails that request with a 503, and SQLAlchemy renews the
-    pool then (`tests/test_postgres_restart.py`)."""
+    checkout (a round trip each) for the case it exists for, a server that went away while the
+    connection sat in the pool. A failed ping renews the whole pool (its other connections are
+    gone too) and the checkout is retried on a new one; a connection that dies while in use
+    fails that request with a 503, and SQLAlchemy renews the pool then
+    (`tests/test_postgres_restart.py`). Also `kit/raw_sql.py`'s hook and psycopg's limits."""
     dialect = engine.dialect
-    # a statement SQLAlchemy runs sends a unit's held-back INSERTs first (`kit/raw_sql.py`)
-    event.listen(engine, "before_cursor_execute", send_held_first)
+    event.listen(engine, "before_cursor_execute", send_held_first)  # held INSERTs go first
+    keep_long_conversions()
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:

@@ -248,6 +248,29 @@ def send_held_first(connection: Connection, *_args: Any) -> None:
         held.send(connection)
 
 
+# psycopg converts a statement's `%(name)s` placeholders to `$n` on every execute, and keeps
+# the conversion only for statements of at most 4,096 bytes and 50 parameters. A turn's end
+# sent at once (`kit/at_once.py`) is longer, with more: converting it again each time was 7% of
+# a server's interpreter time. These statements are a few dozen fixed ones (`plan_of`), so
+# keeping theirs costs little (psycopg keeps 128 at most). Tests: `tests/test_at_once.py`.
+LONGEST_KEPT_STATEMENT = 32_768
+MOST_KEPT_PARAMETERS = 400
+
+
+def keep_long_conversions() -> None:
+    """Let psycopg keep the conversions of statements as long as ours (PostgreSQL servers)."""
+    from psycopg import _queries  # only where PostgreSQL is used
+
+    if hasattr(_queries, "MAX_CACHED_STATEMENT_LENGTH"):
+        _queries.MAX_CACHED_STATEMENT_LENGTH = max(
+            _queries.MAX_CACHED_STATEMENT_LENGTH, LONGEST_KEPT_STATEMENT
+        )
+    if hasattr(_queries, "MAX_CACHED_STATEMENT_PARAMS"):
+        _queries.MAX_CACHED_STATEMENT_PARAMS = max(
+            _queries.MAX_CACHED_STATEMENT_PARAMS, MOST_KEPT_PARAMETERS
+        )
+
+
 def run_fixed(connection: Connection, sql: str) -> None:
     """Run one fixed, parameterless statement (`BEGIN IMMEDIATE`, `SAVEPOINT sa_savepoint_1`)
     on the DB-API cursor, with driver errors raised as SQLAlchemy's. For the statements
