@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from sessionary.billing.ledger import Ledger
+from sessionary.billing.metering import Meter
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
 from sessionary.kit.at_once import commit_at_once
@@ -32,6 +34,19 @@ def _open(db: Database, tenant: Tenant, rid: str) -> dict[str, Any]:
     with db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, rid))
     return {"p_id": rid, "p_status": "settled", "p_now": datetime.now(UTC)}
+
+
+def _release_before_the_end(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The turn's hold is released (as the sweep of expired holds does) right before the
+    statement that ends the turn at once."""
+    at_once = Meter.settle_at_once_in
+
+    def released_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
+        with db.session() as session:
+            assert Ledger(session).release(meter.reservation.id) is not None
+        return at_once(meter, *args, **kwargs)
+
+    monkeypatch.setattr(Meter, "settle_at_once_in", released_first)
 
 
 def _inserts(tenant: Tenant, *rids: str) -> Any:
@@ -175,17 +190,7 @@ def test_a_hold_gone_before_the_end_keeps_the_transcript_once_and_charges_once(
     the statement sent at once stores the transcript, and its charge, finding no open hold,
     writes nothing; the charge is then made in a transaction, from the balance, once."""
     _postgres_only(db)
-    from sessionary.billing.ledger import Ledger
-    from sessionary.billing.metering import Meter
-
-    at_once = Meter.settle_at_once_in
-
-    def released_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
-        with db.session() as session:
-            assert Ledger(session).release(meter.reservation.id) is not None
-        return at_once(meter, *args, **kwargs)
-
-    monkeypatch.setattr(Meter, "settle_at_once_in", released_first)
+    _release_before_the_end(db, monkeypatch)
     answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text
@@ -229,9 +234,6 @@ def test_a_hold_gone_and_a_charge_refused_keep_no_transcript(
     without its charge (an answer stored, readable and never paid for): it fails as a whole,
     and the transaction fails whole: an error, no transcript, nothing charged."""
     _postgres_only(db)
-    from sessionary.billing.ledger import Ledger
-    from sessionary.billing.metering import Meter
-
     with db.session() as session:
         session.execute(
             text(
@@ -245,14 +247,7 @@ def test_a_hold_gone_and_a_charge_refused_keep_no_transcript(
             text("CREATE TRIGGER refuse_charges BEFORE INSERT ON credit_ledger "
                  "FOR EACH ROW EXECUTE FUNCTION refuse_charges()")
         )  # fmt: skip
-    at_once = Meter.settle_at_once_in
-
-    def released_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
-        with db.session() as session:
-            assert Ledger(session).release(meter.reservation.id) is not None
-        return at_once(meter, *args, **kwargs)
-
-    monkeypatch.setattr(Meter, "settle_at_once_in", released_first)
+    _release_before_the_end(db, monkeypatch)
     answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code >= 500, answer.text

@@ -123,6 +123,9 @@ def test_a_process_keeps_a_key_until_the_database_reports_a_change(env: dict[str
     try:
         _until(lambda: len(_listener_pids(url)) == 1, within_s=10)
         _warm(server, key)
+        forged = key[:-6] + ("AAAAAA" if not key.endswith("AAAAAA") else "BBBBBB")
+        assert key_prefix(forged) == key_prefix(key)
+        assert _status(server, forged) == 401  # a kept key's prefix, another secret
         _revoke_unnoticed(url, key)
         assert _status(server, key) == 200  # kept: nothing said it changed
         _sql(url, f"NOTIFY {CHANNEL}")

@@ -133,7 +133,7 @@ class HeldInserts:
         key = (*(id(insert) for insert, _ in rows), id(plan))
         sql = _at_once_sql.get(key)
         if sql is None:
-            parts = [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
+            parts = _renamed_inserts(rows)
             ctes = ", ".join(f"held_{n} AS ({part})" for n, part in enumerate(parts))
             own = plan.sql.lstrip()
             if own[:5].upper() == "WITH " and not own[5:15].upper().startswith("RECURSIVE"):
@@ -141,9 +141,7 @@ class HeldInserts:
             else:
                 sql = f"WITH {ctes} {own}"
             sql = _at_once_sql.setdefault(key, sql)
-        merged = {
-            f"h{n}_{name}": value for n, (_, row) in enumerate(rows) for name, value in row.items()
-        }
+        merged = _renamed_values(rows)
         if not merged.keys().isdisjoint(values):
             raise NotAtOnce("parameter names collide")
         return sql, [{**merged, **values}]
@@ -185,13 +183,20 @@ def _together(rows: list[tuple[Plan, Any]]) -> tuple[str, list[Any]]:
     key = tuple(id(insert) for insert, _ in rows)
     sql = _together_sql.get(key)
     if sql is None:
-        parts = [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
+        parts = _renamed_inserts(rows)
         ctes = ", ".join(f"held_{n} AS ({part})" for n, part in enumerate(parts[:-1]))
         sql = _together_sql.setdefault(key, f"WITH {ctes} {parts[-1]}")
-    merged: dict[str, Any] = {}
-    for n, (_, values) in enumerate(rows):
-        merged.update({f"h{n}_{name}": value for name, value in values.items()})
-    return sql, [merged]
+    return sql, [_renamed_values(rows)]
+
+
+def _renamed_inserts(rows: list[tuple[Plan, Any]]) -> list[str]:
+    """Each row's INSERT with its parameters renamed for its place (`%(id)s` to `%(h0_id)s`)."""
+    return [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
+
+
+def _renamed_values(rows: list[tuple[Plan, Any]]) -> dict[str, Any]:
+    """The rows' values under the names `_renamed_inserts` gave their parameters."""
+    return {f"h{n}_{name}": value for n, (_, row) in enumerate(rows) for name, value in row.items()}
 
 
 # At most this many held rows go in one statement (a turn has four: a session, two messages, a
