@@ -51,6 +51,7 @@ from sessionary.kit.raw_sql import (
     run_fixed,
     send_held_first,
 )
+from sessionary.kit.unit_threads import UnitThreads
 
 T = TypeVar("T")
 
@@ -298,9 +299,8 @@ class Database:
         # Keys and prompts kept until a change is notified (PostgreSQL; `start_listening`)
         self.notified = NotifiedCache(self.engine, settings.auth_cache_seconds)
         told = {NOTIFIED: self.notified}
-        self._limiters: (
-            tuple[asyncio.AbstractEventLoop, CapacityLimiter, CapacityLimiter] | None
-        ) = None
+        self._units = UnitThreads(settings.db_threads, "sessionary-db")
+        self._waiting: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
         # A closed session refuses reuse: touching it after its block would otherwise check out
         # a connection that nothing returns to the pool (found under load, not in review).
         self._writer = sessionmaker(
@@ -444,41 +444,37 @@ class Database:
         nor one of the tokens of anyio's default limiter, which FastAPI's `def` routes and
         dependencies take (`tests/test_storage.py -k db_threads`).
 
-        anyio's default pool lets 40 threads run at once; past a few they only contend for the
-        GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores): in
+        Units run on threads of their own, `db_threads` at most (`kit/unit_threads.py`):
+        anyio's default pool lets 40 threads run at once, and past a few they only contend for
+        the GIL (and on SQLite for its one write lock, on PostgreSQL for the same two cores): in
         `python -m bench --only gateway`, `/v1/responses` at 64 clients on one worker went from
         225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4. Long work (an
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
-        threads. Like `anyio.to_thread.run_sync`, a cancelled caller still waits for `work`
-        to end once it has begun; a unit queued on the loop for SQLite's write turn whose caller
-        is cancelled before it began never runs.
+        threads. A cancelled caller still waits for `work` to end once it has begun; a unit
+        queued on the loop for SQLite's write turn whose caller is cancelled before it began
+        never runs.
 
         On PostgreSQL `loop_ok` units run here too, on a worker. Awaiting them on the loop
         instead (the same code in a greenlet, over psycopg's asyncio connections through
         SQLAlchemy's bridge) was measured side by side on two servers and not kept: at one
-        client the turn's p50 was 0.3 to 2.4 ms higher in five of six interleaved rounds (an
-        await through the loop for each of a turn's dozen statements costs more than the two
-        thread hand-offs it saves), and at 64 clients p99 went from 0.45-0.7 s to
-        0.8-1.5 s: the owner's balance row, locked by the settle, stays locked until the busy
-        loop comes back to send the COMMIT, and every other turn of that owner waits for it."""
+        client the turn's p50 was 0.3 to 2.4 ms higher in five of six interleaved rounds, and
+        at 64 clients p99 went from 0.45-0.7 s to 0.8-1.5 s (a balance row locked by the settle
+        stayed locked until the busy loop came back to send the COMMIT)."""
         if loop_ok and self.loop_units is not None:
             ran, result = await self.loop_units.run_or_queue(work)
             if ran:
                 return result  # type: ignore[return-value]  # what `work` answered
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter(waits_elsewhere))
+        if waits_elsewhere:
+            return await anyio.to_thread.run_sync(work, limiter=self._waiting_limiter())
+        return await self._units.run(work)
 
-    def _limiter(self, waits_elsewhere: bool) -> CapacityLimiter:
-        """This event loop's limiter for the kind of work (a limiter belongs to the loop it was
-        first used in)."""
+    def _waiting_limiter(self) -> CapacityLimiter:
+        """This event loop's limiter for work that may wait on a model (a limiter belongs to
+        the loop it was first used in)."""
         loop = asyncio.get_running_loop()
-        if self._limiters is None or self._limiters[0] is not loop:
-            self._limiters = (
-                loop,
-                CapacityLimiter(self.settings.db_threads),
-                CapacityLimiter(WAITING_THREADS),
-            )
-        _, few, waiting = self._limiters
-        return waiting if waits_elsewhere else few
+        if self._waiting is None or self._waiting[0] is not loop:
+            self._waiting = (loop, CapacityLimiter(WAITING_THREADS))
+        return self._waiting[1]
 
     def ping(self) -> None:
         with self.session(write=False) as db:
@@ -490,6 +486,7 @@ class Database:
 
     def dispose(self) -> None:
         self.notified.stop()
+        self._units.close()
         self.write_turn.close()
         self.loop_reads.close()
         self.async_reads.close()

@@ -72,6 +72,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.kit.heap import COLLECTOR_TIME
 from sessionary.kit.loop_read import SlowPauses
+from sessionary.kit.unit_threads import call_on_loop, handed_by
 
 try:  # not on Windows: processes there meet on SQLite's own lock alone
     import fcntl
@@ -126,9 +127,12 @@ def leave_the_loop(reason: str) -> None:
 
 
 def from_worker(call: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    """`anyio.from_thread.run`: a worker's call to an async function on the event loop (a
-    model's). A unit running on the loop itself cannot wait for the loop: it leaves it."""
+    """A worker's call to an async function on the event loop (a model's), on `UnitThreads`'
+    threads or anyio's. A unit running on the loop itself cannot wait for the loop: it leaves
+    it."""
     leave_the_loop("a call to the event loop")
+    if handed_by() is not None:
+        return call_on_loop(call, *args)
     return anyio.from_thread.run(call, *args)
 
 
