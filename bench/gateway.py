@@ -41,6 +41,7 @@ from bench.common import REPO, own_venv
 
 LEVELS = (1, 16, 64)
 PER_CLIENT = 10  # requests per client at least, at each level (640 at 64 clients)
+WAITS_TURNS = 1600  # at 16 clients, while PostgreSQL's backends are sampled (a few seconds)
 # The newest LiteLLM whose pins the package index here can satisfy (1.106.3+ needs a newer
 # certifi than the index holds).
 LITELLM_VERSION = "1.106.2"
@@ -520,7 +521,7 @@ def run(quick: bool) -> str:
         if isinstance(proxy_pair, Target):
             targets["litellm x2"] = proxy_pair
         got = measure_all(targets, total, runs, per_client)
-        waits = _postgres_waits(pg.get_uri(), targets, max(total, per_client * 16))
+        waits = _postgres_waits(pg.get_uri(), targets, WAITS_TURNS)
         flush_ms = pg_waits.fdatasync_ms(work / "pg")
     direct_responses, direct_chat = got["direct responses"], got["direct chat"]
     routes = ("responses", "chat", "completion")
@@ -697,7 +698,7 @@ def run(quick: bool) -> str:
         "last in a turn's transaction, and in the statement of an end sent at once).",
         "",
         "**What PostgreSQL's backends did at 16 clients**, sampled every 10 ms "
-        f"(`bench/pg_waits.py`, {max(total, per_client * 16)} turns after the runs above), on "
+        f"(`bench/pg_waits.py`, {WAITS_TURNS} turns after the runs above), on "
         "average: one worker, at "
         f"{waits[1][0]:.0f} turns a second: {pg_waits.describe(waits[1][1])}; two workers, at "
         f"{waits[2][0]:.0f} turns a second: {pg_waits.describe(waits[2][1])}. A turn's end "
