@@ -29,7 +29,7 @@ _SAMPLE = """
 SELECT CASE
          WHEN wait_event_type IS NULL THEN 'running'
          WHEN wait_event_type = 'Lock' THEN 'row lock'
-         WHEN wait_event IN ('WalSync', 'WalWrite', 'WALSync', 'WALWrite') THEN 'wal'
+         WHEN wait_event IN ('WalSync', 'WalWrite') THEN 'wal'
          ELSE 'other'
        END,
        count(*)

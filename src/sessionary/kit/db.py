@@ -450,9 +450,10 @@ class Database:
         `python -m bench --only gateway`, `/v1/responses` at 64 clients on one worker went from
         225 to 259 req/s on SQLite and from 127 to 166 on PostgreSQL with 4. Long work (an
         ingestion's store, model loading) keeps anyio's default pool, so it never holds these
-        threads. A cancelled caller still waits for `work` to end once it has begun; a unit
-        queued on the loop for SQLite's write turn whose caller is cancelled before it began
-        never runs.
+        threads. Cancellation is as with anyio: a caller cancelled by a cancel scope once
+        `work` has begun waits for its end and gets its answer; a unit whose caller is
+        cancelled before it began (waiting for a thread, or queued on the loop for SQLite's
+        write turn) never runs.
 
         On PostgreSQL `loop_ok` units run here too, on a worker. Awaiting them on the loop
         instead (the same code in a greenlet, over psycopg's asyncio connections through
