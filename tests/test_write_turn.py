@@ -214,8 +214,8 @@ def test_each_queued_unit_waits_its_own_busy_timeout(db: Database, other: Databa
         late = asyncio.create_task(units.run_or_queue(_insert(other, 3)))
         return await asyncio.gather(first, late, return_exceptions=True)
 
+    began = time.monotonic()  # before the hold's 0.7 s begin, not after them (a flake)
     holder, _ = _hold(db, 0.7)
-    began = time.monotonic()
     first, late = asyncio.run(scenario())
     holder.join()
     assert isinstance(first, PoolTimeout)
