@@ -5,6 +5,7 @@ no hold outlives its request (the attacks of a review with a hostile model serve
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ class HostileUpstream:
     def __init__(self) -> None:
         self.answer: Any = {}
         self.raw: bytes | None = None
+        self.media_type = "application/json"
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.reply, methods=["POST"]),
@@ -47,7 +49,7 @@ class HostileUpstream:
 
     async def reply(self, _: Request) -> Response:
         if self.raw is not None:
-            return Response(self.raw, media_type="application/json")
+            return Response(self.raw, media_type=self.media_type)
         return JSONResponse(self.answer)
 
     def stop(self) -> None:
@@ -159,6 +161,85 @@ def test_text_parts_are_read_and_nul_and_lone_surrogates_replaced(
         assert answer.json()["output_text"] == "a\ufffdb\ufffdc \U0001f600"
         stored = client.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
         assert stored.status_code == 200  # stored on both engines (PostgreSQL refuses NUL)
+    assert len(charges(db, payer)) == 1 and money(db, payer)[2] == 0
+
+
+_CHAT_EVENTS = [
+    b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+    b'[{"index": 0, "delta": {"role": "assistant", "content": "a\\u0000b\\ud83dc \\ud83d\\ude00"}}]}',
+    b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+    b'[{"index": 0, "delta": {}, "finish_reason": "stop"}], '
+    b'"usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}',
+    b"[DONE]",
+]
+_RESPONSES_EVENTS = [
+    b'{"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", '
+    b'"output_index": 0, "content_index": 0, "logprobs": [], "delta": "a\\u0000b\\ud83dc \\ud83d\\ude00"}',
+    b'{"type": "response.completed", "sequence_number": 2, "response": {"id": "r", "object": '
+    b'"response", "created_at": 0, "model": "m", "status": "completed", "output": [], '
+    b'"parallel_tool_calls": true, "tool_choice": "auto", "tools": [], '
+    b'"usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5, '
+    b'"input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}}',
+]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_streamed_answer_has_nul_and_lone_surrogates_replaced_and_is_stored_and_charged(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream, api: str
+) -> None:
+    """Found by an adversary: a lone surrogate in an upstream's stream reached the client, then
+    failed the transcript (neither engine stores it) after the deltas, with a partial charge."""
+    events = _CHAT_EVENTS if api == "chat" else _RESPONSES_EVENTS
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    body = {"input": "Hi.", "stream": True}
+    with _client(settings, hostile, api) as client:
+        with client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer:
+            assert answer.status_code == 200
+            text = answer.read().decode()
+        assert "response.failed" not in text
+        assert "a\\ufffdb\\ufffdc" in text or "a\ufffdb\ufffdc" in text
+        done = next(
+            json.loads(line[6:])
+            for line in text.splitlines()
+            if line.startswith("data: ") and '"response.completed"' in line
+        )
+        assert done["response"]["output_text"] == "a\ufffdb\ufffdc \U0001f600"
+        stored = client.get(f"/v1/responses/{done['response']['id']}", headers=payer.headers)
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["output_text"] == "a\ufffdb\ufffdc \U0001f600"
+    assert len(charges(db, payer)) == 1 and money(db, payer)[2] == 0
+
+
+def test_a_streamed_call_has_lone_surrogates_in_its_arguments_replaced(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream
+) -> None:
+    call = (
+        b'{"index": 0, "id": "call_1", "type": "function", '
+        b'"function": {"name": "lookup", "arguments": "{\\"q\\": \\"x\\ud83d\\"}"}}'
+    )
+    events = [
+        b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+        b'[{"index": 0, "delta": {"role": "assistant", "tool_calls": [' + call + b"]}}]}",
+        _CHAT_EVENTS[1].replace(b'"stop"', b'"tool_calls"'),
+        b"[DONE]",
+    ]
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    body = {"input": "Hi.", "stream": True, "tools": [tool]}
+    with _client(settings, hostile, "chat") as client:
+        with client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer:
+            text = answer.read().decode()
+        done = next(
+            json.loads(line[6:])
+            for line in text.splitlines()
+            if line.startswith("data: ") and '"response.completed"' in line
+        )
+        (item,) = done["response"]["output"]
+        assert item["type"] == "function_call" and item["arguments"] == '{"q": "x\ufffd"}'
+        stored = client.get(f"/v1/responses/{done['response']['id']}", headers=payer.headers)
+        assert stored.json()["output"][0]["arguments"] == '{"q": "x\ufffd"}'
     assert len(charges(db, payer)) == 1 and money(db, payer)[2] == 0
 
 

@@ -48,11 +48,17 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return delay * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not a secret)
 
 
+def storable(text: str) -> str:
+    """`text` with U+FFFD for each NUL and lone UTF-16 surrogate (valid JSON escapes, but
+    neither can be stored on PostgreSQL nor encoded as UTF-8 on the way out); streamed
+    pieces take it too (`llm/openai.py`)."""
+    return _NUL_OR_SURROGATE.sub("\ufffd", text)
+
+
 def _cleaned(value: Any) -> Any:
-    """Strings with NUL or lone UTF-16 surrogates (valid JSON escapes, but neither can be
-    stored on PostgreSQL nor encoded as UTF-8 on the way out) with U+FFFD in their place."""
+    """`storable` for every string of a parsed answer, keys included."""
     if isinstance(value, str):
-        return _NUL_OR_SURROGATE.sub("\ufffd", value)
+        return storable(value)
     if isinstance(value, list):
         return [_cleaned(v) for v in value]
     if isinstance(value, dict):

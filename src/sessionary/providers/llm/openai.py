@@ -40,7 +40,7 @@ from sessionary.providers.base import (
     Usage,
 )
 from sessionary.providers.errors import upstream_failure
-from sessionary.providers.json_post import JsonPoster
+from sessionary.providers.json_post import JsonPoster, storable
 from sessionary.providers.llm import openai_tools as tools
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
@@ -345,8 +345,8 @@ class OpenAIChat:
         async with stream:
             async for event in stream:
                 if event.type == "response.output_text.delta":
-                    pieces.append(event.delta)
-                    yield TextDelta(event.delta)
+                    pieces.append(storable(event.delta))
+                    yield TextDelta(pieces[-1])
                 elif event.type in ("response.completed", "response.incomplete"):
                     final = event.response
                     if final.usage:
@@ -379,8 +379,8 @@ class OpenAIChat:
                 for choice in chunk.choices[:1]:
                     if choice.delta and choice.delta.content:
                         chunks += 1
-                        pieces.append(choice.delta.content)
-                        yield TextDelta(choice.delta.content)
+                        pieces.append(storable(choice.delta.content))
+                        yield TextDelta(pieces[-1])
                     if choice.delta and choice.delta.tool_calls:
                         chunks += 1
                         for delta in tools.chat_call_deltas(streamed, choice.delta.tool_calls):

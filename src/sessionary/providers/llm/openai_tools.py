@@ -23,6 +23,7 @@ from sessionary.providers.base import (
     FunctionCall,
     FunctionTool,
 )
+from sessionary.providers.json_post import storable
 from sessionary.providers.llm.functions import callable_functions, new_call_id
 
 # Sampling options the Responses API has no field for: a request that carries them is sent as
@@ -112,17 +113,17 @@ class StreamedCalls:
     def start(self, key: Any, call_id: str | None, name: str) -> CallDelta:
         index = len(self.ids)
         self.keys[key] = index
-        self.ids.append(call_id or new_call_id())
-        self.names.append(name)
+        self.ids.append(storable(call_id) if call_id else new_call_id())
+        self.names.append(storable(name))
         self.arguments.append([])
-        return CallDelta(index, "", self.ids[index], name)
+        return CallDelta(index, "", self.ids[index], self.names[index])
 
     def add(self, key: Any, piece: str) -> CallDelta | None:
         index = self.keys.get(key)
         if index is None or not piece:
             return None
-        self.arguments[index].append(piece)
-        return CallDelta(index, piece)
+        self.arguments[index].append(storable(piece))
+        return CallDelta(index, self.arguments[index][-1])
 
     def started(self, key: Any) -> bool:
         return key in self.keys
