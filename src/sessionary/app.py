@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import anyio
+import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,7 +35,7 @@ from sessionary.external.routes import router as external_router
 from sessionary.kit.db import Database
 from sessionary.kit.errors import install_error_handlers
 from sessionary.kit.heap import freeze_once
-from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware
+from sessionary.kit.http import BodySizeLimitMiddleware, ObservabilityMiddleware, RunningRequests
 from sessionary.kit.logging import configure_logging
 from sessionary.kit.metrics import Metrics
 from sessionary.kit.openapi import install_openapi
@@ -84,6 +85,11 @@ def build_providers(settings: Settings) -> Providers:
     return Providers.build(settings.llm, settings.embeddings, settings.images)
 
 
+log = structlog.get_logger("sessionary.app")
+# At shutdown, how long the requests uvicorn cancelled may take to end (a charge, a release).
+REQUESTS_FINISH_SECONDS = 10.0
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings)
     providers = build_providers(settings)
     background_runs = BackgroundRuns(db)
+    running = RunningRequests()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background_runs.attach(background)
             background.start_soon(background_runs.run)
             yield
+            # uvicorn cancels requests still running when its graceful shutdown times out
+            # (`SESSIONARY_SHUTDOWN_GRACE_SECONDS`) and comes straight here: they charge what
+            # they delivered or give their holds back before the database closes.
+            left = await running.finished(timeout=REQUESTS_FINISH_SECONDS)
+            if left:
+                log.warning("requests_still_running_at_shutdown", count=left)
             background.cancel_scope.cancel()
         await providers.aclose()
         db.dispose()
@@ -163,5 +176,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=EXPOSED_HEADERS,
             max_age=settings.cors.max_age_seconds,
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, running=running)
     return app

@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         description="A retry arriving while the first is running waits this long for its answer, "
         "then gets 409.",
     )
+    shutdown_grace_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=86400,
+        description="`sessionary serve` on SIGTERM or Ctrl-C: how long requests still running "
+        "(streams) may go on; then they are cancelled, each charged what it delivered and its "
+        "hold given back.",
+    )
     reservation_ttl_seconds: int = Field(
         default=900,
         gt=0,

@@ -111,6 +111,7 @@ def serve(
         workers=workers,
         access_log=False,
         log_level=current.log_level.lower(),
+        timeout_graceful_shutdown=current.shutdown_grace_seconds,
     )
 
 

@@ -5,6 +5,7 @@ Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -42,13 +43,31 @@ def _incoming_request_id(scope: Scope) -> str:
     return new_id("req")
 
 
+class RunningRequests:
+    """The tasks of the requests this app is serving, so that the app's shutdown can let those
+    uvicorn cancelled (its graceful shutdown timed out) finish what cancellation starts, a
+    stream's charge for what it delivered or a hold given back, before the database closes:
+    uvicorn cancels them and goes straight on to the lifespan's end."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def finished(self, timeout: float) -> int:
+        """Wait at most `timeout` seconds for the requests still running; how many are left."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+        return len(self.tasks)
+
+
 class ObservabilityMiddleware:
     """Gives every request an id (`x-request-id` in and out), logs it and counts it, and tells
-    the client how long the server took before it answered (`Server-Timing: app;dur=<ms>`)."""
+    the client how long the server took before it answered (`Server-Timing: app;dur=<ms>`).
+    Its task is in `running` for as long as the request runs."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, running: RunningRequests) -> None:
         self.app = app
         self.metrics = metrics
+        self.running = running
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +98,9 @@ class ObservabilityMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.tasks.add(task)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -91,6 +113,7 @@ class ObservabilityMiddleware:
             response = error_response(500, "Internal server error.", code="internal_error")
             await response(scope, receive, send_with_id)
         finally:
+            self.running.tasks.discard(task)
             elapsed = time.perf_counter() - started
             template = route_template(scope)
             self.metrics.observe(scope["method"], template, status, elapsed)
