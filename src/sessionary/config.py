@@ -7,7 +7,6 @@ the environment, in a `.env` file and in code.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -224,7 +223,7 @@ class Settings(BaseSettings):
             self.default_max_output_tokens = LOCAL_MAX_OUTPUT_TOKENS
         return self
 
-    @cached_property
+    @property
     def sqlalchemy_url(self) -> str:
         """The effective database URL, with the psycopg 3 driver for plain PostgreSQL URLs."""
         if not self.database_url:
