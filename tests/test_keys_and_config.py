@@ -50,6 +50,16 @@ def test_plain_postgres_urls_get_the_psycopg_driver() -> None:
     assert not Settings(database_url="postgres://h/db").is_sqlite
 
 
+def test_a_copy_with_another_database_url_connects_there(tmp_path: Path) -> None:
+    """The effective URL follows the copy's `database_url`, not the original's, even once the
+    original's was read (it was cached, and a copy kept the original's database)."""
+    original = Settings(data_dir=tmp_path, database_url="postgresql://a@h/one")
+    assert original.sqlalchemy_url == "postgresql+psycopg://a@h/one"
+    copy = original.model_copy(update={"database_url": "postgresql://b@h/two"})
+    assert copy.sqlalchemy_url == "postgresql+psycopg://b@h/two"
+    assert not original.model_copy(update={"database_url": None}).sqlalchemy_url.startswith("post")
+
+
 def test_settings_read_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SESSIONARY_PORT", "9123")
     monkeypatch.setenv("SESSIONARY_MAX_BODY_BYTES", "2048")

@@ -30,7 +30,6 @@ import structlog
 from sqlalchemy.orm import Session
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement, insufficient
-from sessionary.kit import wal_flush
 from sessionary.kit.db import Database
 
 log = structlog.get_logger("sessionary.billing")
@@ -217,7 +216,6 @@ class Meter:
             usage=usage,
             subject_id=subject_id,
             or_fail=True,
-            flush_later=self.database.flushes_apart,  # `commit_at_once` then waits for it
         )
         assert settled is not None  # or the statement failed
         return settled
@@ -258,7 +256,6 @@ class Meter:
         LIVE_HOLDS.discard(self.reservation.id)
         if session is None:
             if self.database.dialect == "postgresql":  # within the hold: one statement
-                apart = self.database.flushes_apart
                 with self.database.single_statements() as alone:
                     settled = Ledger(alone).settle_alone(
                         self.reservation.id,
@@ -266,10 +263,7 @@ class Meter:
                         model=model,
                         usage=usage,
                         subject_id=subject_id,
-                        flush_later=apart,
                     )
-                    if settled is not None and apart:  # on disk before anyone is told
-                        wal_flush.flush(alone.connection())
                 if settled is not None:
                     self.settlement = settled
                     return settled

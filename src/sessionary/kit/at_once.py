@@ -12,9 +12,7 @@ caller then does the same work the usual way (`Database.commit_apart`), which te
 transcript's failure from the charge's: trying at once never decides what a failure means.
 The last statement must fail rather than write nothing of its own when it cannot do its part
 (a settle that finds its hold released: `Ledger.settle_alone(or_fail=True)`), or the rows sent
-with it would be kept without it: a stored answer nobody paid for. Where the database allows it,
-the statement commits without waiting for the disk, and the unit waits for the flush after it,
-holding no lock (`kit/wal_flush.py`).
+with it would be kept without it: a stored answer nobody paid for.
 Tests: `tests/test_at_once.py`.
 """
 
@@ -26,7 +24,6 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from sessionary.kit import wal_flush
 from sessionary.kit.db import Database
 from sessionary.kit.raw_sql import NotAtOnce, holding_inserts
 
@@ -56,8 +53,6 @@ def commit_at_once(
                 part(db)
                 held.last = True
                 answer = rest(db)
-            if database.flushes_apart:  # `rest` committed without waiting for the disk
-                wal_flush.flush(connection)
             return True, answer
         except Exception as exc:
             if connection.invalidated or (held is not None and held.at_once_done):
