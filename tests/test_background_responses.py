@@ -295,15 +295,16 @@ def test_two_server_processes_share_background_responses(
 def test_a_server_that_stops_ends_its_background_responses_and_charges_what_they_made(
     settings_env: dict[str, str], db: Database, tenant: Tenant, upstream: FakeUpstream
 ) -> None:
-    upstream.words, upstream.word_delay = 1000, 0.02
-    server = LiveServer(remote_env(settings_env, upstream, **FAST))
+    upstream.words, upstream.word_delay = 1000, 0.02  # 20 s
+    grace = {"SESSIONARY_SHUTDOWN_GRACE_SECONDS": "1"}  # background responses get it too
+    server = LiveServer(remote_env(settings_env, upstream, **FAST, **grace))
     try:
         with httpx.Client(base_url=server.base_url, headers=tenant.headers, timeout=30) as http:
             queued = http.post("/v1/responses", json={"input": "Talk.", "background": True})
             response_id = queued.json()["id"]
             wait_for(lambda: upstream.sent >= 20)
     finally:
-        server.stop()  # SIGTERM: a graceful stop
+        server.stop()  # SIGTERM: a graceful stop, its grace shorter than the response
     row = stored(db, response_id)
     payload = json.loads(row.payload_json)
     assert row.status == payload["status"] == "failed"

@@ -117,6 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             left = await running.finished(timeout=REQUESTS_FINISH_SECONDS)
             if left:
                 log.warning("requests_still_running_at_shutdown", count=left)
+            # Background responses are no requests: uvicorn's grace did not wait for them.
+            # They get as long again, then are cancelled (failed, charged what they made).
+            left = await background_runs.finished(timeout=settings.shutdown_grace_seconds)
+            if left:
+                log.warning("background_responses_cut_at_shutdown", count=left)
             background.cancel_scope.cancel()
         await providers.aclose()
         db.dispose()

@@ -144,7 +144,8 @@ class Settings(BaseSettings):
         le=86400,
         description="`sessionary serve` on SIGTERM or Ctrl-C: how long requests still running "
         "(streams) may go on; then they are cancelled, each charged what it delivered and its "
-        "hold given back.",
+        "hold given back (a request cut before its answer gets a 503). Background responses "
+        "get as long again once the requests have ended.",
     )
     reservation_ttl_seconds: int = Field(
         default=900,

@@ -63,7 +63,8 @@ class FakeUpstream:
         self.calls: list[dict[str, Any]] = []
         self.delay_seconds = 0.0
         # "fail": chat answers 500; "drop": a stream sends two chunks, then the connection dies;
-        # "words": an answer of `words` pieces of `word`, streamed `word_delay` seconds apart.
+        # "words": an answer of `words` pieces of `word`, streamed `word_delay` seconds apart
+        # (whole, after `delay_seconds`).
         self.chat_mode = "fail"
         self.words = 40
         self.word = "word "
@@ -301,6 +302,7 @@ class FakeUpstream:
             body = await request.json()
             if body.get("stream"):
                 return StreamingResponse(self._word_stream(), media_type="text/event-stream")
+            await asyncio.sleep(self.delay_seconds)  # a slow whole answer
             return JSONResponse(self._completion(self.word * self.words))
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)

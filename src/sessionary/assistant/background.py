@@ -295,6 +295,14 @@ class BackgroundRuns:
 
     # The loop
 
+    async def finished(self, timeout: float) -> int:
+        """Wait at most `timeout` seconds for the background responses this process runs to
+        end (a stopping server's grace); how many are left."""
+        deadline = anyio.current_time() + timeout
+        while self.jobs and anyio.current_time() < deadline:
+            await anyio.sleep(0.05)
+        return len(self.jobs)
+
     def attach(self, group: TaskGroup) -> None:
         self.group = group
 

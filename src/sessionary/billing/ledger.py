@@ -299,13 +299,15 @@ class Ledger:
         usage: dict[str, Any] | None = None,
         subject_id: str | None = None,
         or_fail: bool = False,
+        flush_later: bool = False,
     ) -> Settlement | None:
         """PostgreSQL, on a session in autocommit (`Database.single_statements`): the settle as
         one statement, which writes all of it or nothing, when the charge is within the hold;
         None, with nothing written, when the reservation is not open or the charge is larger
         (`settle` in a transaction then sorts it out), or with `or_fail` the statement fails
         (`kit/at_once.py`). BEGIN and COMMIT cost two round trips of the four a settle alone
-        took."""
+        took. `flush_later`: the statement commits without waiting for the disk, and the
+        caller waits for it before telling anyone (`kit/wal_flush.py`)."""
         actual_micro = _chargeable(actual_micro)
         row = self.store.settle_at_once(
             reservation_id,
@@ -313,6 +315,7 @@ class Ledger:
             self._entry_ids_and_details(model, usage, subject_id),
             within_hold=True,
             or_fail=or_fail,
+            flush_later=flush_later,
         )
         if row is None:
             return None

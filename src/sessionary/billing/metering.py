@@ -216,6 +216,7 @@ class Meter:
             usage=usage,
             subject_id=subject_id,
             or_fail=True,
+            flush_later=self.database.flushes_apart,  # `commit_at_once` then waits for it
         )
         assert settled is not None  # or the statement failed
         return settled
@@ -256,6 +257,7 @@ class Meter:
         LIVE_HOLDS.discard(self.reservation.id)
         if session is None:
             if self.database.dialect == "postgresql":  # within the hold: one statement
+                apart = self.database.flushes_apart
                 with self.database.single_statements() as alone:
                     settled = Ledger(alone).settle_alone(
                         self.reservation.id,
@@ -263,7 +265,10 @@ class Meter:
                         model=model,
                         usage=usage,
                         subject_id=subject_id,
+                        flush_later=apart,
                     )
+                    if settled is not None and apart:  # on disk before anyone is told
+                        self.database.group_flush.wait(alone.connection())
                 if settled is not None:
                     self.settlement = settled
                     return settled

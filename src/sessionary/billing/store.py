@@ -108,7 +108,9 @@ def _hold_at_once() -> Any:
 _HOLD_AT_ONCE = _hold_at_once()
 
 
-def _settle_at_once(within_hold: bool = False, or_fail: bool = False) -> Any:
+def _settle_at_once(
+    within_hold: bool = False, or_fail: bool = False, flush_later: bool = False
+) -> Any:
     """A settle's writes in one statement, for PostgreSQL: close the reservation if it is
     open; from its row, give the hold back and take the charge out in one conditional balance
     UPDATE (none when the balance with the hold back cannot cover the charge); from both rows,
@@ -120,7 +122,9 @@ def _settle_at_once(within_hold: bool = False, or_fail: bool = False) -> Any:
     the balance cannot refuse (it never goes below zero, and gets back at least the charge),
     so the statement writes all or nothing and may run alone, in autocommit. `or_fail`: the
     statement fails instead of answering nothing ("no open hold to settle"), so that the rows
-    sent in the same statement are not kept without their charge (`kit/at_once.py`)."""
+    sent in the same statement are not kept without their charge (`kit/at_once.py`).
+    `flush_later`: its transaction commits without waiting for the disk, for a caller that
+    then waits for it apart, holding no lock (`kit/wal_flush.py`)."""
     charge = bindparam("p_charge", type_=BigInteger())
     closing = _CLOSE.where(_RESERVATIONS.c.amount_micro >= charge) if within_hold else _CLOSE
     closed = closing.cte("closed")
@@ -171,6 +175,8 @@ def _settle_at_once(within_hold: bool = False, or_fail: bool = False) -> Any:
     entries = insert(_LEDGER).from_select(columns, released.union_all(charged)).cte("entries")
     answer = [closed.c[name] for name in ("id", "owner_type", "owner_id", "account_id")]
     answer += [closed.c.amount_micro, closed.c.route, moved.c.balance_micro]
+    if flush_later:
+        answer.append(func.set_config("synchronous_commit", "off", True).label("flush_later"))
     if not or_fail:
         return select(*answer).select_from(closed).outerjoin(moved, true()).add_cte(entries)
     # one row whatever happens, whose cast fails at run time when no hold was closed (a cast
@@ -185,6 +191,10 @@ def _settle_at_once(within_hold: bool = False, or_fail: bool = False) -> Any:
 _SETTLE_AT_ONCE = _settle_at_once()
 _SETTLE_WITHIN_HOLD = _settle_at_once(within_hold=True)
 _SETTLE_WITHIN_HOLD_OR_FAIL = _settle_at_once(within_hold=True, or_fail=True)
+_SETTLE_WITHIN_HOLD_APART = _settle_at_once(within_hold=True, flush_later=True)
+_SETTLE_WITHIN_HOLD_OR_FAIL_APART = _settle_at_once(
+    within_hold=True, or_fail=True, flush_later=True
+)
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -315,16 +325,22 @@ class LedgerStore(Store):
         *,
         within_hold: bool = False,
         or_fail: bool = False,
+        flush_later: bool = False,
     ) -> Any | None:
         """PostgreSQL only (`_SETTLE_AT_ONCE`): the closed reservation's row with the balance
         after the settle (None in `balance_micro` when the balance refused the charge: the
         reservation is closed, nothing else written), or None when it was not open.
         `within_hold`: also None, with nothing written, when the charge is larger than the
-        reservation; the balance after is then always there (`_settle_at_once`)."""
+        reservation; the balance after is then always there (`_settle_at_once`).
+        `flush_later` (with `within_hold`): committed without waiting for the disk; the caller
+        waits for it (`kit/wal_flush.py`)."""
         params = {"p_id": reservation_id, "p_status": "settled", "p_now": utcnow()}
         params |= {"p_charge": charge_micro, **details}
         statement = _SETTLE_WITHIN_HOLD if within_hold else _SETTLE_AT_ONCE
         statement = _SETTLE_WITHIN_HOLD_OR_FAIL if or_fail else statement
+        if within_hold and flush_later:
+            apart = _SETTLE_WITHIN_HOLD_OR_FAIL_APART if or_fail else _SETTLE_WITHIN_HOLD_APART
+            statement = apart
         return run(self.conn, statement, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:

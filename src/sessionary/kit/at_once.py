@@ -12,7 +12,9 @@ caller then does the same work the usual way (`Database.commit_apart`), which te
 transcript's failure from the charge's: trying at once never decides what a failure means.
 The last statement must fail rather than write nothing of its own when it cannot do its part
 (a settle that finds its hold released: `Ledger.settle_alone(or_fail=True)`), or the rows sent
-with it would be kept without it: a stored answer nobody paid for.
+with it would be kept without it: a stored answer nobody paid for. Where the database allows it,
+the statement commits without waiting for the disk, and the unit waits for the flush after it,
+holding no lock (`kit/wal_flush.py`).
 Tests: `tests/test_at_once.py`.
 """
 
@@ -53,6 +55,8 @@ def commit_at_once(
                 part(db)
                 held.last = True
                 answer = rest(db)
+            if database.flushes_apart:  # `rest` committed without waiting for the disk
+                database.group_flush.wait(connection)
             return True, answer
         except Exception as exc:
             if connection.invalidated or (held is not None and held.at_once_done):

@@ -6,6 +6,7 @@ Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from typing import Any
@@ -103,6 +104,19 @@ class ObservabilityMiddleware:
             self.running.tasks.add(task)
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its graceful shutdown times out;
+            # unanswered, it would send a bare "Internal Server Error" in plain text.
+            if not response_started:
+                response = error_response(
+                    503,
+                    "The server stopped before this request was answered; retry it.",
+                    code="server_stopping",
+                    headers={"Retry-After": "1"},
+                )
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send_with_id)
+            raise
         except Exception as exc:
             # Answered here, inside the request's context, so the 500 still carries its id.
             error_log.exception(
