@@ -268,3 +268,51 @@ def test_ends_waiting_together_share_a_flush_sent_after_each_asked(
     assert 2 <= len(sent) < 12
     for began, returned in asked.values():
         assert any(began <= flush[0] and flush[1] <= returned for flush in answered)
+
+
+class _NamesStandbys:
+    """A real connection whose server reports a synchronous standby: the setting is read at
+    the server's start or reload, so a test cannot set it for its own session without
+    stopping every commit of the shared test server (no standby would ever answer)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.info = real.info
+        self.sent: list[str] = []
+
+    def cursor(self) -> Any:
+        outer = self
+
+        class Cursor:
+            def __enter__(self) -> Cursor:
+                self.inner = outer.real.cursor()
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.inner.close()
+
+            def execute(self, query: str) -> None:
+                outer.sent.append(query)
+                self.query = query
+                self.inner.execute(query)
+
+            def fetchone(self) -> Any:
+                if self.query == wal_flush.STANDBYS:
+                    return ("FIRST 1 (standby_a)",)
+                return self.inner.fetchone()
+
+        return Cursor()
+
+    def rollback(self) -> None:
+        self.real.rollback()
+
+
+def test_with_a_synchronous_standby_ends_wait_in_their_commit(settings: Settings) -> None:
+    """A flush waits for the local disk only; a commit that waits also waits for synchronous
+    standbys: with one named, the probe says no, before trying the flush."""
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url.replace("+psycopg", "")) as real:
+        assert wal_flush.can_flush(real)  # this server names none
+        named = _NamesStandbys(real)
+        assert not wal_flush.can_flush(named)
+        assert named.sent == [wal_flush.STANDBYS]

@@ -18,8 +18,10 @@ no WAL of its own before its commit record, so PostgreSQL commits it without wai
 What it changes: other sessions may see a turn's end before it is on disk, for the time of one
 flush, as they already see a hold; a crash in that window loses the end with everything after
 it in the WAL, and the turn was not answered. Where the call is refused (older PostgreSQL, a
-revoked function), ends commit as before, waiting for the disk: `Database.flushes_apart` is
-probed once, on the engine's first connection.
+revoked function), or synchronous replication is on (`synchronous_standby_names`: a commit
+that waits also waits for the standbys, a flush does not), ends commit as before, waiting:
+`Database.flushes_apart` is probed once, on the engine's first connection, so a server whose
+replication is made synchronous later needs a restart of Sessionary to follow.
 Tests: `tests/test_wal_flush.py`.
 """
 
@@ -35,12 +37,21 @@ from sessionary.kit.raw_sql import run_fixed
 FLUSH = "SELECT pg_logical_emit_message(false, 'sessionary', '', true)"
 
 
+# A commit that waits also waits for synchronous standbys; `FLUSH` only for the local disk.
+STANDBYS = "SELECT current_setting('synchronous_standby_names')"
+
+
 def can_flush(dbapi_connection: Any) -> bool:
-    """Whether `FLUSH` runs on this server (a psycopg connection, not in autocommit)."""
+    """Whether ends may commit apart from their flush on this server (a psycopg connection,
+    not in autocommit): `FLUSH` runs, and no synchronous standby is named."""
     if dbapi_connection.info.server_version < 170000:
         return False
     try:
         with dbapi_connection.cursor() as cursor:
+            cursor.execute(STANDBYS)
+            row = cursor.fetchone()
+            if row is None or str(row[0]).strip():
+                return False
             cursor.execute(FLUSH)
         return True
     except Exception:  # refused: the function's EXECUTE revoked, or not there
