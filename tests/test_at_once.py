@@ -79,7 +79,7 @@ def test_the_rows_and_the_last_statement_commit_together_in_one_statement(
     monkeypatch.undo()
     assert sent and closed is not None and closed.status == "settled"
     # then, where the end committed without waiting for the disk, the wait for it
-    flushes = [FLUSH[:30]] if db.flushes_apart else []
+    flushes = [FLUSH[:30]] if db.group_flush.apart else []
     assert calls[0].startswith("WITH held_0 AS (INSERT") and calls[1:] == flushes, calls
     assert all(_stored(db, f"rsv_once_{n}") is not None for n in (1, 2, 3))
     row = _stored(db, "rsv_once_open")
@@ -178,7 +178,7 @@ def test_a_new_sessions_turn_ends_in_one_statement(
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text
     assert calls[1].startswith("WITH held_0 AS (INSERT INTO conversation"), calls
-    assert calls[2:] == ([" ".join(FLUSH.split())[:40]] if db.flushes_apart else []), calls
+    assert calls[2:] == ([" ".join(FLUSH.split())[:40]] if db.group_flush.apart else []), calls
     assert converted == []  # the end's statement is long, with many parameters (raw_sql.py)
     stored = remote.get(f"/v1/responses/{answer.json()['id']}", headers=payer.headers)
     assert stored.status_code == 200

@@ -80,7 +80,7 @@ def test_the_probe_finds_the_flush_on_the_bundled_postgresql(db: Database) -> No
     other tests here would otherwise check only the path where ends wait for the disk."""
     with db.session(write=False) as session:
         session.connection()  # the engine's first connection runs the probe
-    assert db.flushes_apart
+    assert db.group_flush.apart
 
 
 @pytest.mark.parametrize("route", ["responses", "chat"])
@@ -181,7 +181,7 @@ def test_where_the_flush_is_refused_ends_wait_for_the_disk_in_their_commit(
         with refused.session(write=False) as session:
             session.connection()
             user = session.connection().exec_driver_sql("SELECT current_user").scalar()
-        assert user.startswith("no_flush_") and not refused.flushes_apart
+        assert user.startswith("no_flush_") and not refused.group_flush.apart
     finally:
         refused.dispose()
     llm = refused_settings.llm.model_copy(
@@ -241,7 +241,7 @@ def test_ends_waiting_together_share_a_flush_sent_after_each_asked(
     (one sent before could precede its commit record in the WAL). When the first flush fails,
     the end that sent it raises and the others are covered by the next."""
     sent = _flushes(monkeypatch, fail_first)
-    group = wal_flush.GroupFlush()
+    group = wal_flush.GroupFlush(db.engine)
     asked: dict[int, tuple[float, float]] = {}
     failed: list[int] = []
     start = threading.Barrier(12)

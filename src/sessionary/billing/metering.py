@@ -216,7 +216,7 @@ class Meter:
             usage=usage,
             subject_id=subject_id,
             or_fail=True,
-            flush_later=self.database.flushes_apart,  # `commit_at_once` then waits for it
+            flush_later=self.database.group_flush.apart,  # `commit_at_once` then waits for it
         )
         assert settled is not None  # or the statement failed
         return settled
@@ -257,7 +257,7 @@ class Meter:
         LIVE_HOLDS.discard(self.reservation.id)
         if session is None:
             if self.database.dialect == "postgresql":  # within the hold: one statement
-                apart = self.database.flushes_apart
+                apart = self.database.group_flush.apart
                 with self.database.single_statements() as alone:
                     settled = Ledger(alone).settle_alone(
                         self.reservation.id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import product
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -108,9 +109,7 @@ def _hold_at_once() -> Any:
 _HOLD_AT_ONCE = _hold_at_once()
 
 
-def _settle_at_once(
-    within_hold: bool = False, or_fail: bool = False, flush_later: bool = False
-) -> Any:
+def _settle_at_once(within_hold: bool, or_fail: bool, flush_later: bool) -> Any:
     """A settle's writes in one statement, for PostgreSQL: close the reservation if it is
     open; from its row, give the hold back and take the charge out in one conditional balance
     UPDATE (none when the balance with the hold back cannot cover the charge); from both rows,
@@ -123,8 +122,7 @@ def _settle_at_once(
     so the statement writes all or nothing and may run alone, in autocommit. `or_fail`: the
     statement fails instead of answering nothing ("no open hold to settle"), so that the rows
     sent in the same statement are not kept without their charge (`kit/at_once.py`).
-    `flush_later`: its transaction commits without waiting for the disk, for a caller that
-    then waits for it apart, holding no lock (`kit/wal_flush.py`)."""
+    `flush_later`: it commits without waiting for the disk; the caller waits (`kit/wal_flush`)."""
     charge = bindparam("p_charge", type_=BigInteger())
     closing = _CLOSE.where(_RESERVATIONS.c.amount_micro >= charge) if within_hold else _CLOSE
     closed = closing.cte("closed")
@@ -188,13 +186,7 @@ def _settle_at_once(
     return select(*answer, guard).select_from(joined).add_cte(entries)
 
 
-_SETTLE_AT_ONCE = _settle_at_once()
-_SETTLE_WITHIN_HOLD = _settle_at_once(within_hold=True)
-_SETTLE_WITHIN_HOLD_OR_FAIL = _settle_at_once(within_hold=True, or_fail=True)
-_SETTLE_WITHIN_HOLD_APART = _settle_at_once(within_hold=True, flush_later=True)
-_SETTLE_WITHIN_HOLD_OR_FAIL_APART = _settle_at_once(
-    within_hold=True, or_fail=True, flush_later=True
-)
+_SETTLES = {flags: _settle_at_once(*flags) for flags in product((False, True), repeat=3)}
 _EXPIRED = (
     select(_RESERVATIONS.c.id)
     .where(_owned(_RESERVATIONS))
@@ -327,20 +319,14 @@ class LedgerStore(Store):
         or_fail: bool = False,
         flush_later: bool = False,
     ) -> Any | None:
-        """PostgreSQL only (`_SETTLE_AT_ONCE`): the closed reservation's row with the balance
+        """PostgreSQL only (`_settle_at_once`): the closed reservation's row with the balance
         after the settle (None in `balance_micro` when the balance refused the charge: the
         reservation is closed, nothing else written), or None when it was not open.
         `within_hold`: also None, with nothing written, when the charge is larger than the
-        reservation; the balance after is then always there (`_settle_at_once`).
-        `flush_later` (with `within_hold`): committed without waiting for the disk; the caller
-        waits for it (`kit/wal_flush.py`)."""
+        reservation; the balance after is then always there. `flush_later`: `_settle_at_once`."""
         params = {"p_id": reservation_id, "p_status": "settled", "p_now": utcnow()}
         params |= {"p_charge": charge_micro, **details}
-        statement = _SETTLE_WITHIN_HOLD if within_hold else _SETTLE_AT_ONCE
-        statement = _SETTLE_WITHIN_HOLD_OR_FAIL if or_fail else statement
-        if within_hold and flush_later:
-            apart = _SETTLE_WITHIN_HOLD_OR_FAIL_APART if or_fail else _SETTLE_WITHIN_HOLD_APART
-            statement = apart
+        statement = _SETTLES[within_hold or or_fail, or_fail, within_hold and flush_later]
         return run(self.conn, statement, params).first()
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:

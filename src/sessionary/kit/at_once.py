@@ -55,7 +55,7 @@ def commit_at_once(
                 part(db)
                 held.last = True
                 answer = rest(db)
-            if database.flushes_apart:  # `rest` committed without waiting for the disk
+            if database.group_flush.apart:  # `rest` committed without waiting for the disk
                 database.group_flush.wait(connection)
             return True, answer
         except Exception as exc:

@@ -52,7 +52,7 @@ from sessionary.kit.raw_sql import (
     send_held_first,
 )
 from sessionary.kit.unit_threads import UnitThreads
-from sessionary.kit.wal_flush import GroupFlush, can_flush
+from sessionary.kit.wal_flush import GroupFlush
 
 T = TypeVar("T")
 
@@ -331,11 +331,7 @@ class Database:
             close_resets_only=False,
             info={**told, KEEPS: True},  # reads of committed rows only: they may be kept
         )
-        # PostgreSQL 17+: a turn's end may commit before its WAL flush (`kit/wal_flush.py`)
-        self.flushes_apart = False
-        self.group_flush = GroupFlush()
-        if self.dialect == "postgresql":
-            event.listen(self.engine, "first_connect", self._probe_flush)
+        self.group_flush = GroupFlush(self.engine)  # a turn's end and the WAL flush
         self.loop_units: LoopUnits | None = None  # SQLite in a file: units run on the loop
         if self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             self.loop_units = LoopUnits(
@@ -345,9 +341,6 @@ class Database:
                 write_turn=write_turn,
                 wait_s=settings.sqlite_busy_timeout_ms / 1000,
             )
-
-    def _probe_flush(self, dbapi_connection: Any, _record: Any) -> None:
-        self.flushes_apart = can_flush(dbapi_connection)
 
     def session(
         self, *, write: bool = True, durable: bool = True

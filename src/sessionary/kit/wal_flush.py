@@ -20,7 +20,7 @@ flush, as they already see a hold; a crash in that window loses the end with eve
 it in the WAL, and the turn was not answered. Where the call is refused (older PostgreSQL, a
 revoked function), or synchronous replication is on (`synchronous_standby_names`: a commit
 that waits also waits for the standbys, a flush does not), ends commit as before, waiting:
-`Database.flushes_apart` is probed once, on the engine's first connection, so a server whose
+`GroupFlush.apart` is probed once, on the engine's first connection, so a server whose
 replication is made synchronous later needs a restart of Sessionary to follow.
 Tests: `tests/test_wal_flush.py`.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 
 from sessionary.kit.raw_sql import run_fixed
 
@@ -69,11 +69,17 @@ class GroupFlush:
     When a leader's flush fails, that end raises, and a waiter it was to cover leads the
     next one."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.apart = False  # whether ends commit apart from their flush (`can_flush`)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "first_connect", self._probe)
         self._state = threading.Condition()
         self._asked = 0  # tickets handed out
         self._flushed = 0  # every ticket up to this one is on disk
         self._leading = False
+
+    def _probe(self, dbapi_connection: Any, _record: Any) -> None:
+        self.apart = can_flush(dbapi_connection)
 
     def wait(self, connection: Connection) -> None:
         """Return once everything committed in this process before the call is on disk."""
