@@ -34,6 +34,8 @@ def _postgres_only(db: Database) -> None:
 def _open(db: Database, tenant: Tenant, rid: str) -> dict[str, Any]:
     with db.session() as session:
         run(session.connection(), _RESERVE, _hold(tenant, rid))
+    with db.single_statements() as session:  # its pool's first connection asks the server
+        session.execute(text("SELECT 1"))  # about itself: counted statements come after that
     return {"p_id": rid, "p_status": "settled", "p_now": datetime.now(UTC)}
 
 
