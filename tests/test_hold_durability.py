@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from sessionary.billing import ledger as ledger_module
 from sessionary.billing.ledger import Ledger, Owner
 from sessionary.billing.metering import Meter
-from sessionary.billing.store import LedgerStore
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InsufficientCredits
 from tests.conftest import Tenant
@@ -30,14 +30,14 @@ def test_only_a_hold_skips_the_flush(
     assert _synchronous_commit(db, durable=False) == "off"
     assert _synchronous_commit(db) == "on"  # SET LOCAL: the pooled connection is back to on
     seen: dict[str, list[str]] = {"hold": [], "hold at once": [], "settle": []}
-    reserve, settle, at_once = Ledger.reserve, Ledger.settle, LedgerStore.reserve_at_once
+    reserve, settle, at_once = Ledger.reserve, Ledger.settle, ledger_module.hold_at_once
 
     def spying_reserve(self: Ledger, *args: Any, **kwargs: Any) -> Any:
         seen["hold"].append(str(self.store.db.execute(text("SHOW synchronous_commit")).scalar()))
         return reserve(self, *args, **kwargs)
 
-    def spying_at_once(self: LedgerStore, *args: Any, **kwargs: Any) -> Any:
-        row = at_once(self, *args, **kwargs)  # the setting its own statement made
+    def spying_at_once(*args: Any, **kwargs: Any) -> Any:
+        row = at_once(*args, **kwargs)  # the setting its own statement made
         seen["hold at once"].append("refused" if row is None else row.synchronous_commit)
         return row
 
@@ -46,7 +46,7 @@ def test_only_a_hold_skips_the_flush(
         return settle(self, *args, **kwargs)
 
     monkeypatch.setattr(Ledger, "reserve", spying_reserve)
-    monkeypatch.setattr(LedgerStore, "reserve_at_once", spying_at_once)
+    monkeypatch.setattr(ledger_module, "hold_at_once", spying_at_once)
     monkeypatch.setattr(Ledger, "settle", spying_settle)
     owner = Owner.account(tenant.account_id)
     with db.session() as session:

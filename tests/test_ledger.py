@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from sessionary.billing.ledger import Ledger, Owner
+from sessionary.billing.ledger import Ledger, Owner, _reservation_row
 from sessionary.billing.money import credits_to_micro
+from sessionary.billing.store import hold_at_once
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InsufficientCredits, InvalidRequest
 
@@ -172,29 +173,29 @@ def test_an_expired_hold_is_swept_when_a_spend_would_be_refused(db: Database) ->
 
 
 def test_a_postgres_hold_is_one_statement_with_the_same_rows(db: Database) -> None:
-    """`reserve_at_once` (PostgreSQL, autocommit) writes what `reserve` writes: the balance,
+    """`reserve_on` (PostgreSQL, autocommit) writes what `reserve` writes: the balance,
     a reservation entry carrying the balance after it, an open reservation expiring one TTL
     later; it commits without waiting for the disk, for its own transaction only; and a
     balance that cannot cover it writes nothing at all (the caller then takes `reserve`)."""
     if db.dialect != "postgresql":
         with pytest.raises(RuntimeError):
             db.single_statements()
+        with pytest.raises(RuntimeError), db.one_statement():
+            pass
         return
     with db.session() as session:
         Ledger(session).grant(ACME, 1_000)
     ttl = timedelta(minutes=3)
-    with db.single_statements() as session:
-        ledger = Ledger(session, reservation_ttl=ttl)
-        held = ledger.reserve_at_once(ACME, 400, route="/v1/responses")
+    with db.one_statement() as connection:
+        held = Ledger.reserve_on(connection, ACME, 400, route="/v1/responses", reservation_ttl=ttl)
         assert held is not None and held.amount_micro == 400
-        connection = ledger.store.conn
         assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-        entry = ledger._entry(ACME, "reservation", -700, 0, reservation_id="rsv_short")
-        row = ledger._reservation_row(ACME, 700, None)
-        assert ledger.store.reserve_at_once(entry, row) is None  # 600 left: nothing written
-        entry = ledger._entry(ACME, "reservation", -100, 0, reservation_id="rsv_fits")
-        row = ledger._reservation_row(ACME, 100, None)
-        assert tuple(ledger.store.reserve_at_once(entry, row)) == (500, "off")
+        entry = Ledger._entry(ACME, "reservation", -700, 0, reservation_id="rsv_short")
+        row = _reservation_row(ACME, 700, None, ttl)
+        assert hold_at_once(connection, entry, row) is None  # 600 left: nothing written
+        entry = Ledger._entry(ACME, "reservation", -100, 0, reservation_id="rsv_fits")
+        row = _reservation_row(ACME, 100, None, ttl)
+        assert tuple(hold_at_once(connection, entry, row)) == (500, "off")
     with db.session(write=False) as session:
         ledger = Ledger(session)
         assert ledger.balance(ACME) == 500

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(
         default=5,
         ge=1,
-        description="Connections kept per process; keep workers x (pool + overflow) under the "
-        "server's max_connections.",
+        description="Connections kept per pool; a process has one pool on SQLite, two on "
+        "PostgreSQL (keep workers x (2 x (pool + overflow) + db_threads) under its "
+        "max_connections).",
     )
     db_max_overflow: int = Field(default=10, ge=0)
     db_threads: int = Field(

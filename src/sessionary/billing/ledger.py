@@ -11,7 +11,7 @@ Methods only flush; the caller's unit of work commits.
 The hot path is lean: a reserve is one balance UPDATE and two INSERTs, a settle one reservation
 UPDATE, one balance UPDATE (hold back and charge out at once) and one ledger INSERT of its two
 entries. On PostgreSQL, where each statement is a round trip, each is one statement with
-data-modifying CTEs (`reserve_at_once`, and `settle` through `LedgerStore.settle_at_once`):
+data-modifying CTEs (`reserve_on`, and `settle` through `LedgerStore.settle_at_once`):
 the same rows under the same conditions, and whatever the one statement cannot do (a balance
 that refuses) goes on through the statements above. Holds of dead turns are swept by the
 HoldKeeper, and by a spender only when the balance would otherwise refuse it, so no reserve pays
@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
 from sessionary.billing import telemetry
 from sessionary.billing.models import LedgerEntry
 from sessionary.billing.money import format_credits
-from sessionary.billing.store import LedgerStore
+from sessionary.billing.store import LedgerStore, hold_at_once
 from sessionary.kit.errors import InsufficientCredits, InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
@@ -187,7 +188,7 @@ class Ledger:
         """Set aside the worst case of a request before the expensive work, or 402."""
         if micro < 0:
             raise ValueError("a reservation is not negative")
-        reservation = self._reservation_row(owner, micro, route)
+        reservation = _reservation_row(owner, micro, route, self.reservation_ttl)
         self._sweeping_if_short(
             owner,
             lambda: self._move(
@@ -197,39 +198,31 @@ class Ledger:
         self.store.add_reservation(reservation)
         return Reservation(reservation["id"], owner, micro)
 
-    def reserve_at_once(
-        self, owner: Owner, micro: int, *, route: str | None = None
+    @classmethod
+    def reserve_on(
+        cls,
+        connection: Connection,
+        owner: Owner,
+        micro: int,
+        *,
+        route: str | None = None,
+        reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
     ) -> Reservation | None:
-        """`reserve` as one statement (PostgreSQL; the caller's session in autocommit): the
-        balance update, its ledger entry and the reservation, atomic as any statement, and
-        committed without waiting for the disk (a hold may be lost in a crash: see
-        `metering._hold`). None when the balance cannot cover it: nothing was written, and the
-        caller takes `reserve`, which sweeps the owner's expired holds or refuses (402)."""
+        """`reserve` as one statement (PostgreSQL) on `connection`, in autocommit with no
+        session around it (`Database.one_statement`): the balance update, its ledger entry and
+        the reservation, atomic as any statement, and committed without waiting for the disk
+        (a hold may be lost in a crash: see `metering._hold`). None when the balance cannot
+        cover it: nothing was written, and the caller takes `reserve`, which sweeps the
+        owner's expired holds or refuses (402)."""
         if micro < 0:
             raise ValueError("a reservation is not negative")
-        reservation = self._reservation_row(owner, micro, route)
-        entry = self._entry(
+        reservation = _reservation_row(owner, micro, route, reservation_ttl)
+        entry = cls._entry(
             owner, "reservation", -micro, 0, route=route, reservation_id=reservation["id"]
         )
-        if self.store.reserve_at_once(entry, reservation) is None:
+        if hold_at_once(connection, entry, reservation) is None:
             return None
         return Reservation(reservation["id"], owner, micro)
-
-    def _reservation_row(self, owner: Owner, micro: int, route: str | None) -> dict[str, Any]:
-        now = utcnow()
-        return {
-            "id": new_id("rsv"),
-            "owner_type": owner.type,
-            "owner_id": owner.id,
-            "account_id": owner.account_id,
-            "amount_micro": micro,
-            "status": "open",
-            "request_id": current_request_id(),
-            "route": route,
-            "created_at": now,
-            "expires_at": now + self.reservation_ttl,
-            "closed_at": None,
-        }
 
     def settle(
         self,
@@ -484,3 +477,20 @@ class Ledger:
             "subject_id": subject_id,
             "created_at": utcnow(),
         }
+
+
+def _reservation_row(owner: Owner, micro: int, route: str | None, ttl: timedelta) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": new_id("rsv"),
+        "owner_type": owner.type,
+        "owner_id": owner.id,
+        "account_id": owner.account_id,
+        "amount_micro": micro,
+        "status": "open",
+        "request_id": current_request_id(),
+        "route": route,
+        "created_at": now,
+        "expires_at": now + ttl,
+        "closed_at": None,
+    }

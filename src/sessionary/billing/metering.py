@@ -67,14 +67,14 @@ def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -
     a hold is never acknowledged to anyone, and one lost in a database crash is as if it had
     expired (the turn's settle, which is durable, then fails and charges nothing).
 
-    On PostgreSQL the common hold is one statement in autocommit (`Ledger.reserve_at_once`):
-    one round trip instead of six. When the balance cannot cover it, nothing was written and
-    the hold takes the transaction below, which sweeps expired holds first or refuses (402)."""
+    On PostgreSQL the common hold is one statement in autocommit (`Ledger.reserve_on`): one
+    round trip instead of six. When the balance cannot cover it, nothing was written and the
+    hold takes the transaction below, which sweeps expired holds first or refuses (402)."""
     ttl = timedelta(seconds=database.settings.reservation_ttl_seconds)
     if database.dialect == "postgresql":
-        with database.single_statements() as db:
-            held = Ledger(db, reservation_ttl=ttl).reserve_at_once(
-                owner, worst_case_micro, route=route
+        with database.one_statement() as connection:
+            held = Ledger.reserve_on(
+                connection, owner, worst_case_micro, route=route, reservation_ttl=ttl
             )
         if held is not None:
             return held

@@ -196,6 +196,22 @@ _EXPIRED = (
 )
 
 
+def hold_at_once(connection: Connection, entry: dict[str, Any], reservation: dict[str, Any]) -> Any:
+    """PostgreSQL (`_HOLD_AT_ONCE`), in autocommit: take `entry`'s amount off the balance and
+    insert `entry` (its balance after filled in) and `reservation`, in one statement: the row
+    (balance after, `synchronous_commit`), or None when the balance refuses (nothing written)."""
+    params: dict[str, Any] = {
+        "p_owner_type": entry["owner_type"],
+        "p_owner_id": entry["owner_id"],
+        "p_delta": entry["amount_micro"],
+        "p_needed": -entry["amount_micro"],
+        "p_now": entry["created_at"],
+    }
+    params |= {f"e_{key}": value for key, value in entry.items()}
+    params |= {f"r_{key}": value for key, value in reservation.items()}
+    return run(connection, _HOLD_AT_ONCE, params).first()
+
+
 class LedgerStore(Store):
     _conn: Connection | None = None
 
@@ -287,22 +303,6 @@ class LedgerStore(Store):
                 .limit(limit)
             )
         )
-
-    def reserve_at_once(self, entry: dict[str, Any], reservation: dict[str, Any]) -> Any | None:
-        """PostgreSQL only (`_HOLD_AT_ONCE`): take `entry`'s amount off the balance and insert
-        `entry` (its balance after filled in) and `reservation`, in one statement: the row
-        (balance after, `synchronous_commit` as set), or None when the balance cannot cover
-        it (nothing written)."""
-        params: dict[str, Any] = {
-            "p_owner_type": entry["owner_type"],
-            "p_owner_id": entry["owner_id"],
-            "p_delta": entry["amount_micro"],
-            "p_needed": -entry["amount_micro"],
-            "p_now": entry["created_at"],
-        }
-        params |= {f"e_{key}": value for key, value in entry.items()}
-        params |= {f"r_{key}": value for key, value in reservation.items()}
-        return run(self.conn, _HOLD_AT_ONCE, params).first()
 
     @property
     def writes_at_once(self) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -369,12 +369,19 @@ class Database:
 
     def single_statements(self) -> AbstractContextManager[Session]:
         """PostgreSQL: a write session in autocommit, for work that is one statement (atomic on
-        its own, as any statement is): no `BEGIN` and `COMMIT`, two round trips of a hold's
-        six (`Ledger.reserve_at_once`). Not for SQLite, whose writes must take the write turn
-        (`session()`); it has no round trips to save."""
+        its own): no `BEGIN` and `COMMIT` round trips (a turn's end, `kit/at_once.py`)."""
         if self.dialect != "postgresql":
             raise RuntimeError("single_statements is for PostgreSQL")
         return self._unit_of_work(self._single_statements, durable=True)
+
+    @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """PostgreSQL: `single_statements` with no ORM session (`Ledger.reserve_on`), whose
+        own bookkeeping around a statement cost about 130 µs of CPU, twice the statement's."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("one_statement is for PostgreSQL")
+        with self._point_engine.begin() as connection:
+            yield connection
 
     def commit_apart(
         self, part: Callable[[Session], None], rest: Callable[[Session], T]
@@ -454,12 +461,9 @@ class Database:
         cancelled before it began (waiting for a thread, or queued on the loop for SQLite's
         write turn) never runs.
 
-        On PostgreSQL `loop_ok` units run here too, on a worker. Awaiting them on the loop
-        instead (the same code in a greenlet, over psycopg's asyncio connections through
-        SQLAlchemy's bridge) was measured side by side on two servers and not kept: at one
-        client the turn's p50 was 0.3 to 2.4 ms higher in five of six interleaved rounds, and
-        at 64 clients p99 went from 0.45-0.7 s to 0.8-1.5 s (a balance row locked by the settle
-        stayed locked until the busy loop came back to send the COMMIT)."""
+        On PostgreSQL `loop_ok` units run on a worker too: awaited on the loop (psycopg's
+        asyncio connections through SQLAlchemy's greenlet bridge) a turn's p50 at one client
+        was 0.3-2.4 ms higher, and p99 at 64 clients doubled (docs/BENCHMARKS.md)."""
         if loop_ok and self.loop_units is not None:
             ran, result = await self.loop_units.run_or_queue(work)
             if ran:
