@@ -236,6 +236,17 @@ def test_point_reads_run_without_a_transaction(db: Database, backend: str) -> No
         assert in_transaction(session)
 
 
+def test_a_change_left_in_point_reads_is_an_error_and_never_written(db: Database) -> None:
+    """Point reads end without a commit: an ORM change left in one (a mistake) raises instead
+    of being dropped in silence, and nothing of it is written on either engine."""
+    from sessionary.accounts.models import Account
+
+    with pytest.raises(RuntimeError, match="never writes"), db.point_reads() as session:
+        session.add(Account(id="acct_point_write", name="left behind"))
+    with db.session(write=False) as session:
+        assert session.get(Account, "acct_point_write") is None
+
+
 def test_a_write_in_point_reads_is_refused_on_sqlite(db: Database, backend: str) -> None:
     """Point reads have no transaction, so a write there (a mistake) would commit at once,
     outside the write turn and any rollback: SQLite refuses it (`query_only`), and the same
@@ -254,7 +265,7 @@ def test_a_write_in_point_reads_is_refused_on_sqlite(db: Database, backend: str)
 
 
 def test_savepoints_roll_back_alone_on_both_engines(db: Database) -> None:
-    """A savepoint (`begin_nested`, sent as text by `kit/db._fixed_savepoints`) rolled back by a
+    """A savepoint (`begin_nested`, sent as text by `kit/raw_sql.fixed_savepoints`) rolled back by a
     failed statement inside it undoes only its own writes: the transaction around it goes on
     and commits, as a turn's charge does when its transcript cannot be stored. One released
     keeps its writes; several in one transaction (new names each) work alike."""
@@ -275,26 +286,30 @@ def test_savepoints_roll_back_alone_on_both_engines(db: Database) -> None:
         assert sorted(session.execute(text("SELECT n FROM sp_t")).scalars()) == [1, 2]
 
 
+@pytest.mark.parametrize("unit", ["session", "point_reads"])
 def test_postgres_pings_only_a_connection_left_idle(
-    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+    db: Database, backend: str, unit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No ping while connections turn over (a round trip per checkout, four per turn, with
     `pool_pre_ping`); a connection idle past PING_AFTER_IDLE_S is pinged, and one whose server
-    side died meanwhile is replaced without the caller seeing an error."""
+    side died meanwhile is replaced without the caller seeing an error. Both pools: the
+    transactions' and the autocommit one of point reads and single statements."""
     if backend != "postgresql":
         pytest.skip("PostgreSQL only")
     from sessionary.kit import db as kit_db
 
     pings: list[object] = []
-    real_ping = db.engine.dialect.do_ping
+    dialect_class = type(db.engine.dialect)  # both engines' dialects
+    real_ping = dialect_class.do_ping
 
-    def counting_ping(dbapi_connection: object) -> bool:
+    def counting_ping(self: object, dbapi_connection: object) -> bool:
         pings.append(dbapi_connection)
-        return real_ping(dbapi_connection)  # type: ignore[arg-type]
+        return real_ping(self, dbapi_connection)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(db.engine.dialect, "do_ping", counting_ping)
+    monkeypatch.setattr(dialect_class, "do_ping", counting_ping)
+    opened = db.session if unit == "session" else db.point_reads
     for _ in range(5):
-        with db.point_reads() as session:
+        with opened() as session:
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
     assert pings == []
     outside = create_engine(db.engine.url, poolclass=NullPool)
@@ -303,7 +318,7 @@ def test_postgres_pings_only_a_connection_left_idle(
         other.commit()
     outside.dispose()
     time.sleep(kit_db.PING_AFTER_IDLE_S + 0.05)  # killed a moment ago: 0.2 s gave a 503 at 1 s
-    with db.session() as session:
+    with opened() as session:
         assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     assert len(pings) >= 1
 

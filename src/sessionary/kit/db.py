@@ -4,14 +4,14 @@ SQLite is the embedded default: WAL so readers never block the writer, a busy ti
 queue instead of failing, and `BEGIN IMMEDIATE` for write transactions so two writers never both
 read and then deadlock on the upgrade to a write lock. Read-only sessions use a plain deferred
 `BEGIN`, and point reads (`Database.point_reads`) none at all. Both are sent on the DB-API
-cursor, as are savepoints (`_fixed_savepoints`): through SQLAlchemy's execution path they cost
-20-40 µs each, several times a turn. Within one process, write transactions also hold a lock
-from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
-nap), so under load a writer could sleep long after the database was free (p99 above a second
-at 16 clients); a lock hands over at once. Processes of this server take turns on a file lock
-beside the database (`loop_units.FileTurn`); other programs still meet SQLite's busy handler.
-A SQLite write transaction holds the database's one write lock until it ends, so code must
-never open a second write session while its own request's write transaction is open.
+cursor, as are savepoints (`raw_sql.fixed_savepoints`): through SQLAlchemy's execution path they
+cost 20-40 µs each, several times a turn. Within one process, write transactions also hold a
+lock from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
+nap), so under load a writer could sleep long after the database was free (p99 above a second at
+16 clients); a lock hands over at once. Processes of this server take turns on a file lock
+beside the database (`loop_units.FileTurn`); other programs still meet SQLite's busy handler. A
+SQLite write transaction holds the database's one write lock until it ends, so code must never
+open a second write session while its own request's write transaction is open.
 
 PostgreSQL needs none of this. Its pool pings a connection at checkout when it has sat unused
 for a tenth of a second or more (`_configure_postgres`), so a server restarted while the pool
@@ -46,6 +46,7 @@ from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
 from sessionary.kit.raw_sql import (
     HeldInserts,
+    fixed_savepoints,
     holding_inserts,
     keep_long_conversions,
     run_fixed,
@@ -254,7 +255,7 @@ def make_engine(
             write_turn=write_turn or WriteTurn(),
             on_loop=on_loop,
         )
-        _fixed_savepoints(engine)
+        fixed_savepoints(engine)
         return engine
     engine = create_engine(
         url,
@@ -264,30 +265,8 @@ def make_engine(
         isolation_level="AUTOCOMMIT" if autocommit else None,
     )
     _configure_postgres(engine)
-    _fixed_savepoints(engine)
+    fixed_savepoints(engine)
     return engine
-
-
-def _fixed_savepoints(engine: Engine) -> None:
-    """Savepoint statements sent as text on the DB-API cursor. SQLAlchemy compiles a new
-    `SavepointClause` for each (its name varies, so its compiled cache never holds it): about
-    20 µs for each of the two or three a stored turn runs (`begin_nested` around its
-    transcript). Same statements, same error translation (`kit/raw_sql.run_fixed`)."""
-    dialect = engine.dialect
-    quote = dialect.identifier_preparer.quote
-
-    def do_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"SAVEPOINT {quote(name)}")
-
-    def do_release_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"RELEASE SAVEPOINT {quote(name)}")
-
-    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"ROLLBACK TO SAVEPOINT {quote(name)}")
-
-    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
-    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
-    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
 class Database:
@@ -363,9 +342,10 @@ class Database:
         `session(write=False)`. Never for writes, which would commit at once: on SQLite these
         sessions have read-only connections of their own, which refuse them; PostgreSQL's
         autocommit does not."""
+        factory = self._point_reader
         if self.loop_units is not None and running_here():
-            return self._unit_of_work(self.loop_units.session_factory("point"), durable=True)
-        return self._unit_of_work(self._point_reader, durable=True)
+            factory = self.loop_units.session_factory("point")
+        return self._unit_of_work(factory, durable=True, reads_only=True)
 
     def single_statements(self) -> AbstractContextManager[Session]:
         """PostgreSQL: a write session in autocommit, for work that is one statement (atomic on
@@ -421,13 +401,20 @@ class Database:
                 return rest(db), exc
 
     @contextmanager
-    def _unit_of_work(self, factory: sessionmaker[Session], durable: bool) -> Iterator[Session]:
+    def _unit_of_work(
+        self, factory: sessionmaker[Session], durable: bool, reads_only: bool = False
+    ) -> Iterator[Session]:
+        """`reads_only`: nothing to commit, closing ends it (a commit cost 20-25 µs of CPU, a
+        point-reads session's half); a change left in the session is an error, never lost."""
         with factory() as db:
             try:
                 if not durable and self.dialect == "postgresql":
                     db.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield db
-                db.commit()
+                if not reads_only:
+                    db.commit()
+                elif db.new or db.dirty or db.deleted:
+                    raise RuntimeError("point_reads never writes")
             except BaseException:
                 db.rollback()
                 raise
