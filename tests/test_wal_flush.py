@@ -20,11 +20,12 @@ from sessionary.kit import wal_flush
 from sessionary.kit.db import Database
 from tests.conftest import Tenant
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.money import charges, money
+from tests.support.money import another_turn_under_way, charges, money
 from tests.test_turn_commit import FUNDS, payer, remote, upstream  # noqa: F401  (fixtures)
 
 _ASYNC = "synchronous_commit"  # a hold's statement has it too: it is never waited for
 _END = "flush_later"  # the column an end's statement sets it in (`billing/store.py`)
+_CLOSES = "UPDATE credit_reservations"  # an end's statement, apart from its flush or not
 
 
 @pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -49,7 +50,7 @@ class Statements:
             text = " ".join(str(query).split())
             self.sent.append((id(cursor.connection), text))
             answer = execute(cursor, query, *args, **kwargs)
-            if _END in text:
+            if _CLOSES in text:
                 self.inserted_after_end.append(self.lsn("pg_current_wal_insert_lsn"))
             return answer
 
@@ -103,7 +104,8 @@ def test_an_end_commits_without_the_disk_and_the_answer_waits_for_the_flush(
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
     assert remote.post(path, json=body, headers=payer.headers).is_success  # warm
     statements.watch(monkeypatch)
-    answer = remote.post(path, json=body, headers=payer.headers)
+    with another_turn_under_way(db):
+        answer = remote.post(path, json=body, headers=payer.headers)
     flushed = statements.lsn("pg_current_wal_flush_lsn")
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text
@@ -112,6 +114,40 @@ def test_an_end_commits_without_the_disk_and_the_answer_waits_for_the_flush(
     assert flush == wal_flush.FLUSH
     assert len(statements.inserted_after_end) == 1
     assert flushed >= statements.inserted_after_end[0]
+    charged = charges(db, payer)
+    assert len(charged) == 2 and charged[1] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum == FUNDS - sum(charged) and holds == 0
+
+
+@pytest.mark.parametrize("route", ["responses", "chat"])
+def test_a_turn_alone_commits_its_end_waiting_for_the_disk(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    statements: Statements,
+    monkeypatch: pytest.MonkeyPatch,
+    route: str,
+) -> None:
+    """With no other turn of the process under way, nobody would wait for the end's lock
+    through a flush: the end's own commit waits for the disk (no `synchronous_commit` off, no
+    flush after it, one round trip less), and the WAL is on disk past it by the answer."""
+    if route == "responses":
+        path, body = "/v1/responses", {"input": "Hi."}
+    else:
+        path = "/v1/chat/completions"
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
+    assert remote.post(path, json=body, headers=payer.headers).is_success  # warm
+    statements.watch(monkeypatch)
+    answer = remote.post(path, json=body, headers=payer.headers)
+    flushed = statements.lsn("pg_current_wal_flush_lsn")
+    monkeypatch.undo()
+    assert answer.status_code == 200, answer.text
+    sent = [text for _, text in statements.sent]
+    ends = [text for text in sent if _CLOSES in text]
+    assert len(ends) == 1 and _END not in ends[0], sent
+    assert wal_flush.FLUSH not in sent
+    assert flushed >= statements.inserted_after_end[0]  # its commit waited for the disk
     charged = charges(db, payer)
     assert len(charged) == 2 and charged[1] > 0
     balance, ledger_sum, holds = money(db, payer)
@@ -134,7 +170,8 @@ def test_a_failed_flush_after_the_end_is_not_done_again_and_charges_once(
         raise OperationalError(statement, {}, Exception("lost"))
 
     monkeypatch.setattr(wal_flush, "run_fixed", lost)
-    answer = remote.post("/v1/responses", json={"input": "Again."}, headers=payer.headers)
+    with another_turn_under_way(db):
+        answer = remote.post("/v1/responses", json={"input": "Again."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code >= 500 and answer.json()["error"]["message"]
     assert "lost" not in answer.text  # the driver's words stay in the log

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement, insufficient
 from sessionary.kit.db import Database
+from sessionary.kit.wal_flush import FLUSH_OWED
 
 log = structlog.get_logger("sessionary.billing")
 
@@ -56,8 +57,19 @@ class LiveHolds:
     def __contains__(self, reservation_id: object) -> bool:
         return reservation_id in self._meters
 
+    def __len__(self) -> int:
+        return len(self._meters)
+
 
 LIVE_HOLDS = LiveHolds()
+
+
+def _end_apart(database: Database) -> bool:
+    """Whether a turn's end, its own hold already out of `LIVE_HOLDS`, commits apart from its
+    WAL flush (`kit/wal_flush.py`): only while other turns of this process are under way, whose
+    holds and ends would wait for its balance row through the flush. Alone, a commit that waits
+    for the disk is one round trip less: at one client, two workers, p50 6.5 ms against 8.9."""
+    return database.group_flush.apart and len(LIVE_HOLDS) > 0
 
 
 def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:
@@ -209,6 +221,7 @@ class Meter:
         caller then settles in a transaction. The caller calls `committed` as after
         `settle_in`."""
         LIVE_HOLDS.discard(self.reservation.id)
+        apart = _end_apart(self.database)
         settled = Ledger(session).settle_alone(
             self.reservation.id,
             actual_micro,
@@ -216,8 +229,9 @@ class Meter:
             usage=usage,
             subject_id=subject_id,
             or_fail=True,
-            flush_later=self.database.group_flush.apart,  # `commit_at_once` then waits for it
+            flush_later=apart,
         )
+        session.info[FLUSH_OWED] = apart  # `commit_at_once` then waits for the flush
         assert settled is not None  # or the statement failed
         return settled
 
@@ -257,7 +271,7 @@ class Meter:
         LIVE_HOLDS.discard(self.reservation.id)
         if session is None:
             if self.database.dialect == "postgresql":  # within the hold: one statement
-                apart = self.database.group_flush.apart
+                apart = _end_apart(self.database)
                 with self.database.single_statements() as alone:
                     settled = Ledger(alone).settle_alone(
                         self.reservation.id,

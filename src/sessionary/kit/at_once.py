@@ -12,9 +12,9 @@ caller then does the same work the usual way (`Database.commit_apart`), which te
 transcript's failure from the charge's: trying at once never decides what a failure means.
 The last statement must fail rather than write nothing of its own when it cannot do its part
 (a settle that finds its hold released: `Ledger.settle_alone(or_fail=True)`), or the rows sent
-with it would be kept without it: a stored answer nobody paid for. Where the database allows it,
-the statement commits without waiting for the disk, and the unit waits for the flush after it,
-holding no lock (`kit/wal_flush.py`).
+with it would be kept without it: a stored answer nobody paid for. Where the database allows it
+and other turns are under way, the statement commits without waiting for the disk, and the unit
+waits for the flush after it, holding no lock (`kit/wal_flush.py`).
 Tests: `tests/test_at_once.py`.
 """
 
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.kit.db import Database
 from sessionary.kit.raw_sql import NotAtOnce, holding_inserts
+from sessionary.kit.wal_flush import FLUSH_OWED
 
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ def commit_at_once(
                 part(db)
                 held.last = True
                 answer = rest(db)
-            if database.group_flush.apart:  # `rest` committed without waiting for the disk
+            if db.info.pop(FLUSH_OWED, False):  # `rest` committed without waiting for the disk
                 database.group_flush.wait(connection)
             return True, answer
         except Exception as exc:

@@ -21,7 +21,9 @@ it in the WAL, and the turn was not answered. Where the call is refused (older P
 revoked function), or synchronous replication is on (`synchronous_standby_names`: a commit
 that waits also waits for the standbys, a flush does not), ends commit as before, waiting:
 `GroupFlush.apart` is probed once, on the engine's first connection, so a server whose
-replication is made synchronous later needs a restart of Sessionary to follow.
+replication is made synchronous later needs a restart of Sessionary to follow. An end commits
+apart only while other turns of its process are under way (`billing/metering._end_apart`):
+alone, nobody waits for its lock, and a commit that waits is one round trip less.
 Tests: `tests/test_wal_flush.py`.
 """
 
@@ -35,6 +37,9 @@ from sqlalchemy import Connection, Engine, event
 from sessionary.kit.raw_sql import run_fixed
 
 FLUSH = "SELECT pg_logical_emit_message(false, 'sessionary', '', true)"
+# In a session's `info`: its statement committed apart from its flush, which its unit of work
+# then waits for before it answers (`kit/at_once.py`).
+FLUSH_OWED = "sessionary.flush_owed"
 
 
 # A commit that waits also waits for synchronous standbys; `FLUSH` only for the local disk.
