@@ -211,10 +211,46 @@ def test_a_value_read_while_a_notice_arrived_is_not_kept(database: Database) -> 
     notices = kept.notices
     _sql(database.settings.sqlalchemy_url, f"NOTIFY {CHANNEL}")
     _until(lambda: kept.notices > notices, within_s=2)
-    kept.put("read before the notice", "stale", epoch)
+    kept.put("read before the notice", "stale", epoch, "acct_a")
     assert kept.get("read before the notice") == (False, None)
-    kept.put("read after it", "fresh", kept.epoch())
+    kept.put("read after it", "fresh", kept.epoch(), "acct_a")
     assert kept.get("read after it") == (True, "fresh")
+
+
+def _kept(database: Database, account_id: str) -> bool:
+    return database.notified.get(("prompt", account_id))[0]
+
+
+def test_a_change_drops_what_is_kept_of_its_account_alone(database: Database) -> None:
+    """A notice names the account whose key or prompt changed, and a process drops that
+    account's entries only: an account changing its prompt over and over (through the API in
+    this process, or by SQL from anywhere) leaves what is kept for the others in place, while
+    its own prompt is read anew each time. A TRUNCATE names no account: everything goes."""
+    url = database.settings.sqlalchemy_url
+    with database.session() as session:
+        noisy, _ = AccountService(session).create_account("noisy")
+        quiet, _ = AccountService(session).create_account("quiet")
+    assert _prompt(database, quiet.id) is None and _prompt(database, noisy.id) is None
+    assert _kept(database, quiet.id) and _kept(database, noisy.id)
+    for n in range(3):
+        with database.session() as session:  # this process: dropped at its own commit
+            AccountService(session).set_assistant(noisy.id, system_prompt=f"API {n}", model=None)
+        assert not _kept(database, noisy.id)
+        assert _prompt(database, noisy.id) == f"API {n}"
+        notices = database.notified.notices
+        _sql(url, f"UPDATE accounts SET system_prompt = 'SQL {n}' WHERE id = '{noisy.id}'")
+        _until(lambda seen=notices: database.notified.notices > seen, within_s=2)
+        assert _prompt(database, noisy.id) == f"SQL {n}"
+        assert _kept(database, quiet.id)  # never dropped by the other's changes
+    assert _prompt(database, noisy.id) == "SQL 2" and _kept(database, noisy.id)
+    notices = database.notified.notices
+    _sql(url, f"DELETE FROM accounts WHERE id = '{noisy.id}'")  # its keys go with it: one notice
+    _until(lambda: database.notified.notices > notices, within_s=2)
+    assert not _kept(database, noisy.id) and _kept(database, quiet.id)
+    time.sleep(0.2)
+    assert database.notified.notices == notices + 1
+    _sql(url, "TRUNCATE api_keys CASCADE")  # names no account
+    _until(lambda: not _kept(database, quiet.id), within_s=2)
 
 
 def test_a_listener_whose_connection_went_quiet_stops_counting(database: Database) -> None:

@@ -98,7 +98,7 @@ class AccountService:
         """Store or clear (None / "") the account's prompt; change its model when one is given."""
         account = self.get_account(account_id)
         account.system_prompt = system_prompt or None
-        drop_at_commit(self.store.db)  # kept prompts (`kit/notified.py`)
+        drop_at_commit(self.store.db, account_id)  # kept prompts (`kit/notified.py`)
         if model:
             account.assistant_model = model
         return account
@@ -129,7 +129,7 @@ class AccountService:
         """Revoke the user's live keys and their tokens, and issue a new key, in one transaction."""
         for old in self.store.live_keys_of_external_user(external_user_id):
             old.revoked_at = utcnow()
-        drop_at_commit(self.store.db)  # kept keys (`kit/notified.py`)
+        drop_at_commit(self.store.db, account_id)  # kept keys (`kit/notified.py`)
         self.store.revoke_tokens_of_user(external_user_id, utcnow())
         return self.create_key(account_id, "external user", external_user_id=external_user_id)
 
@@ -164,7 +164,7 @@ class AccountService:
             raise NotFound(f"No API key '{key_id}'.", param="key_id")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
-            drop_at_commit(self.store.db)  # kept keys (`kit/notified.py`)
+            drop_at_commit(self.store.db, key.account_id)  # kept keys (`kit/notified.py`)
         return key
 
     def authenticate(self, plaintext: str) -> KeyCheck:

@@ -50,7 +50,7 @@ class AccountStore(Store):
             return None
         prompt = None if found.system_prompt is None else str(found.system_prompt)
         if kept:
-            kept.put(("prompt", account_id), (prompt,), epoch)
+            kept.put(("prompt", account_id), (prompt,), epoch, account_id)
         return prompt
 
     def first_account(self) -> Account | None:
@@ -88,8 +88,8 @@ class AccountStore(Store):
             return True, row
         epoch = kept.epoch() if kept else 0
         read, row = await reads.first(_KEY_BY_PREFIX, {"p_prefix": prefix})
-        if read and kept:
-            kept.put(("key", prefix), row, epoch)
+        if read and kept and row is not None:
+            kept.put(("key", prefix), row, epoch, row.account_id)
         return read, row
 
     def get_key(self, key_id: str) -> ApiKey | None:

@@ -2,17 +2,20 @@
 the process on PostgreSQL until the database says they changed.
 
 On PostgreSQL each of those reads is a round trip: the key check was one statement of the
-seven a turn makes, the account's prompt another. Here a row read once is kept, and every
-process drops all it keeps as soon as the database reports a change:
+seven a turn makes, the account's prompt another. Here a row read once is kept, with the
+account it belongs to, and every process drops what it keeps of an account as soon as the
+database reports a change to it:
 
-- triggers on the tables send a notice on `CHANNEL` at the commit of any change (migration
-  0014: the API, the CLI, plain SQL and cascades alike);
-- each process listens on its own connection, in a thread of its own (`_listen`), and clears
-  everything at each notice;
+- triggers on the tables send a notice on `CHANNEL` at the commit of any change, naming the
+  account changed (migrations 0014 and 0015: the API, the CLI, plain SQL and cascades alike;
+  a TRUNCATE names none, and everything is dropped);
+- each process listens on its own connection, in a thread of its own (`_listen`), and drops
+  the named account's entries at each notice: one account changing its prompt in a loop
+  never empties what the processes keep for the others;
 - nothing is kept while that connection is not listening: before it first listens, from the
   moment it fails until it listens again (and it clears everything then, since a notice may
   have been missed meanwhile);
-- a value read while a notice arrived is not kept (`epoch`: taken before the read, checked
+- a value read while any notice arrived is not kept (`epoch`: taken before the read, checked
   when the value is put);
 - nothing kept is used while the listener has not been heard of for `ALIVE_S` (3 s): a
   connection that went quiet without failing (a stopped server, a dropped network);
@@ -21,7 +24,7 @@ process drops all it keeps as soon as the database reports a change:
 
 So a change reaches every process within the time the notice takes to arrive: milliseconds,
 tens of them under load, while the listener's thread waits for the interpreter; the process
-that made the change drops everything at its own commit (`drop_at_commit`). Where notices
+that made the change drops the account's entries at its own commit (`drop_at_commit`). Where notices
 never arrive (a pooler in transaction mode between the server and PostgreSQL, replication
 with triggers off) only `ttl_s` bounds what a process keeps: set it to 0 there.
 
@@ -68,6 +71,7 @@ class NotifiedCache:
         self.ttl_s = ttl_s
         self._connect = dialect.create_connect_args(engine.url) if self.enabled else None
         self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._of_account: dict[str, set[Hashable]] = {}  # the keys of each account's entries
         self._epoch = 0
         self._listening = False
         self._alive_until = 0.0  # monotonic: the listener was last heard of ALIVE_S before
@@ -94,8 +98,9 @@ class NotifiedCache:
         """Take before reading what will be `put`."""
         return self._epoch
 
-    def put(self, key: Hashable, value: Any, epoch: int) -> None:
-        """Keep `value` unless a notice came (or listening stopped) since `epoch` was taken."""
+    def put(self, key: Hashable, value: Any, epoch: int, account_id: str) -> None:
+        """Keep `value`, of `account_id` (a notice naming it drops it), unless a notice came
+        (or listening stopped) since `epoch` was taken."""
         if value is None or not self.listening:
             return
         with self._lock:
@@ -103,7 +108,9 @@ class NotifiedCache:
                 return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
+                self._of_account.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, value)
+            self._of_account.setdefault(account_id, set()).add(key)
 
     def start(self) -> None:
         """Start listening in a daemon thread (once); nothing on SQLite."""
@@ -122,14 +129,22 @@ class NotifiedCache:
         self._drop_all(listening=False)
         self._thread = None
 
-    def drop(self) -> None:
-        """Drop every entry (a change this process committed)."""
-        self._drop_all(listening=self._listening)
+    def drop(self, account_id: str | None = None) -> None:
+        """Drop the entries of `account_id`, or (None) every entry: a change this process
+        committed, or a notice."""
+        if account_id is None:
+            self._drop_all(listening=self._listening)
+            return
+        with self._lock:
+            self._epoch += 1
+            for key in self._of_account.pop(account_id, ()):
+                self._entries.pop(key, None)
 
     def _drop_all(self, *, listening: bool) -> None:
         with self._lock:
             self._epoch += 1
             self._entries.clear()
+            self._of_account.clear()
             self._listening = listening
 
     def _listen(self, stop: threading.Event) -> None:
@@ -153,13 +168,14 @@ class NotifiedCache:
         self._drop_all(listening=False)  # stopped while it listened
 
     def _serve(self, connection: Any, stop: threading.Event) -> None:
-        """Clear at each notice; check the connection whenever `CHECK_S` passes quietly."""
+        """Drop the account a notice names (all, for one naming none); check the connection
+        whenever `CHECK_S` passes quietly."""
         while not stop.is_set():
             quiet = True
-            for _notice in connection.notifies(timeout=CHECK_S, stop_after=1):
+            for notice in connection.notifies(timeout=CHECK_S, stop_after=1):
                 quiet = False
                 self.notices += 1
-                self._drop_all(listening=True)
+                self.drop(notice.payload or None)
             if quiet:
                 connection.execute("SELECT 1")
             self._heard()
@@ -183,10 +199,10 @@ def notified_of(session: Session) -> NotifiedCache | None:
     return found if isinstance(found, NotifiedCache) and session.info.get(KEEPS) else None
 
 
-def drop_at_commit(session: Session) -> None:
-    """This process drops everything it keeps as soon as `session` commits, without waiting
-    for the notice: the process that made a change (a revoked key) never serves the old value
-    after it answered. Other processes drop it at the notice, milliseconds later."""
+def drop_at_commit(session: Session, account_id: str) -> None:
+    """This process drops what it keeps of `account_id` as soon as `session` commits, without
+    waiting for the notice: the process that made a change (a revoked key) never serves the
+    old value after it answered. Other processes drop it at the notice, milliseconds later."""
     found = session.info.get(NOTIFIED)
     if isinstance(found, NotifiedCache) and found.enabled:
-        event.listen(session, "after_commit", lambda _session: found.drop(), once=True)
+        event.listen(session, "after_commit", lambda _s: found.drop(account_id), once=True)
