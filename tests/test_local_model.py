@@ -130,6 +130,33 @@ def test_the_guard_ends_a_looping_stream_at_once(
     assert 0 < result.usage.output_tokens < 30
 
 
+def test_nul_bytes_from_the_model_come_out_as_replacement_characters(
+    chat: LlamaCppChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte-fallback token can decode to NUL, which PostgreSQL cannot store: the streamed
+    deltas and the result carry U+FFFD instead, as for an upstream's (`json_post.storable`)."""
+
+    def with_nul(**kwargs: Any) -> Iterator[dict[str, Any]]:
+        for piece in ("Hello", "\x00", " world\x00."):
+            yield {"choices": [{"text": piece, "finish_reason": None}]}
+        yield {"choices": [{"text": "", "finish_reason": "stop"}]}
+
+    chat._ensure_loaded()
+    monkeypatch.setattr(chat._llama, "create_completion", with_nul)
+
+    async def collect() -> tuple[str, ChatResult]:
+        deltas = ""
+        async for event in chat.stream(ChatRequest([ChatMessage("user", "Hi")])):
+            if isinstance(event, TextDelta):
+                deltas += event.text
+            elif isinstance(event, StreamDone):
+                return deltas, event.result
+        raise AssertionError("no StreamDone")
+
+    deltas, result = asyncio.run(collect())
+    assert deltas == result.text == "Hello\ufffd world\ufffd."
+
+
 def test_json_answers_are_not_cut_by_the_guard(chat: LlamaCppChat) -> None:
     """JSON repeats itself by nature (keys, values): the grammar ends it, not the guard."""
     schema = {

@@ -49,6 +49,7 @@ from sessionary.providers.base import (
 )
 from sessionary.providers.bundled import package_dir
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
+from sessionary.providers.json_post import storable
 from sessionary.providers.llm.functions import callable_functions, must_call, new_call_id
 from sessionary.providers.llm.local_tools import (
     OPEN,
@@ -265,7 +266,7 @@ class LlamaCppChat:
                 if cancelled is not None and cancelled.is_set():
                     return "".join(pieces), "cancelled"
                 choice = chunk["choices"][0]
-                piece = choice.get("text") or ""
+                piece = storable(choice.get("text") or "")
                 if piece:
                     pieces.append(piece)
                     if on_piece is not None:
@@ -367,7 +368,7 @@ class LlamaCppChat:
                     finish = "cancelled"
                     break
                 choice = chunk["choices"][0]
-                text = choice.get("text") or ""
+                text = storable(choice.get("text") or "")  # a NUL byte token, as upstream's
                 if scanner is not None:
                     text = scan(*scanner.feed(text))
                 release(guard.feed(text) if guard else text)
