@@ -156,3 +156,12 @@ def no_housekeeping(monkeypatch: pytest.MonkeyPatch) -> None:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def served(client: TestClient) -> Database:
+    """The serving app's own database. A change made through it (a revoked key) drops what the
+    server keeps at its commit; made through the test's `db`, another Database, it reaches the
+    server by a notice a few milliseconds later on PostgreSQL (`kit/notified.py`), and a
+    request sent at once may be answered from what was kept before."""
+    database: Database = client.app.state.db  # type: ignore[attr-defined]
+    return database

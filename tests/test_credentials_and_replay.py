@@ -16,7 +16,7 @@ from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.migrate import upgrade
 from sessionary.providers.settings import ProviderSettings
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import Tenant, make_tenant, served
 from tests.support.fake_upstream import FakeUpstream
 from tests.test_credits_http import grant
 from tests.test_secrets import dump_database
@@ -51,7 +51,7 @@ def test_revoking_a_key_ends_every_token_minted_from_it(
     auth = auth_token_for(client, tenant.headers)
     child = auth_token_for(client, bearer(auth))  # an auth token minting through a login token
     assert works(client, auth) and works(client, child)
-    with db.session() as session:
+    with served(client).session() as session:  # another process's would come by a notice
         AccountService(session).revoke_key(tenant.key_id)
     for token in (auth, child):
         refused = client.get("/v1/me", headers=bearer(token))
@@ -267,7 +267,7 @@ def test_an_auth_token_cannot_mint_keys_that_would_outlive_it(
 def test_a_client_secret_dies_with_the_key_that_created_it(
     remote: tuple[TestClient, Database, Tenant], upstream: FakeUpstream
 ) -> None:
-    client, db, tenant = remote
+    client, _db, tenant = remote
     upstream.chat_mode, upstream.words = "words", 3
     made = chatkit_session(client, tenant)
     turn = {"input": "Hello", "conversation": made["id"]}
@@ -275,7 +275,7 @@ def test_a_client_secret_dies_with_the_key_that_created_it(
         client.post("/v1/responses", json=turn, headers=bearer(made["client_secret"])).status_code
         == 200
     )
-    with db.session() as session:
+    with served(client).session() as session:  # another process's would come by a notice
         AccountService(session).revoke_key(tenant.key_id)
     refused = client.post("/v1/responses", json=turn, headers=bearer(made["client_secret"]))
     assert refused.status_code == 401
