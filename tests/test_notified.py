@@ -20,7 +20,14 @@ from sessionary.accounts.store import AccountStore
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.kit.migrate import upgrade
-from sessionary.kit.notified import ALIVE_S, APPLICATION_NAME, CHANNEL, CHECK_S
+from sessionary.kit.notified import (
+    ACCOUNT_ENTRIES,
+    ALIVE_S,
+    APPLICATION_NAME,
+    CHANNEL,
+    CHECK_S,
+    MAX_ENTRIES,
+)
 from tests.support.databases import PostgresFixture
 from tests.support.live import LiveServer, run_cli
 
@@ -215,6 +222,20 @@ def test_a_value_read_while_a_notice_arrived_is_not_kept(database: Database) -> 
     assert kept.get("read before the notice") == (False, None)
     kept.put("read after it", "fresh", kept.epoch(), "acct_a")
     assert kept.get("read after it") == (True, "fresh")
+
+
+def test_one_account_cycling_through_many_keys_never_evicts_another(database: Database) -> None:
+    """An account's entries beyond `ACCOUNT_ENTRIES` evict its own oldest: a tenant using
+    thousands of keys in turn (more than the cache holds) leaves the others' entries kept."""
+    kept = database.notified
+    kept.put(("key", "victim"), "victim's key", kept.epoch(), "acct_victim")
+    for n in range(MAX_ENTRIES + 500):
+        kept.put(("key", f"churn-{n}"), "a key", kept.epoch(), "acct_churner")
+    assert kept.get(("key", "victim")) == (True, "victim's key")
+    newest = MAX_ENTRIES + 499
+    assert kept.get(("key", f"churn-{newest}")) == (True, "a key")
+    assert kept.get(("key", f"churn-{newest - ACCOUNT_ENTRIES}")) == (False, None)
+    assert len(kept._entries) == ACCOUNT_ENTRIES + 1
 
 
 def _kept(database: Database, account_id: str) -> bool:

@@ -49,6 +49,9 @@ log = structlog.get_logger("sessionary.db")
 CHANNEL = "sessionary_auth"
 APPLICATION_NAME = "sessionary-listen"
 MAX_ENTRIES = 10_000
+# An account's own entries beyond this evict its own oldest, never another account's: one
+# tenant cycling through thousands of keys (or external users' keys) cannot empty the cache.
+ACCOUNT_ENTRIES = 100
 CHECK_S = 1.0  # how often a quiet listener checks that its connection is alive
 ALIVE_S = 3 * CHECK_S  # nothing is used once the listener has not been heard of for this long
 RETRY_S = 1.0
@@ -71,7 +74,8 @@ class NotifiedCache:
         self.ttl_s = ttl_s
         self._connect = dialect.create_connect_args(engine.url) if self.enabled else None
         self._entries: dict[Hashable, tuple[float, Any]] = {}
-        self._of_account: dict[str, set[Hashable]] = {}  # the keys of each account's entries
+        # the keys of each account's entries, oldest first (a dict as an ordered set)
+        self._of_account: dict[str, dict[Hashable, None]] = {}
         self._epoch = 0
         self._listening = False
         self._alive_until = 0.0  # monotonic: the listener was last heard of ALIVE_S before
@@ -109,8 +113,13 @@ class NotifiedCache:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
                 self._of_account.clear()
+            own = self._of_account.setdefault(account_id, {})
+            if key not in own and len(own) >= ACCOUNT_ENTRIES:
+                oldest = next(iter(own))
+                del own[oldest]
+                self._entries.pop(oldest, None)
             self._entries[key] = (time.monotonic() + self.ttl_s, value)
-            self._of_account.setdefault(account_id, set()).add(key)
+            own[key] = None
 
     def start(self) -> None:
         """Start listening in a daemon thread (once); nothing on SQLite."""
