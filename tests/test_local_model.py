@@ -96,6 +96,21 @@ def test_a_model_that_loops_is_stopped_before_its_third_time(
     assert result.usage.output_tokens < 100
 
 
+def _streamed(chat: LlamaCppChat, question: str) -> tuple[str, ChatResult]:
+    """The deltas a stream of `question` delivered, and its final result."""
+
+    async def collect() -> tuple[str, ChatResult]:
+        deltas = ""
+        async for event in chat.stream(ChatRequest([ChatMessage("user", question)])):
+            if isinstance(event, TextDelta):
+                deltas += event.text
+            elif isinstance(event, StreamDone):
+                return deltas, event.result
+        raise AssertionError("no StreamDone")
+
+    return asyncio.run(collect())
+
+
 def test_the_guard_ends_a_looping_stream_at_once(
     chat: LlamaCppChat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,16 +129,7 @@ def test_the_guard_ends_a_looping_stream_at_once(
     chat._ensure_loaded()
     monkeypatch.setattr(chat._llama, "create_completion", looping)
 
-    async def collect() -> tuple[str, ChatResult]:
-        deltas = ""
-        async for event in chat.stream(ChatRequest([ChatMessage("user", "Coffee?")])):
-            if isinstance(event, TextDelta):
-                deltas += event.text
-            elif isinstance(event, StreamDone):
-                return deltas, event.result
-        raise AssertionError("no StreamDone")
-
-    deltas, result = asyncio.run(collect())
+    deltas, result = _streamed(chat, "Coffee?")
     assert result.finish_reason == "repetition"
     assert deltas == result.text == (loop * 2).rstrip() + " "
     assert len(pulled) < 30  # stopped as soon as the loop came round the third time
@@ -144,16 +150,7 @@ def test_nul_bytes_from_the_model_come_out_as_replacement_characters(
     chat._ensure_loaded()
     monkeypatch.setattr(chat._llama, "create_completion", with_nul)
 
-    async def collect() -> tuple[str, ChatResult]:
-        deltas = ""
-        async for event in chat.stream(ChatRequest([ChatMessage("user", "Hi")])):
-            if isinstance(event, TextDelta):
-                deltas += event.text
-            elif isinstance(event, StreamDone):
-                return deltas, event.result
-        raise AssertionError("no StreamDone")
-
-    deltas, result = asyncio.run(collect())
+    deltas, result = _streamed(chat, "Hi")
     assert deltas == result.text == "Hello\ufffd world\ufffd."
 
 

