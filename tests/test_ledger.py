@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sessionary.billing.ledger import Ledger, Owner, _reservation_row
 from sessionary.billing.money import credits_to_micro
-from sessionary.billing.store import hold_at_once
+from sessionary.billing.store import hold_at_once, hold_in
 from sessionary.kit.db import Database
 from sessionary.kit.errors import InsufficientCredits, InvalidRequest
 
@@ -172,30 +172,41 @@ def test_an_expired_hold_is_swept_when_a_spend_would_be_refused(db: Database) ->
     check_invariants(db, ACME)
 
 
-def test_a_postgres_hold_is_one_statement_with_the_same_rows(db: Database) -> None:
-    """`reserve_on` (PostgreSQL, autocommit) writes what `reserve` writes: the balance,
-    a reservation entry carrying the balance after it, an open reservation expiring one TTL
-    later; it commits without waiting for the disk, for its own transaction only; and a
-    balance that cannot cover it writes nothing at all (the caller then takes `reserve`)."""
-    if db.dialect != "postgresql":
+def test_a_bare_hold_writes_what_reserve_writes(db: Database) -> None:
+    """`reserve_on`, with no session around it (PostgreSQL: one statement in autocommit;
+    SQLite: three in a bare write transaction), writes what `reserve` writes: the balance, a
+    reservation entry carrying the balance after it, an open reservation expiring one TTL
+    later. On PostgreSQL it commits without waiting for the disk, for its own transaction only.
+    A balance that cannot cover it writes nothing at all (the caller then takes `reserve`); on
+    SQLite a bare transaction that raises keeps nothing of its hold."""
+    postgres = db.dialect == "postgresql"
+    with pytest.raises(RuntimeError), db.bare_write() if postgres else db.one_statement():
+        pass
+    if not postgres:
         with pytest.raises(RuntimeError):
             db.single_statements()
-        with pytest.raises(RuntimeError), db.one_statement():
-            pass
-        return
     with db.session() as session:
         Ledger(session).grant(ACME, 1_000)
     ttl = timedelta(minutes=3)
-    with db.one_statement() as connection:
+    bare = db.one_statement if postgres else db.bare_write
+    with bare() as connection:
         held = Ledger.reserve_on(connection, ACME, 400, route="/v1/responses", reservation_ttl=ttl)
         assert held is not None and held.amount_micro == 400
-        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
         entry = Ledger._entry(ACME, "reservation", -700, 0, reservation_id="rsv_short")
         row = _reservation_row(ACME, 700, None, ttl)
-        assert hold_at_once(connection, entry, row) is None  # 600 left: nothing written
+        hold = hold_at_once if postgres else hold_in
+        assert hold(connection, entry, row) is None  # 600 left: nothing written
         entry = Ledger._entry(ACME, "reservation", -100, 0, reservation_id="rsv_fits")
         row = _reservation_row(ACME, 100, None, ttl)
-        assert tuple(hold_at_once(connection, entry, row)) == (500, "off")
+        if postgres:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+            assert tuple(hold_at_once(connection, entry, row)) == (500, "off")
+        else:
+            assert hold_in(connection, entry, row) == 500
+    if not postgres:
+        with pytest.raises(ZeroDivisionError), db.bare_write() as connection:
+            assert Ledger.reserve_on(connection, ACME, 50, reservation_ttl=ttl) is not None
+            raise ZeroDivisionError  # rolled back: the 50 stays in the balance
     with db.session(write=False) as session:
         ledger = Ledger(session)
         assert ledger.balance(ACME) == 500
@@ -204,13 +215,14 @@ def test_a_postgres_hold_is_one_statement_with_the_same_rows(db: Database) -> No
         assert kept.route == "/v1/responses" and kept.closed_at is None
         assert kept.expires_at - kept.created_at == ttl
         entries = {e.reservation_id: e for e in ledger.store.entries(ACME.type, ACME.id)}
-        assert "rsv_short" not in entries
+        assert "rsv_short" not in entries and len(entries) == 3  # the grant's, 400 and 100
         first = entries[held.id]
         assert (first.kind, first.amount_micro, first.balance_after_micro) == (
             "reservation",
             -400,
             600,
         )
+        assert entries["rsv_fits"].balance_after_micro == 500
         assert first.route == "/v1/responses"
         assert abs(first.created_at - kept.created_at) < timedelta(seconds=5)
         assert ledger.settle(held.id, 150).remaining_micro == 750

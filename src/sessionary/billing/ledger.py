@@ -33,7 +33,7 @@ from sessionary.accounts.identity import Principal
 from sessionary.billing import telemetry
 from sessionary.billing.models import LedgerEntry
 from sessionary.billing.money import format_credits
-from sessionary.billing.store import LedgerStore, hold_at_once
+from sessionary.billing.store import LedgerStore, hold_at_once, hold_in
 from sessionary.kit.errors import InsufficientCredits, InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
 from sessionary.kit.models import utcnow
@@ -208,10 +208,11 @@ class Ledger:
         route: str | None = None,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
     ) -> Reservation | None:
-        """`reserve` as one statement (PostgreSQL) on `connection`, in autocommit with no
-        session around it (`Database.one_statement`): the balance update, its ledger entry and
-        the reservation, atomic as any statement, and committed without waiting for the disk
-        (a hold may be lost in a crash: see `metering._hold`). None when the balance cannot
+        """`reserve` on `connection`, with no session around it: the balance update, its ledger
+        entry and the reservation. On PostgreSQL one statement in autocommit
+        (`Database.one_statement`), atomic as any statement, and committed without waiting for
+        the disk (a hold may be lost in a crash: see `metering._hold`); on SQLite three in the
+        connection's write transaction (`Database.bare_write`). None when the balance cannot
         cover it: nothing was written, and the caller takes `reserve`, which sweeps the
         owner's expired holds or refuses (402)."""
         if micro < 0:
@@ -220,7 +221,8 @@ class Ledger:
         entry = cls._entry(
             owner, "reservation", -micro, 0, route=route, reservation_id=reservation["id"]
         )
-        if hold_at_once(connection, entry, reservation) is None:
+        hold = hold_at_once if connection.dialect.name == "postgresql" else hold_in
+        if hold(connection, entry, reservation) is None:
             return None
         return Reservation(reservation["id"], owner, micro)
 

@@ -79,17 +79,18 @@ def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -
     a hold is never acknowledged to anyone, and one lost in a database crash is as if it had
     expired (the turn's settle, which is durable, then fails and charges nothing).
 
-    On PostgreSQL the common hold is one statement in autocommit (`Ledger.reserve_on`): one
-    round trip instead of six. When the balance cannot cover it, nothing was written and the
-    hold takes the transaction below, which sweeps expired holds first or refuses (402)."""
+    The common hold takes no ORM session (`Ledger.reserve_on`): on PostgreSQL it is one
+    statement in autocommit, one round trip instead of six; on SQLite, its three statements on a
+    bare connection. When the balance cannot cover it, nothing was written and the hold takes
+    the session below, which sweeps expired holds first or refuses (402)."""
     ttl = timedelta(seconds=database.settings.reservation_ttl_seconds)
-    if database.dialect == "postgresql":
-        with database.one_statement() as connection:
-            held = Ledger.reserve_on(
-                connection, owner, worst_case_micro, route=route, reservation_ttl=ttl
-            )
-        if held is not None:
-            return held
+    bare = database.one_statement if database.dialect == "postgresql" else database.bare_write
+    with bare() as connection:
+        held = Ledger.reserve_on(
+            connection, owner, worst_case_micro, route=route, reservation_ttl=ttl
+        )
+    if held is not None:
+        return held
     with database.session(durable=False) as db:
         return Ledger(db, reservation_ttl=ttl).reserve(owner, worst_case_micro, route=route)
 

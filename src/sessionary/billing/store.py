@@ -196,20 +196,36 @@ _EXPIRED = (
 )
 
 
-def hold_at_once(connection: Connection, entry: dict[str, Any], reservation: dict[str, Any]) -> Any:
-    """PostgreSQL (`_HOLD_AT_ONCE`), in autocommit: take `entry`'s amount off the balance and
-    insert `entry` (its balance after filled in) and `reservation`, in one statement: the row
-    (balance after, `synchronous_commit`), or None when the balance refuses (nothing written)."""
-    params: dict[str, Any] = {
+def _spend_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `_SPEND` (and `_HOLD_AT_ONCE`'s) for a hold's ledger entry."""
+    return {
         "p_owner_type": entry["owner_type"],
         "p_owner_id": entry["owner_id"],
         "p_delta": entry["amount_micro"],
         "p_needed": -entry["amount_micro"],
         "p_now": entry["created_at"],
     }
+
+
+def hold_at_once(connection: Connection, entry: dict[str, Any], reservation: dict[str, Any]) -> Any:
+    """PostgreSQL (`_HOLD_AT_ONCE`), in autocommit: take `entry`'s amount off the balance and
+    insert `entry` (its balance after filled in) and `reservation`, in one statement: the row
+    (balance after, `synchronous_commit`), or None when the balance refuses (nothing written)."""
+    params = _spend_of(entry)
     params |= {f"e_{key}": value for key, value in entry.items()}
     params |= {f"r_{key}": value for key, value in reservation.items()}
     return run(connection, _HOLD_AT_ONCE, params).first()
+
+
+def hold_in(connection: Connection, entry: dict[str, Any], reservation: dict[str, Any]) -> Any:
+    """SQLite: `hold_at_once` as three statements in `connection`'s write transaction: the
+    balance after, or None when the balance refuses (nothing written)."""
+    remaining = run(connection, _SPEND, _spend_of(entry)).scalar_one_or_none()
+    if remaining is None:
+        return None
+    run(connection, _APPEND, {**entry, "balance_after_micro": int(remaining)})
+    run(connection, _RESERVE, reservation)
+    return int(remaining)
 
 
 class LedgerStore(Store):
