@@ -3,6 +3,7 @@ state, no transaction left open, and the worker path whenever the loop cannot re
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sqlite3
 import time
@@ -223,3 +224,42 @@ def test_the_loop_reader_never_creates_a_database(tmp_path: Path) -> None:
         None,
     )
     assert not missing.exists()
+
+
+def test_a_turns_prompt_is_read_on_the_loop_without_a_connection(
+    db: Database, tenant: Tenant
+) -> None:
+    """A turn's plan runs on the loop (`kit/loop_units.py`) and reads the account's prompt
+    through the loop's reader: no connection is checked out for it, each read sees the latest
+    commit (nothing is kept: SQLite has no notices), and a paused reader, or a unit on a
+    worker, reads it through the session as before."""
+    _sqlite_only(db)
+    assert db.loop_units is not None
+    pool = db.loop_units.engine.pool
+
+    def set_prompt(prompt: str) -> None:
+        with db.session() as session:
+            AccountService(session).set_assistant(
+                tenant.account_id, system_prompt=prompt, model=None
+            )
+
+    def prompt_on_loop() -> tuple[str | None, int]:
+        with db.point_reads() as session:
+            prompt = AccountStore(session).system_prompt(tenant.account_id)
+            return prompt, pool.checkedout()  # type: ignore[attr-defined]
+
+    async def on_loop() -> tuple[str | None, int]:
+        return await db.in_worker(prompt_on_loop, loop_ok=True)
+
+    set_prompt("First prompt.")
+    ran = db.loop_units.ran
+    assert asyncio.run(on_loop()) == ("First prompt.", 0)
+    assert db.loop_units.ran == ran + 1  # it did run on the loop
+    set_prompt("Second prompt.")
+    assert asyncio.run(on_loop()) == ("Second prompt.", 0)
+    db.loop_reads._paused_until = time.monotonic() + 30  # the reader is off: the session reads
+    assert asyncio.run(on_loop()) == ("Second prompt.", 1)
+    db.loop_reads._paused_until = 0.0
+    with db.point_reads() as session:  # a worker's (not the loop's) session: no reader in it
+        assert loop_read_module.loop_reader_of(session) is None
+        assert AccountStore(session).system_prompt(tenant.account_id) == "Second prompt."

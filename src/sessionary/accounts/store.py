@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 
 from sessionary.accounts.models import Account, ApiKey, ClientToken
 from sessionary.kit.async_read import AsyncReader
-from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.loop_read import LoopReader, loop_reader_of
 from sessionary.kit.notified import NotifiedCache, notified_of
 from sessionary.kit.raw_sql import run
 from sessionary.kit.store import Store
@@ -45,7 +45,10 @@ class AccountStore(Store):
         if hit:  # kept as a 1-tuple: an account without a prompt is kept too
             return cast(tuple[str | None], value)[0]
         epoch = kept.epoch() if kept else 0
-        found = run(self.db.connection(), _SYSTEM_PROMPT, {"p_id": account_id}).first()
+        reads = loop_reader_of(self.db)  # SQLite, on the loop: no connection checked out
+        read, found = reads.first(_SYSTEM_PROMPT, {"p_id": account_id}) if reads else (False, None)
+        if not read:
+            found = run(self.db.connection(), _SYSTEM_PROMPT, {"p_id": account_id}).first()
         if found is None:
             return None
         prompt = None if found.system_prompt is None else str(found.system_prompt)

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
 from sessionary.kit.async_read import AsyncReader
-from sessionary.kit.loop_read import LoopReader
+from sessionary.kit.loop_read import LOOP_READER, LoopReader
 from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_here
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
 from sessionary.kit.raw_sql import (
@@ -316,6 +316,7 @@ class Database:
                 point_options=point,
                 write_turn=write_turn,
                 wait_s=settings.sqlite_busy_timeout_ms / 1000,
+                point_info={LOOP_READER: self.loop_reads},
             )
 
     def session(

@@ -306,6 +306,7 @@ class LoopUnits:
         point_options: dict[str, Any],
         write_turn: WriteTurn,
         wait_s: float,
+        point_info: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.write_turn = write_turn
@@ -316,8 +317,13 @@ class LoopUnits:
                 engine.execution_options(**options),
                 expire_on_commit=False,
                 close_resets_only=False,
+                info=info,
             )
-            for kind, options in (("write", {}), ("read", read_options), ("point", point_options))
+            for kind, options, info in (
+                ("write", {}, {}),
+                ("read", read_options, {}),
+                ("point", point_options, point_info or {}),
+            )
         }
         self._running = threading.Lock()
         self._paused_until = 0.0
@@ -341,7 +347,8 @@ class LoopUnits:
     def session_factory(self, kind: str) -> sessionmaker[Session]:
         """ "write" (BEGIN IMMEDIATE), "read" (BEGIN) or "point" (no transaction) sessions, as
         `Database.session` and `Database.point_reads` give them. The point reads' connection is
-        not read-only as the worker path's are (one engine here); they are reads all the same."""
+        not read-only as the worker path's are (one engine here); they are reads all the same.
+        Point sessions carry `point_info` (the loop's reader: `kit/loop_read.loop_reader_of`)."""
         return self._factories[kind]
 
     async def run_or_queue(self, work: Callable[[], T]) -> tuple[bool, T | None]:
