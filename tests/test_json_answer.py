@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 
+import orjson
 from starlette.responses import JSONResponse
 
-from sessionary.kit.json_answer import JSONAnswer
+from sessionary.kit.json_answer import JSONAnswer, json_text
 
 
 def test_the_same_json_as_the_json_module_for_what_both_render() -> None:
@@ -37,3 +38,19 @@ def test_a_float_that_is_not_a_number_is_null() -> None:
     # beside an integer orjson refuses, on the json module's path too (it raised: a 500)
     mixed = {"record": {"note": [math.nan, -math.inf], "id": 2**70}}
     assert json.loads(JSONAnswer(mixed).body) == {"record": {"note": [None, None], "id": 2**70}}
+
+
+def test_stored_json_text_reads_back_as_the_json_module_wrote_it() -> None:
+    """`json_text` (a turn's payload and messages, kept as text): what the json module's text
+    read back as, orjson's reads back as too; what orjson refuses (a 70-bit integer, a lone
+    surrogate, an integer key) takes the json module, escaped so that PostgreSQL can store it;
+    NaN is `null` on both paths, as the answer showed it."""
+    plain = {"text": "Grünerløkka 😀 \u2028", "n": [1, 2.5, None, True], "usage": {"t": 3}}
+    assert json.loads(json_text(plain)) == json.loads(json.dumps(plain)) == plain
+    assert json_text(plain) == orjson.dumps(plain).decode()
+    refused = {"id": 2**70, "lone": "\ud83d", 7: "int key"}
+    text = json_text(refused)
+    assert json.loads(text) == json.loads(json.dumps(refused))
+    assert text.encode("utf-8") and "\\ud83d" in text  # escaped: valid UTF-8 to store
+    assert json.loads(json_text({"x": math.nan, "big": 2**70})) == {"x": None, "big": 2**70}
+    assert json.loads(json_text({"x": math.inf})) == {"x": None}

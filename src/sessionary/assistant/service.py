@@ -10,7 +10,6 @@ releases it. Routes hand over a parsed request and get back a `TurnAnswer` or a 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ from sessionary.kit.at_once import commit_at_once
 from sessionary.kit.db import Database
 from sessionary.kit.errors import ApiError, InvalidRequest
 from sessionary.kit.ids import new_id
+from sessionary.kit.json_answer import json_text
 from sessionary.kit.models import utcnow
 from sessionary.providers.base import (
     ChatMessage,
@@ -469,8 +469,8 @@ class AssistantService:
         values = {
             **turn.response_columns(),
             "status": payload["status"],
-            "payload_json": json.dumps(payload),
-            "input_message_ids": json.dumps(input_ids),
+            "payload_json": json_text(payload),
+            "input_message_ids": json_text(input_ids),
             "has_image": any(i["type"] == "image_generation_call" for i in output),
             "created_at": utcnow(),
         }

@@ -21,6 +21,7 @@ from sessionary.conversations.models import (
 from sessionary.conversations.store import ConversationStore, SessionRef, TranscriptRow
 from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
+from sessionary.kit.json_answer import json_text
 from sessionary.kit.loop_units import leave_the_loop, running_here
 from sessionary.kit.metadata import dump
 from sessionary.kit.models import utcnow
@@ -252,7 +253,7 @@ def _message_values(
             "id": new_id("msg"),
             "session_id": session_id,
             "role": message.role,
-            "content_json": json.dumps(message.parts),
+            "content_json": json_text(message.parts),
             "text": message.text,
             "status": "completed",
             "response_id": response_id,
