@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -12,10 +13,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from ulid_transform import ulid_to_timestamp
 
+import sessionary.kit.ids as ids_module
 from sessionary.accounts.service import AccountService
 from sessionary.config import Settings
 from sessionary.kit.db import Database, make_engine
+from sessionary.kit.ids import new_id
 from sessionary.kit.migrate import current_revision, head_revision, upgrade
 
 
@@ -455,3 +459,26 @@ def test_a_new_database_file_opened_by_several_connections_at_once_opens_for_all
 
 
 TRIALS_NEW_FILE = 150
+
+
+def test_new_ids_are_ulids_with_the_os_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`new_id`: a prefix and a ULID (Crockford base32, 26 characters) whose first 48 bits are
+    the millisecond it was made and whose other 80 bits are the OS's randomness (`os.urandom`),
+    never a seeded generator's; ids sort in the order they were made, within a millisecond
+    too (the last id's bits plus one), and those of later milliseconds after."""
+    before = time.time_ns() // 1_000_000
+    made = [new_id("resp") for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == len(made) and made == sorted(made)
+    for one in made:
+        assert re.fullmatch(r"resp_[0-9A-HJKMNP-TV-Z]{26}", one)
+        assert before <= ulid_to_timestamp(one[5:]) <= after
+    time.sleep(0.003)
+    assert new_id("resp") > max(made)
+    monkeypatch.setattr(ids_module.os, "urandom", lambda n: b"\x00" * n)
+    monkeypatch.setattr(ids_module.time, "time_ns", lambda: 7_000_000_000_000)
+    fresh = ids_module._Monotonic()  # a new millisecond: the OS's bits, then one more each
+    monkeypatch.setattr(ids_module, "_IDS", fresh)
+    assert [new_id("msg")[-3:] for _ in range(3)] == ["000", "001", "002"]
+    fresh.random = (1 << 80) - 1  # none left in this millisecond: the OS's bits again
+    assert new_id("msg").endswith("0" * 16)

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Annotated
 
 from fastapi import Path
-from ulid import ULID
+from ulid_transform import bytes_to_ulid
+
+_RANDOM_MAX = (1 << 80) - 1
+
+
+class _Monotonic:
+    """The last id's millisecond and 80 random bits: an id made in the same millisecond takes
+    those bits plus one, so the ids of one process sort in the order they were made (a turn's
+    messages, a batch of items), as python-ulid's did (its strict monotonic policy)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.millis = -1
+        self.random = 0
+
+    def next(self) -> bytes:
+        millis = time.time_ns() // 1_000_000
+        with self.lock:
+            if millis == self.millis and self.random < _RANDOM_MAX:
+                self.random += 1
+            else:
+                self.millis, self.random = millis, int.from_bytes(os.urandom(10), "big")
+            return ((millis << 80) | self.random).to_bytes(16, "big")
+
+
+_IDS = _Monotonic()
 
 
 def new_id(prefix: str) -> str:
-    """A ULID (48-bit millisecond time + 80 random bits) behind a type prefix."""
-    return f"{prefix}_{ULID()}"
+    """A ULID (48-bit millisecond time + 80 random bits from the OS, Crockford base32, monotonic
+    within a millisecond) behind a type prefix. A turn makes about ten: python-ulid took 5-8 µs
+    an id, this about 1.5 µs (the encoding in C). Not ulid-transform's own `ulid_now`: its bits
+    come from a seeded SplitMix64, whose state one id gives away, and with it every later id."""
+    return f"{prefix}_{bytes_to_ulid(_IDS.next())}"
 
 
 # What every id looks like (ours, and the platforms' session ids we accept): a path parameter
