@@ -17,8 +17,8 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from sessionary.billing.idempotency_store import IdempotencyStore
 from sessionary.billing.models import IdempotencyRecord
-from sessionary.billing.store import IdempotencyStore
 from sessionary.kit.models import utcnow
 
 Outcome = Literal["proceed", "replay", "mismatch", "in_flight"]

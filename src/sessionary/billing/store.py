@@ -1,4 +1,4 @@
-"""SQL for balances, the ledger, reservations and idempotency records.
+"""SQL for balances, the ledger and reservations (idempotency records: `idempotency_store.py`).
 
 Balance changes are single conditional UPDATEs (`... WHERE balance_micro >= :amount RETURNING`):
 atomic on both engines, so racing spenders can never both pass a check they would jointly fail.
@@ -12,7 +12,7 @@ execution context still several times the cursor call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import product
@@ -26,7 +26,6 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    delete,
     func,
     insert,
     literal,
@@ -39,7 +38,6 @@ from sqlalchemy import (
 from sessionary.billing.models import (
     CreditBalance,
     CreditReservation,
-    IdempotencyRecord,
     LedgerEntry,
 )
 from sessionary.kit.models import UtcDateTime, utcnow
@@ -406,56 +404,6 @@ class LedgerStore(Store):
             )
             or 0
         )
-
-
-class IdempotencyStore(Store):
-    def get(self, scope: str, key: str) -> IdempotencyRecord | None:
-        return self.db.get(IdempotencyRecord, (scope, key), populate_existing=True)
-
-    def try_insert(self, record: IdempotencyRecord) -> bool:
-        """Insert unless the (scope, key) exists; True when this call created it."""
-        values = {c.name: getattr(record, c.key) for c in IdempotencyRecord.__table__.columns}
-        return insert_ignoring_conflict(self.db, IdempotencyRecord, values)
-
-    def take_over(
-        self, scope: str, key: str, *, stale_before: datetime, values: Mapping[str, object]
-    ) -> bool:
-        """Reclaim a record whose answer expired or whose running request was abandoned."""
-        result = self.db.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == scope)
-            .where(IdempotencyRecord.key == key)
-            .where(
-                (IdempotencyRecord.expires_at < stale_before)
-                | (
-                    (IdempotencyRecord.state == "running")
-                    & (IdempotencyRecord.lease_until < stale_before)
-                )
-            )
-            .values(**values)
-        )
-        return bool(getattr(result, "rowcount", 0))
-
-    def complete(self, scope: str, key: str, status: int, headers: str, body: bytes) -> None:
-        self.db.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == scope)
-            .where(IdempotencyRecord.key == key)
-            .values(state="done", status_code=status, headers=headers, body=body)
-        )
-
-    def remove(self, scope: str, key: str) -> None:
-        self.db.execute(
-            delete(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == scope)
-            .where(IdempotencyRecord.key == key)
-        )
-
-    def purge_expired(self, now: datetime) -> int:
-        result = self.db.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)
-        )
-        return int(getattr(result, "rowcount", 0))
 
 
 @dataclass(frozen=True)
