@@ -480,5 +480,28 @@ def test_new_ids_are_ulids_with_the_os_randomness(monkeypatch: pytest.MonkeyPatc
     fresh = ids_module._Monotonic()  # a new millisecond: the OS's bits, then one more each
     monkeypatch.setattr(ids_module, "_IDS", fresh)
     assert [new_id("msg")[-3:] for _ in range(3)] == ["000", "001", "002"]
-    fresh.random = (1 << 80) - 1  # none left in this millisecond: the OS's bits again
-    assert new_id("msg").endswith("0" * 16)
+    fresh.random = (1 << 80) - 1  # none left in this millisecond: the next one, new bits
+    last = new_id("msg")
+    assert last.endswith("0" * 16) and ulid_to_timestamp(last[4:]) == 7_000_000 + 1
+    monkeypatch.setattr(ids_module.time, "time_ns", lambda: 6_000_000_000_000)  # clock back
+    assert new_id("msg") > last
+
+
+def test_ids_stay_in_order_on_every_thread() -> None:
+    """Threads making ids at once, across millisecond boundaries: each thread's ids sort in
+    the order it made them (the clock read before the lock let one go back: about 70 of
+    200,000 out of order with two threads)."""
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        for _ in range(30_000):
+            out.append(new_id("x"))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for out in made:
+        assert out == sorted(out)
+    assert len({i for out in made for i in out}) == 120_000

@@ -16,7 +16,8 @@ _RANDOM_MAX = (1 << 80) - 1
 class _Monotonic:
     """The last id's millisecond and 80 random bits: an id made in the same millisecond takes
     those bits plus one, so the ids of one process sort in the order they were made (a turn's
-    messages, a batch of items), as python-ulid's did (its strict monotonic policy)."""
+    messages, a batch of items), as python-ulid's did (its strict monotonic policy), on every
+    thread and even if the clock steps back."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -24,11 +25,16 @@ class _Monotonic:
         self.random = 0
 
     def next(self) -> bytes:
-        millis = time.time_ns() // 1_000_000
+        """The clock is read under the lock and never goes back: read before it, a thread that
+        waited for the lock while another took the next millisecond went back to its own, and
+        its id sorted before its previous one (found by an adversarial pass)."""
         with self.lock:
+            millis = max(time.time_ns() // 1_000_000, self.millis)
             if millis == self.millis and self.random < _RANDOM_MAX:
                 self.random += 1
             else:
+                if millis == self.millis:  # no bits left in this millisecond: the next one
+                    millis += 1
                 self.millis, self.random = millis, int.from_bytes(os.urandom(10), "big")
             return ((millis << 80) | self.random).to_bytes(16, "big")
 
