@@ -45,10 +45,11 @@ class AccountStore(Store):
         if hit:  # kept as a 1-tuple: an account without a prompt is kept too
             return cast(tuple[str | None], value)[0]
         epoch = kept.epoch() if kept else 0
+        params = {"p_id": account_id}
         reads = loop_reader_of(self.db)  # SQLite, on the loop: no connection checked out
-        read, found = reads.first(_SYSTEM_PROMPT, {"p_id": account_id}) if reads else (False, None)
+        read, found = reads.first(_SYSTEM_PROMPT, params) if reads else (False, None)
         if not read:
-            found = run(self.db.connection(), _SYSTEM_PROMPT, {"p_id": account_id}).first()
+            found = run(self.db.connection(), _SYSTEM_PROMPT, params).first()
         if found is None:
             return None
         prompt = None if found.system_prompt is None else str(found.system_prompt)
