@@ -17,6 +17,7 @@ from sessionary.billing.ledger import Ledger
 from sessionary.billing.metering import Meter
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
+from sessionary.kit import db as kit_db
 from sessionary.kit.at_once import commit_at_once
 from sessionary.kit.db import Database
 from sessionary.kit.raw_sql import run
@@ -178,6 +179,9 @@ def test_a_new_sessions_turn_ends_in_one_statement(
 
     monkeypatch.setattr(psycopg.Cursor, "execute", counted)
     monkeypatch.setattr(_queries, "_query2pg_nocache", uncached)
+    # No idle ping at checkout: on a slow machine the setup can leave a connection idle past
+    # PING_AFTER_IDLE_S, and its `SELECT 1` is not the turn's (tests/test_storage.py tests it).
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", float("inf"))
     with another_turn_under_way(db) if others else nullcontext():
         answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     monkeypatch.undo()
