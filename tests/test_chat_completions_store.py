@@ -49,7 +49,7 @@ def test_a_stored_completion_is_retrieved_as_answered_with_its_messages(
     assert got.id == made.id and got.object == "chat.completion"
     assert got.choices[0].message.content == made.choices[0].message.content
     assert got.usage == made.usage and got.model == made.model
-    assert got.metadata == {"topic": "greeting"}
+    assert got.metadata == made.metadata == {"topic": "greeting"}  # the create answer's too
     messages = sdk.chat.completions.messages.list(made.id).data
     assert [(m.role, m.content) for m in messages] == [
         ("system", "Be brief."),
@@ -58,6 +58,23 @@ def test_a_stored_completion_is_retrieved_as_answered_with_its_messages(
     assert all(m.id and m.content_parts is None for m in messages)
     newest_first = sdk.chat.completions.messages.list(made.id, order="desc", limit=1)
     assert [m.content for m in newest_first.data] == ["Say hello."] and newest_first.has_more
+
+
+@pytest.mark.parametrize("metadata", [{"topic": "greeting"}, None], ids=["labelled", "bare"])
+def test_the_create_answer_is_what_a_get_answers(
+    client: TestClient, sdk: openai.OpenAI, tenant: Tenant, metadata: dict[str, str] | None
+) -> None:
+    """The stored completion's create answer, metadata included ({} when none was given), is
+    the object a GET of it answers, field for field."""
+    body: dict[str, Any] = {"model": MODEL, "messages": HELLO, "max_tokens": 3, "store": True}
+    if metadata is not None:
+        body["metadata"] = metadata
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    made = client.post("/v1/chat/completions", json=body, headers=headers)
+    assert made.status_code == 200, made.text
+    assert made.json()["metadata"] == (metadata or {})
+    got = client.get(f"/v1/chat/completions/{made.json()['id']}", headers=headers)
+    assert got.json() == made.json()
 
 
 def test_tool_calls_and_outputs_come_back_in_the_chat_shape(sdk: openai.OpenAI) -> None:

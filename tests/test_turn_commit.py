@@ -210,11 +210,17 @@ def test_a_stored_chat_completion_the_database_refuses_is_delivered_paid_and_not
         raise IntegrityError("INSERT INTO conversation_messages", {}, Exception("refused"))
 
     monkeypatch.setattr(CompletionService, "record", refused)
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}], "store": True}
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi."}],
+        "store": True,
+        "metadata": {"k": "v"},
+    }
     answer = remote.post("/v1/chat/completions", json=body, headers=payer.headers)
     assert answer.status_code == 200, answer.text
     completion = answer.json()
-    assert completion["choices"][0]["message"]["content"] and "session_id" not in completion
+    assert completion["choices"][0]["message"]["content"]
+    assert "session_id" not in completion and "metadata" not in completion  # nothing kept
     charged = charges(db, payer)
     assert len(charged) == 1 and charged[0] > 0
     assert money(db, payer) == (FUNDS - charged[0], FUNDS - charged[0], 0)

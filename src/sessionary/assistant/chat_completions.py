@@ -280,6 +280,7 @@ class ChatCompletions:
             reason=reason,
             usage=usage,
             session_id=session_id,
+            metadata=turn.body.metadata,
         )
         reply = ChatMessage("assistant", text, calls=calls)
 
@@ -311,6 +312,7 @@ class ChatCompletions:
                 "chat_completion_not_stored", completion_id=turn.completion_id, exc_info=failed
             )
             payload.pop("session_id")
+            payload.pop("metadata")  # kept with nothing
         return payload, settlement
 
     def _store(

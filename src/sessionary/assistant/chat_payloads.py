@@ -60,7 +60,10 @@ def completion_object(
     reason: str,
     usage: Usage,
     session_id: str | None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The answer of `POST /v1/chat/completions`; a stored one (`session_id`) also carries its
+    metadata, as a later GET of it does (`conversations/completions.stored_completion_object`)."""
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text if text or not calls else None,
@@ -81,6 +84,7 @@ def completion_object(
     }
     if session_id is not None:  # store: true - the session the completion was recorded on
         payload["session_id"] = session_id
+        payload["metadata"] = metadata or {}
     return payload
 
 
