@@ -127,7 +127,7 @@ class NotifiedCache:
             return
         self._stop = threading.Event()  # an earlier thread, still ending, keeps its own
         self._thread = threading.Thread(
-            target=self._listen, args=(self._stop,), name="sessionary-listen", daemon=True
+            target=self._listen, args=(self._stop,), name=APPLICATION_NAME, daemon=True
         )
         self._thread.start()
 
