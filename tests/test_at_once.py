@@ -278,3 +278,148 @@ def test_a_hold_gone_and_a_charge_refused_keep_no_transcript(
     assert charges(db, payer) == []
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum and holds == 0
+
+
+def _on_a_stored_session(remote: TestClient, payer: Tenant, face: str) -> tuple[str, Any]:  # noqa: F811
+    """A stored session (its id) and a call that makes a turn on it: `/v1/assistant/completion`
+    on an assistant session, or `/v1/responses` with `previous_response_id`."""
+    if face == "completion":
+        made = remote.post("/v1/assistant/session", json={}, headers=payer.headers)
+        session_id = made.json()["session_id"]
+        body = {"session_id": session_id, "input": "Hi."}
+        return session_id, lambda: remote.post(
+            "/v1/assistant/completion", json=body, headers=payer.headers
+        )
+    first = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers).json()
+    follow = {"input": "Hi.", "previous_response_id": first["id"]}
+    return first["session_id"], lambda: remote.post(
+        "/v1/responses", json=follow, headers=payer.headers
+    )
+
+
+def _transcript(db: Database, session_id: str) -> tuple[int, str | None, list[str]]:
+    """(messages, last_response_id, stored response ids) of a session."""
+    with db.session(write=False) as session:
+        count = session.execute(
+            text("SELECT count(*) FROM conversation_messages WHERE session_id = :s"),
+            {"s": session_id},
+        ).scalar()
+        last = session.execute(
+            text("SELECT last_response_id FROM conversation_sessions WHERE id = :s"),
+            {"s": session_id},
+        ).scalar()
+        stored = session.execute(
+            text("SELECT id FROM stored_responses WHERE session_id = :s"), {"s": session_id}
+        ).scalars()
+        return int(count or 0), last, sorted(stored)
+
+
+ON_A_STORED_SESSION = pytest.mark.parametrize("face", ["completion", "previous_response_id"])
+
+
+@ON_A_STORED_SESSION
+def test_a_stored_sessions_turn_ends_in_one_statement(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    face: str,
+) -> None:
+    """PostgreSQL: a turn on a stored session ends in one statement too: the session's move to
+    this turn (guarded: it must still be there), its two messages, its response and its charge.
+    It was five round trips (BEGIN, the move, the rows, the charge, COMMIT)."""
+    _postgres_only(db)
+    session_id, turn = _on_a_stored_session(remote, payer, face)
+    for _ in range(2):
+        assert turn().is_success
+    before, _, responses = _transcript(db, session_id)
+    calls: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name != LISTENER:  # its `SELECT 1` every quiet second
+            calls.append(" ".join(str(query).split())[:60])
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", float("inf"))
+    answer = turn()
+    monkeypatch.undo()
+    assert answer.status_code == 200, answer.text
+    hold = next(n for n, call in enumerate(calls) if call.startswith("WITH spent AS"))
+    assert calls[hold + 1].startswith("WITH held_0 AS (UPDATE conversation_sessions"), calls
+    assert calls[hold + 2 :] == [], calls
+    after, last, stored = _transcript(db, session_id)
+    assert after == before + 2
+    assert len(stored) == len(responses) + 1 and last == max(stored)
+    assert len(charges(db, payer)) == 3 + (face != "completion")
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
+@ON_A_STORED_SESSION
+def test_a_session_deleted_before_the_end_keeps_no_transcript_and_the_turn_is_paid_once(
+    remote: TestClient,  # noqa: F811
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    face: str,
+) -> None:
+    """PostgreSQL: the session is deleted after the turn's end was built and before its one
+    statement goes out. The guarded move finds nothing, so the messages refuse their missing
+    session and the statement writes nothing (no messages in a deleted session, no response
+    stored); the usual transaction then charges the turn, once, and the answer is delivered."""
+    _postgres_only(db)
+    session_id, turn = _on_a_stored_session(remote, payer, face)
+    before, last_before, responses = _transcript(db, session_id)
+    paid = len(charges(db, payer))
+    at_once = Meter.settle_at_once_in
+    sent: list[str] = []
+
+    def deleted_first(meter: Meter, *args: Any, **kwargs: Any) -> Any:
+        with db.session() as session:
+            session.execute(
+                text("UPDATE conversation_sessions SET deleted_at = now() WHERE id = :s"),
+                {"s": session_id},
+            )
+        sent.append("deleted")
+        return at_once(meter, *args, **kwargs)
+
+    monkeypatch.setattr(Meter, "settle_at_once_in", deleted_first)
+    answer = turn()
+    monkeypatch.undo()
+    assert sent == ["deleted"]  # the end was tried at once, after the delete
+    assert answer.status_code == 200, answer.text
+    assert _transcript(db, session_id) == (before, last_before, responses)
+    charged = charges(db, payer)
+    assert len(charged) == paid + 1 and charged[0] > 0
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0
+
+
+def test_a_guard_that_gates_nothing_or_a_second_guard_sends_nothing(
+    db: Database, tenant: Tenant
+) -> None:
+    """A guard (`raw_sql.at_once_guard`) with no held INSERT taking its value would let the rows
+    commit whether it matched or not; two guards are not supported: nothing is sent."""
+    _postgres_only(db)
+    from sessionary.conversations.store import _ADVANCE
+
+    close = _open(db, tenant, "rsv_guard_open")
+    move = {"p_id": "sess_none", "p_last": "resp_none", "p_now": datetime.now(UTC)}
+
+    def guarded(twice: bool) -> Any:
+        def part(session: Session) -> None:
+            run(session.connection(), _ADVANCE, move)
+            if twice:
+                run(session.connection(), _ADVANCE, move)
+            _inserts(tenant, f"rsv_guard_{int(twice)}")(session)
+
+        return part
+
+    for twice in (False, True):
+        rest = lambda s: run(s.connection(), _CLOSE, close).first()  # noqa: E731
+        assert commit_at_once(db, guarded(twice), rest) == (False, None)
+        assert _stored(db, f"rsv_guard_{int(twice)}") is None
+    row = _stored(db, "rsv_guard_open")
+    assert row is not None and row.status == "open"

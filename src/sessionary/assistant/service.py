@@ -368,11 +368,12 @@ class AssistantService:
         so the transcript's statements no longer run inside that wait (`/v1/responses` at 16
         clients on one worker: 137-186 turns a second before, 222-280 after, same run).
 
-        On PostgreSQL a stored turn on a new session (its transcript is plain INSERTs) first
-        sends all of it, the charge included, as one statement in autocommit
-        (`kit/at_once.commit_at_once`): one round trip instead of four. That statement writes
-        all or nothing; when it cannot be sent or fails, the transaction above does the work,
-        and decides whose failure it was."""
+        On PostgreSQL a stored turn first sends all of it, the charge included, as one
+        statement in autocommit (`kit/at_once.commit_at_once`): one round trip instead of four
+        on a new session (its transcript is plain INSERTs), instead of five on a stored one
+        (whose move to this turn gates its messages: `raw_sql.at_once_guard`). That statement
+        writes all or nothing; when it cannot be sent or fails (the session was deleted during
+        the turn), the transaction above does the work, and decides whose failure it was."""
         try:  # never more than the hold: the usage is the upstream's word, not ours
             charge = min(self.cost(turn, usage, images), meter.reservation.amount_micro)
             payload = self.payload(
@@ -395,7 +396,7 @@ class AssistantService:
             def store(db: Session) -> None:
                 self._store(db, turn, payload, output)
 
-            if not turn.session_exists and turn.request.store:  # plain INSERTs only
+            if turn.request.store:  # INSERTs, after the guarded move of a stored session
                 sent, settled = commit_at_once(
                     self.database, store, lambda db: meter.settle_at_once_in(db, charge, **details)
                 )

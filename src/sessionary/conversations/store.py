@@ -22,17 +22,21 @@ from sessionary.conversations.models import (
     StoredResponse,
 )
 from sessionary.kit.pagination import PageParams
-from sessionary.kit.raw_sql import run
+from sessionary.kit.raw_sql import at_once_guard, run
 from sessionary.kit.sql import insert_rows, insert_values
 from sessionary.kit.store import Scope, Store, live, page, readable_by
 
 _SESSIONS = cast(Table, ConversationSession.__table__)
 # A live session moved on to its latest response; RETURNING tells a gone one from a moved one.
-_ADVANCE = (
+# A turn's end at once on PostgreSQL (`kit/at_once.py`) sends it ahead of the turn's messages,
+# which go in only where it matched: a session deleted during the turn refuses them all.
+_ADVANCE = at_once_guard(
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("p_id"), _SESSIONS.c.deleted_at.is_(None))
     .values(last_response_id=bindparam("p_last"), updated_at=bindparam("p_now"))
-    .returning(_SESSIONS.c.id)
+    .returning(_SESSIONS.c.id),
+    returns_param="p_id",
+    gates="session_id",
 )
 _MESSAGES = cast(Table, ConversationMessage.__table__)
 _RESPONSES = cast(Table, StoredResponse.__table__)

@@ -18,7 +18,9 @@ Not for statements built per call (the cache holds each statement, keyed by its 
 
 On PostgreSQL a unit of work may also hold its plain INSERTs back (`holding_inserts`) and send
 them together, as one statement, right before its next other statement: a turn's transcript (a
-session, two messages, a response) is then one statement instead of four.
+session, two messages, a response) is then one statement instead of four. A unit held at once
+may also hold one guard ahead of its INSERTs (`at_once_guard`: a turn on a stored session moves
+the session on, and its messages go in only if it is still there).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def run(
         if plan.holdable and not held.at_once_sent:
             held.rows.extend((plan, each) for each in arguments)
             return Rows([])
+        assumed = held.hold_guard(plan, params, arguments[0]) if held.at_once else None
+        if assumed is not None:
+            return Rows([plan.row(assumed)])
         if held.at_once:
             sql, arguments = held.last_at_once(plan, params, arguments[0])
         elif held.rows:
@@ -116,6 +121,19 @@ class HeldInserts:
         self.last = False
         self.at_once_sent = False  # its statement was run (whatever came of it)
         self.at_once_done = False  # and answered: committed
+        self.guard: tuple[int, Guard] | None = None  # its place among `rows`, and what it gates
+
+    def hold_guard(self, plan: Plan, params: Any, values: Any) -> tuple[Any] | None:
+        """Hold `plan` as the unit's guard when it is one (`at_once_guard`), before `last`, and
+        the first: the row the guard is assumed to return, which `run` answers; else None."""
+        guard = _GUARDS.get(id(plan.statement))
+        if guard is None or self.last or self.at_once_sent or not isinstance(params, Mapping):
+            return None
+        if self.guard is not None:
+            raise NotAtOnce("a second guard")
+        self.guard = (len(self.rows), guard)
+        self.rows.append((plan, values))
+        return guard.assumed(params)
 
     def last_at_once(self, plan: Plan, params: Any, values: Any) -> tuple[str, list[Any]]:
         """The SQL and parameters of `plan` with the held rows before it, as data-modifying
@@ -134,6 +152,8 @@ class HeldInserts:
         sql = _at_once_sql.get(key)
         if sql is None:
             parts = _renamed_inserts(rows)
+            if self.guard is not None:
+                parts = _gated(parts, *self.guard)
             ctes = ", ".join(f"held_{n} AS ({part})" for n, part in enumerate(parts))
             own = plan.sql.lstrip()
             if own[:5].upper() == "WITH " and not own[5:15].upper().startswith("RECURSIVE"):
@@ -189,6 +209,50 @@ def _together(rows: list[tuple[Plan, Any]]) -> tuple[str, list[Any]]:
     return sql, [_renamed_values(rows)]
 
 
+class Guard:
+    """What `at_once_guard` registered: the column the guard returns, the parameter whose value
+    that is when it matches, and the INSERTs' parameter it gates."""
+
+    def __init__(self, returns: str, returns_param: str, gates: str) -> None:
+        self.returns, self.returns_param, self.gates = returns, returns_param, gates
+
+    def assumed(self, params: Params) -> tuple[Any]:
+        return (params[self.returns_param],)
+
+
+def at_once_guard(statement: Any, *, returns_param: str, gates: str) -> Any:
+    """Let a unit held at once (`holding_inserts(at_once=True)`) send `statement`, an UPDATE
+    returning one column, ahead of its INSERTs, as one more data-modifying CTE. `run` answers
+    it as if it matched (the row of its `returns_param`), and the INSERTs held after it take
+    its returned value for their `gates` parameter (`(SELECT id FROM held_0)`): when it matches
+    no row, that value is NULL, which a NOT NULL column refuses, and the whole statement fails
+    with nothing written; the caller then does the work the usual way, where the guard's own
+    answer is read (`kit/at_once.py`). `gates` must name a NOT NULL column of at least one
+    INSERT after it (NotAtOnce otherwise, nothing sent). Returns `statement`."""
+    returned = list(statement.exported_columns)
+    if len(returned) != 1:
+        raise TypeError("an at-once guard returns exactly one column")
+    _GUARDS[id(statement)] = Guard(returned[0].key, returns_param, gates)
+    _KEPT_GUARDS.append(statement)  # so its identity is never another statement's
+    return statement
+
+
+def _gated(parts: list[str], at: int, guard: Guard) -> list[str]:
+    """The held statements with the `gates` parameter of each INSERT after the guard replaced
+    by the guard's returned value; NotAtOnce when none takes it."""
+    gated = list(parts)
+    taken = 0
+    value = f"(SELECT {guard.returns} FROM held_{at})"  # noqa: S608 (our column, our CTE)
+    for n in range(at + 1, len(parts)):
+        slot = f"%(h{n}_{guard.gates})s"
+        if slot in gated[n]:
+            gated[n] = gated[n].replace(slot, value)
+            taken += 1
+    if taken == 0:
+        raise NotAtOnce("a guard that gates nothing")
+    return gated
+
+
 def _renamed_inserts(rows: list[tuple[Plan, Any]]) -> list[str]:
     """Each row's INSERT with its parameters renamed for its place (`%(id)s` to `%(h0_id)s`)."""
     return [_renamed(insert.sql, f"h{n}_") for n, (insert, _) in enumerate(rows)]
@@ -205,6 +269,8 @@ TOGETHER = 16
 _held: ContextVar[HeldInserts | None] = ContextVar("raw_sql_held_inserts", default=None)
 _together_sql: dict[tuple[int, ...], str] = {}
 _at_once_sql: dict[tuple[int, ...], str] = {}
+_GUARDS: dict[int, Guard] = {}
+_KEPT_GUARDS: list[Any] = []
 _PARAMETER = re.compile(r"(?<!%)%\((\w+)\)s")
 
 
