@@ -290,6 +290,49 @@ def test_enhance(client: TestClient, funded: Tenant, db: Database) -> None:
     assert balance(db, funded) == FUNDS - 20_000_000
 
 
+def test_previous_response_id_continues_from_that_response_and_no_other(
+    client: TestClient, funded: Tenant, recorder: RecordingChat, db: Database
+) -> None:
+    """A branch: a turn from the first response of a chain reads the history up to that
+    response, without the turns after it, nor any other session's; an unknown or malformed
+    id is a 404 / 400 naming `previous_response_id`. On SQLite the history is read through the
+    session's index, never by a scan back through every message stored since, everyone's."""
+
+    def turn(text: str, **more: Any) -> dict[str, Any]:
+        answer = client.post(
+            "/v1/responses", json={"input": text, **more}, headers=funded.headers
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    first = turn("One")
+    turn("Two", previous_response_id=first["id"])
+    turn("Elsewhere")  # another session's messages, written after the first
+    branch = turn("Branch", previous_response_id=first["id"])
+    assert branch["conversation"]["id"] == first["conversation"]["id"]
+    said = [(m.role, m.text) for m in recorder.requests[-1].messages]
+    assert ("user", "One") in said and ("user", "Branch") in said
+    assert ("user", "Two") not in said and ("user", "Elsewhere") not in said
+    assert said.index(("user", "One")) < said.index(("user", "Branch"))
+    for bad, status in (("resp_" + "0" * 26, 404), ("not an id", 400)):
+        refused = client.post(
+            "/v1/responses",
+            json={"input": "x", "previous_response_id": bad},
+            headers=funded.headers,
+        )
+        assert assert_error(refused, status)["param"] == "previous_response_id"
+    if db.dialect == "sqlite":
+        from sessionary.conversations.store import _TRANSCRIPT_THROUGH
+        from sessionary.kit.raw_sql import plan_of
+
+        with db.session(write=False) as session:
+            connection = session.connection()
+            sql = plan_of(_TRANSCRIPT_THROUGH, connection.dialect, {}).sql
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            steps = cursor.execute(f"EXPLAIN QUERY PLAN {sql}", ("s", "s", "r")).fetchall()
+        assert steps and not [s for s in steps if "SCAN" in s[-1]], steps
+
+
 def test_responses_api_basics(client: TestClient, funded: Tenant, recorder: RecordingChat) -> None:
     first = client.post(
         "/v1/responses",

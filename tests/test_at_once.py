@@ -327,7 +327,9 @@ def test_a_stored_sessions_turn_ends_in_one_statement(
 ) -> None:
     """PostgreSQL: a turn on a stored session ends in one statement too: the session's move to
     this turn (guarded: it must still be there), its two messages, its response and its charge.
-    It was five round trips (BEGIN, the move, the rows, the charge, COMMIT)."""
+    It was five round trips (BEGIN, the move, the rows, the charge, COMMIT). Its plan reads the
+    session and its history (and the response it continues from, without that response's
+    payload, which can be large): two or three plain statements before the hold."""
     _postgres_only(db)
     session_id, turn = _on_a_stored_session(remote, payer, face)
     for _ in range(2):
@@ -338,7 +340,7 @@ def test_a_stored_sessions_turn_ends_in_one_statement(
 
     def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         if threading.current_thread().name != LISTENER:  # its `SELECT 1` every quiet second
-            calls.append(" ".join(str(query).split())[:60])
+            calls.append(" ".join(str(query).split()))
         return execute(cursor, query, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", counted)
@@ -347,6 +349,10 @@ def test_a_stored_sessions_turn_ends_in_one_statement(
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text
     hold = next(n for n, call in enumerate(calls) if call.startswith("WITH spent AS"))
+    reads = [call.split(" FROM ")[1].split()[0] for call in calls[:hold]]
+    continued = ["stored_responses"] if face == "previous_response_id" else []
+    assert reads == [*continued, "conversation_sessions", "conversation_messages"], calls
+    assert not [call for call in calls[:hold] if "payload_json" in call], calls
     assert calls[hold + 1].startswith("WITH held_0 AS (UPDATE conversation_sessions"), calls
     assert calls[hold + 2 :] == [], calls
     after, last, stored = _transcript(db, session_id)

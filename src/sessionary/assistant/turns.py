@@ -27,7 +27,7 @@ from sessionary.assistant.schemas import TurnRequest
 from sessionary.assistant.tools import ToolPlan, plan_tools
 from sessionary.billing.ledger import Owner
 from sessionary.chatkit.service import CHATKIT_KIND, ChatKitService
-from sessionary.conversations.service import ConversationService, NewMessage, check_id
+from sessionary.conversations.service import ConversationService, NewMessage
 from sessionary.conversations.store import SessionRef, TranscriptRow
 from sessionary.external.service import ExternalUserService
 from sessionary.kit.errors import Forbidden, InvalidRequest
@@ -197,7 +197,7 @@ def plan_turn(
         caller = ChatKitService(db).reach(caller, session_id)  # a secret's other threads
         conversation = conversations.turn_session(caller, session_id, "session_id")
     if previous is not None:
-        stored = conversations.owned_response(caller, check_id(previous, "previous_response_id"))
+        stored = conversations.continued_response(caller, previous)
         if stored.status in ("queued", "in_progress"):
             raise InvalidRequest(
                 f"The response '{previous}' is still {stored.status}; continue from it once it "

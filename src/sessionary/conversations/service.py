@@ -18,7 +18,12 @@ from sessionary.conversations.models import (
     ConversationSession,
     StoredResponse,
 )
-from sessionary.conversations.store import ConversationStore, SessionRef, TranscriptRow
+from sessionary.conversations.store import (
+    ConversationStore,
+    ResponseRef,
+    SessionRef,
+    TranscriptRow,
+)
 from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import ID_PATTERN, new_id
 from sessionary.kit.json_answer import json_text
@@ -32,6 +37,7 @@ _ID_SHAPE = re.compile(ID_PATTERN)
 LOOP_HISTORY_ROWS = 100
 LOOP_HISTORY_CHARS = 64_000
 _Session = TypeVar("_Session", bound=SessionRef)
+_Response = TypeVar("_Response", bound=ResponseRef)
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class ConversationService:
         row = self.store.session_ref(check_id(session_id, param))
         return _reachable(caller, row, session_id, param)
 
-    def session_of(self, response: StoredResponse) -> SessionRef | None:
+    def session_of(self, response: ResponseRef) -> SessionRef | None:
         """The live conversation a response (already checked for ownership) belongs to."""
         return self.store.session_ref(response.session_id)
 
@@ -130,14 +136,13 @@ class ConversationService:
 
     def owned_response(self, caller: Principal, response_id: str) -> StoredResponse:
         row = self.store.get_response(check_id(response_id, "response_id"))
-        if row is None:
-            raise NotFound(f"No response '{response_id}'.", param="response_id")
-        caller.check_reach(row.account_id, row.external_user_id, "response", "response_id")
-        if caller.session_scope is not None and caller.session_scope != row.session_id:
-            raise Forbidden(
-                "This client secret is valid for its own session only.", param="response_id"
-            )
-        return row
+        return _owned_response(caller, row, response_id, "response_id")
+
+    def continued_response(self, caller: Principal, response_id: str) -> ResponseRef:
+        """`owned_response` as a turn continuing from it reads it (`previous_response_id`): its
+        session, owner and status in one plain row, without its payload."""
+        row = self.store.response_ref(check_id(response_id, "previous_response_id"))
+        return _owned_response(caller, row, response_id, "previous_response_id")
 
     def history(
         self, conversation: SessionRef, *, through_response: str | None = None
@@ -147,15 +152,11 @@ class ConversationService:
         In a turn planned on the event loop (`kit/loop_units.py`) a history longer than
         `LOOP_HISTORY_ROWS` messages or `LOOP_HISTORY_CHARS` characters sends the plan to a
         worker: it is read with one row more than that, so a short one costs nothing extra."""
-        up_to: str | None = None
-        if through_response is not None:
-            last = self.store.last_message_of_response(through_response)
-            if last is None:
-                return []
-            up_to = last.id
         if not running_here():
-            return self.store.transcript(conversation.id, up_to_id=up_to)
-        rows = self.store.transcript(conversation.id, up_to_id=up_to, limit=LOOP_HISTORY_ROWS + 1)
+            return self.store.transcript(conversation.id, through_response=through_response)
+        rows = self.store.transcript(
+            conversation.id, through_response=through_response, limit=LOOP_HISTORY_ROWS + 1
+        )
         if (
             len(rows) > LOOP_HISTORY_ROWS
             or sum(len(row.content_json) + len(row.text) for row in rows) > LOOP_HISTORY_CHARS
@@ -275,4 +276,17 @@ def _reachable(caller: Principal, row: _Session | None, session_id: str, param: 
             param=param,
             code="session_forbidden",
         )
+    return row
+
+
+def _owned_response(
+    caller: Principal, row: _Response | None, response_id: str, param: str
+) -> _Response:
+    """The stored response when the caller may read it: 404 when it is gone, 403 when it is
+    another's or outside a client secret's own session."""
+    if row is None:
+        raise NotFound(f"No response '{response_id}'.", param=param)
+    caller.check_reach(row.account_id, row.external_user_id, "response", param)
+    if caller.session_scope is not None and caller.session_scope != row.session_id:
+        raise Forbidden("This client secret is valid for its own session only.", param=param)
     return row

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, inspect, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, inspect, select, update
 
 from sessionary.conversations.models import (
     ConversationMessage,
@@ -54,9 +54,28 @@ _TRANSCRIPT = (
     .where(_MESSAGES.c.session_id == bindparam("p_session"))
     .order_by(_MESSAGES.c.id)
 )
-_TRANSCRIPT_UP_TO = _TRANSCRIPT.where(_MESSAGES.c.id <= bindparam("p_last"))
+# A branch's history (`previous_response_id`): the session's messages up to the last of one
+# response, found through the session's index. Messages have no index on `response_id`: looked
+# up by it alone, the last one was a scan back through every message stored since, everyone's.
+_LAST_OF_RESPONSE = (
+    select(func.max(_MESSAGES.c.id))
+    .where(
+        _MESSAGES.c.session_id == bindparam("p_session"),
+        _MESSAGES.c.response_id == bindparam("p_response"),
+    )
+    .scalar_subquery()
+)
+_TRANSCRIPT_THROUGH = _TRANSCRIPT.where(_MESSAGES.c.id <= _LAST_OF_RESPONSE)
 _TRANSCRIPT_HEAD = _TRANSCRIPT.limit(bindparam("p_limit"))
-_TRANSCRIPT_UP_TO_HEAD = _TRANSCRIPT_UP_TO.limit(bindparam("p_limit"))
+_TRANSCRIPT_THROUGH_HEAD = _TRANSCRIPT_THROUGH.limit(bindparam("p_limit"))
+# What a turn needs of the response it continues from: never its payload, which can be large.
+_RESPONSE_REF = select(
+    _RESPONSES.c.id,
+    _RESPONSES.c.session_id,
+    _RESPONSES.c.account_id,
+    _RESPONSES.c.external_user_id,
+    _RESPONSES.c.status,
+).where(_RESPONSES.c.id == bindparam("p_id"))
 
 
 class SessionRef(Protocol):
@@ -72,6 +91,21 @@ class SessionRef(Protocol):
     def kind(self) -> str: ...
     @property
     def last_response_id(self) -> str | None: ...
+
+
+class ResponseRef(Protocol):
+    """A stored response as a turn that continues from it reads it (a StoredResponse is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def external_user_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
 
 
 class TranscriptRow(Protocol):
@@ -150,21 +184,22 @@ class ConversationStore(Store):
         insert_values(self.db, _MESSAGES, values)
 
     def transcript(
-        self, session_id: str, *, up_to_id: str | None = None, limit: int | None = None
+        self, session_id: str, *, through_response: str | None = None, limit: int | None = None
     ) -> list[TranscriptRow]:
-        """A session's messages in order (up to and including `up_to_id`), as history; only the
-        first `limit` of them when given."""
+        """A session's messages in order (up to and including the last of `through_response`;
+        none when it has none in this session), as history; only the first `limit` of them
+        when given."""
         params: dict[str, Any] = {"p_session": session_id}
-        if up_to_id is not None:
-            params["p_last"] = up_to_id
+        if through_response is not None:
+            params["p_response"] = through_response
         if limit is not None:
             params["p_limit"] = limit
         statement = {
             (False, False): _TRANSCRIPT,
-            (True, False): _TRANSCRIPT_UP_TO,
+            (True, False): _TRANSCRIPT_THROUGH,
             (False, True): _TRANSCRIPT_HEAD,
-            (True, True): _TRANSCRIPT_UP_TO_HEAD,
-        }[(up_to_id is not None, limit is not None)]
+            (True, True): _TRANSCRIPT_THROUGH_HEAD,
+        }[(through_response is not None, limit is not None)]
         return run(self.db.connection(), statement, params).rows
 
     def page_messages(
@@ -200,14 +235,6 @@ class ConversationStore(Store):
         )
         return page(self.db, query, ConversationMessage.id, params)
 
-    def last_message_of_response(self, response_id: str) -> ConversationMessage | None:
-        return self.db.scalars(
-            select(ConversationMessage)
-            .where(ConversationMessage.response_id == response_id)
-            .order_by(ConversationMessage.id.desc())
-            .limit(1)
-        ).first()
-
     # Responses
 
     def add_response(self, values: Mapping[str, Any]) -> None:
@@ -215,6 +242,13 @@ class ConversationStore(Store):
 
     def get_response(self, response_id: str) -> StoredResponse | None:
         return self.by_id(StoredResponse, response_id)
+
+    def response_ref(self, response_id: str) -> ResponseRef | None:
+        """A stored response's id, session, owner and status, in one plain row."""
+        found: ResponseRef | None = run(
+            self.db.connection(), _RESPONSE_REF, {"p_id": response_id}
+        ).first()
+        return found
 
     def delete_response(self, response_id: str) -> None:
         self.db.execute(delete(StoredResponse).where(StoredResponse.id == response_id))
