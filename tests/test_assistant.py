@@ -299,9 +299,7 @@ def test_previous_response_id_continues_from_that_response_and_no_other(
     session's index, never by a scan back through every message stored since, everyone's."""
 
     def turn(text: str, **more: Any) -> dict[str, Any]:
-        answer = client.post(
-            "/v1/responses", json={"input": text, **more}, headers=funded.headers
-        )
+        answer = client.post("/v1/responses", json={"input": text, **more}, headers=funded.headers)
         assert answer.status_code == 200, answer.text
         return answer.json()  # type: ignore[no-any-return]
 
