@@ -3,7 +3,6 @@ them, on both engines: types both ways, column defaults, literal binds, errors, 
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,10 +13,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sessionary.billing.models import CreditReservation
 from sessionary.billing.store import _CLOSE, _RESERVE
 from sessionary.kit.db import Database
-from sessionary.kit.notified import APPLICATION_NAME as LISTENER
 from sessionary.kit.raw_sql import TOGETHER, holding_inserts, run
 from sessionary.kit.sql import insert_values
 from tests.conftest import Tenant
+from tests.support.statements import from_a_request
 
 
 def _hold(tenant: Tenant, rid: str, **overrides: Any) -> dict[str, Any]:
@@ -151,7 +150,7 @@ def test_held_inserts_go_out_together_before_the_next_statement(
     execute = psycopg.Cursor.execute
 
     def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread().name != LISTENER:  # its `SELECT 1` every quiet second
+        if from_a_request():
             calls.append(str(query)[:30])
         return execute(cursor, query, *args, **kwargs)
 

@@ -192,10 +192,16 @@ def plan_turn(
     )
     conversations = ConversationService(db)
     conversation: SessionRef | None = None
+    history_rows: list[TranscriptRow] | None = None  # read with the session when it can be
     previous = request.previous_response_id
     if session_id is not None:
         caller = ChatKitService(db).reach(caller, session_id)  # a secret's other threads
-        conversation = conversations.turn_session(caller, session_id, "session_id")
+        if previous is None:
+            conversation, history_rows = conversations.turn_session_and_history(
+                caller, session_id, "session_id"
+            )
+        else:
+            conversation = conversations.turn_session(caller, session_id, "session_id")
     if previous is not None:
         stored = conversations.continued_response(caller, previous)
         if stored.status in ("queued", "in_progress"):
@@ -213,11 +219,12 @@ def plan_turn(
         conversation = conversation or conversations.session_of(stored)
     elif conversation is not None:
         previous = conversation.last_response_id
-    history_rows = (
-        conversations.history(conversation, through_response=request.previous_response_id)
-        if conversation
-        else []
-    )
+    if history_rows is None:
+        history_rows = (
+            conversations.history(conversation, through_response=request.previous_response_id)
+            if conversation
+            else []
+        )
     stored_history = [_stored(row) for row in history_rows]
     check_call_ids(inputs, _call_ids(stored_history), isinstance(request.input, list))
     image = _image_plan(providers, tools, inputs, history_rows, conversations, conversation)

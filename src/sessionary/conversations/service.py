@@ -108,6 +108,18 @@ class ConversationService:
         row = self.store.session_ref(check_id(session_id, param))
         return _reachable(caller, row, session_id, param)
 
+    def turn_session_and_history(
+        self, caller: Principal, session_id: str, param: str
+    ) -> tuple[SessionRef, list[TranscriptRow]]:
+        """`turn_session` and its whole `history`, read together."""
+        checked = check_id(session_id, param)
+        if not running_here():
+            row, history = self.store.session_and_transcript(checked)
+        else:
+            row, history = self.store.session_and_transcript(checked, limit=LOOP_HISTORY_ROWS + 1)
+        conversation = _reachable(caller, row, session_id, param)
+        return conversation, _for_the_loop(history)
+
     def session_of(self, response: ResponseRef) -> SessionRef | None:
         """The live conversation a response (already checked for ownership) belongs to."""
         return self.store.session_ref(response.session_id)
@@ -157,12 +169,7 @@ class ConversationService:
         rows = self.store.transcript(
             conversation.id, through_response=through_response, limit=LOOP_HISTORY_ROWS + 1
         )
-        if (
-            len(rows) > LOOP_HISTORY_ROWS
-            or sum(len(row.content_json) + len(row.text) for row in rows) > LOOP_HISTORY_CHARS
-        ):
-            leave_the_loop("a long history")
-        return rows
+        return _for_the_loop(rows)
 
     def append(
         self,
@@ -290,3 +297,14 @@ def _owned_response(
     if caller.session_scope is not None and caller.session_scope != row.session_id:
         raise Forbidden("This client secret is valid for its own session only.", param=param)
     return row
+
+
+def _for_the_loop(rows: list[TranscriptRow]) -> list[TranscriptRow]:
+    """A history read on the event loop with one row more than `LOOP_HISTORY_ROWS`: sent to a
+    worker (`leave_the_loop`) when it is longer than that, or than `LOOP_HISTORY_CHARS`."""
+    if running_here() and (
+        len(rows) > LOOP_HISTORY_ROWS
+        or sum(len(row.content_json) + len(row.text) for row in rows) > LOOP_HISTORY_CHARS
+    ):
+        leave_the_loop("a long history")
+    return rows

@@ -8,6 +8,7 @@ once the service has checked that session.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -68,6 +69,23 @@ _LAST_OF_RESPONSE = (
 _TRANSCRIPT_THROUGH = _TRANSCRIPT.where(_MESSAGES.c.id <= _LAST_OF_RESPONSE)
 _TRANSCRIPT_HEAD = _TRANSCRIPT.limit(bindparam("p_limit"))
 _TRANSCRIPT_THROUGH_HEAD = _TRANSCRIPT_THROUGH.limit(bindparam("p_limit"))
+# A turn on a session known by id reads it and its history in one statement (on PostgreSQL
+# one round trip instead of two): the session's columns on every row, a message's on each.
+_SESSION_AND_TRANSCRIPT = (
+    select(
+        *_SESSION_REF.selected_columns,
+        _MESSAGES.c.id.label("message_id"),
+        _MESSAGES.c.role,
+        _MESSAGES.c.content_json,
+        _MESSAGES.c.text,
+    )
+    .select_from(_SESSIONS.outerjoin(_MESSAGES, _MESSAGES.c.session_id == _SESSIONS.c.id))
+    .where(_SESSIONS.c.id == bindparam("p_id"), _SESSIONS.c.deleted_at.is_(None))
+    .order_by(_MESSAGES.c.id)
+)
+_SESSION_AND_TRANSCRIPT_HEAD = _SESSION_AND_TRANSCRIPT.limit(bindparam("p_limit"))
+_SessionRow = namedtuple("_SessionRow", "id account_id external_user_id kind last_response_id")
+_MessageRow = namedtuple("_MessageRow", "id role content_json text")
 # What a turn needs of the response it continues from: never its payload, which can be large.
 _RESPONSE_REF = select(
     _RESPONSES.c.id,
@@ -130,6 +148,24 @@ class ConversationStore(Store):
             self.db.connection(), _SESSION_REF, {"p_id": session_id}
         ).first()
         return found
+
+    def session_and_transcript(
+        self, session_id: str, *, limit: int | None = None
+    ) -> tuple[SessionRef | None, list[TranscriptRow]]:
+        """`session_ref` and the session's whole `transcript` (its first `limit` messages when
+        given), in one statement."""
+        params: dict[str, Any] = {"p_id": session_id}
+        statement = _SESSION_AND_TRANSCRIPT
+        if limit is not None:
+            params["p_limit"] = limit
+            statement = _SESSION_AND_TRANSCRIPT_HEAD
+        rows = run(self.db.connection(), statement, params).rows
+        if not rows:
+            return None, []
+        messages: list[TranscriptRow] = [
+            _MessageRow(*row[5:]) for row in rows if row.message_id is not None
+        ]
+        return _SessionRow(*rows[0][:5]), messages
 
     def advance_session(self, session_id: str, last_response_id: str, now: datetime) -> bool:
         """Point a live session at its latest response; False when it is deleted or gone."""
