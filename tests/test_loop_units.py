@@ -28,6 +28,7 @@ from sessionary.kit.db import Database
 from sessionary.kit.loop_read import SlowPauses
 from sessionary.kit.loop_units import LoopUnits
 from tests.conftest import Tenant, make_tenant
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.money import charges, money
 from tests.test_credits_http import grant
 from tests.test_turn_commit import FUNDS, remote, upstream  # noqa: F401  (fixtures)
@@ -513,6 +514,36 @@ def test_a_long_stored_history_sends_the_plan_to_a_worker(
     assert (units.ran - ran, units.sent_away - away) == (1, 1)  # plan sent away, settle here
     assert len(charges(db, payer)) == 3
     assert len(third.json()["output"]) == 1
+
+
+def test_a_long_session_read_with_its_history_sends_the_plan_to_a_worker(
+    served: TestClient,
+    db: Database,
+    payer: Tenant,
+    upstream: FakeUpstream,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn on a session known by id reads the session and its history in one statement
+    (`ConversationService.turn_session_and_history`), one row more than the loop's share: a
+    long one sends the plan to a worker, which reads the whole history and sends all of it."""
+    monkeypatch.setattr(conversations_service, "LOOP_HISTORY_ROWS", 3)
+    units = _units(served)
+    made = served.post("/v1/conversations", json={}, headers=payer.headers)
+    assert made.status_code == 200, made.text
+    turn = {"input": "And then?", "conversation": made.json()["id"]}
+    for n in range(4):
+        upstream.script_text(f"Answer {n}.")  # scripted answers record the bodies sent
+    for expected in ((2, 0), (2, 0), (1, 1), (1, 1)):  # histories of 0, 2, 4 and 6 messages:
+        # the last two plans go to a worker, their settles stay here
+        ran, away = units.ran, units.sent_away
+        answer = served.post("/v1/responses", json=turn, headers=payer.headers)
+        assert answer.status_code == 200, answer.text
+        assert (units.ran - ran, units.sent_away - away) == expected
+    sent = upstream.bodies("chat")[-1]["messages"]
+    assert [m["role"] for m in sent if m["role"] != "system"] == ["user", "assistant"] * 3 + [
+        "user"
+    ]
+    assert len(charges(db, payer)) == 4
 
 
 @pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions"])
