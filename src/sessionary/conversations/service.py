@@ -112,11 +112,9 @@ class ConversationService:
         self, caller: Principal, session_id: str, param: str
     ) -> tuple[SessionRef, list[TranscriptRow]]:
         """`turn_session` and its whole `history`, read together."""
-        checked = check_id(session_id, param)
-        if not running_here():
-            row, history = self.store.session_and_transcript(checked)
-        else:
-            row, history = self.store.session_and_transcript(checked, limit=LOOP_HISTORY_ROWS + 1)
+        row, history = self.store.session_and_transcript(
+            check_id(session_id, param), limit=_history_limit()
+        )
         conversation = _reachable(caller, row, session_id, param)
         return conversation, _for_the_loop(history)
 
@@ -164,10 +162,8 @@ class ConversationService:
         In a turn planned on the event loop (`kit/loop_units.py`) a history longer than
         `LOOP_HISTORY_ROWS` messages or `LOOP_HISTORY_CHARS` characters sends the plan to a
         worker: it is read with one row more than that, so a short one costs nothing extra."""
-        if not running_here():
-            return self.store.transcript(conversation.id, through_response=through_response)
         rows = self.store.transcript(
-            conversation.id, through_response=through_response, limit=LOOP_HISTORY_ROWS + 1
+            conversation.id, through_response=through_response, limit=_history_limit()
         )
         return _for_the_loop(rows)
 
@@ -297,6 +293,12 @@ def _owned_response(
     if caller.session_scope is not None and caller.session_scope != row.session_id:
         raise Forbidden("This client secret is valid for its own session only.", param=param)
     return row
+
+
+def _history_limit() -> int | None:
+    """How many messages a turn's plan reads: all of them on a worker; on the event loop one
+    more than `LOOP_HISTORY_ROWS`, enough for `_for_the_loop` to tell a long history."""
+    return LOOP_HISTORY_ROWS + 1 if running_here() else None
 
 
 def _for_the_loop(rows: list[TranscriptRow]) -> list[TranscriptRow]:

@@ -162,10 +162,11 @@ class ConversationStore(Store):
         rows = run(self.db.connection(), statement, params).rows
         if not rows:
             return None, []
+        split = len(_SessionRow._fields)  # the session's columns, then a message's
         messages: list[TranscriptRow] = [
-            _MessageRow(*row[5:]) for row in rows if row.message_id is not None
+            _MessageRow(*row[split:]) for row in rows if row.message_id is not None
         ]
-        return _SessionRow(*rows[0][:5]), messages
+        return _SessionRow(*rows[0][:split]), messages
 
     def advance_session(self, session_id: str, last_response_id: str, now: datetime) -> bool:
         """Point a live session at its latest response; False when it is deleted or gone."""
