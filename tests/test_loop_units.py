@@ -652,3 +652,120 @@ def test_a_settle_sent_away_after_a_refused_transcript_is_run_again_whole(
     charged = charges(db, payer)
     assert len(charged) == 1 and charged[0] > 0
     assert money(db, payer) == (FUNDS - charged[0], FUNDS - charged[0], 0)
+
+
+def _scratch(db: Database) -> None:
+    with db.engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (x INTEGER)"))
+
+
+def _written(db: Database) -> list[int]:
+    with db.engine.connect() as connection:
+        return sorted(connection.execute(text("SELECT x FROM scratch")).scalars())
+
+
+def _insert(connection: Any, x: int) -> Any:
+    """The DB-API connection the insert ran on."""
+    connection.execute(text("INSERT INTO scratch (x) VALUES (:x)"), {"x": x})
+    return connection.connection.dbapi_connection
+
+
+def test_write_units_here_keep_one_connection_and_end_their_transactions(
+    db: Database,
+) -> None:
+    """Units run one at a time here, so their writes share one connection, kept checked out
+    (`LoopUnits.connection`); each unit's transaction ends with it, committed or rolled back,
+    and a unit sent away (a second write begun inside it) leaves it free."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+    seen: list[Any] = []
+
+    def bare(x: int) -> None:
+        with db.bare_write() as connection:
+            seen.append(_insert(connection, x))
+
+    def in_session(x: int) -> None:
+        with db.session() as session:
+            seen.append(_insert(session.connection(), x))
+
+    def failing() -> None:
+        with db.session() as session:
+            seen.append(_insert(session.connection(), 99))
+            raise LookupError("the unit's own failure")
+
+    assert units.run(lambda: bare(1)) == (True, None)
+    assert units.run(lambda: in_session(2)) == (True, None)
+    with pytest.raises(LookupError):
+        units.run(failing)
+    assert units.run(lambda: bare(3)) == (True, None)
+    assert len({id(each) for each in seen}) == 1  # one connection for all four units
+    assert _written(db) == [1, 2, 3]  # the failed unit's row rolled back with it
+
+    def nested() -> None:  # SQLite's one write lock: a second write transaction cannot begin
+        with db.session() as session:
+            seen.append(_insert(session.connection(), 4))
+            bare(5)
+
+    assert units.run(nested) == (False, None)  # sent to a worker, nothing of it committed
+    assert units.run(lambda: bare(6)) == (True, None)
+    assert seen[-1] is seen[0]  # the kept connection, its transaction ended with the unit
+    assert _written(db) == [1, 2, 3, 6]
+
+
+def test_a_kept_connection_left_invalid_is_replaced(db: Database) -> None:
+    """A unit whose connection was invalidated (a driver error that took it) leaves it behind:
+    the next unit writes on a new one."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+    seen: list[Any] = []
+
+    def broken() -> None:
+        with db.bare_write() as connection:
+            seen.append(_insert(connection, 1))
+            connection.invalidate()
+            raise ConnectionError("gone")
+
+    def works() -> None:
+        with db.bare_write() as connection:
+            seen.append(_insert(connection, 2))
+
+    with pytest.raises(ConnectionError):
+        units.run(broken)
+    assert units.run(works) == (True, None)
+    assert seen[1] is not seen[0]
+    assert _written(db) == [2]
+    db.loop_units.close()  # the disposal gives it back: the pool has every connection again
+    assert db.loop_units.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_unit_that_met_the_turn_held_leaves_the_kept_connection_free(db: Database) -> None:
+    """The unit whose BEGIN met the write turn held elsewhere is sent away with nothing begun;
+    the next unit here writes on the same connection."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+    seen: list[Any] = []
+
+    def write(x: int) -> None:
+        with db.bare_write() as connection:
+            seen.append(_insert(connection, x))
+
+    assert units.run(lambda: write(1)) == (True, None)
+    holder = object()
+    taken: list[str | None] = []
+    other = threading.Thread(target=lambda: taken.append(db.write_turn.take(holder, None)))
+    other.start()
+    other.join()
+    assert taken == [None]  # held by that thread's "connection" now
+    try:
+        assert units.run(lambda: write(2)) == (False, None)
+    finally:
+        db.write_turn.release(holder)
+    assert units.run(lambda: write(3)) == (True, None)
+    assert seen[0] is seen[-1] and len(seen) == 2
+    assert _written(db) == [1, 3]

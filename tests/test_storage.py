@@ -312,10 +312,14 @@ def test_postgres_pings_only_a_connection_left_idle(
 
     monkeypatch.setattr(dialect_class, "do_ping", counting_ping)
     opened = db.session if unit == "session" else db.point_reads
+    idle_s = kit_db.PING_AFTER_IDLE_S
+    # Turning over, never idle: not even on a loaded machine, which can stall 0.1 s between two
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", 5.0)
     for _ in range(5):
         with opened() as session:
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
     assert pings == []
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", idle_s)
     outside = create_engine(db.engine.url, poolclass=NullPool)
     with outside.connect() as other:  # the pooled connection's server side goes away
         other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

@@ -330,10 +330,22 @@ class Database:
         a hold (lost, it is as if it had expired; the charge that settles it is durable). On
         SQLite every commit is already like this (WAL with `synchronous=NORMAL`)."""
         if self.loop_units is not None and running_here():
-            return self._unit_of_work(
-                self.loop_units.session_factory("write" if write else "read"), durable
-            )
+            if write:
+                return self._loop_write(durable)
+            return self._unit_of_work(self.loop_units.session_factory("read"), durable)
         return self._unit_of_work(self._writer if write else self._reader, durable)
+
+    @contextmanager
+    def _loop_write(self, durable: bool) -> Iterator[Session]:
+        """A write session on the loop, bound to the loop's kept connection
+        (`LoopUnits.connection`): it begins and ends the transaction there."""
+        assert self.loop_units is not None
+        factory = self.loop_units.session_factory("write")
+        with (
+            self.loop_units.connection() as connection,
+            self._unit_of_work(lambda: factory(bind=connection), durable) as db,
+        ):
+            yield db
 
     def point_reads(self) -> AbstractContextManager[Session]:
         """A read-only session for a few short reads on a hot path, in autocommit: no
@@ -372,8 +384,11 @@ class Database:
         if self.dialect != "sqlite":
             raise RuntimeError("bare_write is for SQLite")
         units = self.loop_units
-        engine = units.engine if units is not None and running_here() else self.engine
-        with engine.begin() as connection:
+        if units is None or not running_here():
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with units.connection() as connection, connection.begin():
             yield connection
 
     def commit_apart(
@@ -415,7 +430,7 @@ class Database:
 
     @contextmanager
     def _unit_of_work(
-        self, factory: sessionmaker[Session], durable: bool, reads_only: bool = False
+        self, factory: Callable[[], Session], durable: bool, reads_only: bool = False
     ) -> Iterator[Session]:
         """`reads_only`: nothing to commit, closing ends it (a commit cost 20-25 µs of CPU, a
         point-reads session's half); a change left in the session is an error, never lost."""
@@ -496,5 +511,6 @@ class Database:
         self.async_reads.close()
         self.engine.dispose()
         if self.loop_units is not None:
+            self.loop_units.close()
             self.loop_units.engine.dispose()
         self._point_engine.dispose()

@@ -58,7 +58,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -66,7 +67,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import structlog
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -326,6 +327,7 @@ class LoopUnits:
             )
         }
         self._running = threading.Lock()
+        self._kept: Connection | None = None  # the write units' connection (`connection`)
         self._paused_until = 0.0
         self._slow_pauses = SlowPauses()
         self._units = 0
@@ -343,6 +345,36 @@ class LoopUnits:
             if _is_busy(context.original_exception):
                 return WouldBlock(str(context.original_exception), elsewhere=True)
             return None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """The connection for a write unit here: one kept checked out from unit to unit, since
+        units run one at a time. Checking one out of the pool and back for each unit, with
+        the `Connection` built around it, cost about 45 µs of a unit's transaction (a bare
+        write transaction of one UPDATE: 92 µs through the pool, 45 on a kept connection; a
+        turn has two). The unit begins and ends its own transaction on it. A write begun
+        while another is open on it gets a pooled connection of its own (whose BEGIN then
+        meets the write turn held, and the unit goes to a worker)."""
+        kept = self._kept
+        if kept is None or kept.closed:
+            kept = self._kept = self.engine.connect()
+        elif kept.in_transaction():  # a write unit inside another: not this connection
+            with self.engine.connect() as own:
+                yield own
+            return
+        yield kept  # invalidated by an error, it takes a new DB-API connection at its next use
+
+    def _discard(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            try:
+                kept.close()
+            except Exception as exc:  # a dead connection: gone all the same
+                log.warning("loop_connection_not_closed", reason=str(exc)[:200])
+
+    def close(self) -> None:
+        """Give the kept connection back (the database's disposal)."""
+        self._discard()
 
     def session_factory(self, kind: str) -> sessionmaker[Session]:
         """ "write" (BEGIN IMMEDIATE), "read" (BEGIN) or "point" (no transaction) sessions, as
