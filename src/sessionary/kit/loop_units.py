@@ -27,7 +27,8 @@ which does wait, whenever it would, or queued for the write turn without blockin
   checkpoint's or a recovery's lock), send the unit to a worker; after another program's lock
   the next `SHARED_PAUSE_S` of units go straight there.
 - One thread at a time runs units here; a second (another event loop of the same process)
-  takes the worker path.
+  takes the worker path. So the write units share one connection, kept checked out from one
+  to the next (`LoopUnits.connection`); each begins and ends its own transaction on it.
 - Checkpoints never run on the loop: its connections do not checkpoint at commit
   (`wal_autocheckpoint=0`); every `CHECKPOINT_EVERY` units a thread of its own runs a PASSIVE
   checkpoint, which waits for nobody.
