@@ -769,3 +769,52 @@ def test_a_unit_that_met_the_turn_held_leaves_the_kept_connection_free(db: Datab
     assert units.run(lambda: write(3)) == (True, None)
     assert seen[0] is seen[-1] and len(seen) == 2
     assert _written(db) == [1, 3]
+
+
+def test_a_unit_that_leaves_its_transaction_open_does_not_keep_the_write_lock(
+    db: Database,
+) -> None:
+    """The kept connection is never given back to the pool, whose return would roll back what
+    a unit left open: its end does it instead. Left open, the write transaction would hold
+    SQLite's write lock (and the process's write turn) against every other writer."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+
+    def leaves_it_open() -> None:
+        with units.connection() as connection:
+            connection.begin()
+            _insert(connection, 1)
+
+    def leaves_the_driver_in_one() -> None:
+        with units.connection() as connection:
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            connection.connection.driver_connection.execute("INSERT INTO scratch VALUES (2)")
+
+    def cannot_be_rolled_back() -> None:  # closed instead, which ends it for good
+        with units.connection() as connection:
+            connection.begin()
+            _insert(connection, 4)
+
+            def refused() -> None:
+                raise OSError("the rollback failed")
+
+            connection.rollback = refused  # type: ignore[method-assign]
+
+    for unit in (leaves_it_open, leaves_the_driver_in_one, cannot_be_rolled_back):
+        assert units.run(unit) == (True, None)
+        other = sqlite3.connect(_path(db), timeout=0, isolation_level=None)
+        try:  # another program writes at once: the lock is free
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO scratch (x) VALUES (10)")
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+    def writes(x: int) -> None:
+        with db.bare_write() as connection:
+            _insert(connection, x)
+
+    assert units.run(lambda: writes(3)) == (True, None)  # and the process's write turn too
+    assert _written(db) == [3, 10, 10, 10]

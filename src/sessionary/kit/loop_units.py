@@ -355,15 +355,34 @@ class LoopUnits:
         write transaction of one UPDATE: 92 µs through the pool, 45 on a kept connection; a
         turn has two). The unit begins and ends its own transaction on it. A write begun
         while another is open on it gets a pooled connection of its own (whose BEGIN then
-        meets the write turn held, and the unit goes to a worker)."""
+        meets the write turn held, and the unit goes to a worker). A unit that leaves a
+        transaction open on it has it rolled back at its end, as the pool's return would
+        have done, and a connection that cannot be rolled back is closed: a write
+        transaction left open would hold SQLite's write lock for every other writer."""
         kept = self._kept
-        if kept is None or kept.closed:
-            kept = self._kept = self.engine.connect()
-        elif kept.in_transaction():  # a write unit inside another: not this connection
-            with self.engine.connect() as own:
+        if kept is not None and not kept.closed and kept.in_transaction():
+            with self.engine.connect() as own:  # a write unit inside another
                 yield own
             return
-        yield kept  # invalidated by an error, it takes a new DB-API connection at its next use
+        if kept is None or kept.closed:
+            kept = self._kept = self.engine.connect()
+        try:
+            yield kept  # invalidated by an error, it takes a new DB-API connection next time
+        finally:
+            self._end_left_open(kept)
+
+    def _end_left_open(self, kept: Connection) -> None:
+        if kept.invalidated:
+            return
+        try:
+            raw = kept.connection.dbapi_connection
+            if kept.in_transaction():
+                kept.rollback()  # through the dialect: gives the write turn back too
+            if raw is not None and raw.in_transaction:
+                raw.rollback()
+        except Exception as exc:  # cannot end it: close it, which ends it for good
+            log.warning("loop_connection_reset_failed", reason=str(exc)[:200])
+            self._discard()
 
     def _discard(self) -> None:
         kept, self._kept = self._kept, None
