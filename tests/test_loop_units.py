@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import sessionary.conversations.service as conversations_service
 import sessionary.kit.loop_read as loop_read_module
@@ -674,44 +674,156 @@ def test_write_units_here_keep_one_connection_and_end_their_transactions(
     db: Database,
 ) -> None:
     """Units run one at a time here, so their writes share one connection, kept checked out
-    (`LoopUnits.connection`); each unit's transaction ends with it, committed or rolled back,
-    and a unit sent away (a second write begun inside it) leaves it free."""
+    (`LoopUnits.connection`); each unit's transaction ends with it, committed or rolled back.
+    A unit that raised leaves it behind (the next unit takes a new one), and so does a unit
+    sent away (a second write begun inside it)."""
     if db.loop_units is None:
         pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
     _scratch(db)
     units = db.loop_units
-    seen: list[Any] = []
+    seen: list[Any] = []  # the SQLAlchemy connection each write ran on
 
     def bare(x: int) -> None:
         with db.bare_write() as connection:
-            seen.append(_insert(connection, x))
+            _insert(connection, x)
+            seen.append(connection)
 
     def in_session(x: int) -> None:
         with db.session() as session:
-            seen.append(_insert(session.connection(), x))
+            _insert(session.connection(), x)
+            seen.append(session.connection())
 
     def failing() -> None:
         with db.session() as session:
-            seen.append(_insert(session.connection(), 99))
+            _insert(session.connection(), 99)
+            seen.append(session.connection())
             raise LookupError("the unit's own failure")
 
     assert units.run(lambda: bare(1)) == (True, None)
     assert units.run(lambda: in_session(2)) == (True, None)
     with pytest.raises(LookupError):
         units.run(failing)
+    assert seen[1] is seen[0] and seen[2] is seen[0]  # one connection for the three units
     assert units.run(lambda: bare(3)) == (True, None)
-    assert len({id(each) for each in seen}) == 1  # one connection for all four units
-    assert _written(db) == [1, 2, 3]  # the failed unit's row rolled back with it
+    assert units.run(lambda: bare(4)) == (True, None)
+    assert seen[3] is not seen[0] and seen[4] is seen[3]  # a new one after the raise, kept
+    assert _written(db) == [1, 2, 3, 4]  # the failed unit's row rolled back with it
 
     def nested() -> None:  # SQLite's one write lock: a second write transaction cannot begin
         with db.session() as session:
-            seen.append(_insert(session.connection(), 4))
-            bare(5)
+            _insert(session.connection(), 5)
+            bare(6)
 
     assert units.run(nested) == (False, None)  # sent to a worker, nothing of it committed
-    assert units.run(lambda: bare(6)) == (True, None)
-    assert seen[-1] is seen[0]  # the kept connection, its transaction ended with the unit
-    assert _written(db) == [1, 2, 3, 6]
+    assert units.run(lambda: bare(7)) == (True, None)
+    assert _written(db) == [1, 2, 3, 4, 7]
+
+    def lazy_nested() -> None:  # the outer session has not begun when the inner write does
+        with db.session() as outer:
+            with db.bare_write() as inner:
+                _insert(inner, 8)
+                _insert(outer.connection(), 9)
+            raise LookupError("the outer unit fails")
+
+    assert units.run(lazy_nested) == (False, None)  # one transaction each, never a shared one
+    assert _written(db) == [1, 2, 3, 4, 7]
+    db.loop_units.close()  # the disposal gives it back: the pool has every connection again
+    assert db.loop_units.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def _turn_free(db: Database) -> bool:
+    """Whether another thread can take the process's write turn at once (then given back)."""
+    got: list[str | None] = []
+    probe = object()
+    thread = threading.Thread(target=lambda: got.append(db.write_turn.take(probe, None)))
+    thread.start()
+    thread.join()
+    if got == [None]:
+        db.write_turn.release(probe)
+        return True
+    return False
+
+
+def test_a_thread_not_running_a_unit_here_never_gets_the_kept_connection(db: Database) -> None:
+    """Only the thread running a unit of these `LoopUnits` is lent the kept connection: a
+    thread in a unit of another database of the process (tests build several) gets a pooled
+    one, so no two threads ever use one connection."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    units = db.loop_units
+
+    def lent() -> Any:
+        with units.connection() as connection:
+            return connection
+
+    kept = units.run(lent)[1]
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(lent()))
+    thread.start()
+    thread.join()
+    assert got[0] is not kept and got[0].closed  # a pooled one, given back
+    assert units.run(lent)[1] is kept
+
+
+def test_an_interrupt_after_begin_leaves_neither_lock_nor_turn_held(db: Database) -> None:
+    """An interrupt that lands after BEGIN IMMEDIATE went out but before SQLAlchemy recorded
+    the transaction: only the driver knows of it. The unit's end rolls it back and gives the
+    write turn back, as the pool's return did."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+    fire = [True]
+
+    @event.listens_for(units.engine, "begin")
+    def _late(_connection: object) -> None:
+        if fire[0]:
+            fire[0] = False
+            raise KeyboardInterrupt("lands after BEGIN IMMEDIATE")
+
+    def write(x: int) -> None:
+        with db.bare_write() as connection:
+            _insert(connection, x)
+
+    with pytest.raises(KeyboardInterrupt):
+        units.run(lambda: write(1))
+    assert _turn_free(db)
+    assert units.run(lambda: write(2)) == (True, None)
+    assert _written(db) == [2]
+
+
+def test_a_refused_begin_leaves_the_next_unit_a_connection_that_begins(db: Database) -> None:
+    """SQLAlchemy's `Connection` whose BEGIN was refused (the write turn held elsewhere) no
+    longer begins a transaction on its own: kept, a later statement would have run in
+    SQLite's autocommit, with no BEGIN IMMEDIATE and no write turn. The unit's connection is
+    left behind instead."""
+    if db.loop_units is None:
+        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+    _scratch(db)
+    units = db.loop_units
+
+    def write(x: int) -> None:
+        with db.bare_write() as connection:
+            _insert(connection, x)
+
+    assert units.run(lambda: write(1)) == (True, None)
+    holder = object()
+    thread = threading.Thread(target=lambda: db.write_turn.take(holder, None))
+    thread.start()
+    thread.join()
+    try:
+        assert units.run(lambda: write(2)) == (False, None)
+    finally:
+        db.write_turn.release(holder)
+
+    def implicit() -> tuple[bool, bool]:
+        with units.connection() as connection:
+            _insert(connection, 3)  # no begin(): SQLAlchemy's own
+            raw = connection.connection.dbapi_connection
+            return connection.in_transaction(), db.write_turn._holder is raw
+
+    assert units.run(implicit) == (True, (True, True))
+    assert _written(db) == [1]  # and what it left open was rolled back at its end
 
 
 def test_a_kept_connection_left_invalid_is_replaced(db: Database) -> None:
@@ -740,35 +852,6 @@ def test_a_kept_connection_left_invalid_is_replaced(db: Database) -> None:
     assert _written(db) == [2]
     db.loop_units.close()  # the disposal gives it back: the pool has every connection again
     assert db.loop_units.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-
-
-def test_a_unit_that_met_the_turn_held_leaves_the_kept_connection_free(db: Database) -> None:
-    """The unit whose BEGIN met the write turn held elsewhere is sent away with nothing begun;
-    the next unit here writes on the same connection."""
-    if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
-    _scratch(db)
-    units = db.loop_units
-    seen: list[Any] = []
-
-    def write(x: int) -> None:
-        with db.bare_write() as connection:
-            seen.append(_insert(connection, x))
-
-    assert units.run(lambda: write(1)) == (True, None)
-    holder = object()
-    taken: list[str | None] = []
-    other = threading.Thread(target=lambda: taken.append(db.write_turn.take(holder, None)))
-    other.start()
-    other.join()
-    assert taken == [None]  # held by that thread's "connection" now
-    try:
-        assert units.run(lambda: write(2)) == (False, None)
-    finally:
-        db.write_turn.release(holder)
-    assert units.run(lambda: write(3)) == (True, None)
-    assert seen[0] is seen[-1] and len(seen) == 2
-    assert _written(db) == [1, 3]
 
 
 def test_a_unit_that_leaves_its_transaction_open_does_not_keep_the_write_lock(

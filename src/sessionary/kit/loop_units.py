@@ -329,6 +329,8 @@ class LoopUnits:
         }
         self._running = threading.Lock()
         self._kept: Connection | None = None  # the write units' connection (`connection`)
+        self._lent = False  # the kept connection is in a write unit's hands now
+        self._runner: int | None = None  # the thread running a unit here now
         self._paused_until = 0.0
         self._slow_pauses = SlowPauses()
         self._units = 0
@@ -353,36 +355,50 @@ class LoopUnits:
         units run one at a time. Checking one out of the pool and back for each unit, with
         the `Connection` built around it, cost about 45 µs of a unit's transaction (a bare
         write transaction of one UPDATE: 92 µs through the pool, 45 on a kept connection; a
-        turn has two). The unit begins and ends its own transaction on it. A write begun
-        while another is open on it gets a pooled connection of its own (whose BEGIN then
-        meets the write turn held, and the unit goes to a worker). A unit that leaves a
-        transaction open on it has it rolled back at its end, as the pool's return would
-        have done, and a connection that cannot be rolled back is closed: a write
-        transaction left open would hold SQLite's write lock for every other writer."""
-        kept = self._kept
-        if kept is not None and not kept.closed and kept.in_transaction():
-            with self.engine.connect() as own:  # a write unit inside another
+        turn has two). The unit begins and ends its own transaction on it.
+
+        What the pool's return did for each unit is done here (`tests/test_loop_units.py -k
+        "kept or keep_one or leaves_its"`): a transaction left open is rolled back and the
+        write turn given back, and the connection is dropped (the next unit takes a new one)
+        when the unit raised or left it invalidated, or when it cannot be rolled back: a
+        refused BEGIN leaves SQLAlchemy's `Connection` unable to begin on its own again, and
+        a write transaction left open would hold SQLite's write lock against every writer.
+        A second write begun while the kept connection is lent (inside the same unit), or
+        from a thread not running a unit here, gets a pooled connection of its own: a
+        second write of a unit then meets the write turn its unit holds, and is refused."""
+        if self._lent or self._runner != threading.get_ident():
+            with self.engine.connect() as own:
                 yield own
             return
+        kept = self._kept
         if kept is None or kept.closed:
             kept = self._kept = self.engine.connect()
+        self._lent = True
+        failed = True
         try:
-            yield kept  # invalidated by an error, it takes a new DB-API connection next time
+            yield kept
+            failed = False
         finally:
-            self._end_left_open(kept)
+            self._lent = False
+            if not self._ended(kept) or failed or kept.invalidated:
+                self._discard()
 
-    def _end_left_open(self, kept: Connection) -> None:
+    def _ended(self, kept: Connection) -> bool:
+        """End what a unit left open on `kept`, as the pool's return would; False when that
+        failed (closed, it goes back to the pool, whose return ends it and gives the write turn
+        back: the `checkin` hook of `kit/db.py`)."""
         if kept.invalidated:
-            return
+            return True  # its DB-API connection is gone, and the turn with it (`invalidate`)
         try:
-            raw = kept.connection.dbapi_connection
             if kept.in_transaction():
                 kept.rollback()  # through the dialect: gives the write turn back too
+            raw = kept.connection.dbapi_connection
             if raw is not None and raw.in_transaction:
                 raw.rollback()
-        except Exception as exc:  # cannot end it: close it, which ends it for good
+            return True
+        except Exception as exc:
             log.warning("loop_connection_reset_failed", reason=str(exc)[:200])
-            self._discard()
+            return False
 
     def _discard(self) -> None:
         kept, self._kept = self._kept, None
@@ -486,6 +502,7 @@ class LoopUnits:
             return False, None
         began = time.perf_counter() - COLLECTOR_TIME.seconds
         _ON_LOOP.on = True
+        self._runner = threading.get_ident()
         try:
             result = work()
         except WouldBlock as blocked:
@@ -499,6 +516,7 @@ class LoopUnits:
             return False, None
         finally:
             _ON_LOOP.on = False
+            self._runner = None
             self._running.release()
             self._after(time.perf_counter() - COLLECTOR_TIME.seconds - began)
         self.ran += 1
