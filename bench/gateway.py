@@ -728,7 +728,7 @@ def run(quick: bool) -> str:
         "query plan).",
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
-        "database (`kit/loop_units.FileTurn`), waited for in naps of at most a millisecond, "
+        "database (`kit/write_turn.FileTurn`), waited for in naps of at most a millisecond, "
         "not in SQLite's busy handler (naps of up to 100 ms). In this run two workers served "
         + _pair(got, "sqlite")
         + " on SQLite, and "

@@ -1,4 +1,4 @@
-"""SQLite's write turn among processes (`kit/loop_units.FileTurn`): an exclusive lock on a file
+"""SQLite's write turn among processes (`kit/write_turn.FileTurn`): an exclusive lock on a file
 beside the database, held exactly as long as a write transaction of this server, waited for
 without SQLite's busy-handler naps, and gone with a process that dies holding it. Two
 `Database` objects on one file stand for two processes: their descriptors are distinct, as two
@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sessionary.config import Settings
 from sessionary.kit.db import Database
-from sessionary.kit.loop_units import FileTurn
+from sessionary.kit.write_turn import FileTurn
 
 pytestmark = pytest.mark.skipif(not FileTurn.supported(), reason="flock: not on this system")
 

@@ -9,7 +9,7 @@ cost 20-40 µs each, several times a turn. Within one process, write transaction
 lock from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
 nap), so under load a writer could sleep long after the database was free (p99 above a second at
 16 clients); a lock hands over at once. Processes of this server take turns on a file lock
-beside the database (`loop_units.FileTurn`); other programs still meet SQLite's busy handler. A
+beside the database (`write_turn.FileTurn`); other programs still meet SQLite's busy handler. A
 SQLite write transaction holds the database's one write lock until it ends, so code must never
 open a second write session while its own request's write transaction is open.
 
@@ -25,7 +25,6 @@ around them bought nothing but two round trips.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -42,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sessionary.config import Settings
 from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LOOP_READER, LoopReader
-from sessionary.kit.loop_units import LoopUnits, WouldBlock, WriteTurn, running_here
+from sessionary.kit.loop_units import LoopUnits, WouldBlock, running_here
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
 from sessionary.kit.raw_sql import (
     HeldInserts,
@@ -52,8 +51,10 @@ from sessionary.kit.raw_sql import (
     run_fixed,
     send_held_first,
 )
+from sessionary.kit.sqlite_wal import journal_mode_wal
 from sessionary.kit.unit_threads import UnitThreads
 from sessionary.kit.wal_flush import GroupFlush
+from sessionary.kit.write_turn import WriteTurn
 
 T = TypeVar("T")
 
@@ -63,26 +64,6 @@ READ_ONLY_OPTION = "sessionary_read_only"
 WAITING_THREADS = 40
 # SQLite: a point-reads session opens no transaction; each of its statements is its own.
 _NO_BEGIN_OPTION = "sessionary_no_begin"
-
-
-def _journal_mode_wal(cursor: Any, timeout_s: float) -> None:
-    """`PRAGMA journal_mode=WAL`, tried again in short naps, up to `timeout_s`, while it meets
-    "database is locked". Connections that open a new database file at once (a server's
-    processes starting, a command migrating it meanwhile, a test's fixtures) race to switch it
-    to WAL, and SQLite's busy handler does not wait for the locks of that switch: the losers'
-    pragma failed at once, in 22 of 300 trials of four threads (`tests/test_storage.py -k
-    new_database_file`). On a file already in WAL the pragma takes no lock and never waits."""
-    deadline = time.monotonic() + timeout_s
-    nap = 0.001
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() + nap > deadline:
-                raise
-        time.sleep(nap)
-        nap = min(nap * 2, 0.05)
 
 
 def _configure_sqlite(
@@ -102,7 +83,7 @@ def _configure_sqlite(
         # Let SQLAlchemy's "begin" event below choose the kind of BEGIN, not pysqlite.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        _journal_mode_wal(cursor, 0 if on_loop else busy_timeout_ms / 1000)  # the loop never naps
+        journal_mode_wal(cursor, 0 if on_loop else busy_timeout_ms / 1000)  # the loop never naps
         cursor.execute(f"PRAGMA busy_timeout={0 if on_loop else int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
