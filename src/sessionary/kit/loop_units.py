@@ -223,8 +223,9 @@ class LoopUnits:
         turn has two). The unit begins and ends its own transaction on it.
 
         What the pool's return did for each unit is done here (`tests/test_loop_units.py -k
-        "kept or keep_one or leaves_its"`): a transaction left open is rolled back and the
-        write turn given back, and the connection is dropped (the next unit takes a new one)
+        "kept or keep_one or leaves_its or interrupt or refused_begin or not_running"`): a
+        transaction left open is rolled back (which gives the write turn back), and the
+        connection is dropped (the next unit takes a new one)
         when the unit raised or left it invalidated, or when it cannot be rolled back: a
         refused BEGIN leaves SQLAlchemy's `Connection` unable to begin on its own again, and
         a write transaction left open would hold SQLite's write lock against every writer.
