@@ -45,7 +45,7 @@ TURNS: dict[str, dict[str, Any]] = {
 @pytest.fixture
 def sqlite_only(db: Database) -> None:
     if db.dialect != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
 
 
 @pytest.fixture
@@ -314,7 +314,7 @@ def test_a_read_that_meets_a_lock_sends_the_unit_away(
     attached to that connection, which another connection holds exclusively) is `WouldBlock`:
     the unit is reported as not run, for the worker path, instead of failing or waiting."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SHARED_PAUSE_S", 0.0)  # the retry below runs here
     locked = tmp_path / "locked.db"
     other = sqlite3.connect(locked, isolation_level=None)
@@ -344,7 +344,7 @@ def test_a_read_that_meets_a_lock_sends_the_unit_away(
 def test_one_thread_at_a_time_runs_units_here(db: Database) -> None:
     """A second thread (another event loop of the process) meanwhile takes the worker path."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     units = db.loop_units
     inner: list[tuple[bool, Any]] = []
 
@@ -365,7 +365,7 @@ def test_a_process_first_units_compile_and_pause_nothing(
     """The first `WARM_UNITS` may be slow (statements compiled once) without turning the path
     off; the next slow one does."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)
     monkeypatch.setattr(loop_units_module, "SLOW_UNITS", 1)
     units = db.loop_units
@@ -381,7 +381,7 @@ def test_one_slow_unit_pauses_nothing_a_run_of_them_does(
     """A slow unit may be the machine's hiccup: only `SLOW_UNITS` of them within
     `SLOW_WINDOW_S` turn the path off."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)  # every unit counts as slow
     monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
     units = db.loop_units
@@ -392,7 +392,7 @@ def test_one_slow_unit_pauses_nothing_a_run_of_them_does(
 
 def test_slow_units_far_apart_pause_nothing(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", -1)
     monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
     monkeypatch.setattr(loop_units_module, "SLOW_WINDOW_S", 0.05)
@@ -404,7 +404,7 @@ def test_slow_units_far_apart_pause_nothing(db: Database, monkeypatch: pytest.Mo
 
 def test_a_stall_pauses_the_path_at_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", 10)
     monkeypatch.setattr(loop_units_module, "STALL_MS", 30)
     monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
@@ -421,7 +421,7 @@ def test_the_pause_lasts_as_long_as_the_slowness_calls_for(
     (`loop_read.SlowPauses`, whose doubling `tests/test_loop_read.py` checks), not for
     `PAUSE_S`; a run of slow units for that many times their sum."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     monkeypatch.setattr(loop_units_module, "SLOW_MS", 10)
     monkeypatch.setattr(loop_units_module, "STALL_MS", 30)
     monkeypatch.setattr(loop_units_module, "WARM_UNITS", 0)
@@ -464,7 +464,7 @@ def test_the_collector_pauses_are_not_counted_as_the_units(
     slow for it. Here the unit itself runs a collection over a million objects; the thresholds
     are a quarter of what that collection took outside a unit, so counting it would pause."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     heap = [[index] for index in range(1_000_000)]  # containers the collector walks
     began = time.perf_counter()
     gc.collect()
@@ -678,7 +678,7 @@ def test_write_units_here_keep_one_connection_and_end_their_transactions(
     A unit that raised leaves it behind (the next unit takes a new one), and so does a unit
     sent away (a second write begun inside it)."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     _scratch(db)
     units = db.loop_units
     seen: list[Any] = []  # the SQLAlchemy connection each write ran on
@@ -749,7 +749,7 @@ def test_a_thread_not_running_a_unit_here_never_gets_the_kept_connection(db: Dat
     thread in a unit of another database of the process (tests build several) gets a pooled
     one, so no two threads ever use one connection."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     units = db.loop_units
 
     def lent() -> Any:
@@ -770,7 +770,7 @@ def test_an_interrupt_after_begin_leaves_neither_lock_nor_turn_held(db: Database
     the transaction: only the driver knows of it. The unit's end rolls it back and gives the
     write turn back, as the pool's return did."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     _scratch(db)
     units = db.loop_units
     fire = [True]
@@ -798,7 +798,7 @@ def test_a_refused_begin_leaves_the_next_unit_a_connection_that_begins(db: Datab
     SQLite's autocommit, with no BEGIN IMMEDIATE and no write turn. The unit's connection is
     left behind instead."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     _scratch(db)
     units = db.loop_units
 
@@ -830,7 +830,7 @@ def test_a_kept_connection_left_invalid_is_replaced(db: Database) -> None:
     """A unit whose connection was invalidated (a driver error that took it) leaves it behind:
     the next unit writes on a new one."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     _scratch(db)
     units = db.loop_units
     seen: list[Any] = []
@@ -861,7 +861,7 @@ def test_a_unit_that_leaves_its_transaction_open_does_not_keep_the_write_lock(
     a unit left open: its end does it instead. Left open, the write transaction would hold
     SQLite's write lock (and the process's write turn) against every other writer."""
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     _scratch(db)
     units = db.loop_units
 

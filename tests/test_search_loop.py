@@ -37,7 +37,7 @@ SEARCH = {"search_term": "quiet studio near the park", "limit": 3}
 def _units(app: FastAPI) -> LoopUnits:
     units: LoopUnits | None = app.state.db.loop_units
     if units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     return units
 
 
@@ -145,7 +145,7 @@ def test_the_write_lock_of_another_process_sends_the_charge_to_a_worker(
 
 def test_a_large_template_leaves_the_loop(db: Database) -> None:
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     matrix = np.eye(4, dtype=np.float32)
     index = TemplateIndex(1, ["a", "b", "c", "d"], matrix, ["", "", "", ""])
     small = AnnPolicy(min_records=10)
@@ -295,7 +295,7 @@ def test_the_lexical_library_is_imported_off_the_loop(
     import sys
 
     if db.loop_units is None:
-        pytest.skip("SQLite only: PostgreSQL's units always run on a worker")
+        pytest.skip("SQLite's loop units (PostgreSQL's: tests/test_pg_loop_units.py)")
     index = TemplateIndex(1, ["a"], np.eye(1, dtype=np.float32), ["red door"])
     index._bm25 = object()  # as if built
     monkeypatch.delitem(sys.modules, "bm25s", raising=False)

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     providers = build_providers(settings)
     background_runs = BackgroundRuns(db)
     running = RunningRequests()
+    db.requests_running = running.count  # PostgreSQL's units run on the loop when alone
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

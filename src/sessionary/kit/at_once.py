@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from sessionary.kit.db import Database
+from sessionary.kit.loop_units import WouldBlock
 from sessionary.kit.raw_sql import NotAtOnce, holding_inserts
 from sessionary.kit.wal_flush import FLUSH_OWED
 
@@ -59,6 +60,8 @@ def commit_at_once(
             if db.info.pop(FLUSH_OWED, False):  # `rest` committed without waiting for the disk
                 database.group_flush.wait(connection)
             return True, answer
+        except WouldBlock:  # a lock wait ran out on the loop: wrote nothing; on to a worker
+            raise
         except Exception as exc:
             if connection.invalidated or (held is not None and held.at_once_done):
                 raise  # lost with the connection, or failed after the statement committed

@@ -34,8 +34,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import InvalidatePoolError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sessionary.config import Settings
@@ -43,118 +42,24 @@ from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LOOP_READER, LoopReader
 from sessionary.kit.loop_units import LoopUnits, WouldBlock, running_here
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
+from sessionary.kit.pg_loop_units import PgLoopUnits, waits_briefly
 from sessionary.kit.raw_sql import (
     HeldInserts,
     fixed_savepoints,
     holding_inserts,
     keep_long_conversions,
-    run_fixed,
     send_held_first,
 )
-from sessionary.kit.sqlite_wal import journal_mode_wal
+from sessionary.kit.sqlite_engine import NO_BEGIN_OPTION, READ_ONLY_OPTION, configure_sqlite
 from sessionary.kit.unit_threads import UnitThreads
 from sessionary.kit.wal_flush import GroupFlush
 from sessionary.kit.write_turn import WriteTurn
 
 T = TypeVar("T")
 
-READ_ONLY_OPTION = "sessionary_read_only"
 # Units of work that may wait on a model (`Database.in_worker(waits_elsewhere=True)`) at once:
 # as many as anyio's default limiter allows, but tokens of their own.
 WAITING_THREADS = 40
-# SQLite: a point-reads session opens no transaction; each of its statements is its own.
-_NO_BEGIN_OPTION = "sessionary_no_begin"
-
-
-def _configure_sqlite(
-    engine: Engine,
-    busy_timeout_ms: int,
-    *,
-    query_only: bool,
-    write_turn: WriteTurn,
-    on_loop: bool = False,
-) -> None:
-    """`on_loop`: the engine of `kit/loop_units.py`, whose connections never wait: no busy
-    timeout, no checkpoint at commit, and the write turn taken without waiting (`WouldBlock`
-    otherwise, before anything is written)."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below choose the kind of BEGIN, not pysqlite.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        journal_mode_wal(cursor, 0 if on_loop else busy_timeout_ms / 1000)  # the loop never naps
-        cursor.execute(f"PRAGMA busy_timeout={0 if on_loop else int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        if on_loop:
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-        if query_only:  # for good: switching it expires every prepared statement of the connection
-            cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
-
-    # The write turn is held from BEGIN IMMEDIATE to the transaction's end, exactly when SQLite's
-    # own write lock is (so it waits wherever SQLite would have), and released by whichever
-    # thread ends it: after the COMMIT or ROLLBACK has run. SQLAlchemy's "commit" and "rollback"
-    # events come before it, and a turn handed over there let the next writer's BEGIN IMMEDIATE
-    # meet the lock still held and nap in SQLite's busy handler (a millisecond at least;
-    # `tests/test_storage.py -k after_the_commit`). At 16 clients, `/v1/responses` went from 221
-    # to 237 turns a second (15 interleaved rounds; 218 to 259 in a shorter run).
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        options = conn.get_execution_options()
-        if options.get(READ_ONLY_OPTION, False):
-            if not options.get(_NO_BEGIN_OPTION, False):
-                run_fixed(conn, "BEGIN")
-            return
-        raw = conn.connection.dbapi_connection
-        if on_loop and write_turn.adopt(raw):  # lent to this unit while it queued (loop_units)
-            holder = None
-        else:
-            holder = write_turn.take(raw, None if on_loop else busy_timeout_ms / 1000)
-        if holder is not None:
-            if on_loop:
-                raise WouldBlock(
-                    f"the write turn is held {holder}", elsewhere=holder != "here", turn=True
-                )
-            raise PoolTimeout("No write turn on the SQLite database in time.")
-        try:
-            run_fixed(conn, "BEGIN IMMEDIATE")
-        except OperationalError as error:
-            write_turn.release(raw)
-            if on_loop:  # another process writes: never wait for it here
-                raise WouldBlock(str(error), elsewhere=True) from error
-            raise
-        except BaseException:
-            write_turn.release(raw)
-            raise
-
-    dialect = engine.dialect
-    commit, rollback = dialect.do_commit, dialect.do_rollback
-
-    def do_commit(connection: Any) -> None:
-        try:
-            commit(connection)
-        finally:
-            write_turn.release(getattr(connection, "dbapi_connection", connection))
-
-    def do_rollback(connection: Any) -> None:
-        try:
-            rollback(connection)
-        finally:
-            write_turn.release(getattr(connection, "dbapi_connection", connection))
-
-    # This engine's own dialect object: its transactions end through these.
-    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
-
-    @event.listens_for(engine, "invalidate")
-    def _on_invalidate(dbapi_connection: Any, _record: Any, _error: Any) -> None:
-        write_turn.release(dbapi_connection)  # its transaction is gone with it
-
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
-        write_turn.release(dbapi_connection)  # returned mid-transaction and not rolled back
 
 
 # A pooled PostgreSQL connection unused for this long is pinged before it is handed out. At 1 s,
@@ -212,8 +117,9 @@ def make_engine(
     the write turn, and is refused instead); on PostgreSQL they are in autocommit for good
     (switching a pooled connection there and back at each checkout cost 60-80 µs of CPU, a
     unit of work's third). SQLite: `write_turn`, the process's turn its writers share
-    (`Database`'s engines); `on_loop`, the engine of `kit/loop_units.py`, which never waits
-    (its pool opens another connection rather than wait for one)."""
+    (`Database`'s engines). `on_loop`: an engine for units on the event loop, which never
+    waits (its pool opens another connection rather than wait for one; on SQLite,
+    `kit/loop_units.py`), or not long (PostgreSQL, `kit/pg_loop_units.py`)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         database = _sqlite_file(settings)
@@ -229,7 +135,7 @@ def make_engine(
             max_overflow=-1 if on_loop else settings.db_max_overflow,
             hide_parameters=True,  # error messages and logs never carry request data
         )
-        _configure_sqlite(
+        configure_sqlite(
             engine,
             settings.sqlite_busy_timeout_ms,
             query_only=autocommit,
@@ -240,14 +146,37 @@ def make_engine(
         return engine
     engine = create_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=2 if on_loop else settings.db_pool_size,
+        max_overflow=-1 if on_loop else settings.db_max_overflow,
         hide_parameters=True,  # error messages and logs never carry request data
         isolation_level="AUTOCOMMIT" if autocommit else None,
     )
     _configure_postgres(engine)
+    if on_loop:
+        waits_briefly(engine)
     fixed_savepoints(engine)
     return engine
+
+
+def _factories(
+    engine: Engine, point_engine: Engine, told: dict[str, Any]
+) -> dict[str, sessionmaker[Session]]:
+    """A database's four kinds of sessions, on its engine and its engine in autocommit. A closed
+    session refuses reuse: touching it after its block would otherwise check out a connection
+    that nothing returns to the pool (found under load, not in review)."""
+    point = {READ_ONLY_OPTION: True, NO_BEGIN_OPTION: True}
+    options = {"expire_on_commit": False, "close_resets_only": False}
+    return {
+        "write": sessionmaker(engine, info=told, **options),
+        "read": sessionmaker(
+            engine.execution_options(**{READ_ONLY_OPTION: True}), info=told, **options
+        ),
+        "single": sessionmaker(point_engine, info=told, **options),
+        # reads of committed rows only: they may be kept
+        "point": sessionmaker(
+            point_engine.execution_options(**point), info={**told, KEEPS: True}, **options
+        ),
+    }
 
 
 class Database:
@@ -265,29 +194,23 @@ class Database:
         told = {NOTIFIED: self.notified}
         self._units = UnitThreads(settings.db_threads, "sessionary-db")
         self._waiting: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
-        # A closed session refuses reuse: touching it after its block would otherwise check out
-        # a connection that nothing returns to the pool (found under load, not in review).
-        self._writer = sessionmaker(
-            self.engine, expire_on_commit=False, close_resets_only=False, info=told
-        )
-        self._reader = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY_OPTION: True}),
-            expire_on_commit=False,
-            close_resets_only=False,
-            info=told,
-        )
-        point: dict[str, Any] = {READ_ONLY_OPTION: True, _NO_BEGIN_OPTION: True}
+        point: dict[str, Any] = {READ_ONLY_OPTION: True, NO_BEGIN_OPTION: True}
         # Connections of their own, with no transaction for good (`make_engine`)
         self._point_engine = make_engine(settings, autocommit=True)
-        self._single_statements = sessionmaker(
-            self._point_engine, expire_on_commit=False, close_resets_only=False, info=told
-        )
-        self._point_reader = sessionmaker(
-            self._point_engine.execution_options(**point),
-            expire_on_commit=False,
-            close_resets_only=False,
-            info={**told, KEEPS: True},  # reads of committed rows only: they may be kept
-        )
+        self._factories = _factories(self.engine, self._point_engine, told)
+        # How many requests this process is serving (the app's; none outside one)
+        self.requests_running: Callable[[], int] = lambda: 0
+        self.pg_loop: PgLoopUnits | None = None  # PostgreSQL: units on the loop, when alone
+        self._loop_factories = self._factories
+        if self.dialect == "postgresql":
+            self.pg_loop = PgLoopUnits(
+                make_engine(settings, autocommit=True, on_loop=True),
+                make_engine(settings, on_loop=True),
+                lambda: self.requests_running(),
+            )
+            self._loop_factories = _factories(
+                self.pg_loop.write_engine, self.pg_loop.point_engine, told
+            )
         self.group_flush = GroupFlush(self.engine)  # a turn's end and the WAL flush
         self.loop_units: LoopUnits | None = None  # SQLite in a file: units run on the loop
         if self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
@@ -299,6 +222,13 @@ class Database:
                 wait_s=settings.sqlite_busy_timeout_ms / 1000,
                 point_info={LOOP_READER: self.loop_reads},
             )
+
+    def _factory(self, kind: str) -> sessionmaker[Session]:
+        """Sessions of `kind` ("write", "read", "point", "single"): on PostgreSQL, a unit
+        running on the loop gets its engines' (`kit/pg_loop_units.py`)."""
+        if self.pg_loop is not None and running_here():
+            return self._loop_factories[kind]
+        return self._factories[kind]
 
     def session(
         self, *, write: bool = True, durable: bool = True
@@ -314,7 +244,7 @@ class Database:
             if write:
                 return self._loop_write(durable)
             return self._unit_of_work(self.loop_units.session_factory("read"), durable)
-        return self._unit_of_work(self._writer if write else self._reader, durable)
+        return self._unit_of_work(self._factory("write" if write else "read"), durable)
 
     @contextmanager
     def _loop_write(self, durable: bool) -> Iterator[Session]:
@@ -336,7 +266,7 @@ class Database:
         `session(write=False)`. Never for writes, which would commit at once: on SQLite these
         sessions have read-only connections of their own, which refuse them; PostgreSQL's
         autocommit does not."""
-        factory = self._point_reader
+        factory = self._factory("point")
         if self.loop_units is not None and running_here():
             factory = self.loop_units.session_factory("point")
         return self._unit_of_work(factory, durable=True, reads_only=True)
@@ -346,7 +276,7 @@ class Database:
         its own): no `BEGIN` and `COMMIT` round trips (a turn's end, `kit/at_once.py`)."""
         if self.dialect != "postgresql":
             raise RuntimeError("single_statements is for PostgreSQL")
-        return self._unit_of_work(self._single_statements, durable=True)
+        return self._unit_of_work(self._factory("single"), durable=True)
 
     @contextmanager
     def one_statement(self) -> Iterator[Connection]:
@@ -354,7 +284,10 @@ class Database:
         own bookkeeping around a statement cost about 130 µs of CPU, twice the statement's."""
         if self.dialect != "postgresql":
             raise RuntimeError("one_statement is for PostgreSQL")
-        with self._point_engine.begin() as connection:
+        engine = self._point_engine
+        if self.pg_loop is not None and running_here():
+            engine = self.pg_loop.point_engine
+        with engine.begin() as connection:
             yield connection
 
     @contextmanager
@@ -464,6 +397,10 @@ class Database:
             ran, result = await self.loop_units.run_or_queue(work)
             if ran:
                 return result  # type: ignore[return-value]  # what `work` answered
+        elif loop_ok and self.pg_loop is not None:
+            ran, result = self.pg_loop.run(work)
+            if ran:
+                return result  # type: ignore[return-value]  # what `work` answered
         if waits_elsewhere:
             return await anyio.to_thread.run_sync(work, limiter=self._waiting_limiter())
         return await self._units.run(work)
@@ -495,3 +432,5 @@ class Database:
             self.loop_units.close()
             self.loop_units.engine.dispose()
         self._point_engine.dispose()
+        if self.pg_loop is not None:
+            self.pg_loop.dispose()

@@ -53,6 +53,10 @@ class RunningRequests:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
 
+    def count(self) -> int:
+        """How many requests are running now (`Database.requests_running`)."""
+        return len(self.tasks)
+
     async def finished(self, timeout: float) -> int:
         """Wait at most `timeout` seconds for the requests still running; how many are left."""
         if self.tasks:

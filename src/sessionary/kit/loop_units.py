@@ -112,6 +112,17 @@ def running_here() -> bool:
     return getattr(_ON_LOOP, "on", False)
 
 
+@contextmanager
+def running_on_the_loop() -> Iterator[None]:
+    """Mark the calling thread as running a unit on the event loop (`running_here`), for the
+    block: PostgreSQL's (`kit/pg_loop_units.py`); SQLite's `LoopUnits.run` sets it itself."""
+    _ON_LOOP.on = True
+    try:
+        yield
+    finally:
+        _ON_LOOP.on = False
+
+
 def leave_the_loop(reason: str) -> None:
     """Inside a unit running on the loop, one that found its work heavier than its request
     showed (a long stored history, a search index to load): send it, from its start, to a

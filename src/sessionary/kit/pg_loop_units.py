@@ -1,0 +1,121 @@
+"""PostgreSQL: a turn's short units of work run on the event loop itself while their request is
+the process's only one, instead of being handed to a worker thread and back.
+
+A hand-off costs two thread wake-ups, and on a small machine whose process sat idle between
+requests they cost more than the unit's own Python: running every unit on the loop in a scratch
+build took `/v1/responses` at one client from 4.18 to 3.34 ms added (p50) and 0.5 ms of server
+CPU off a turn (docs/BENCHMARKS.md). Under load, blocking the loop for a round trip holds every
+other request of the process (awaited on the loop through asyncio, p99 at 64 clients doubled),
+so a unit runs here only when nobody else is waiting for the loop.
+
+What keeps the loop from waiting long here (the unit is run again from its start on a worker,
+which waits as long as it takes, whenever it would):
+- only while the process serves at most one request, the caller's (`Database.requests_running`;
+  a stream under way counts until its end), and one unit at a time;
+- connections of their own (an engine in autocommit for point reads and single statements, one
+  for transactions), whose pool opens another connection rather than wait for one;
+- on them a row lock is waited for at most `LOCK_WAIT_MS` (`lock_timeout`): past it the
+  statement fails, having written nothing, as `WouldBlock`, the unit's transaction (if any) rolls
+  back and the unit goes to a worker; the next `PAUSE_S` of units go straight there too, since
+  the lock's holder (another process's turn, or anyone's long transaction) is still busy;
+- a unit that took longer than `SLOW_MS` (a distant database, a busy machine) turns the path
+  off for `PAUSE_S`: there, a round trip costs more than the hand-off saves (a process's first
+  `WARM_UNITS` open their connections and compile their statements, and do not count).
+
+So a unit given here must be safe to run again from its start on a worker: the contract of
+SQLite's loop units (`kit/loop_units.py`, `Database.in_worker(loop_ok=True)`), which already
+holds for every unit given them. Tests: `tests/test_pg_loop_units.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event
+
+from sessionary.kit.heap import COLLECTOR_TIME
+from sessionary.kit.loop_units import WouldBlock, running_on_the_loop
+
+T = TypeVar("T")
+
+LOCK_WAIT_MS = 50
+SLOW_MS = 20.0
+PAUSE_S = 5.0
+WARM_UNITS = 20  # a process's first units open connections and compile statements: not slow
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a statement whose `lock_timeout` ran out
+
+
+def waits_briefly(engine: Engine) -> None:
+    """Set up one of these engines' connections: `lock_timeout` for good, and a lock wait that
+    ran out raised as `WouldBlock` (on SQLAlchemy's path here; `raw_sql`'s does the same)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+        if not dbapi_connection.autocommit:
+            dbapi_connection.commit()
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        blocked = lock_wait_ran_out(context.original_exception)
+        if blocked is not None:
+            raise blocked from context.original_exception
+
+
+def lock_wait_ran_out(error: BaseException) -> WouldBlock | None:
+    """`WouldBlock` for a driver error that is a `lock_timeout` running out (only these engines'
+    connections have one), else None."""
+    if getattr(error, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return WouldBlock("a row lock held elsewhere", elsewhere=True)
+    return None
+
+
+class PgLoopUnits:
+    """Runs a unit on the loop when it may (`run`); `factories` are the sessions units get here
+    ("write", "read", "point", "single"), on `engines` (autocommit, transactions)."""
+
+    def __init__(
+        self,
+        point_engine: Engine,
+        write_engine: Engine,
+        requests_running: Callable[[], int],
+    ) -> None:
+        self.point_engine = point_engine
+        self.write_engine = write_engine
+        self.requests_running = requests_running
+        self._running = threading.Lock()
+        self._paused_until = 0.0
+        self.ran = 0
+        self.sent_away = 0  # units that would have waited: run again on a worker
+
+    def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
+        """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
+        here was committed). Exceptions other than `WouldBlock` are the unit's own."""
+        if self.requests_running() > 1 or time.monotonic() < self._paused_until:
+            return False, None
+        if not self._running.acquire(blocking=False):  # another event loop's unit
+            return False, None
+        began = time.perf_counter() - COLLECTOR_TIME.seconds
+        try:
+            with running_on_the_loop():
+                result = work()
+        except WouldBlock as blocked:
+            self.sent_away += 1
+            if blocked.elsewhere:  # a lock's holder is busy: leave it be a while
+                self._paused_until = time.monotonic() + PAUSE_S
+            return False, None
+        finally:
+            self._running.release()
+            took_ms = (time.perf_counter() - COLLECTOR_TIME.seconds - began) * 1000
+            if took_ms > SLOW_MS and self.ran >= WARM_UNITS:
+                self._paused_until = time.monotonic() + PAUSE_S
+        self.ran += 1
+        return True, result
+
+    def dispose(self) -> None:
+        self.point_engine.dispose()
+        self.write_engine.dispose()
