@@ -367,8 +367,8 @@ class Database:
         """Run `work` (short units of work: a turn's plan and hold, its settle, a search's
         reads and charge, a key check) in a worker thread, at most `db_threads` at once.
 
-        `loop_ok`: on SQLite, `work` runs on the event loop itself when it can without waiting
-        (`kit/loop_units.py`), and on a worker, from its start, when it cannot. Only for work
+        `loop_ok`: `work` runs on the event loop itself when it can without waiting (SQLite:
+        `kit/loop_units.py`), and on a worker, from its start, when it cannot. Only for work
         with at most one write transaction and nothing before it that must not run twice, whose
         calls to the loop (a model's) go through `loop_units.from_worker`.
 
@@ -390,9 +390,11 @@ class Database:
         cancelled before it began (waiting for a thread, or queued on the loop for SQLite's
         write turn) never runs.
 
-        On PostgreSQL `loop_ok` units run on a worker too: awaited on the loop (psycopg's
-        asyncio connections through SQLAlchemy's greenlet bridge) a turn's p50 at one client
-        was 0.3-2.4 ms higher, and p99 at 64 clients doubled (docs/BENCHMARKS.md)."""
+        On PostgreSQL `loop_ok` units run on the loop only while their request is the
+        process's only one, and give up any row-lock wait after 50 ms for a worker
+        (`kit/pg_loop_units.py`); otherwise on a worker: awaited on the loop under load
+        (psycopg's asyncio connections through SQLAlchemy's greenlet bridge) p99 at 64 clients
+        doubled (docs/BENCHMARKS.md)."""
         if loop_ok and self.loop_units is not None:
             ran, result = await self.loop_units.run_or_queue(work)
             if ran:
