@@ -21,6 +21,8 @@ from sessionary.kit.pg_loop_units import PgLoopUnits
 from tests.conftest import Tenant, check_money
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.money import charges
+from tests.test_search import create, post
+from tests.test_search import funded as funded
 from tests.test_turn_commit import payer, remote, upstream  # noqa: F401  (fixtures)
 
 HELD_S = 0.6  # how long a test holds a row lock: far past `LOCK_WAIT_MS`
@@ -225,7 +227,7 @@ def test_a_lock_wait_on_these_connections_is_short_and_writes_nothing(
     from sqlalchemy import bindparam, update
 
     from sessionary.billing.models import CreditBalance
-    from sessionary.kit.loop_units import WouldBlock
+    from sessionary.kit.loop_units import WouldBlock, running_on_the_loop
     from sessionary.kit.raw_sql import run
 
     units = db.pg_loop
@@ -243,7 +245,7 @@ def test_a_lock_wait_on_these_connections_is_short_and_writes_nothing(
         connection.begin(),
     ):
         began = time.monotonic()
-        with pytest.raises(WouldBlock):
+        with running_on_the_loop(), pytest.raises(WouldBlock):
             if path == "raw_sql":
                 run(connection, spend, {"p_account": payer.account_id})
             else:
@@ -259,3 +261,99 @@ def _balance(db: Database, tenant: Tenant) -> int:
             {"a": tenant.account_id},
         )
         return int(found.scalar_one())
+
+
+def test_a_long_statement_on_the_loop_is_given_up_and_the_same_error_elsewhere_stays(
+    postgres_only: None, db: Database
+) -> None:
+    """`statement_timeout` ends a statement the loop would wait for; on a worker's connection a
+    timeout the database itself imposes (a role's `lock_timeout`, a `statement_timeout`) stays
+    the error it was: only a unit on the loop can be run again elsewhere."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import OperationalError
+
+    from sessionary.kit.loop_units import WouldBlock, running_on_the_loop
+    from sessionary.kit.raw_sql import run
+
+    units = db.pg_loop
+    assert units is not None
+    with units.point_engine.connect() as connection:
+        began = time.monotonic()
+        with running_on_the_loop(), pytest.raises(WouldBlock):
+            connection.execute(text("SELECT pg_sleep(2)"))
+        assert time.monotonic() - began < 1.0
+    with db.engine.connect() as connection, connection.begin():  # `raw_sql`'s path
+        connection.execute(text("SET LOCAL statement_timeout = 50"))
+        with pytest.raises(OperationalError):
+            run(connection, select(func.pg_sleep(2).label("slept")), {})
+
+
+def test_a_background_response_under_way_keeps_units_on_the_workers(
+    served: TestClient,
+    db: Database,
+    payer: Tenant,  # noqa: F811
+) -> None:
+    """A background response is no request, yet it needs the loop as one does."""
+    units = _units(served)
+    _turn(served, payer)
+    served.app.state.background_runs.jobs["resp_elsewhere"] = object()  # type: ignore[attr-defined]
+    try:
+        ran = units.ran
+        _turn(served, payer)
+        assert units.ran == ran
+    finally:
+        served.app.state.background_runs.jobs.pop("resp_elsewhere")  # type: ignore[attr-defined]
+    check_money(db)
+
+
+def test_an_end_on_the_loop_never_waits_for_a_shared_flush(
+    served: TestClient,
+    db: Database,
+    payer: Tenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With another hold of the process still listed (a turn's end then commits apart from its
+    WAL flush on a worker, `kit/wal_flush.py`), an end on the loop commits with its flush: the
+    shared flush is led or waited for by a worker thread, and the loop would wait for it."""
+    from sessionary.kit.wal_flush import GroupFlush
+    from tests.support.money import another_turn_under_way
+
+    units = _units(served)
+    _turn(served, payer)
+    app_db = served.app.state.db  # type: ignore[attr-defined]
+    if not app_db.group_flush.apart:
+        pytest.skip("this PostgreSQL commits ends with their flush anyway")
+    waited: list[bool] = []
+    flush_wait = GroupFlush.wait
+    monkeypatch.setattr(
+        GroupFlush, "wait", lambda self, c: (waited.append(True), flush_wait(self, c))[1]
+    )
+    ran = units.ran
+    with another_turn_under_way(app_db):
+        _turn(served, payer)
+    assert units.ran == ran + 2
+    assert waited == []
+    assert len(charges(db, payer)) == 2
+    check_money(db)
+
+
+def test_a_search_keeps_its_units_on_the_workers(
+    postgres_only: None,
+    client: TestClient,
+    db: Database,
+    funded: Tenant,
+) -> None:
+    """A search's SQL (an index scan, an exact scan of the filtered rows) may take far longer
+    than a turn's."""
+    units = client.app.state.db.pg_loop  # type: ignore[attr-defined]
+    template = create(client, funded)["template_id"]
+    ran = units.ran
+    for _ in range(2):
+        answer = post(
+            client,
+            funded,
+            "search_against_embedding",
+            {"template_id": template, "search_term": "quiet studio near the park", "limit": 3},
+        )
+        assert answer.status_code == 200, answer.text
+    assert units.ran == ran

@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     providers = build_providers(settings)
     background_runs = BackgroundRuns(db)
     running = RunningRequests()
-    db.requests_running = running.count  # PostgreSQL's units run on the loop when alone
+    # PostgreSQL's units run on the loop when nothing else is under way (`kit/pg_loop_units.py`)
+    db.requests_running = lambda: running.count() + len(background_runs.jobs)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from sessionary.billing.ledger import Ledger, Owner, Reservation, Settlement, insufficient
 from sessionary.kit.db import Database
+from sessionary.kit.loop_units import running_here
 from sessionary.kit.wal_flush import FLUSH_OWED
 
 log = structlog.get_logger("sessionary.billing")
@@ -68,8 +69,10 @@ def _end_apart(database: Database) -> bool:
     """Whether a turn's end, its own hold already out of `LIVE_HOLDS`, commits apart from its
     WAL flush (`kit/wal_flush.py`): only while other turns of this process are under way, whose
     holds and ends would wait for its balance row through the flush. Alone, a commit that waits
-    for the disk is one round trip less: at one client, two workers, p50 6.5 ms against 8.9."""
-    return database.group_flush.apart and len(LIVE_HOLDS) > 0
+    for the disk is one round trip less: at one client, two workers, p50 6.5 ms against 8.9.
+    Never on the event loop (`kit/pg_loop_units.py`): a unit runs there only when alone, and
+    waiting for a flush led by a worker would hold the loop."""
+    return database.group_flush.apart and len(LIVE_HOLDS) > 0 and not running_here()
 
 
 def _hold(database: Database, owner: Owner, worst_case_micro: int, route: str) -> Reservation:

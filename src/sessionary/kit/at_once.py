@@ -60,7 +60,9 @@ def commit_at_once(
             if db.info.pop(FLUSH_OWED, False):  # `rest` committed without waiting for the disk
                 database.group_flush.wait(connection)
             return True, answer
-        except WouldBlock:  # a lock wait ran out on the loop: wrote nothing; on to a worker
+        except WouldBlock as blocked:  # given up on the loop: on to a worker, unless committed
+            if held is not None and held.at_once_done:
+                raise RuntimeError("a wait on the event loop after the end committed") from blocked
             raise
         except Exception as exc:
             if connection.invalidated or (held is not None and held.at_once_done):

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,7 +42,7 @@ from sessionary.kit.async_read import AsyncReader
 from sessionary.kit.loop_read import LOOP_READER, LoopReader
 from sessionary.kit.loop_units import LoopUnits, WouldBlock, running_here
 from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
-from sessionary.kit.pg_loop_units import PgLoopUnits, waits_briefly
+from sessionary.kit.pg_loop_units import LOOP_CONNECT_TIMEOUT_S, TCP, PgLoopUnits, waits_briefly
 from sessionary.kit.raw_sql import (
     HeldInserts,
     fixed_savepoints,
@@ -144,12 +144,18 @@ def make_engine(
         )
         fixed_savepoints(engine)
         return engine
+    connect: dict[str, Any] = {}
+    if on_loop:  # libpq's defaults: no limit to a connect, TCP's own to a silent server
+        given = make_url(url).query
+        limits = {"connect_timeout": LOOP_CONNECT_TIMEOUT_S, **TCP}
+        connect = {k: v for k, v in limits.items() if k not in given}
     engine = create_engine(
         url,
         pool_size=2 if on_loop else settings.db_pool_size,
         max_overflow=-1 if on_loop else settings.db_max_overflow,
         hide_parameters=True,  # error messages and logs never carry request data
         isolation_level="AUTOCOMMIT" if autocommit else None,
+        connect_args=connect,
     )
     _configure_postgres(engine)
     if on_loop:

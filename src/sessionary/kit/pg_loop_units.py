@@ -13,11 +13,17 @@ which waits as long as it takes, whenever it would):
 - only while the process serves at most one request, the caller's (`Database.requests_running`;
   a stream under way counts until its end), and one unit at a time;
 - connections of their own (an engine in autocommit for point reads and single statements, one
-  for transactions), whose pool opens another connection rather than wait for one;
-- on them a row lock is waited for at most `LOCK_WAIT_MS` (`lock_timeout`): past it the
-  statement fails, having written nothing, as `WouldBlock`, the unit's transaction (if any) rolls
-  back and the unit goes to a worker; the next `PAUSE_S` of units go straight there too, since
-  the lock's holder (another process's turn, or anyone's long transaction) is still busy;
+  for transactions), whose pool opens another connection rather than wait for one, within
+  `LOOP_CONNECT_TIMEOUT_S` unless the database URL sets `connect_timeout`;
+- on them a lock is waited for at most `LOCK_WAIT_MS` (`lock_timeout`: rows, a unique key
+  another transaction is inserting, advisory and table locks) and a statement runs for at most
+  `STATEMENT_LIMIT_MS` (`statement_timeout`): past either the statement fails, having written
+  nothing, as `WouldBlock`, the unit's transaction (if any) rolls back and the unit goes to a
+  worker; the next `PAUSE_S` of units go straight there too, since what held it (another
+  process's turn, anyone's long transaction, a busy database) is likely still there; and TCP
+  keepalives and `tcp_user_timeout` (`TCP`) end the wait for a database that stopped answering;
+- only a turn's units (a search's SQL can take far longer: its units keep to the workers), and
+  only while no background response runs in the process either;
 - a unit that took longer than `SLOW_MS` (a distant database, a busy machine) turns the path
   off for `PAUSE_S`: there, a round trip costs more than the hand-off saves (a process's first
   `WARM_UNITS` open their connections and compile their statements, and do not count).
@@ -37,25 +43,36 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 
 from sessionary.kit.heap import COLLECTOR_TIME
-from sessionary.kit.loop_units import WouldBlock, running_on_the_loop
+from sessionary.kit.loop_units import WouldBlock, running_here, running_on_the_loop
 
 T = TypeVar("T")
 
 LOCK_WAIT_MS = 50
+LOOP_CONNECT_TIMEOUT_S = 5  # a connection opened here (the first, or after a restart)
 SLOW_MS = 20.0
 PAUSE_S = 5.0
 WARM_UNITS = 20  # a process's first units open connections and compile statements: not slow
-LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a statement whose `lock_timeout` ran out
+STATEMENT_LIMIT_MS = 250
+# What the loop's connections give up on: a lock wait past `lock_timeout`, a statement past
+# `statement_timeout` (SQLSTATEs). Either way the statement wrote nothing.
+GIVEN_UP = {"55P03": "a row lock held elsewhere", "57014": "a statement past its time"}
+# libpq's TCP settings for these connections, unless the database URL sets them: a database that
+# stops answering (a failover, a dropped network) ends the wait in seconds, not at TCP's own
+# limit (about 15 minutes), since the loop waits with it.
+TCP = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
+       "tcp_user_timeout": 5000}  # fmt: skip
 
 
 def waits_briefly(engine: Engine) -> None:
-    """Set up one of these engines' connections: `lock_timeout` for good, and a lock wait that
-    ran out raised as `WouldBlock` (on SQLAlchemy's path here; `raw_sql`'s does the same)."""
+    """Set up one of these engines' connections: `lock_timeout` and `statement_timeout` for
+    good, and a statement they ended raised as `WouldBlock` (on SQLAlchemy's path here;
+    `raw_sql`'s does the same)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+            cursor.execute(f"SET statement_timeout = {STATEMENT_LIMIT_MS}")
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
 
@@ -67,11 +84,13 @@ def waits_briefly(engine: Engine) -> None:
 
 
 def lock_wait_ran_out(error: BaseException) -> WouldBlock | None:
-    """`WouldBlock` for a driver error that is a `lock_timeout` running out (only these engines'
-    connections have one), else None."""
-    if getattr(error, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-        return WouldBlock("a row lock held elsewhere", elsewhere=True)
-    return None
+    """`WouldBlock` for a driver error that is one of these connections giving up (`GIVEN_UP`)
+    in a unit running on the loop, else None: elsewhere (a worker, where the database's own
+    `lock_timeout` may end a wait) the error stays what it was."""
+    reason = GIVEN_UP.get(getattr(error, "sqlstate", None) or "")
+    if reason is None or not running_here():
+        return None
+    return WouldBlock(reason, elsewhere=True)
 
 
 class PgLoopUnits:
