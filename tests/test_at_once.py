@@ -184,7 +184,7 @@ def test_a_new_sessions_turn_ends_in_one_statement(
     # No idle ping at checkout: on a slow machine the setup can leave a connection idle past
     # PING_AFTER_IDLE_S, and its `SELECT 1` is not the turn's (tests/test_storage.py tests it).
     monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_S", float("inf"))
-    with another_turn_under_way(db) if others else nullcontext():
+    with another_turn_under_way(db, remote) if others else nullcontext():
         answer = remote.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code == 200, answer.text

@@ -269,7 +269,7 @@ def test_a_write_in_point_reads_is_refused_on_sqlite(db: Database, backend: str)
 
 
 def test_savepoints_roll_back_alone_on_both_engines(db: Database) -> None:
-    """A savepoint (`begin_nested`, sent as text by `kit/raw_sql.fixed_savepoints`) rolled back by a
+    """A savepoint (`begin_nested`, sent as text by `kit/db.fixed_savepoints`) rolled back by a
     failed statement inside it undoes only its own writes: the transaction around it goes on
     and commits, as a turn's charge does when its transcript cannot be stored. One released
     keeps its writes; several in one transaction (new names each) work alike."""

@@ -116,7 +116,7 @@ def test_an_end_commits_without_the_disk_and_the_answer_waits_for_the_flush(
     path, body = _turn(route)
     assert remote.post(path, json=body, headers=payer.headers).is_success  # warm
     statements.watch(monkeypatch)
-    with another_turn_under_way(db):
+    with another_turn_under_way(db, remote):
         answer = remote.post(path, json=body, headers=payer.headers)
     flushed = statements.lsn("pg_current_wal_flush_lsn")
     monkeypatch.undo()
@@ -172,7 +172,7 @@ def test_a_failed_flush_after_the_end_is_not_done_again_and_charges_once(
         raise OperationalError(statement, {}, Exception("lost"))
 
     monkeypatch.setattr(wal_flush, "run_fixed", lost)
-    with another_turn_under_way(db):
+    with another_turn_under_way(db, remote):
         answer = remote.post("/v1/responses", json={"input": "Again."}, headers=payer.headers)
     monkeypatch.undo()
     assert answer.status_code >= 500 and answer.json()["error"]["message"]

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from sessionary.billing.ledger import Ledger, Owner, Reservation
 from sessionary.billing.metering import LIVE_HOLDS, Meter
 from sessionary.kit.db import Database
@@ -44,15 +46,23 @@ def money(db: Database, tenant: Tenant) -> tuple[int, int, int]:
 
 
 @contextmanager
-def another_turn_under_way(db: Database) -> Iterator[None]:
+def another_turn_under_way(db: Database, client: TestClient | None = None) -> Iterator[None]:
     """Another turn of this process holding credits, as under load: a turn's end then commits
     apart from its WAL flush on PostgreSQL (`billing/metering._end_apart`). Listed only, never
-    written: its hold is a reservation nobody has."""
+    written: its hold is a reservation nobody has. `client`: its app also counts that turn's
+    request as under way, so a turn's units take the workers, as under load
+    (`kit/pg_loop_units.py`)."""
     meter = Meter(db, Reservation("rsv_under_way", Owner.account("acct_under_way"), 0))
+    served: Database | None = client.app.state.db if client else None  # type: ignore[attr-defined]
+    counted = served.requests_running if served else None
+    if served is not None and counted is not None:
+        served.requests_running = lambda: counted() + 1
     try:
         yield
     finally:
         LIVE_HOLDS.discard(meter.reservation.id)
+        if served is not None and counted is not None:
+            served.requests_running = counted
 
 
 def open_holds(db: Database) -> int:

@@ -4,7 +4,7 @@ SQLite is the embedded default: WAL so readers never block the writer, a busy ti
 queue instead of failing, and `BEGIN IMMEDIATE` for write transactions so two writers never both
 read and then deadlock on the upgrade to a write lock. Read-only sessions use a plain deferred
 `BEGIN`, and point reads (`Database.point_reads`) none at all. Both are sent on the DB-API
-cursor, as are savepoints (`raw_sql.fixed_savepoints`): through SQLAlchemy's execution path they
+cursor, as are savepoints (`fixed_savepoints`): through SQLAlchemy's execution path they
 cost 20-40 µs each, several times a turn. Within one process, write transactions also hold a
 lock from `BEGIN IMMEDIATE` to their end: SQLite's busy handler sleeps and polls (up to 100 ms a
 nap), so under load a writer could sleep long after the database was free (p99 above a second at
@@ -45,9 +45,9 @@ from sessionary.kit.notified import KEEPS, NOTIFIED, NotifiedCache
 from sessionary.kit.pg_loop_units import LOOP_CONNECT_TIMEOUT_S, TCP, PgLoopUnits, waits_briefly
 from sessionary.kit.raw_sql import (
     HeldInserts,
-    fixed_savepoints,
     holding_inserts,
     keep_long_conversions,
+    run_fixed,
     send_held_first,
 )
 from sessionary.kit.sqlite_engine import NO_BEGIN_OPTION, READ_ONLY_OPTION, configure_sqlite
@@ -93,6 +93,28 @@ def _configure_postgres(engine: Engine) -> None:
             dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as error:
             raise InvalidatePoolError(str(error)) from error
+
+
+def fixed_savepoints(engine: Engine) -> None:
+    """Savepoint statements sent as text on the DB-API cursor. SQLAlchemy compiles a new
+    `SavepointClause` for each (its name varies, so its compiled cache never holds it): about
+    20 µs for each of the two or three a stored turn runs (`begin_nested` around its
+    transcript). Same statements, same error translation (`kit/raw_sql.run_fixed`)."""
+    dialect = engine.dialect
+    quote = dialect.identifier_preparer.quote
+
+    def do_savepoint(connection: Any, name: str) -> None:
+        run_fixed(connection, f"SAVEPOINT {quote(name)}")
+
+    def do_release_savepoint(connection: Any, name: str) -> None:
+        run_fixed(connection, f"RELEASE SAVEPOINT {quote(name)}")
+
+    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
+        run_fixed(connection, f"ROLLBACK TO SAVEPOINT {quote(name)}")
+
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
 def _sqlite_file(settings: Settings) -> str | None:

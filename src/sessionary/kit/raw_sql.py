@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect, Engine, exc
+from sqlalchemy import Connection, Dialect, exc
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -482,25 +482,3 @@ def _source(
         return lambda params: params[name] if name in params else bind.effective_value  # noqa: SIM401 - called only when absent
     value = bind.value
     return lambda params: params.get(name, value)
-
-
-def fixed_savepoints(engine: Engine) -> None:
-    """Savepoint statements sent as text on the DB-API cursor. SQLAlchemy compiles a new
-    `SavepointClause` for each (its name varies, so its compiled cache never holds it): about
-    20 µs for each of the two or three a stored turn runs (`begin_nested` around its
-    transcript). Same statements, same error translation (`kit/raw_sql.run_fixed`)."""
-    dialect = engine.dialect
-    quote = dialect.identifier_preparer.quote
-
-    def do_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"SAVEPOINT {quote(name)}")
-
-    def do_release_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"RELEASE SAVEPOINT {quote(name)}")
-
-    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
-        run_fixed(connection, f"ROLLBACK TO SAVEPOINT {quote(name)}")
-
-    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
-    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
-    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
