@@ -548,7 +548,8 @@ def run(quick: bool) -> str:
         + (
             ' The "before" rows are the same three routes of another source tree'
             " (`BENCH_BASELINE_SRC`) on both engines, measured in the same run, taking turns"
-            " with the others."
+            " with the others; where both trees run the same code on a path, the difference"
+            " between their rows is this run's noise."
             if "before responses" in got
             else ""
         ),
