@@ -676,7 +676,7 @@ def run(quick: bool) -> str:
         "at one client the turn's p50 was 0.3 to 2.4 ms higher in five of six interleaved "
         "rounds, and at 64 clients p99 went from 0.45-0.7 s to 0.8-1.5 s (a balance row "
         "locked by the settle stayed locked until the busy loop came back to send the "
-        "COMMIT). Under load, that is: a turn whose request is its process's only one runs its "
+        "COMMIT). Under load, that is: a turn that is all its process is running runs its "
         "units on the loop itself (`kit/pg_loop_units.py`), blocking it for their round trips, "
         "which hold nobody else, on connections of their own whose row-lock waits end after "
         "50 ms (the unit then runs again, whole, on a worker that waits); with another request "

@@ -90,7 +90,7 @@ def test_with_another_request_under_way_units_keep_to_the_workers(
     """A second request running meanwhile (a stream, a slow search) would wait for the loop
     through every round trip of a unit run there."""
     units = _units(served)
-    served.app.state.db.requests_running = lambda: 2  # type: ignore[attr-defined]
+    served.app.state.db.work_under_way = lambda: 2  # type: ignore[attr-defined]
     ran = units.ran
     _turn(served, payer)
     assert units.ran == ran

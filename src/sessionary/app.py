@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     background_runs = BackgroundRuns(db)
     running = RunningRequests()
     # PostgreSQL's units run on the loop when nothing else is under way (`kit/pg_loop_units.py`)
-    db.requests_running = lambda: running.count() + len(background_runs.jobs)
+    db.work_under_way = lambda: running.count() + len(background_runs.jobs)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -54,15 +54,15 @@ def another_turn_under_way(db: Database, client: TestClient | None = None) -> It
     (`kit/pg_loop_units.py`)."""
     meter = Meter(db, Reservation("rsv_under_way", Owner.account("acct_under_way"), 0))
     served: Database | None = client.app.state.db if client else None  # type: ignore[attr-defined]
-    counted = served.requests_running if served else None
+    counted = served.work_under_way if served else None
     if served is not None and counted is not None:
-        served.requests_running = lambda: counted() + 1
+        served.work_under_way = lambda: counted() + 1
     try:
         yield
     finally:
         LIVE_HOLDS.discard(meter.reservation.id)
         if served is not None and counted is not None:
-            served.requests_running = counted
+            served.work_under_way = counted
 
 
 def open_holds(db: Database) -> int:

@@ -60,6 +60,8 @@ T = TypeVar("T")
 # Units of work that may wait on a model (`Database.in_worker(waits_elsewhere=True)`) at once:
 # as many as anyio's default limiter allows, but tokens of their own.
 WAITING_THREADS = 40
+# Point reads: read-only, and on SQLite no transaction at all (`Database.point_reads`).
+POINT_OPTIONS: dict[str, Any] = {READ_ONLY_OPTION: True, NO_BEGIN_OPTION: True}
 
 
 # A pooled PostgreSQL connection unused for this long is pinged before it is handed out. At 1 s,
@@ -192,7 +194,6 @@ def _factories(
     """A database's four kinds of sessions, on its engine and its engine in autocommit. A closed
     session refuses reuse: touching it after its block would otherwise check out a connection
     that nothing returns to the pool (found under load, not in review)."""
-    point = {READ_ONLY_OPTION: True, NO_BEGIN_OPTION: True}
     options = {"expire_on_commit": False, "close_resets_only": False}
     return {
         "write": sessionmaker(engine, info=told, **options),
@@ -202,13 +203,15 @@ def _factories(
         "single": sessionmaker(point_engine, info=told, **options),
         # reads of committed rows only: they may be kept
         "point": sessionmaker(
-            point_engine.execution_options(**point), info={**told, KEEPS: True}, **options
+            point_engine.execution_options(**POINT_OPTIONS), info={**told, KEEPS: True}, **options
         ),
     }
 
 
 class Database:
-    """One engine and two session factories: writers (BEGIN IMMEDIATE on SQLite) and readers."""
+    """A database's engines and its sessions: writers (BEGIN IMMEDIATE on SQLite), readers, point
+    reads and single statements, and those of units on the event loop (`kit/loop_units.py`,
+    `kit/pg_loop_units.py`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -222,19 +225,19 @@ class Database:
         told = {NOTIFIED: self.notified}
         self._units = UnitThreads(settings.db_threads, "sessionary-db")
         self._waiting: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = None
-        point: dict[str, Any] = {READ_ONLY_OPTION: True, NO_BEGIN_OPTION: True}
         # Connections of their own, with no transaction for good (`make_engine`)
         self._point_engine = make_engine(settings, autocommit=True)
         self._factories = _factories(self.engine, self._point_engine, told)
-        # How many requests this process is serving (the app's; none outside one)
-        self.requests_running: Callable[[], int] = lambda: 0
+        # How many requests and background responses this process runs (the app's; none
+        # outside one)
+        self.work_under_way: Callable[[], int] = lambda: 0
         self.pg_loop: PgLoopUnits | None = None  # PostgreSQL: units on the loop, when alone
         self._loop_factories = self._factories
         if self.dialect == "postgresql":
             self.pg_loop = PgLoopUnits(
                 make_engine(settings, autocommit=True, on_loop=True),
                 make_engine(settings, on_loop=True),
-                lambda: self.requests_running(),
+                lambda: self.work_under_way(),
             )
             self._loop_factories = _factories(
                 self.pg_loop.write_engine, self.pg_loop.point_engine, told
@@ -245,7 +248,7 @@ class Database:
             self.loop_units = LoopUnits(
                 make_engine(settings, write_turn=write_turn, on_loop=True),
                 read_options={READ_ONLY_OPTION: True},
-                point_options=point,
+                point_options=POINT_OPTIONS,
                 write_turn=write_turn,
                 wait_s=settings.sqlite_busy_timeout_ms / 1000,
                 point_info={LOOP_READER: self.loop_reads},
@@ -418,8 +421,8 @@ class Database:
         cancelled before it began (waiting for a thread, or queued on the loop for SQLite's
         write turn) never runs.
 
-        On PostgreSQL `loop_ok` units run on the loop only while their request is the
-        process's only one, and give up any row-lock wait after 50 ms for a worker
+        On PostgreSQL `loop_ok` units run on the loop only while the process runs nothing
+        else, and give up for a worker a lock wait past 50 ms or a statement past 250 ms
         (`kit/pg_loop_units.py`); otherwise on a worker: awaited on the loop under load
         (psycopg's asyncio connections through SQLAlchemy's greenlet bridge) p99 at 64 clients
         doubled (docs/BENCHMARKS.md)."""

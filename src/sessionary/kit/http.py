@@ -54,7 +54,7 @@ class RunningRequests:
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def count(self) -> int:
-        """How many requests are running now (`Database.requests_running`)."""
+        """How many requests are running now (part of `Database.work_under_way`)."""
         return len(self.tasks)
 
     async def finished(self, timeout: float) -> int:

@@ -1,5 +1,5 @@
-"""PostgreSQL: a turn's short units of work run on the event loop itself while their request is
-the process's only one, instead of being handed to a worker thread and back.
+"""PostgreSQL: a turn's short units of work run on the event loop itself while nothing else runs
+in the process, instead of being handed to a worker thread and back.
 
 A hand-off costs two thread wake-ups, and on a small machine whose process sat idle between
 requests they cost more than the unit's own Python: running every unit on the loop in a scratch
@@ -10,8 +10,8 @@ so a unit runs here only when nobody else is waiting for the loop.
 
 What keeps the loop from waiting long here (the unit is run again from its start on a worker,
 which waits as long as it takes, whenever it would):
-- only while the process serves at most one request, the caller's (`Database.requests_running`;
-  a stream under way counts until its end), and one unit at a time;
+- only while the process runs nothing else: no other request (a stream counts until its end)
+  and no background response (`Database.work_under_way`); and one unit at a time;
 - connections of their own (an engine in autocommit for point reads and single statements, one
   for transactions), whose pool opens another connection rather than wait for one, within
   `LOOP_CONNECT_TIMEOUT_S` unless the database URL sets `connect_timeout`;
@@ -22,8 +22,7 @@ which waits as long as it takes, whenever it would):
   worker; the next `PAUSE_S` of units go straight there too, since what held it (another
   process's turn, anyone's long transaction, a busy database) is likely still there; and TCP
   keepalives and `tcp_user_timeout` (`TCP`) end the wait for a database that stopped answering;
-- only a turn's units (a search's SQL can take far longer: its units keep to the workers), and
-  only while no background response runs in the process either;
+- only a turn's units (a search's SQL can take far longer: its units keep to the workers);
 - a unit that took longer than `SLOW_MS` (a distant database, a busy machine) turns the path
   off for `PAUSE_S`: there, a round trip costs more than the hand-off saves (a process's first
   `WARM_UNITS` open their connections and compile their statements, and do not count).
@@ -78,12 +77,12 @@ def waits_briefly(engine: Engine) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: Any) -> None:
-        blocked = lock_wait_ran_out(context.original_exception)
+        blocked = given_up(context.original_exception)
         if blocked is not None:
             raise blocked from context.original_exception
 
 
-def lock_wait_ran_out(error: BaseException) -> WouldBlock | None:
+def given_up(error: BaseException) -> WouldBlock | None:
     """`WouldBlock` for a driver error that is one of these connections giving up (`GIVEN_UP`)
     in a unit running on the loop, else None: elsewhere (a worker, where the database's own
     `lock_timeout` may end a wait) the error stays what it was."""
@@ -94,18 +93,18 @@ def lock_wait_ran_out(error: BaseException) -> WouldBlock | None:
 
 
 class PgLoopUnits:
-    """Runs a unit on the loop when it may (`run`); `factories` are the sessions units get here
-    ("write", "read", "point", "single"), on `engines` (autocommit, transactions)."""
+    """Runs a unit on the loop when it may (`run`), whose sessions `Database` makes on these two
+    engines (`point_engine` in autocommit, `write_engine` for transactions)."""
 
     def __init__(
         self,
         point_engine: Engine,
         write_engine: Engine,
-        requests_running: Callable[[], int],
+        work_under_way: Callable[[], int],
     ) -> None:
         self.point_engine = point_engine
         self.write_engine = write_engine
-        self.requests_running = requests_running
+        self.work_under_way = work_under_way
         self._running = threading.Lock()
         self._paused_until = 0.0
         self.ran = 0
@@ -114,7 +113,7 @@ class PgLoopUnits:
     def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
         """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
         here was committed). Exceptions other than `WouldBlock` are the unit's own."""
-        if self.requests_running() > 1 or time.monotonic() < self._paused_until:
+        if self.work_under_way() > 1 or time.monotonic() < self._paused_until:
             return False, None
         if not self._running.acquire(blocking=False):  # another event loop's unit
             return False, None
@@ -124,7 +123,7 @@ class PgLoopUnits:
                 result = work()
         except WouldBlock as blocked:
             self.sent_away += 1
-            if blocked.elsewhere:  # a lock's holder is busy: leave it be a while
+            if blocked.elsewhere:  # what held it (a lock's holder, the database) is busy still
                 self._paused_until = time.monotonic() + PAUSE_S
             return False, None
         finally:

@@ -362,11 +362,11 @@ def run_fixed(connection: Connection, sql: str) -> None:
 def _translated(connection: Connection, sql: str, cursor: Any, error: Any) -> Exception:
     """A driver error as SQLAlchemy raises it (parameters hidden); a lost connection is
     invalidated first, as SQLAlchemy does, so the pool discards it instead of reusing it. A
-    lock wait that ran out is `WouldBlock` (`kit/pg_loop_units.py`)."""
-    from sessionary.kit.pg_loop_units import lock_wait_ran_out  # (it imports this module)
+    statement the event loop's connections gave up on is `WouldBlock` (`kit/pg_loop_units.py`)."""
+    from sessionary.kit.pg_loop_units import given_up  # (it imports this module)
 
-    blocked = lock_wait_ran_out(error)
-    if blocked is not None:  # on the event loop's connections (their `lock_timeout`)
+    blocked = given_up(error)
+    if blocked is not None:  # their `lock_timeout` or `statement_timeout`, in a unit there
         return blocked
     dialect = connection.dialect
     lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
