@@ -23,9 +23,13 @@ which waits as long as it takes, whenever it would):
   process's turn, anyone's long transaction, a busy database) is likely still there; and TCP
   keepalives and `tcp_user_timeout` (`TCP`) end the wait for a database that stopped answering;
 - only a turn's units (a search's SQL can take far longer: its units keep to the workers);
-- a unit that took longer than `SLOW_MS` (a distant database, a busy machine) turns the path
-  off for `PAUSE_S`: there, a round trip costs more than the hand-off saves (a process's first
-  `WARM_UNITS` open their connections and compile their statements, and do not count).
+- slow units (a distant database, a busy machine) turn the path off for `PAUSE_S`: there, a
+  round trip costs more than the hand-off saves. Slow is `SLOW_UNITS` of the last `SLOW_AMONG`
+  units over `SLOW_MS`, or one over `STALL_MS`; a process's first `WARM_UNITS` open their
+  connections and compile their statements, and do not count. A single unit over `SLOW_MS`
+  used to turn it off: a commit that waited about 50 ms for the disk, once in some 6,000 units
+  on a 2-core machine at one client, sent the next 5 s of units (over a thousand turns) to the
+  workers, two hand-offs a turn.
 
 So a unit given here must be safe to run again from its start on a worker: the contract of
 SQLite's loop units (`kit/loop_units.py`, `Database.in_worker(loop_ok=True)`), which already
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -49,6 +54,9 @@ T = TypeVar("T")
 LOCK_WAIT_MS = 50
 LOOP_CONNECT_TIMEOUT_S = 5  # a connection opened here (the first, or after a restart)
 SLOW_MS = 20.0
+SLOW_UNITS = 3
+SLOW_AMONG = 100
+STALL_MS = 200.0
 PAUSE_S = 5.0
 WARM_UNITS = 20  # a process's first units open connections and compile statements: not slow
 STATEMENT_LIMIT_MS = 250
@@ -109,6 +117,8 @@ class PgLoopUnits:
         self._paused_until = 0.0
         self.ran = 0
         self.sent_away = 0  # units that would have waited: run again on a worker
+        self._started = 0  # units begun here
+        self._slow: deque[int] = deque()  # which of them were slow, among the last `SLOW_AMONG`
 
     def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
         """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
@@ -128,11 +138,23 @@ class PgLoopUnits:
             return False, None
         finally:
             self._running.release()
-            took_ms = (time.perf_counter() - COLLECTOR_TIME.seconds - began) * 1000
-            if took_ms > SLOW_MS and self.ran >= WARM_UNITS:
-                self._paused_until = time.monotonic() + PAUSE_S
+            self._after((time.perf_counter() - COLLECTOR_TIME.seconds - began) * 1000)
         self.ran += 1
         return True, result
+
+    def _after(self, took_ms: float) -> None:
+        """Count a unit that took `took_ms`: pause the path after a stall, or after too many
+        slow units among the last few."""
+        self._started += 1
+        if took_ms <= SLOW_MS or self._started <= WARM_UNITS:
+            return
+        slow = self._slow
+        slow.append(self._started)
+        while slow[0] <= self._started - SLOW_AMONG:
+            slow.popleft()
+        if took_ms > STALL_MS or len(slow) >= SLOW_UNITS:
+            slow.clear()
+            self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_S)
 
     def dispose(self) -> None:
         self.point_engine.dispose()
