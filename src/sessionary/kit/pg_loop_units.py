@@ -44,10 +44,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Engine, event
 
 from sessionary.kit.heap import COLLECTOR_TIME
 from sessionary.kit.loop_units import WouldBlock, running_here, running_on_the_loop
+
+log = structlog.get_logger("sessionary.db")
 
 T = TypeVar("T")
 
@@ -137,8 +140,8 @@ class PgLoopUnits:
                 self._paused_until = time.monotonic() + PAUSE_S
             return False, None
         finally:
-            self._running.release()
             self._after((time.perf_counter() - COLLECTOR_TIME.seconds - began) * 1000)
+            self._running.release()  # after: `_after`'s count is the running thread's own
         self.ran += 1
         return True, result
 
@@ -155,6 +158,7 @@ class PgLoopUnits:
         if took_ms > STALL_MS or len(slow) >= SLOW_UNITS:
             slow.clear()
             self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_S)
+            log.warning("pg_loop_units_paused", took_ms=round(took_ms), seconds=PAUSE_S)
 
     def dispose(self) -> None:
         self.point_engine.dispose()
