@@ -225,6 +225,59 @@ def test_a_nul_nested_past_any_depth_is_a_400(client: TestClient, tenant: Tenant
     assert answer.status_code == 400, answer.text
 
 
+@pytest.mark.parametrize(
+    ("number", "where"),
+    [
+        ("NaN", "tools[0].parameters.properties.x.maximum"),
+        ("Infinity", "tools[0].parameters.properties.x.maximum"),
+        ("-Infinity", "text.format.schema.minimum"),
+        ("1e400", "tools[0].parameters.properties.x.maximum"),
+        ("-2.5E+999", "text.format.schema.minimum"),
+    ],
+)
+def test_a_number_json_does_not_have_is_a_400_naming_it_and_nothing_is_charged(
+    client: TestClient, db: Database, tenant: Tenant, number: str, where: str
+) -> None:
+    """Python's parser takes NaN and Infinity and reads 1e400 as infinity; carried on, a tool's
+    schema reached the model's server holding the bare word `Infinity`."""
+    grant(db, tenant, 10_000_000)
+    tool = '{"type": "function", "name": "f", "parameters": {"type": "object", "properties": '
+    value = number if where.startswith("tools") else "1"
+    minimum = number if where.startswith("text") else "0"
+    body = (
+        f'{{"input": "hi", "tools": [{tool}{{"x": {{"type": "number", "maximum": {value}}}}}}}}}],'
+        f' "text": {{"format": {{"type": "json_schema", "name": "n", "schema": '
+        f'{{"type": "number", "minimum": {minimum}}}}}}}}}'
+    )
+    answer = client.post(
+        "/v1/responses",
+        content=body,
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_number", where)
+    assert balance(db, tenant) == 10_000_000
+
+
+def test_words_and_large_exponents_that_are_json_pass_the_number_rule(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """The byte scan's suspects that are JSON after all: the words in a string, a number whose
+    three-digit exponent stays in range."""
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    name = "NaN, Infinity and 1e400"
+    answer = client.post(
+        "/v1/assistant/session", content=f'{{"session_name": "{name}"}}', headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["session_name"] == name
+    in_range = '{"price": {"min": 1e-300, "max": -1.5E+300}}'
+    body = f'{{"template_id": "{"0" * 26}", "search_term": "NaN", "search_params": {in_range}}}'
+    answer = client.post("/v1/chat/search_against_embedding", content=body, headers=headers)
+    assert answer.status_code == 404, answer.text  # past the rule: no such template
+
+
 def test_a_field_bomb_is_refused_before_any_work(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:

@@ -9,7 +9,7 @@ import math
 import orjson
 from starlette.responses import JSONResponse
 
-from sessionary.kit.json_answer import JSONAnswer, json_text
+from sessionary.kit.json_answer import JSONAnswer, json_bytes, json_text
 
 
 def test_the_same_json_as_the_json_module_for_what_both_render() -> None:
@@ -54,3 +54,14 @@ def test_stored_json_text_reads_back_as_the_json_module_wrote_it() -> None:
     assert text.encode("utf-8") and "\\ud83d" in text  # escaped: valid UTF-8 to store
     assert json.loads(json_text({"x": math.nan, "big": 2**70})) == {"x": None, "big": 2**70}
     assert json.loads(json_text({"x": math.inf})) == {"x": None}
+
+
+def test_a_request_body_for_a_model_reads_back_as_the_json_module_wrote_it() -> None:
+    """`json_bytes` (`providers/json_post.py`'s body): UTF-8 where the json module escaped, the
+    same values; a 70-bit integer exact, through the json module."""
+    body = {"input": [{"role": "user", "content": "Grünerløkka 😀 \u2028"}], "seed": 2**62}
+    sent = json_bytes(body)
+    assert json.loads(sent) == json.loads(json.dumps(body)) == body
+    assert "Grünerløkka 😀".encode() in sent
+    huge = {"metadata": {"n": -(2**70)}, "temperature": 0.1 + 0.2}
+    assert json.loads(json_bytes(huge)) == huge

@@ -316,5 +316,5 @@ def test_a_record_with_nan_or_infinity_is_refused_at_ingest(
             headers={**funded.headers, "content-type": "application/json"},
         )
         assert answer.status_code == 400, answer.text
-        assert answer.json()["error"]["param"] == "records[0]"
+        assert answer.json()["error"]["param"] == "records[0].price"
     assert len(charges(db, funded)) == spent

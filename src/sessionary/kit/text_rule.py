@@ -1,16 +1,24 @@
-"""One input rule for every route: text that a database cannot store is a 400, up front.
+"""One input rule for every route: text that a database cannot store, and numbers that JSON does
+not have, are a 400, up front.
 
 PostgreSQL refuses NUL characters in text and JSON, and both engines fail on lone UTF-16
-surrogates (which JSON's `\\ud800` escapes can smuggle into a Python string). Checked per field
-these would need a validator on every model; checked here, once, at the edge, no route can
-forget. The scan is a byte search: bodies without a `\\u0000` or a surrogate escape pass at the
-cost of two `in` tests; only suspicious bodies are parsed to name the offending field.
+surrogates (which JSON's `\\ud800` escapes can smuggle into a Python string). Python's parser
+also takes `NaN`, `Infinity` and `-Infinity`, which are not JSON (RFC 8259), and reads a number
+past the float range (`1e400`) as infinity: carried on, such a value reached a model's server as
+the bare word `Infinity` (a tool's schema, an output schema), which no JSON parser there
+accepts, or was stored where SQLite's JSON functions refuse it. Checked per field these would
+need a validator on every model; checked here, once, at the edge, no route can forget. The scan
+is a byte search: bodies without a `\\u0000`, a surrogate escape, `NaN`, `Infinity` or a
+three-digit exponent pass at the cost of two regular-expression searches; only suspicious
+bodies are parsed to name the offending field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -21,7 +29,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sessionary.kit.errors import error_response
 
 _SUSPICIOUS_BODY = re.compile(rb"\\u0000|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SUSPICIOUS_NUMBER = re.compile(rb"NaN|Infinity|[eE][+-]?[0-9]{3}")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotJson:
+    """What a number JSON does not have parses to, so that its place can be named."""
+
+
+_NOT_JSON = _NotJson()
+
+
+def _number(text: str) -> float | _NotJson:
+    number = float(text)
+    return number if math.isfinite(number) else _NOT_JSON
 
 
 def bad_text(value: str) -> bool:
@@ -30,19 +51,24 @@ def bad_text(value: str) -> bool:
 
 def find_bad_text(value: Any, path: str = "") -> str | None:
     """The JSON path (`input[0].content`) of the first key or string a database cannot store."""
-    if isinstance(value, str):
-        return path or "body" if bad_text(value) else None
+    return _find(value, lambda v: isinstance(v, str) and bad_text(v), path)
+
+
+def _find(value: Any, bad: Callable[[Any], bool], path: str = "") -> str | None:
+    """The JSON path of the first value (or key) `bad` holds true of."""
+    if bad(value):
+        return path or "body"
     if isinstance(value, dict):
         for key, item in value.items():
             here = f"{path}.{key}" if path else str(key)
-            if bad_text(key):
+            if bad(key):
                 return path or "body"
-            found = find_bad_text(item, here)
+            found = _find(item, bad, here)
             if found:
                 return found
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = find_bad_text(item, f"{path}[{index}]")
+            found = _find(item, bad, f"{path}[{index}]")
             if found:
                 return found
     return None
@@ -64,6 +90,40 @@ def _refusal(param: str) -> Any:
     )
 
 
+def _number_refusal(param: str) -> Any:
+    return error_response(
+        400,
+        f"'{param}' holds NaN, Infinity or a number beyond the float range, which JSON does not "
+        "carry.",
+        param=param,
+        code="invalid_number",
+    )
+
+
+def _body_problem(body: bytes) -> tuple[str, str] | None:
+    """("text" or "number", the JSON path) of what the rule refuses in `body`, or None. Parsed
+    only when the byte scan finds something suspicious; a body that is not JSON is left to its
+    route ("not valid JSON")."""
+    texts, numbers = _SUSPICIOUS_BODY.search(body), _SUSPICIOUS_NUMBER.search(body)
+    if not texts and not numbers:
+        return None
+    try:
+        parsed = json.loads(body, parse_constant=_number, parse_float=_number)
+    except ValueError:
+        return None
+    except RecursionError:
+        return ("text" if texts else "number"), "body"  # nested past any sane depth
+    if texts:
+        param = find_bad_text(parsed)
+        if param is not None:
+            return "text", param
+    if numbers:
+        param = _find(parsed, lambda v: v is _NOT_JSON)
+        if param is not None:
+            return "number", param
+    return None
+
+
 def _query_problem(scope: Scope) -> str | None:
     path = scope.get("path", "")
     if bad_text(path) or bad_text(unquote(scope.get("raw_path", b"").decode("latin-1"))):
@@ -78,7 +138,8 @@ def _query_problem(scope: Scope) -> str | None:
 
 
 class TextRuleMiddleware:
-    """400 for NUL characters or lone surrogates anywhere in the path, query or JSON body."""
+    """400 for NUL characters or lone surrogates anywhere in the path, query or JSON body, and
+    for numbers JSON does not have in the body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -115,17 +176,12 @@ class TextRuleMiddleware:
                 400, "JSON bodies must be encoded in UTF-8.", code="invalid_encoding"
             )(scope, receive, send)
             return
-        if _SUSPICIOUS_BODY.search(body):
-            try:
-                parsed = json.loads(body)
-                param = find_bad_text(parsed)
-            except ValueError:
-                param = None  # the route answers its own "not valid JSON"
-            except RecursionError:
-                param = "body"  # nested past any sane depth, and holding a NUL somewhere
-            if param is not None:
-                await _refusal(param)(scope, receive, send)
-                return
+        refused = _body_problem(body)
+        if refused is not None:
+            kind, param = refused
+            refusal = _refusal if kind == "text" else _number_refusal
+            await refusal(param)(scope, receive, send)
+            return
         replay = {"type": "http.request", "body": body, "more_body": False}
         delivered = False
 

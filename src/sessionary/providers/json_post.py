@@ -24,6 +24,7 @@ from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from yarl import URL
 
 from sessionary import __version__
+from sessionary.kit.json_answer import json_bytes
 from sessionary.providers.errors import upstream_failure
 
 RETRIED_STATUSES = frozenset({408, 409, 429})
@@ -138,7 +139,7 @@ class JsonPoster:
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """The answer of a 2xx as a JSON object; a 502/504 `ApiError` once retries are spent."""
-        data = json.dumps(body).encode()
+        data = json_bytes(body)  # no NaN or infinity: the edge refuses them (`kit/text_rule.py`)
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             retry_after: str | None = None
