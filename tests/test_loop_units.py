@@ -126,6 +126,61 @@ def test_a_light_turn_runs_both_units_on_the_loop(
     _paid(db, payer, turns=3)
 
 
+def test_a_stored_sessions_plan_reads_through_the_loop_reader_without_a_connection(
+    served: TestClient,
+    db: Database,
+    payer: Tenant,
+    upstream: FakeUpstream,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn on a stored session (`/v1/assistant/completion`, `previous_response_id`) reads
+    the session, the response it continues and its history through the loop's reader: no
+    connection is checked out of the pool for the plan (about 60 µs of CPU a turn), and the
+    model still reads the whole history. A read the reader cannot answer: the session's
+    connection reads it."""
+    units = _units(served)
+    for _ in range(5):
+        upstream.script_text("Noted.")
+    checkouts: list[int] = []
+    event.listen(units.engine, "checkout", lambda *_: checkouts.append(1))
+    session_id = served.post("/v1/assistant/session", json={}, headers=payer.headers).json()[
+        "session_id"
+    ]
+
+    def turn(**body: Any) -> dict[str, Any]:
+        route = "/v1/responses" if "previous_response_id" in body else "/v1/assistant/completion"
+        db.loop_reads._paused_until = min(db.loop_reads._paused_until, time.monotonic())
+        answer = served.post(route, json=body, headers=payer.headers)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def history_sent() -> list[str]:
+        sent = upstream.bodies("chat")[-1]["messages"]
+        return [m["content"] for m in sent if m["role"] == "user"]
+
+    turn(session_id=session_id, input="One.")
+    first = turn(session_id=session_id, input="Two.")
+    ran, before = units.ran, len(checkouts)
+    turn(session_id=session_id, input="Three.")
+    assert history_sent() == ["One.", "Two.", "Three."]
+    turn(previous_response_id=first["id"], input="Branch.")
+    assert history_sent() == ["One.", "Two.", "Branch."]
+    assert units.ran == ran + 4  # both turns' units ran on the loop
+    assert len(checkouts) == before  # and their plans took no pooled connection
+
+    # A read the reader cannot answer (it failed, or it is paused): the session's connection
+    monkeypatch.setattr(loop_read_module.LoopReader, "rows", lambda *_: (False, []))
+    answer = served.post(
+        "/v1/assistant/completion",
+        json={"session_id": session_id, "input": "Four."},
+        headers=payer.headers,
+    )
+    assert answer.status_code == 200, answer.text
+    assert history_sent() == ["One.", "Two.", "Three.", "Branch.", "Four."]
+    assert len(checkouts) == before + 1
+    _paid(db, payer, turns=5)
+
+
 def test_a_turn_with_a_file_runs_on_a_worker(
     served: TestClient, db: Database, payer: Tenant
 ) -> None:

@@ -90,25 +90,40 @@ class LoopReader:
     def first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[bool, Any]:
         """(True, the first row or None), or (False, None) when the caller must read elsewhere
         (not SQLite, or the read failed): never an exception from the database."""
+        read, found = self._read(statement, params, all_rows=False)
+        return read, (found[0] if found else None)
+
+    def rows(self, statement: Select[Any], params: dict[str, Any]) -> tuple[bool, list[Any]]:
+        """(True, every row), or (False, []) as `first`: for a statement whose rows are few
+        (a turn's history, read with a limit on the loop: `conversations/store.py`)."""
+        return self._read(statement, params, all_rows=True)
+
+    def _read(
+        self, statement: Select[Any], params: dict[str, Any], *, all_rows: bool
+    ) -> tuple[bool, list[Any]]:
         if not self.enabled or time.monotonic() < self._paused_until:
-            return False, None
+            return False, []
         plan = plan_of(statement, self.engine.dialect, params)
         began = time.perf_counter() - COLLECTOR_TIME.seconds
         try:
             cursor = self._connection().execute(plan.sql, plan.arguments(params))
             try:
-                found = cursor.fetchone()
+                if all_rows:
+                    found = cursor.fetchall()
+                else:
+                    one = cursor.fetchone()
+                    found = [] if one is None else [one]
             finally:
                 cursor.close()  # ends the statement, and with it the read's snapshot
         except sqlite3.Error as exc:
             self._pause(f"failed: {str(exc)[:200]}")
             self._drop()
-            return False, None
+            return False, []
         # The collector's pauses left out: they stop every thread, wherever the read runs.
         took = time.perf_counter() - COLLECTOR_TIME.seconds - began
         if took * 1000 > SLOW_MS:
             self._pause(f"took {took * 1000:.0f} ms", took)
-        return True, None if found is None else plan.row(found)
+        return True, [plan.row(row) for row in found]
 
     def _pause(self, reason: str, slow_s: float | None = None) -> None:
         now = time.monotonic()
