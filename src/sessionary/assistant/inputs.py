@@ -234,6 +234,11 @@ def to_chat_messages(messages: Sequence[NewMessage], *, with_images: bool) -> li
     assistant turn may call several functions), an output is a "tool" message naming its call."""
     chat: list[ChatMessage] = []
     for message in messages:
+        if not message.parts:  # a stored message's text alone (`turns._stored`), most of a
+            # history: as `to_chat` makes it, without its calls
+            role = message.role if message.role in ROLES else "user"
+            chat.append(ChatMessage(role, message.text))  # type: ignore[arg-type]
+            continue
         item = tool_item(message)
         if item is None:
             chat.append(to_chat(message, with_images=with_images))

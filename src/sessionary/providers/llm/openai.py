@@ -52,10 +52,15 @@ BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 
 
 def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
-    return sum(
-        math.ceil((len(m.text) + sum(len(c.name) + len(c.arguments) for c in m.calls)) / 4) + 4
-        for m in messages
-    )
+    """A quarter of a token a character, rounded up, and 4 a message (a loop: a history's
+    messages are many, and a generator for each message's calls cost as much as the count)."""
+    total = 0
+    for m in messages:
+        size = len(m.text)
+        for c in m.calls:
+            size += len(c.name) + len(c.arguments)
+        total += -(-size // 4) + 4
+    return total
 
 
 def _output_text(output: list[dict[str, Any]]) -> str:
@@ -139,6 +144,9 @@ class OpenAIChat:
         shaped: list[dict[str, Any]] = []
         for m in messages:
             kind = "output_text" if m.role == "assistant" else "input_text"
+            if not (m.images or m.calls or m.role == "tool"):  # most of a history: as below
+                shaped.append({"role": m.role, "content": [{"type": kind, "text": m.text}]})
+                continue
             parts: list[dict[str, Any]] = [{"type": kind, "text": m.text}]
             parts += [{"type": "input_image", "image_url": i.url} for i in m.images]
             shaped += tools.responses_items(m, parts)
