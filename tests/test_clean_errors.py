@@ -276,6 +276,11 @@ def test_words_and_large_exponents_that_are_json_pass_the_number_rule(
     body = f'{{"template_id": "{"0" * 26}", "search_term": "NaN", "search_params": {in_range}}}'
     answer = client.post("/v1/chat/search_against_embedding", content=body, headers=headers)
     assert answer.status_code == 404, answer.text  # past the rule: no such template
+    # nested past any depth a parser takes, with a suspect in a string: the route's answer
+    deep = '{"session_name": "3e100f", "metadata": ' + "[" * 3000 + "1" + "]" * 3000 + "}"
+    answer = client.post("/v1/assistant/session", content=deep, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] != "invalid_number"
 
 
 def test_a_field_bomb_is_refused_before_any_work(
