@@ -748,8 +748,8 @@ def run(quick: bool) -> str:
         "PostgreSQL (1.80 against 2.00). On PostgreSQL the loop's path used to turn off for "
         "5 s after any one unit over 20 ms: a commit that waited about 50 ms for the disk, "
         "once in some 6,000 units, sent the next thousand turns to the workers; it now takes "
-        "three slow units among the last 100, or one over 200 ms "
-        "(`tests/test_pg_loop_units.py -k slow`).",
+        "three slow units among the last 100, or slow ones that add up to 150 ms there "
+        '(`tests/test_pg_loop_units.py -k "slow or what_pauses"`).',
         "",
         "Two workers on SQLite take turns at the write lock on a file lock beside the "
         "database (`kit/write_turn.FileTurn`), waited for in naps of at most a millisecond, "

@@ -6,6 +6,7 @@ request carrying one must get a 400 naming the field, with nothing stored or cha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 from sessionary.app import create_app
 from sessionary.billing.ledger import Ledger, Owner
 from sessionary.config import Settings
+from sessionary.kit import text_rule
 from sessionary.kit.db import Database
 from tests.conftest import Tenant
 from tests.support.live import server_env
@@ -233,6 +235,8 @@ def test_a_nul_nested_past_any_depth_is_a_400(client: TestClient, tenant: Tenant
         ("-Infinity", "text.format.schema.minimum"),
         ("1e400", "tools[0].parameters.properties.x.maximum"),
         ("-2.5E+999", "text.format.schema.minimum"),
+        ("1" + "0" * 400 + ".0", "tools[0].parameters.properties.x.maximum"),  # no exponent
+        ("-1" + "0" * 300 + "e10", "text.format.schema.minimum"),
     ],
 )
 def test_a_number_json_does_not_have_is_a_400_naming_it_and_nothing_is_charged(
@@ -258,6 +262,64 @@ def test_a_number_json_does_not_have_is_a_400_naming_it_and_nothing_is_charged(
     error = answer.json()["error"]
     assert (error["code"], error["param"]) == ("invalid_number", where)
     assert balance(db, tenant) == 10_000_000
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded+json",
+        "Application/Vnd.Sessionary+JSON; charset=utf-8",
+        "multipart/form-data+json",
+    ],
+)
+def test_a_json_body_under_another_type_name_meets_the_rule(
+    client: TestClient, db: Database, tenant: Tenant, content_type: str
+) -> None:
+    """FastAPI reads any `application/*+json` body as JSON: the rule skips the two form types
+    only, not every type that starts like one (a lone surrogate there was a 500)."""
+    grant(db, tenant, 10_000_000)
+    headers = {**tenant.headers, "Content-Type": content_type}
+    bodies = {
+        '{"input": "hi", "text": {"format": {"type": "json_schema", "name": "n", '
+        '"schema": {"type": "number", "maximum": NaN}}}}': "invalid_number",
+        '{"input": "a\\u0000b"}': "invalid_text",
+        '{"input": "a\\ud800b"}': "invalid_text",
+    }
+    for body, code in bodies.items():
+        answer = client.post("/v1/responses", content=body, headers=headers)
+        if content_type.startswith("multipart/"):  # not JSON to FastAPI either: no model runs
+            assert answer.status_code in (400, 415, 422), answer.text
+            continue
+        assert answer.status_code == 400, (content_type, body, answer.text)
+        assert answer.json()["error"]["code"] == code
+    assert balance(db, tenant) == 10_000_000
+
+
+def test_a_large_body_is_named_off_the_event_loop(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming the field of one bad number among millions takes seconds of Python: past
+    `INLINE_BYTES` it runs on a worker thread, and the answer is the same."""
+    seen: list[bool] = []
+    problem = text_rule._body_problem
+
+    def on_the_loop_or_not(body: bytes) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:
+            seen.append(False)
+        return problem(body)
+
+    monkeypatch.setattr(text_rule, "_body_problem", on_the_loop_or_not)
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    for size, on_loop in ((10, True), (text_rule.INLINE_BYTES // 4 + 1, False)):
+        numbers = ", ".join(["0.25"] * size)
+        body = f'{{"session_name": "s", "metadata": {{"n": [{numbers}, 1e400]}}}}'
+        answer = client.post("/v1/assistant/session", content=body, headers=headers)
+        assert answer.status_code == 400, answer.text[:200]
+        assert answer.json()["error"]["param"] == f"metadata.n[{size}]"
+        assert seen[-1] is on_loop
 
 
 def test_words_and_large_exponents_that_are_json_pass_the_number_rule(

@@ -208,6 +208,34 @@ def test_slow_units_turn_the_path_off_for_a_while(
     check_money(db)
 
 
+def test_what_pauses_the_path_is_many_slow_units_or_much_time_in_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule alone, on units' times: a rare stall on the disk pauses nothing; a stall that
+    recurs, even spaced out to stay under the count of slow units, does."""
+    monkeypatch.setattr(pg_loop_units, "WARM_UNITS", 0)
+
+    def pauses(times_ms: list[float]) -> list[int]:
+        units = pg_loop_units.PgLoopUnits(None, None, lambda: 0)  # type: ignore[arg-type]
+        paused = []
+        for index, took in enumerate(times_ms):
+            units._paused_until = 0.0
+            units._after(took)
+            if units._paused_until:
+                paused.append(index)
+        return paused
+
+    quick = 2.0
+    assert pauses([50.0 if i % 6000 == 5999 else quick for i in range(12_000)]) == []
+    assert pauses([50.0 if i % 60 == 59 else quick for i in range(300)]) == []  # two at most
+    assert pauses([30.0 if i % 30 == 29 else quick for i in range(300)]) == [89, 179, 269]
+    assert pauses([190.0 if i % 50 == 49 else quick for i in range(300)]) == list(
+        range(49, 300, 50)
+    )
+    assert pauses([95.0 if i % 50 == 49 else quick for i in range(300)]) == [99, 199, 299]
+    assert pauses([95.0 if i % 150 == 149 else quick for i in range(300)]) == []
+
+
 def test_a_unit_of_another_thread_running_here_takes_the_worker_path(
     postgres_only: None, db: Database
 ) -> None:

@@ -24,12 +24,14 @@ which waits as long as it takes, whenever it would):
   keepalives and `tcp_user_timeout` (`TCP`) end the wait for a database that stopped answering;
 - only a turn's units (a search's SQL can take far longer: its units keep to the workers);
 - slow units (a distant database, a busy machine) turn the path off for `PAUSE_S`: there, a
-  round trip costs more than the hand-off saves. Slow is `SLOW_UNITS` of the last `SLOW_AMONG`
-  units over `SLOW_MS`, or one over `STALL_MS`; a process's first `WARM_UNITS` open their
-  connections and compile their statements, and do not count. A single unit over `SLOW_MS`
-  used to turn it off: a commit that waited about 50 ms for the disk, once in some 6,000 units
-  on a 2-core machine at one client, sent the next 5 s of units (over a thousand turns) to the
-  workers, two hand-offs a turn.
+  round trip costs more than the hand-off saves. Slow is, among the last `SLOW_AMONG` units,
+  `SLOW_UNITS` over `SLOW_MS`, or slow ones that took more than `STALL_MS` in all (one stall
+  is enough); a process's first `WARM_UNITS` open their connections and compile their
+  statements, and do not count. A single unit over `SLOW_MS` used to turn it off: a commit
+  that waited about 50 ms for the disk, once in some 6,000 units on a 2-core machine at one
+  client, sent the next 5 s of units (over a thousand turns) to the workers, two hand-offs a
+  turn. Counted alone, three slow units among 100 let a unit of 190 ms every 50th stall the
+  loop for good; their sum does not (`tests/test_pg_loop_units.py -k slow`).
 
 So a unit given here must be safe to run again from its start on a worker: the contract of
 SQLite's loop units (`kit/loop_units.py`, `Database.in_worker(loop_ok=True)`), which already
@@ -59,7 +61,7 @@ LOOP_CONNECT_TIMEOUT_S = 5  # a connection opened here (the first, or after a re
 SLOW_MS = 20.0
 SLOW_UNITS = 3
 SLOW_AMONG = 100
-STALL_MS = 200.0
+STALL_MS = 150.0  # the slow units' time among the last `SLOW_AMONG` that pauses the path
 PAUSE_S = 5.0
 WARM_UNITS = 20  # a process's first units open connections and compile statements: not slow
 STATEMENT_LIMIT_MS = 250
@@ -121,7 +123,8 @@ class PgLoopUnits:
         self.ran = 0
         self.sent_away = 0  # units that would have waited: run again on a worker
         self._started = 0  # units begun here
-        self._slow: deque[int] = deque()  # which of them were slow, among the last `SLOW_AMONG`
+        # the slow ones among the last `SLOW_AMONG`: (which, how many ms)
+        self._slow: deque[tuple[int, float]] = deque()
 
     def run(self, work: Callable[[], T]) -> tuple[bool, T | None]:
         """(True, what `work` answered), or (False, None): run it on a worker (nothing it did
@@ -146,16 +149,16 @@ class PgLoopUnits:
         return True, result
 
     def _after(self, took_ms: float) -> None:
-        """Count a unit that took `took_ms`: pause the path after a stall, or after too many
-        slow units among the last few."""
+        """Count a unit that took `took_ms`: pause the path after too many slow units among the
+        last few, or too long a time in them."""
         self._started += 1
         if took_ms <= SLOW_MS or self._started <= WARM_UNITS:
             return
         slow = self._slow
-        slow.append(self._started)
-        while slow[0] <= self._started - SLOW_AMONG:
+        slow.append((self._started, took_ms))
+        while slow[0][0] <= self._started - SLOW_AMONG:
             slow.popleft()
-        if took_ms > STALL_MS or len(slow) >= SLOW_UNITS:
+        if len(slow) >= SLOW_UNITS or sum(ms for _, ms in slow) > STALL_MS:
             slow.clear()
             self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_S)
             log.warning("pg_loop_units_paused", took_ms=round(took_ms), seconds=PAUSE_S)
