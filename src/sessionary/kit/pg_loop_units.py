@@ -31,7 +31,7 @@ which waits as long as it takes, whenever it would):
   that waited about 50 ms for the disk, once in some 6,000 units on a 2-core machine at one
   client, sent the next 5 s of units (over a thousand turns) to the workers, two hand-offs a
   turn. Counted alone, three slow units among 100 let a unit of 190 ms every 50th stall the
-  loop for good; their sum does not (`tests/test_pg_loop_units.py -k slow`).
+  loop for good; their sum does not (`tests/test_pg_loop_units.py -k "slow or what_pauses"`).
 
 So a unit given here must be safe to run again from its start on a worker: the contract of
 SQLite's loop units (`kit/loop_units.py`, `Database.in_worker(loop_ok=True)`), which already
