@@ -31,10 +31,17 @@ async def serve_answer(handler: Handler) -> tuple[web.AppRunner, int]:
 
 
 def serve_and_post(
-    handler: Handler, *, max_retries: int = 2, timeout: float = 5.0, body: Any = None
+    handler: Handler,
+    *,
+    max_retries: int = 2,
+    timeout: float = 5.0,
+    body: Any = None,
+    aiohttp_client: bool = False,
 ) -> tuple[Any, list[dict[str, Any]], JsonPoster]:
     """Run `handler` as the upstream's /v1/answer and POST to it once through a JsonPoster;
-    (the answer or the raised error, the requests the upstream saw, the poster)."""
+    (the answer or the raised error, the requests the upstream saw, the poster). The POST goes
+    through kept plain-http connections (`plain_http.py`), or aiohttp's client, as with
+    `https://` or a proxy, when `aiohttp_client`."""
     seen: list[dict[str, Any]] = []
 
     async def recorded(request: web.Request) -> web.StreamResponse:
@@ -46,6 +53,8 @@ def serve_and_post(
         poster = JsonPoster(
             f"http://127.0.0.1:{port}/v1", "sk-upstream", timeout, max_retries, "openai (test)"
         )
+        if aiohttp_client:
+            poster.plain = None
         try:
             outcome: Any = await poster.post("/answer", body or {"model": "m", "input": "hi"})
         except Exception as exc:  # the test looks at it
@@ -57,16 +66,22 @@ def serve_and_post(
     return outcome, seen, poster
 
 
-def test_answers_the_json_and_sends_the_key_as_a_bearer_token() -> None:
+@pytest.mark.parametrize("aiohttp_client", [False, True])
+def test_answers_the_json_and_sends_the_key_as_a_bearer_token(aiohttp_client: bool) -> None:
     async def ok(_: web.Request) -> web.Response:
         return web.json_response({"id": "resp_1", "output": []})
 
-    outcome, seen, poster = serve_and_post(ok, body={"model": "m", "input": "héllo \u0000"})
+    outcome, seen, poster = serve_and_post(
+        ok, body={"model": "m", "input": "héllo \u0000"}, aiohttp_client=aiohttp_client
+    )
     assert outcome == {"id": "resp_1", "output": []}
     assert seen[0]["headers"]["Authorization"] == "Bearer sk-upstream"
+    assert seen[0]["headers"]["User-Agent"].startswith("sessionary/")
     assert seen[0]["body"] == {"model": "m", "input": "héllo \u0000"}
-    # asyncio.run closed the loop's session (no unclosed connection warnings at exit)
-    assert all(session.closed for session, _ in poster._sessions.values())
+    if aiohttp_client:  # asyncio.run closed the loop's session (no unclosed connections)
+        assert len(poster._sessions) == 1
+        assert all(session.closed for session, _ in poster._sessions.values())
+    # the plain-http client's: tests/test_plain_http.py::test_a_short_lived_loop_leaves_no_kept_...
 
 
 def test_retries_5xx_and_429_then_answers_honouring_retry_after() -> None:

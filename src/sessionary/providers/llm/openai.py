@@ -9,9 +9,10 @@ Function tools map to each API's own fields (openai_tools.py). The Responses API
 `seed` or penalties: a request that sets one goes to chat completions instead, unless it also
 carries hosted tools (which only the Responses API takes): that is a 400 naming the option.
 
-A non-streamed request is a plain JSON POST (json_post.py, aiohttp, with the SDK's retry
-policy): the SDK's request path and response models cost about 0.7 ms of CPU a call more in the
-gateway benchmark, for the few fields read. Streams go through the SDK's plain `post` (its
+A non-streamed request is a plain JSON POST (json_post.py, with the SDK's retry policy; on
+kept connections of its own to a plain-http server, plain_http.py, else aiohttp): the SDK's
+request path and response models cost about 0.7 ms of CPU a call more in the gateway benchmark,
+for the few fields read. Streams go through the SDK's plain `post` (its
 retries, error classes and event models) rather than `responses.create` /
 `chat.completions.create`: those first walk every input item against the parameter types to
 transform it, and our bodies are plain JSON already.
