@@ -26,6 +26,25 @@ from tests.support.databases import PostgresFixture
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, saying why, where the bundled chat model would crash the test process: a
+    llama.cpp built with its AMX kernels, on a CPU that has AMX (the Makefile builds it without
+    them; a wheel built elsewhere, or before, may not be)."""
+    cpu = Path("/proc/cpuinfo")
+    if not cpu.exists() or " amx_int8" not in cpu.read_text():
+        return
+    import llama_cpp
+
+    if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode():
+        pytest.exit(
+            "llama-cpp-python was built with llama.cpp's AMX kernels, which crash this CPU on "
+            "the bundled model; rebuild it with the Makefile's CMAKE_ARGS: `.venv/bin/pip "
+            "uninstall -y llama-cpp-python && .venv/bin/pip cache remove llama_cpp_python && "
+            "rm .venv/.dev-installed && make install-dev`",
+            returncode=3,
+        )
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresFixture]:
     fixture = PostgresFixture(tmp_path_factory.mktemp("pg"))
