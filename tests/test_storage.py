@@ -31,6 +31,17 @@ def test_migrations_reach_head_and_rerun_as_a_no_op(db: Database) -> None:
     assert {"accounts", "api_keys", "alembic_version"} <= tables
 
 
+def test_the_ledger_keeps_only_the_indexes_its_reads_use(db: Database) -> None:
+    """Every ledger insert (three a turn) writes each of its indexes: after 0016 the ledger has
+    its key and the two indexes its listings read (by account, by owner), on both engines, and
+    the models declare no more than that."""
+    from sessionary.billing.models import LedgerEntry
+
+    built = {index["name"] for index in inspect(db.engine).get_indexes("credit_ledger")}
+    assert built == {"ix_credit_ledger_account_id", "ix_credit_ledger_owner"}
+    assert {index.name for index in LedgerEntry.__table__.indexes} == built
+
+
 def test_unit_of_work_commits_or_rolls_back(db: Database) -> None:
     with db.session() as session:
         AccountService(session).create_account("kept")

@@ -37,7 +37,8 @@ class LedgerEntry(Base):
     kind: Mapped[str] = mapped_column(String(20))
     amount_micro: Mapped[int] = mapped_column(BigInteger)
     balance_after_micro: Mapped[int] = mapped_column(BigInteger)
-    reservation_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Not indexed: no statement reads the ledger by reservation (migration 0016).
+    reservation_id: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(128))
     route: Mapped[str | None] = mapped_column(String(200))
     model: Mapped[str | None] = mapped_column(String(200))
