@@ -79,8 +79,8 @@ def test_answers_the_json_and_sends_the_key_as_a_bearer_token(aiohttp_client: bo
     assert seen[0]["headers"]["User-Agent"].startswith("sessionary/")
     assert seen[0]["body"] == {"model": "m", "input": "héllo \u0000"}
     if aiohttp_client:  # asyncio.run closed the loop's session (no unclosed connections)
-        assert len(poster._sessions) == 1
-        assert all(session.closed for session, _ in poster._sessions.values())
+        assert len(poster._sessions.held()) == 1
+        assert all(session.closed for session in poster._sessions.held())
     # the plain-http client's: tests/test_plain_http.py::test_a_short_lived_loop_leaves_no_kept_...
 
 

@@ -476,18 +476,29 @@ def test_what_is_not_an_http_answer_is_a_502_after_the_retries(reply: bytes | No
 
 
 def test_a_short_lived_loop_leaves_no_kept_connection_open() -> None:
+    """The upstream runs on a loop of its own, in another thread: only the end of the client's
+    loop (`kit/per_loop.py`) can close the kept connection, not the server going away."""
     upstream = Upstream(numbered)
+    server_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=server_loop.run_forever, daemon=True)
+    thread.start()
+    url = asyncio.run_coroutine_threadsafe(upstream.start(), server_loop).result(5)
     kept: list[Any] = []
 
     async def main() -> None:
-        url = await upstream.start()
         poster = JsonPoster(url, None, 5.0, 0, "openai (test)")
         await poster.post("/answer", {})
         assert poster.plain is not None
-        kept.extend(poster.plain[0]._pools[asyncio.get_running_loop()][0])
+        kept.extend(*poster.plain[0]._pools.held())
 
-    asyncio.run(main())  # never closed the poster: the loop's end does
-    assert len(kept) == 1 and kept[0].transport.is_closing()
+    try:
+        asyncio.run(main())  # never closed the poster: the loop's end does
+        assert len(kept) == 1 and kept[0].transport.is_closing()
+    finally:
+        asyncio.run_coroutine_threadsafe(upstream.stop(), server_loop).result(5)
+        server_loop.call_soon_threadsafe(server_loop.stop)
+        thread.join(5)
+        server_loop.close()
 
 
 @pytest.mark.parametrize(

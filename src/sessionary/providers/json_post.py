@@ -17,8 +17,7 @@ import asyncio
 import json
 import random
 import re
-import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import aiohttp
@@ -27,6 +26,7 @@ from yarl import URL
 
 from sessionary import __version__
 from sessionary.kit.json_answer import json_bytes
+from sessionary.kit.per_loop import PerLoop
 from sessionary.providers.errors import upstream_failure
 from sessionary.providers.plain_http import Origin, TooLarge
 
@@ -86,16 +86,17 @@ def _env_proxy(url: str) -> tuple[URL | None, BasicAuth | None]:
         return None, None
 
 
-async def _closing(session: aiohttp.ClientSession) -> AsyncGenerator[None]:
-    try:
-        yield
-    finally:
-        await session.close()
+async def _close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
+
+
+def _closed(session: aiohttp.ClientSession) -> bool:
+    return session.closed
 
 
 class JsonPoster:
     """POSTs JSON to `base_url` and answers the parsed JSON object; one aiohttp session per
-    event loop (a connection pool belongs to the loop that made it)."""
+    event loop (`kit/per_loop.py`: a connection pool belongs to the loop that made it)."""
 
     def __init__(
         self, base_url: str, api_key: str | None, timeout: float, max_retries: int, label: str
@@ -114,33 +115,20 @@ class JsonPoster:
         self.proxy, self.proxy_auth = _env_proxy(self.base_url)
         # A plain-http model server with no proxy: `plain_http.py`'s own connections.
         self.plain = Origin.of(self.base_url, self.headers) if self.proxy is None else None
-        self._sessions: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]
-        ] = weakref.WeakKeyDictionary()
+        self._sessions = PerLoop(self._new_session, _close_session, _closed)
 
-    async def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        held = self._sessions.get(loop)
-        if held is None or held[0].closed:
-            session = aiohttp.ClientSession(
-                headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                trust_env=False,  # the proxy is `self.proxy`, from the environment at start
-            )
-            # An async generator the loop knows of: `asyncio.run` (and any loop shut down with
-            # `shutdown_asyncgens`) closes it before the loop ends, and with it the session, so
-            # a short-lived loop (a CLI call, a test) leaves no unclosed connections behind.
-            keeper = _closing(session)
-            await anext(keeper)
-            held = self._sessions[loop] = (session, keeper)
-        return held[0]
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            headers=self.headers,
+            # each attempt's deadline is `post`'s own, the same for both clients
+            timeout=aiohttp.ClientTimeout(total=None),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            trust_env=False,  # the proxy is `self.proxy`, from the environment at start
+        )
 
     async def aclose(self) -> None:
         """Close this loop's session and connections (the app's shutdown)."""
-        held = self._sessions.pop(asyncio.get_running_loop(), None)
-        if held is not None:
-            await held[1].aclose()
+        await self._sessions.aclose()
         if self.plain is not None:
             await self.plain[0].aclose()
 
@@ -177,7 +165,7 @@ class JsonPoster:
         if self.plain is not None:
             origin, target = self.plain
             return await origin.post(target + path, data, MAX_ANSWER_BYTES)
-        session = await self._session()
+        session = await self._sessions.get()
         async with session.post(
             self.base_url + path,
             data=data,

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import weakref
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator
 from urllib.parse import urlsplit
 
 import httptools
+
+from sessionary.kit.per_loop import PerLoop
 
 # A kept connection idle this long is closed rather than used: below uvicorn's 5 s keep-alive.
 IDLE_S = 4.0
@@ -190,14 +190,12 @@ class _Connection(asyncio.Protocol):
 
 
 class Origin:
-    """Kept connections to one `http://host:port`, one pool per event loop (a transport
-    belongs to the loop that made it). A short-lived loop's connections close with it."""
+    """Kept connections to one `http://host:port`, one pool per event loop (`kit/per_loop.py`:
+    a transport belongs to the loop that made it, and a short-lived loop's close with it)."""
 
     def __init__(self, host: str, port: int, head: bytes) -> None:
         self.host, self.port, self.head = host, port, head
-        self._pools: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[deque[_Connection], AsyncGenerator[None]]
-        ] = weakref.WeakKeyDictionary()
+        self._pools: PerLoop[deque[_Connection]] = PerLoop(deque, _close_all)
 
     @classmethod
     def of(cls, url: str, headers: dict[str, str]) -> tuple[Origin, str] | None:
@@ -234,7 +232,7 @@ class Origin:
         """(status, headers with lower-case names, body) of a POST of `body` to `target`; a
         refusal (300 and up) with no body. Raises `Failed` (or an `OSError`) when no answer
         came, `TooLarge` past `limit` bytes of body."""
-        idle = await self._idle()
+        idle = await self._pools.get()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
         connection = self._kept(idle)
@@ -279,29 +277,12 @@ class Origin:
 
     async def aclose(self) -> None:
         """Close this loop's kept connections."""
-        held = self._pools.pop(asyncio.get_running_loop(), None)
-        if held is not None:
-            await held[1].aclose()
-
-    async def _idle(self) -> deque[_Connection]:
-        loop = asyncio.get_running_loop()
-        held = self._pools.get(loop)
-        if held is None:
-            idle: deque[_Connection] = deque()
-            # As `JsonPoster`'s aiohttp session: an async generator the loop closes at its end
-            # (`shutdown_asyncgens`), closing the connections with it.
-            keeper = _closing(idle)
-            await anext(keeper)
-            held = self._pools[loop] = (idle, keeper)
-        return held[0]
+        await self._pools.aclose()
 
 
-async def _closing(idle: deque[_Connection]) -> AsyncGenerator[None]:
-    try:
-        yield
-    finally:
-        while idle:
-            idle.pop().close()
+async def _close_all(idle: deque[_Connection]) -> None:
+    while idle:
+        idle.pop().close()
 
 
 def _plain(text: str, allowed: frozenset[int]) -> bool:
