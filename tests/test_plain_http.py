@@ -100,17 +100,20 @@ def run(
     timeout: float = 5.0,
     then: bytes = b"",
     pause: float = 0.0,
+    aiohttp_client: bool = False,
 ) -> tuple[list[Any], Upstream]:
     """`posts` POSTs in a row through one JsonPoster to an `Upstream` running `script` (and
     writing `then` after each answer), `pause` seconds apart: (each answer or raised error, the
-    upstream)."""
+    upstream). Through aiohttp's client instead of this one when `aiohttp_client`."""
     upstream = Upstream(script)
     upstream.then = then
 
     async def main() -> list[Any]:
         url = await upstream.start()
         poster = JsonPoster(url, "sk-up", timeout, max_retries, "openai (test)")
-        assert poster.plain is not None  # the client under test, not aiohttp's
+        if aiohttp_client:
+            poster.plain = None
+        assert (poster.plain is None) == aiohttp_client  # the client under test
         outcomes: list[Any] = []
         for n in range(posts):
             await asyncio.sleep(pause if n else 0)
@@ -473,6 +476,32 @@ def test_what_is_not_an_http_answer_is_a_502_after_the_retries(reply: bytes | No
     assert isinstance(outcomes[0], UpstreamError) and "could not connect" in outcomes[0].message
     assert len(upstream.requests) == 2  # retried once, on a new connection
     assert upstream.connections == 2
+
+
+@pytest.mark.parametrize("aiohttp_client", [False, True])
+def test_interim_answers_are_skipped_for_the_real_one(aiohttp_client: bool) -> None:
+    async def hinted(n: int, _body: bytes) -> bytes:
+        early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        return early + answer(OK % n, "Content-Type: application/json")
+
+    outcomes, upstream = run(hinted, posts=2, aiohttp_client=aiohttp_client)
+    assert outcomes == [{"ok": 1}, {"ok": 2}]
+    assert upstream.connections == 1
+
+
+@pytest.mark.parametrize("aiohttp_client", [False, True])
+@pytest.mark.parametrize("status", ["099 Odd", "000 None"])
+def test_a_status_outside_2xx_below_300_is_a_failure_not_an_answer(
+    status: str, aiohttp_client: bool
+) -> None:
+    """Found in review: an answer of status 099 or 000 with a JSON body was read as a success
+    (anything under 300 was), and its body billed as the model's answer."""
+
+    async def odd(_n: int, _body: bytes) -> bytes:
+        return answer(OK % 0, "Content-Type: application/json", status=status)
+
+    outcomes, _ = run(odd, timeout=1.0, aiohttp_client=aiohttp_client)
+    assert isinstance(outcomes[0], UpstreamError), outcomes[0]
 
 
 def test_a_short_lived_loop_leaves_no_kept_connection_open() -> None:

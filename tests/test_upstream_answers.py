@@ -19,10 +19,11 @@ from starlette.routing import Route
 from sessionary.app import create_app
 from sessionary.billing.ledger import Ledger, Owner, Reservation
 from sessionary.billing.metering import LIVE_HOLDS, Meter
+from sessionary.billing.pricing import Pricing
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from tests.conftest import Tenant, make_tenant
-from tests.support.money import charges, money
+from tests.support.money import charge_usage, charges, money
 from tests.support.threaded import ThreadedServer
 from tests.test_credits_http import grant
 
@@ -269,3 +270,27 @@ def test_a_hold_whose_meter_is_gone_is_no_longer_kept_alive(db: Database, payer:
     del meter
     gc.collect()
     assert "rsv_orphan" not in LIVE_HOLDS.ids()  # it expires back to its owner within the TTL
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_an_answer_without_usage_is_charged_its_output_estimate(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream, api: str
+) -> None:
+    """Found in review: a whole Responses answer with no usage was charged its input only, its
+    output as 0 tokens (chat completions' answers already counted four characters a token)."""
+    text = "x" * 400  # 100 tokens at four characters a token
+    hostile.answer = chat_answer(text) if api == "chat" else {
+        "id": "resp_up", "object": "response", "status": "completed",
+        "output": [{"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}]}],
+    }  # fmt: skip
+    with _client(settings, hostile, api) as client:
+        answer = client.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["output_tokens"] == 100
+    assert charge_usage(db, payer)["output_tokens"] == 100
+    usage = answer.json()["usage"]
+    expected = Pricing(settings.pricing).assistant_turn(
+        "gpt-4o-mini", usage["input_tokens"], usage["output_tokens"]
+    )
+    assert charges(db, payer) == [expected] and money(db, payer)[2] == 0

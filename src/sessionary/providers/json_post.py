@@ -28,7 +28,7 @@ from sessionary import __version__
 from sessionary.kit.json_answer import json_bytes
 from sessionary.kit.per_loop import PerLoop
 from sessionary.providers.errors import upstream_failure
-from sessionary.providers.plain_http import Origin, TooLarge
+from sessionary.providers.plain_http import Origin, TooLarge, succeeded
 
 RETRIED_STATUSES = frozenset({408, 409, 429})
 # An image generation answer carries a few MB of base64; nothing legitimate comes near this.
@@ -140,7 +140,7 @@ class JsonPoster:
             try:
                 async with asyncio.timeout(self.timeout):
                     status, headers, content = await self._exchange(path, data)
-                if status < 300:
+                if succeeded(status):  # a status of 0xx is no success, whatever follows
                     return self._parsed(content)
                 failure = upstream_failure(self.label, f"it answered HTTP {status}")
                 if not _retried(status, headers.get("x-should-retry")):
@@ -173,7 +173,7 @@ class JsonPoster:
             proxy=self.proxy,
             proxy_auth=self.proxy_auth,
         ) as answer:
-            content = await self._body(answer) if answer.status < 300 else b""
+            content = await self._body(answer) if succeeded(answer.status) else b""
             return answer.status, answer.headers, content
 
     async def _body(self, answer: aiohttp.ClientResponse) -> bytes:

@@ -55,6 +55,11 @@ _NAME_OK = frozenset(range(0x21, 0x7F)) - frozenset(b'"(),/:;<=>?@[\\]{}')
 Answer = tuple[int, dict[str, str], bytes]
 
 
+def succeeded(status: int) -> bool:
+    """Whether an answer's status is a success: 2xx only (a final 0xx or 1xx is none)."""
+    return 200 <= status < 300
+
+
 class Failed(ConnectionError):
     """The connection broke, or the server answered something that is not HTTP/1.1."""
 
@@ -148,7 +153,9 @@ class _Connection(asyncio.Protocol):
         # asked here: once the message is complete the parser no longer knows
         self.keep_alive = self.parser.should_keep_alive()
         status = self.parser.get_status_code()
-        if status >= 300:  # a refusal: its head says it all, the body is left unread
+        # a refusal (or no status at all): its head says it all, the body is left unread; a
+        # 1xx is an interim answer, the real one follows (`on_message_complete`)
+        if status >= 300 or status < 100:
             self._done()
             self.close()
 
@@ -230,7 +237,7 @@ class Origin:
 
     async def post(self, target: str, body: bytes, limit: int) -> Answer:
         """(status, headers with lower-case names, body) of a POST of `body` to `target`; a
-        refusal (300 and up) with no body. Raises `Failed` (or an `OSError`) when no answer
+        refusal (any status but 2xx) with no body. Raises `Failed` (or an `OSError`) when no answer
         came, `TooLarge` past `limit` bytes of body."""
         idle = await self._pools.get()
         loop = asyncio.get_running_loop()
@@ -257,7 +264,7 @@ class Origin:
             idle.append(connection)
         else:
             connection.close()
-        if status >= 300:
+        if not succeeded(status):
             return status, headers, b""
         return status, headers, _decoded(headers.get("content-encoding", ""), content, limit)
 

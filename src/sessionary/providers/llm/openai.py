@@ -2,8 +2,9 @@
 
 With `api = "auto"` the Responses API is tried first; a server that answers 404/405 to it is
 remembered as chat-completions-only. Usage is the server's own count; a server that reports none
-(some stream without it) is billed on an estimate: streamed chunks for the output (servers send
-about one token a chunk) and four characters a token for the input.
+(some stream without it) is billed on an estimate: streamed chunks for a stream's output
+(servers send about one token a chunk), and four characters a token for a whole answer's output
+(its text and calls, on either API) and for the input.
 
 Function tools map to each API's own fields (openai_tools.py). The Responses API has no `stop`,
 `seed` or penalties: a request that sets one goes to chat completions instead, unless it also
@@ -20,7 +21,6 @@ transform it, and our bodies are plain JSON already.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -62,6 +62,12 @@ def _estimate_tokens(messages: Sequence[ChatMessage]) -> int:
             size += len(c.name) + len(c.arguments)
         total += -(-size // 4) + 4
     return total
+
+
+def _written_tokens(text: str, calls: Sequence[FunctionCall]) -> int:
+    """An answer's output tokens when its server reported no usage: a quarter of a token a
+    character written (the text and the calls' names and arguments), rounded up."""
+    return -(-(len(text) + sum(len(c.name) + len(c.arguments) for c in calls)) // 4)
 
 
 def _output_text(output: list[dict[str, Any]]) -> str:
@@ -290,12 +296,13 @@ class OpenAIChat:
     def _responses_result(self, response: dict[str, Any], request: ChatRequest) -> ChatResult:
         output = [i for i in response.get("output") or () if isinstance(i, dict)]
         calls = tools.responses_calls_of(output)
+        text = _output_text(output)
         usage = response.get("usage")
         return ChatResult(
-            text=_output_text(output),
+            text=text,
             usage=Usage(_tokens(usage["input_tokens"]), _tokens(usage["output_tokens"]))
             if isinstance(usage, dict)
-            else Usage(_estimate_tokens(request.messages), 0),
+            else Usage(_estimate_tokens(request.messages), _written_tokens(text, calls)),
             finish_reason=_finish(response.get("status") == "incomplete", calls),
             model=self.name,
             calls=calls,
@@ -311,13 +318,12 @@ class OpenAIChat:
         message = choice.get("message") or {}
         text = _text(message.get("content"))
         calls = tools.chat_calls_of(message.get("tool_calls"))
-        written = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
         usage = completion.get("usage")
         return ChatResult(
             text=text,
             usage=Usage(_tokens(usage["prompt_tokens"]), _tokens(usage["completion_tokens"]))
             if isinstance(usage, dict)
-            else Usage(_estimate_tokens(request.messages), math.ceil(written / 4)),
+            else Usage(_estimate_tokens(request.messages), _written_tokens(text, calls)),
             finish_reason=_finish(choice.get("finish_reason") == "length", calls),
             model=self.name,
             calls=calls,
