@@ -101,10 +101,12 @@ def run(
     then: bytes = b"",
     pause: float = 0.0,
     aiohttp_client: bool = False,
+    parties: tuple[str, ...] = (),
 ) -> tuple[list[Any], Upstream]:
     """`posts` POSTs in a row through one JsonPoster to an `Upstream` running `script` (and
     writing `then` after each answer), `pause` seconds apart: (each answer or raised error, the
-    upstream). Through aiohttp's client instead of this one when `aiohttp_client`."""
+    upstream). Through aiohttp's client instead of this one when `aiohttp_client`; the n-th POST
+    for `parties[n]` when given."""
     upstream = Upstream(script)
     upstream.then = then
 
@@ -118,7 +120,8 @@ def run(
         for n in range(posts):
             await asyncio.sleep(pause if n else 0)
             try:
-                outcomes.append(await poster.post("/answer", {"n": n}))
+                party = parties[n] if parties else ""
+                outcomes.append(await poster.post("/answer", {"n": n}, party=party))
             except Exception as exc:  # the test looks at it
                 outcomes.append(exc)
         await poster.aclose()
@@ -450,6 +453,31 @@ def test_connections_kept_after_a_burst_close_once_idle_past_the_limit(
     assert burst == 6 and after == 1
 
 
+def test_a_party_that_posts_no_more_keeps_nothing_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another party's POST closes the connections of parties idle past `IDLE_S`."""
+    monkeypatch.setattr(plain_http, "IDLE_S", 0.2)
+    upstream = Upstream(numbered)
+
+    async def main() -> tuple[int, int, list[str]]:
+        url = await upstream.start()
+        poster = JsonPoster(url, None, 5.0, 0, "openai (test)")
+        await asyncio.gather(*(poster.post("/answer", {}, party=p) for p in "abc"))
+        before = len(upstream.open)
+        await asyncio.sleep(0.3)
+        await poster.post("/answer", {}, party="d")
+        await asyncio.sleep(0.05)  # the server sees the others closed
+        assert poster.plain is not None
+        (pools,) = poster.plain[0]._pools.held()
+        kept = sorted(pools)
+        after = len(upstream.open)
+        await poster.aclose()
+        await upstream.stop()
+        return before, after, kept
+
+    before, after, kept = asyncio.run(main())
+    assert before == 3 and after == 1 and kept == ["d"]
+
+
 def test_a_connection_idle_past_the_limit_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """Closed instead, before a server's keep-alive ends it as a request goes out."""
     monkeypatch.setattr(plain_http, "IDLE_S", 0.05)
@@ -504,6 +532,26 @@ def test_a_status_outside_2xx_below_300_is_a_failure_not_an_answer(
     assert isinstance(outcomes[0], UpstreamError), outcomes[0]
 
 
+def test_parties_never_share_a_connection_so_a_second_answer_stays_with_its_party() -> None:
+    """Found by an adversary: an upstream that answers a request twice, the copy coming once
+    the connection carries the next request, handed one tenant's answer to another's turn.
+    Here the copy comes 50 ms after each answer, before the next request's own answer."""
+
+    async def slow_after_first(n: int, _body: bytes) -> bytes:
+        if n > 1:
+            await asyncio.sleep(0.15)
+        return answer(OK % n, "Content-Type: application/json")
+
+    stray = answer(b'{"stray": true}', "Content-Type: application/json")
+    parties = ("account:a", "account:b", "account:a")
+    outcomes, upstream = run(slow_after_first, posts=3, then=stray, parties=parties)
+    assert outcomes[:2] == [{"ok": 1}, {"ok": 2}]  # b's own answer, on a connection of its own
+    assert upstream.connections >= 2
+    # a's next POST may meet its own stray copy (as with any client that keeps connections),
+    # and then fails or gets its own answer: never b's
+    assert outcomes[2] in ({"ok": 3}, {"stray": True}) or isinstance(outcomes[2], UpstreamError)
+
+
 def test_a_short_lived_loop_leaves_no_kept_connection_open() -> None:
     """The upstream runs on a loop of its own, in another thread: only the end of the client's
     loop (`kit/per_loop.py`) can close the kept connection, not the server going away."""
@@ -518,7 +566,7 @@ def test_a_short_lived_loop_leaves_no_kept_connection_open() -> None:
         poster = JsonPoster(url, None, 5.0, 0, "openai (test)")
         await poster.post("/answer", {})
         assert poster.plain is not None
-        kept.extend(*poster.plain[0]._pools.held())
+        kept.extend(c for pools in poster.plain[0]._pools.held() for c in pools[""])
 
     try:
         asyncio.run(main())  # never closed the poster: the loop's end does

@@ -22,6 +22,7 @@ from sessionary.billing.metering import LIVE_HOLDS, Meter
 from sessionary.billing.pricing import Pricing
 from sessionary.config import Settings
 from sessionary.kit.db import Database
+from sessionary.providers import plain_http
 from tests.conftest import Tenant, make_tenant
 from tests.support.money import charge_usage, charges, money
 from tests.support.threaded import ThreadedServer
@@ -294,3 +295,36 @@ def test_an_answer_without_usage_is_charged_its_output_estimate(
         "gpt-4o-mini", usage["input_tokens"], usage["output_tokens"]
     )
     assert charges(db, payer) == [expected] and money(db, payer)[2] == 0
+
+
+def test_each_payer_gets_upstream_connections_of_its_own(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept upstream connections are never shared between payers (`plain_http.py`): every
+    non-streamed model call carries its payer, on every route that makes one."""
+    other = make_tenant(db, "other")
+    grant(db, other, FUNDS)
+    parties: list[str] = []
+    post = plain_http.Origin.post
+
+    async def recorded(self: Any, target: str, body: bytes, limit: int, party: str = "") -> Any:
+        parties.append(party)
+        return await post(self, target, body, limit, party)
+
+    monkeypatch.setattr(plain_http.Origin, "post", recorded)
+    hostile.answer = chat_answer("hi", usage={"prompt_tokens": 3, "completion_tokens": 1})
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi."}]}
+    with _client(settings, hostile, "chat") as client:
+        for tenant in (payer, other):
+            for route, body in (
+                ("/v1/responses", {"input": "Hi."}),
+                ("/v1/chat/completions", chat),
+                ("/v1/chat/enhance", {"message": "make this better"}),
+            ):
+                answered = client.post(route, json=body, headers=tenant.headers)
+                assert answered.status_code == 200, answered.text
+    assert parties == [f"account:{payer.account_id}"] * 3 + [f"account:{other.account_id}"] * 3

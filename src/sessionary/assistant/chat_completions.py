@@ -238,6 +238,7 @@ class ChatCompletions:
             seed=body.seed,
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
+            party=turn.owner.party,
         )
 
     async def run(self, turn: ChatTurn, meter: Meter) -> TurnAnswer:

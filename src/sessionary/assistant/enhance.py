@@ -38,7 +38,11 @@ def language_name(value: str | None) -> str | None:
 
 
 def enhance_request(
-    message: Any, language: str | None, maxwords: int | None, metadata: dict[str, Any] | None
+    message: Any,
+    language: str | None,
+    maxwords: int | None,
+    metadata: dict[str, Any] | None,
+    party: str = "",
 ) -> tuple[ChatRequest, int]:
     if not isinstance(message, str) or not message.strip():
         raise InvalidRequest("'message' must be a non-empty string.", param="message")
@@ -65,6 +69,7 @@ def enhance_request(
         ],
         max_output_tokens=min(words * 3 + 16, 4096),
         temperature=0.3,
+        party=party,
     )
     return request, words
 

@@ -155,7 +155,7 @@ class AssistantService:
     async def enhance(self, caller: Principal, body: EnhanceRequest) -> tuple[str, Settlement]:
         """Rewrite a message at the fixed enhance price, released if the model fails."""
         request, max_words = enhance_request(
-            body.message, body.language, body.maxwords, body.metadata
+            body.message, body.language, body.maxwords, body.metadata, Owner.of(caller).party
         )
         chat = self.providers.chat()
         price = self.pricing.enhance()
@@ -265,6 +265,7 @@ class AssistantService:
             parallel_tool_calls=plan.max_calls != 1,
             presence_penalty=turn.request.presence_penalty,
             frequency_penalty=turn.request.frequency_penalty,
+            party=turn.owner.party,
         )
 
     async def make_image(self, turn: Turn) -> tuple[dict[str, Any], Usage]:

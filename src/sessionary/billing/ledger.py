@@ -60,6 +60,12 @@ class Owner:
     def external_user(cls, external_user_id: str, account_id: str) -> Owner:
         return cls("external_user", external_user_id, account_id)
 
+    @property
+    def party(self) -> str:
+        """The owner as one string, for what must be kept apart by owner (upstream
+        connections)."""
+        return f"{self.type}:{self.id}"
+
     @classmethod
     def of(cls, caller: Principal) -> Owner:
         """Who pays for a caller's request: its external user when it has one, else the account."""

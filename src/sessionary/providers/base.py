@@ -91,6 +91,9 @@ class ChatRequest:
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    # Whom the answer is for (`Owner.party`): kept upstream connections are never shared
+    # between parties (`providers/plain_http.py`).
+    party: str = ""
 
 
 @dataclass(frozen=True)

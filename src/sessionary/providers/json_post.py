@@ -132,14 +132,15 @@ class JsonPoster:
         if self.plain is not None:
             await self.plain[0].aclose()
 
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The answer of a 2xx as a JSON object; a 502/504 `ApiError` once retries are spent."""
+    async def post(self, path: str, body: dict[str, Any], *, party: str = "") -> dict[str, Any]:
+        """The answer of a 2xx as a JSON object; a 502/504 `ApiError` once retries are spent.
+        `party`: whom the answer is for (`plain_http.Origin.post`)."""
         data = json_bytes(body)  # no NaN or infinity: the edge refuses them (`kit/text_rule.py`)
         for attempt in range(self.max_retries + 1):
             retry_after: str | None = None
             try:
                 async with asyncio.timeout(self.timeout):
-                    status, headers, content = await self._exchange(path, data)
+                    status, headers, content = await self._exchange(path, data, party)
                 if succeeded(status):  # a status of 0xx is no success, whatever follows
                     return self._parsed(content)
                 failure = upstream_failure(self.label, f"it answered HTTP {status}")
@@ -159,12 +160,14 @@ class JsonPoster:
                 await asyncio.sleep(_backoff(attempt, retry_after))
         raise failure
 
-    async def _exchange(self, path: str, data: bytes) -> tuple[int, Mapping[str, str], bytes]:
+    async def _exchange(
+        self, path: str, data: bytes, party: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One POST: (status, headers, body), through kept plain-http connections where they
         serve (`plain_http.py`), else aiohttp's client."""
         if self.plain is not None:
             origin, target = self.plain
-            return await origin.post(target + path, data, MAX_ANSWER_BYTES)
+            return await origin.post(target + path, data, MAX_ANSWER_BYTES, party)
         session = await self._sessions.get()
         async with session.post(
             self.base_url + path,

@@ -12,7 +12,12 @@ over a size limit refused while they arrive, a refusal (status 300 and up) answe
 its head is in, as aiohttp's client answers it. A connection is used for one exchange at a time
 and kept only when that exchange ended cleanly: never after an error, a cancelled wait, a
 refusal, `Connection: close`, or any byte past the answer (a server that answers twice would
-otherwise hand one request's answer to the next). Kept connections idle for `IDLE_S` are closed
+otherwise hand one request's answer to the next). Bytes past the answer that come only after
+the connection carried the next request cannot be told from that request's answer (by this
+client or any other that keeps connections), so kept connections are never shared between
+parties (`post(party=...)`: whoever the answer is for, an account or an external user): a
+server that answers twice can at worst hand a party its own earlier answer, never another's
+(`tests/test_plain_http.py -k parties`). Kept connections idle for `IDLE_S` are closed
 rather than used (servers close idle connections, uvicorn after 5 s, and a request sent as one
 closes would fail). `JsonPoster` uses this only for `http://` URLs without a proxy or
 credentials, whose host, path and headers are plain ASCII with nothing to normalise; TLS,
@@ -202,7 +207,7 @@ class Origin:
 
     def __init__(self, host: str, port: int, head: bytes) -> None:
         self.host, self.port, self.head = host, port, head
-        self._pools: PerLoop[deque[_Connection]] = PerLoop(deque, _close_all)
+        self._pools: PerLoop[_Pools] = PerLoop(_Pools, _close_all)
 
     @classmethod
     def of(cls, url: str, headers: dict[str, str]) -> tuple[Origin, str] | None:
@@ -235,14 +240,16 @@ class Origin:
         head = "\r\n".join(lines).encode("ascii") + b"\r\nContent-Length: "
         return cls(host, port, head), target
 
-    async def post(self, target: str, body: bytes, limit: int) -> Answer:
-        """(status, headers with lower-case names, body) of a POST of `body` to `target`; a
-        refusal (any status but 2xx) with no body. Raises `Failed` (or an `OSError`) when no answer
-        came, `TooLarge` past `limit` bytes of body."""
-        idle = await self._pools.get()
+    async def post(self, target: str, body: bytes, limit: int, party: str = "") -> Answer:
+        """(status, headers with lower-case names, body) of a POST of `body` to `target` for
+        `party`, on a connection only `party` uses; a refusal (any status but 2xx) with no body.
+        Raises `Failed` (or an `OSError`) when no answer came, `TooLarge` past `limit` bytes of
+        body."""
+        pools = await self._pools.get()
+        pools.sweep()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
-        connection = self._kept(idle)
+        connection = self._kept(pools.get(party))
         if connection is None:
             _, connection = await loop.create_connection(
                 lambda: _Connection(answer, limit), self.host, self.port
@@ -261,7 +268,7 @@ class Origin:
         connection.answer = None
         if connection.keep_alive and connection.reusable():
             connection.idle_since = time.monotonic()
-            idle.append(connection)
+            pools.setdefault(party, deque()).append(connection)
         else:
             connection.close()
         if not succeeded(status):
@@ -269,9 +276,9 @@ class Origin:
         return status, headers, _decoded(headers.get("content-encoding", ""), content, limit)
 
     @staticmethod
-    def _kept(idle: deque[_Connection]) -> _Connection | None:
-        """The most recently used kept connection that may still be used; those idle too
-        long, the oldest first, are closed on the way (after a burst, all but a few)."""
+    def _kept(idle: deque[_Connection] | None) -> _Connection | None:
+        """The most recently used of a party's kept connections that may still be used; those
+        idle too long, the oldest first, are closed on the way (after a burst, all but a few)."""
         now = time.monotonic()
         while idle and now - idle[0].idle_since >= IDLE_S:
             idle.popleft().close()
@@ -287,9 +294,30 @@ class Origin:
         await self._pools.aclose()
 
 
-async def _close_all(idle: deque[_Connection]) -> None:
-    while idle:
-        idle.pop().close()
+class _Pools(dict[str, deque[_Connection]]):
+    """One event loop's kept connections, by party."""
+
+    swept_at = 0.0
+
+    def sweep(self) -> None:
+        """Every `IDLE_S` / 4 at most: close every party's connections idle for `IDLE_S`, and
+        forget the parties left with none (one that never posts again keeps nothing open)."""
+        now = time.monotonic()
+        if now - self.swept_at < IDLE_S / 4:
+            return
+        self.swept_at = now
+        for party, idle in list(self.items()):
+            while idle and now - idle[0].idle_since >= IDLE_S:
+                idle.popleft().close()
+            if not idle:
+                del self[party]
+
+
+async def _close_all(pools: _Pools) -> None:
+    for idle in pools.values():
+        while idle:
+            idle.pop().close()
+    pools.clear()
 
 
 def _plain(text: str, allowed: frozenset[int]) -> bool:

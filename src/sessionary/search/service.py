@@ -16,6 +16,7 @@ search whose query a model in this process embeds: a balance check, then one con
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -275,7 +276,7 @@ class SearchService:
         filters: dict[str, Any] = {}
         semantic = term or ""
         if not query.similar and term:
-            filters, semantic = self._extract(template, term, query.search_date)
+            filters, semantic = self._extract(template, term, query.search_date, owner.party)
         sources = dict.fromkeys(filters, "query")
         for param, raw in (("search_params", query.params), ("structured_filters", query.forced)):
             given = validate(raw, template.schema, param)
@@ -284,7 +285,7 @@ class SearchService:
         return Plan(template, filters, semantic, sources, text or semantic)
 
     def _extract(
-        self, template: EmbeddingTemplate, term: str, search_date: date | None
+        self, template: EmbeddingTemplate, term: str, search_date: date | None, party: str
     ) -> tuple[dict[str, Any], str]:
         """Rules, the chat model, or both (`SESSIONARY_SEARCH__EXTRACTOR`); in a worker thread."""
         filters: dict[str, Any] = {}
@@ -297,7 +298,7 @@ class SearchService:
             chat = self.providers.chat()
 
             def generate(request: ChatRequest) -> ChatResult:
-                return from_worker(chat.generate, request)
+                return from_worker(chat.generate, replace(request, party=party))
 
             filters = llm_extraction.merge(
                 filters, llm_extraction.extract(template.schema, term, generate)

@@ -210,9 +210,9 @@ class OpenAIChat:
             }
         return kwargs
 
-    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post_json(self, path: str, body: dict[str, Any], party: str) -> dict[str, Any]:
         """A non-streamed request as plain JSON, through `json_post.JsonPoster` (not the SDK)."""
-        return await self.poster.post(path, body)
+        return await self.poster.post(path, body, party=party)
 
     async def _post(
         self, path: str, body: dict[str, Any], cast_to: type[Any], stream_cls: Any = None
@@ -271,9 +271,11 @@ class OpenAIChat:
     async def _generate(self, request: ChatRequest) -> ChatResult:
         with upstream_errors(self.label, self.timeout):
             if await self._use_responses_for(request):
-                response = await self._post_json("/responses", self._responses_kwargs(request))
+                body = self._responses_kwargs(request)
+                response = await self._post_json("/responses", body, request.party)
                 return self._read(self._responses_result, response, request)
-            completion = await self._post_json("/chat/completions", self._chat_kwargs(request))
+            body = self._chat_kwargs(request)
+            completion = await self._post_json("/chat/completions", body, request.party)
             return self._read(self._chat_result, completion, request)
 
     def _read(
