@@ -328,3 +328,92 @@ def test_each_payer_gets_upstream_connections_of_its_own(
                 answered = client.post(route, json=body, headers=tenant.headers)
                 assert answered.status_code == 200, answered.text
     assert parties == [f"account:{payer.account_id}"] * 3 + [f"account:{other.account_id}"] * 3
+
+
+_DELTA = (
+    b'{"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", '
+    b'"output_index": 0, "content_index": 0, "logprobs": [], "delta": "partial"}'
+)
+_CHAT_DELTA = (
+    b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+    b'[{"index": 0, "delta": {"role": "assistant", "content": "partial"}}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("api", "answer"),
+    [
+        ("responses", {"id": "r", "object": "response", "status": "failed", "output": [],
+                       "error": {"code": "server_error", "message": "boom"}}),
+        ("responses", {"id": "r", "object": "response", "status": "cancelled", "output": []}),
+        ("responses", {"error": {"message": "boom"}}),
+        ("chat", {"error": {"message": "boom", "type": "server_error"}}),
+        ("chat", {"id": "c", "object": "chat.completion", "choices": []}),
+        ("chat", {"id": "c", "object": "chat.completion"}),
+    ],
+    ids=["failed", "cancelled", "error-only", "chat-error", "no-choices", "choices-missing"],
+)  # fmt: skip
+def test_a_failure_inside_a_200_is_a_502_and_costs_nothing(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    api: str,
+    answer: dict[str, Any],
+) -> None:
+    """Found by an adversary: a 200 whose body reported a failure (a failed response, an error
+    object, no choices) was answered as a completed, empty, stored and charged turn."""
+    hostile.answer = answer
+    with _client(settings, hostile, api) as client:
+        refused = client.post("/v1/responses", json={"input": "Hi."}, headers=payer.headers)
+        listed = client.get("/v1/responses", headers=payer.headers)
+    assert refused.status_code == 502, refused.text
+    assert "model provider failed" in refused.json()["error"]["message"]
+    assert charges(db, payer) == [] and money(db, payer) == (FUNDS, FUNDS, 0)
+    assert listed.status_code in (200, 404, 405) and "resp_" not in listed.text
+
+
+@pytest.mark.parametrize(
+    ("api", "events"),
+    [
+        ("responses", [_DELTA, b'{"type": "response.failed", "sequence_number": 2, "response": '
+                       b'{"id": "r", "object": "response", "created_at": 0, "model": "m", '
+                       b'"status": "failed", "output": [], "parallel_tool_calls": true, '
+                       b'"tool_choice": "auto", "tools": [], "error": {"code": "server_error", '
+                       b'"message": "boom"}}}']),
+        ("responses", [_DELTA, b'{"type": "error", "sequence_number": 2, "code": "server_error", '
+                       b'"message": "boom", "param": null}']),
+        ("responses", [_DELTA]),
+        ("chat", [_CHAT_DELTA]),
+        ("chat", [_CHAT_DELTA, b"[DONE]"]),
+    ],
+    ids=["failed", "error-event", "no-end", "chat-no-finish", "chat-done-no-finish"],
+)  # fmt: skip
+def test_a_stream_whose_upstream_failed_or_never_ended_ends_in_response_failed(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    api: str,
+    events: list[bytes],
+) -> None:
+    """Found by an adversary: an upstream's `response.failed`, an `error` event, or a stream
+    that stopped without its final event ended the client's stream with `response.completed`,
+    the partial text stored and charged as a whole answer. It ends as a cut stream does: with
+    `response.failed`, what was delivered charged once, no hold left."""
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    body = {"input": "Hi.", "stream": True}
+    with (
+        _client(settings, hostile, api) as client,
+        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
+    ):
+        assert answer.status_code == 200
+        text = answer.read().decode()
+    kinds = [
+        json.loads(line[6:])["type"] for line in text.splitlines() if line.startswith("data: {")
+    ]
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+    assert len(charges(db, payer)) <= 1
+    balance, ledger_sum, holds = money(db, payer)
+    assert balance == ledger_sum and holds == 0

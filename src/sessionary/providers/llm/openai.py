@@ -296,6 +296,9 @@ class OpenAIChat:
         return result
 
     def _responses_result(self, response: dict[str, Any], request: ChatRequest) -> ChatResult:
+        status = response.get("status")
+        if response.get("error") or status not in (None, "completed", "incomplete"):
+            raise upstream_failure(self.label, "it answered with a failed response")
         output = [i for i in response.get("output") or () if isinstance(i, dict)]
         calls = tools.responses_calls_of(output)
         text = _output_text(output)
@@ -316,7 +319,11 @@ class OpenAIChat:
         )
 
     def _chat_result(self, completion: dict[str, Any], request: ChatRequest) -> ChatResult:
-        choice = (completion.get("choices") or [{}])[0]
+        if completion.get("error"):
+            raise upstream_failure(self.label, "it answered with an error")
+        if not completion.get("choices"):
+            raise upstream_failure(self.label, "unusable answer (no choices)")
+        choice = completion["choices"][0]
         message = choice.get("message") or {}
         text = _text(message.get("content"))
         calls = tools.chat_calls_of(message.get("tool_calls"))
@@ -358,6 +365,7 @@ class OpenAIChat:
         pieces: list[str] = []
         usage: Usage | None = None
         length = False
+        ended = False
         streamed = tools.StreamedCalls()
         async with stream:
             async for event in stream:
@@ -369,9 +377,14 @@ class OpenAIChat:
                     if final.usage:
                         usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
                     length = final.status == "incomplete"
+                    ended = True
+                elif event.type in ("response.failed", "error"):
+                    raise upstream_failure(self.label, "it reported a failure mid-stream")
                 else:
                     for delta in tools.responses_call_deltas(streamed, event):
                         yield delta
+        if not ended:
+            raise upstream_failure(self.label, "the stream ended before its answer did")
         calls = streamed.calls()
         yield StreamDone(
             self._final("".join(pieces), usage, len(pieces), _finish(length, calls), request, calls)
@@ -389,6 +402,7 @@ class OpenAIChat:
         length = False
         streamed = tools.StreamedCalls()
         chunks = 0
+        ended = False
         async with stream:
             async for chunk in stream:
                 if chunk.usage:
@@ -404,6 +418,9 @@ class OpenAIChat:
                             yield delta
                     if choice.finish_reason == "length":
                         length = True
+                    ended = ended or choice.finish_reason is not None
+        if not ended:
+            raise upstream_failure(self.label, "the stream ended before its answer did")
         calls = streamed.calls()
         yield StreamDone(
             self._final("".join(pieces), usage, chunks, _finish(length, calls), request, calls)
