@@ -6,16 +6,13 @@ Invariants, held by the database and not by good intentions:
 - entries are never rewritten (triggers refuse UPDATE and DELETE on the ledger);
 - a reservation is closed once: settle and release race on `status = 'open'`, one wins.
 
-Methods only flush; the caller's unit of work commits.
-
-The hot path is lean: a reserve is one balance UPDATE and two INSERTs, a settle one reservation
-UPDATE, one balance UPDATE (hold back and charge out at once) and one ledger INSERT of its two
-entries. On PostgreSQL, where each statement is a round trip, each is one statement with
-data-modifying CTEs (`reserve_on`, and `settle` through `LedgerStore.settle_at_once`):
-the same rows under the same conditions, and whatever the one statement cannot do (a balance
-that refuses) goes on through the statements above. Holds of dead turns are swept by the
-HoldKeeper, and by a spender only when the balance would otherwise refuse it, so no reserve pays
-for a sweep that finds nothing.
+Methods only flush; the caller's unit of work commits. The hot path is lean: a reserve is one
+balance UPDATE and two INSERTs, a settle one reservation UPDATE, one balance UPDATE (hold back,
+charge out) and one ledger INSERT of its two entries. On PostgreSQL each is one statement with
+data-modifying CTEs (`reserve_on`, and `settle` through `LedgerStore.settle_at_once`): the same
+rows under the same conditions, and whatever the one statement cannot do (a balance that refuses)
+goes on through the statements above. The HoldKeeper sweeps holds of dead turns, and a spender does
+only when the balance would otherwise refuse it: no reserve pays for a sweep that finds nothing.
 """
 
 from __future__ import annotations
@@ -62,8 +59,7 @@ class Owner:
 
     @property
     def party(self) -> str:
-        """The owner as one string, for what must be kept apart by owner (upstream
-        connections)."""
+        """The owner as one string, for what is kept apart by owner (upstream connections)."""
         return f"{self.type}:{self.id}"
 
     @classmethod

@@ -6,18 +6,21 @@ import json
 import re
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
-from sessionary.kit.errors import Forbidden, NotFound
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
 from sessionary.kit.ids import new_id
+from sessionary.kit.json_schema import check_bounds, check_schema
 from sessionary.kit.metadata import check_metadata, dump
 from sessionary.kit.models import utcnow
 from sessionary.profiles.models import AssistantProfile
-from sessionary.profiles.schemas import ProfileFields
+from sessionary.profiles.schemas import TOOL_KINDS, FunctionTool, ProfileFields
 from sessionary.profiles.store import ProfileStore
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+MAX_SCHEMA_CHARS = 100_000
 
 
 def render_instructions(template: str | None, variables: dict[str, Any] | None) -> str | None:
@@ -26,6 +29,68 @@ def render_instructions(template: str | None, variables: dict[str, Any] | None) 
         return None
     values = variables or {}
     return _VARIABLE.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+def _parameters(raw: Any, param: str) -> dict[str, Any] | None:
+    """The function's parameters schema, if any, of a tool shaped as the Assistants API shapes
+    it; 400 (naming the field) for any other shape."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise InvalidRequest("Each tool must be an object with a 'type'.", param=param)
+    kind = TOOL_KINDS.get(raw["type"])
+    if kind is None:
+        raise InvalidRequest(
+            f"The tool type '{raw['type'][:64]}' is not an assistant tool: offer 'function', "
+            "'code_interpreter' or 'file_search'.",
+            param=f"{param}.type",
+            code="unsupported_tool",
+        )
+    try:
+        tool = kind.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise InvalidRequest(
+            f"Invalid tool: '{where}': {reason}.", param=f"{param}.{where}"
+        ) from None
+    if not isinstance(tool, FunctionTool) or tool.function.parameters is None:
+        return None
+    schema = tool.function.parameters
+    if schema.get("type", "object") != "object":
+        raise InvalidRequest(
+            "function.parameters must be a JSON Schema object ({'type': 'object', ...}).",
+            param=f"{param}.function.parameters",
+        )
+    return schema
+
+
+def check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The tools to store, held to the bounds `/v1/responses` holds its own to: stored, a schema
+    nested past what serializes made every later list of the account a 500."""
+    for index, raw in enumerate(tools or []):
+        param = f"tools[{index}]"
+        schema = _parameters(raw, param)
+        if schema is None:
+            continue
+        check_schema(schema, f"{param}.function.parameters")
+        if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+            raise InvalidRequest(
+                f"function.parameters exceeds {MAX_SCHEMA_CHARS} characters.",
+                param=f"{param}.function.parameters",
+            )
+    return tools or []
+
+
+def shows(tool: Any) -> bool:
+    """Whether a stored tool can be shown: one kept before tools were checked may not be (its
+    keywords are not checked again here, only its shape and bounds, a read being frequent)."""
+    try:
+        schema = _parameters(tool, "tools")
+        if schema is not None:
+            check_bounds(schema, "tools")
+    except InvalidRequest:
+        return False
+    return True
 
 
 class ProfileService:
@@ -43,7 +108,7 @@ class ProfileService:
                 description=fields.description,
                 instructions=fields.instructions,
                 model=fields.model or default_model,
-                tools_json=json.dumps(fields.tools or []),
+                tools_json=json.dumps(check_tools(fields.tools)),
                 temperature=fields.temperature,
                 top_p=fields.top_p,
                 metadata_json=dump(check_metadata(fields.metadata)),
@@ -69,11 +134,11 @@ class ProfileService:
     def update(self, caller: Principal, profile_id: str, fields: ProfileFields) -> AssistantProfile:
         row = self.owned(caller, profile_id)
         given = fields.model_dump(exclude_unset=True)
+        if "tools" in given:
+            row.tools_json = json.dumps(check_tools(fields.tools))
         for name in ("name", "description", "instructions", "model", "temperature", "top_p"):
             if name in given:
                 setattr(row, name, given[name])
-        if "tools" in given:
-            row.tools_json = json.dumps(fields.tools or [])
         if "metadata" in given:
             row.metadata_json = dump(check_metadata(fields.metadata))
         return row
