@@ -29,7 +29,7 @@ from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.container import Providers
 from sessionary.search.ann import ANN, AnnPolicy
 from sessionary.search.query import SearchQuery
-from sessionary.search.ranking import TemplateIndex
+from sessionary.search.ranking import INDEXES, UNKNOWN_VERSION, TemplateIndex
 from sessionary.search.retrieval import _dense
 from sessionary.search.service import SearchService
 from sessionary.search.store import SearchStore
@@ -332,3 +332,31 @@ def test_a_write_from_another_process_is_seen_by_the_next_search(
         for answer in (search(svc, alice, tid), settled(svc, alice, tid)):
             ids = [h.source_id for h, _ in answer.hits]
             assert (ids[0] == "h3") if action == "update" else ("h3" not in ids)
+
+
+def test_vectors_loaded_while_a_write_moved_the_version_never_pair_with_its_graph(
+    db: Database, backend: str
+) -> None:
+    """Found by an adversary, reading: a search that read the template at version V, then loaded
+    its vectors after a write, kept them as V's; paired with V's graph, whose row numbers are
+    those of V's rows, it lost recall or read past the matrix's end."""
+    svc, alice = service(db), world(db, "alice")
+    tid = ingest(svc, alice, homes(300), None)
+    settled(svc, alice, tid)
+    with db.session(write=False) as session:
+        planned = SearchStore(session).version_of(tid)
+    assert planned is not None
+    svc.delete(alice, tid, [f"h{i}" for i in range(150)])  # the write, after the plan's read
+    INDEXES._entries.pop(tid, None)  # V's matrix no longer kept (another template took its place)
+    with db.session(write=False) as session:
+        loaded = INDEXES.get(SearchStore(session), tid, planned)
+    assert loaded.version == UNKNOWN_VERSION and len(loaded.ids) == 150  # today's rows
+    assert INDEXES._entries.get(tid) is not loaded  # not kept as any version's
+    assert ANN.snapshot(tid, loaded) is None  # no graph pairs with it, none is built from it
+    dense, path = _dense(tid, loaded, vector_of(TARGET), None, 10, POLICY)
+    assert path.startswith("exact") and {doc_id for doc_id, _ in dense} <= set(loaded.ids)
+    assert ANN.wait(60)
+    if backend == "sqlite":  # V's graph is still V's: nothing was built from those vectors
+        graph = ANN.graph(tid)
+        assert graph is not None and graph.snapshot is not None
+        assert graph.snapshot.version == planned

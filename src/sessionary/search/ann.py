@@ -170,7 +170,10 @@ class AnnIndexes:
 
     def snapshot(self, template_id: str, entry: Any) -> tuple[Graph, Snapshot] | None:
         """The graph in step with `entry` (a ranking.TemplateIndex), or None after asking the
-        worker to catch it up (the caller then scores exactly)."""
+        worker to catch it up (the caller then scores exactly). An entry of no known version
+        (`ranking.UNKNOWN_VERSION`, below 0) is scored exactly, and no graph is built from it."""
+        if entry.version < 0:
+            return None
         with self._lock:
             graph = self._graphs.get(template_id)
             snap = graph.snapshot if graph is not None else None

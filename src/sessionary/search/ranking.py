@@ -197,6 +197,11 @@ def _top(scores: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in order]
 
 
+# The version of vectors loaded while a write moved the template on: theirs is not known, so they
+# are neither kept nor matched by any graph (`ann.AnnIndexes.snapshot`): that search is exact.
+UNKNOWN_VERSION = -1
+
+
 class IndexCache:
     """Process-wide: a few templates' matrices, reloaded when their version moves."""
 
@@ -213,6 +218,12 @@ class IndexCache:
         leave_the_loop("a template's vectors to load")
         ids, vectors, texts = store.all_vectors(template_id)
         matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
+        # A write moves the version with its rows, so the same version after the read means the
+        # rows are that version's; otherwise they may be any later one's, and labelled `version`
+        # they would pair with that version's graph, whose rows are others (recall lost, or a
+        # row past the matrix's end).
+        if store.version_of(template_id) != version:
+            return TemplateIndex(UNKNOWN_VERSION, ids, matrix, texts)
         entry = TemplateIndex(version, ids, matrix, texts)
         with self._lock:
             self._entries[template_id] = entry

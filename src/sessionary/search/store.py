@@ -215,6 +215,11 @@ class SearchStore:
         )
         return [(row[0], row[1]) for row in rows]
 
+    def version_of(self, template_id: str) -> int | None:
+        return self.session.scalar(
+            select(EmbeddingTemplate.version).where(EmbeddingTemplate.id == template_id)
+        )
+
     def all_vectors(self, template_id: str) -> tuple[list[str], list[np.ndarray], list[str]]:
         ids, vectors, texts = [], [], []
         for row in self.session.execute(
