@@ -28,7 +28,7 @@ from sessionary import __version__
 from sessionary.kit.json_answer import json_bytes
 from sessionary.kit.per_loop import PerLoop
 from sessionary.providers.errors import upstream_failure
-from sessionary.providers.plain_http import Origin, TooLarge, succeeded
+from sessionary.providers.plain_http import Failed, Origin, TooLarge, succeeded
 
 RETRIED_STATUSES = frozenset({408, 409, 429})
 # An image generation answer carries a few MB of base64; nothing legitimate comes near this.
@@ -154,8 +154,12 @@ class JsonPoster:
             except TooLarge:
                 limit = f"an answer over {MAX_ANSWER_BYTES // (1 << 20)} MiB"
                 raise upstream_failure(self.label, limit) from None
-            except (aiohttp.ClientError, OSError):  # `plain_http.Failed` is a ConnectionError
+            except Failed:  # connected: what came back is no answer, or only part of one
+                failure = upstream_failure(self.label, "no readable answer")
+            except (aiohttp.ClientConnectorError, OSError):
                 failure = upstream_failure(self.label, "could not connect")
+            except aiohttp.ClientError:
+                failure = upstream_failure(self.label, "no readable answer")
             if attempt < self.max_retries:
                 await asyncio.sleep(_backoff(attempt, retry_after))
         raise failure
