@@ -57,7 +57,7 @@ class Memo:
     async def count_tokens(self, texts: list[str]) -> int:
         return int(await self.inner.count_tokens(texts))
 
-    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+    async def embed(self, texts: list[str], party: str = "") -> EmbeddingBatch:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
             batch = await self.inner.embed(missing)

@@ -95,7 +95,7 @@ class Replicas(Memo):
         self.ingesting = False
         self.seen: Counter[str] = Counter()
 
-    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+    async def embed(self, texts: list[str], party: str = "") -> EmbeddingBatch:
         batch = await super().embed(texts)
         if not self.ingesting:
             return batch

@@ -49,7 +49,11 @@ class FakeEmbedder:
     async def count_tokens(self, texts: list[str]) -> int:
         return len(texts)
 
-    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+    def __init__(self) -> None:
+        self.parties: list[str] = []  # whom each call was for
+
+    async def embed(self, texts: list[str], party: str = "") -> EmbeddingBatch:
+        self.parties.append(party)
         return EmbeddingBatch([vector_of(t).tolist() for t in texts], len(texts))
 
 
@@ -360,3 +364,16 @@ def test_vectors_loaded_while_a_write_moved_the_version_never_pair_with_its_grap
         graph = ANN.graph(tid)
         assert graph is not None and graph.snapshot is not None
         assert graph.snapshot.version == planned
+
+
+def test_ingestion_and_queries_embed_for_their_payer(db: Database) -> None:
+    """What the upstream's connections are kept apart by (`providers/party_transport.py`)."""
+    svc, alice, bob = service(db), world(db, "alice"), world(db, "bob")
+    tid = ingest(svc, alice, homes(5), None)
+    search(svc, alice, tid)
+    bobs = ingest(svc, bob, homes(2), None)
+    search(svc, bob, bobs)
+    embedder = svc.providers.embedder()
+    assert (
+        embedder.parties == [f"account:{alice.account_id}"] * 2 + [f"account:{bob.account_id}"] * 2
+    )

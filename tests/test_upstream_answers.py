@@ -23,6 +23,7 @@ from sessionary.billing.pricing import Pricing
 from sessionary.config import Settings
 from sessionary.kit.db import Database
 from sessionary.providers import plain_http
+from sessionary.providers.party_transport import PARTY_HEADER, PartyTransport
 from tests.conftest import Tenant, make_tenant
 from tests.support.money import charge_usage, charges, money
 from tests.support.threaded import ThreadedServer
@@ -417,3 +418,34 @@ def test_a_stream_whose_upstream_failed_or_never_ended_ends_in_response_failed(
     assert len(charges(db, payer)) <= 1
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum and holds == 0
+
+
+def test_each_payer_gets_sdk_connections_of_its_own_for_streams(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streamed turns go through the SDK: its connections are per payer too
+    (`party_transport.py`), and the payer's name never reaches the upstream."""
+    other = make_tenant(db, "other")
+    grant(db, other, FUNDS)
+    parties: list[str] = []
+    handle = PartyTransport.handle_async_request
+
+    async def recorded(self: Any, request: Any) -> Any:
+        parties.append(request.headers.get(PARTY_HEADER, ""))
+        response = await handle(self, request)
+        assert PARTY_HEADER not in request.headers
+        return response
+
+    monkeypatch.setattr(PartyTransport, "handle_async_request", recorded)
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in _CHAT_EVENTS)
+    hostile.media_type = "text/event-stream"
+    with _client(settings, hostile, "chat") as client:
+        for tenant in (payer, other):
+            body = {"input": "Hi.", "stream": True}
+            with client.stream("POST", "/v1/responses", json=body, headers=tenant.headers) as got:
+                assert got.status_code == 200 and "response.completed" in got.read().decode()
+    assert parties == [f"account:{payer.account_id}", f"account:{other.account_id}"]

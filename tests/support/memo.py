@@ -22,7 +22,7 @@ class MemoEmbeddings:
     async def count_tokens(self, texts: Sequence[str]) -> int:
         return await self.inner.count_tokens(texts)
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(self, texts: Sequence[str], party: str = "") -> EmbeddingBatch:
         missing = list(dict.fromkeys(t for t in texts if t not in _VECTORS))
         if missing:
             batch = await self.inner.embed(missing)

@@ -279,6 +279,7 @@ class AssistantService:
             output_format=options.get("output_format"),
             background=options.get("background"),
             compression=options.get("compression"),
+            party=turn.owner.party,
         )
         if turn.image.edit_source:
             result = await images.edit(request, turn.image.edit_source)

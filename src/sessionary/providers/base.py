@@ -181,7 +181,9 @@ class EmbeddingModel(Protocol):
     dimension: int
     max_input_tokens: int
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch: ...
+    async def embed(self, texts: Sequence[str], party: str = "") -> EmbeddingBatch:
+        """The texts' vectors; `party`: whom they are for (`ChatRequest.party`)."""
+        ...
 
     async def count_tokens(self, texts: Sequence[str]) -> int:
         """What `embed` will bill for these texts (exact where the tokenizer is local, else a
@@ -216,6 +218,7 @@ class ImageRequest:
     background: str | None = None
     compression: int | None = None
     n: int = 1
+    party: str = ""  # whom the image is for (`ChatRequest.party`)
 
 
 @dataclass(frozen=True)

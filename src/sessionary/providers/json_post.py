@@ -76,7 +76,7 @@ def _retried(status: int, should_retry: str | None) -> bool:
     return status in RETRIED_STATUSES or status >= 500
 
 
-def _env_proxy(url: str) -> tuple[URL | None, BasicAuth | None]:
+def env_proxy(url: str) -> tuple[URL | None, BasicAuth | None]:
     """The proxy `HTTP(S)_PROXY` / `NO_PROXY` name for `url`, read once: aiohttp's `trust_env`
     reads the whole environment again on every request (about 0.1 ms each). The SDK's client
     also reads them once, when it is made."""
@@ -112,7 +112,7 @@ class JsonPoster:
         }
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
-        self.proxy, self.proxy_auth = _env_proxy(self.base_url)
+        self.proxy, self.proxy_auth = env_proxy(self.base_url)
         # A plain-http model server with no proxy: `plain_http.py`'s own connections.
         self.plain = Origin.of(self.base_url, self.headers) if self.proxy is None else None
         self._sessions = PerLoop(self._new_session, _close_session, _closed)

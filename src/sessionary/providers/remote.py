@@ -11,10 +11,11 @@ import asyncio
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sessionary.kit.errors import ApiError
 from sessionary.providers.errors import ProviderUnavailable, upstream_failure
+from sessionary.providers.party_transport import PartyTransport
 from sessionary.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class LoopClients:
-    """One SDK client per event loop: its connection pool belongs to the loop that made it."""
+    """One SDK client per event loop: its connection pools belong to the loop that made them.
+    Its connections are kept per payer (`party_transport.py`): a request names its payer with
+    `party_headers`."""
 
     def __init__(self, settings: ProviderSettings, slot: str) -> None:
         try:
@@ -55,9 +58,32 @@ class LoopClients:
                 api_key=self.api_key or "unused",
                 timeout=self.timeout,
                 max_retries=self.max_retries,
+                http_client=self._http_client(),
             )
             self._clients[loop] = client
         return client
+
+    def _http_client(self) -> Any:
+        """The SDK's own client (its timeout, limits, redirects) over per-payer pools, each
+        through the proxy the environment names for the base URL, as the SDK's would go (a
+        client given a transport reads no proxy from the environment itself)."""
+        import httpx2
+        from openai import DefaultAsyncHttpxClient
+
+        from sessionary.providers.json_post import env_proxy
+
+        proxy_url, auth = env_proxy(self.base_url)
+        proxy = None
+        if proxy_url is not None:
+            proxy = httpx2.Proxy(
+                str(proxy_url), auth=(auth.login, auth.password) if auth is not None else None
+            )
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+
+        def pool() -> httpx2.AsyncBaseTransport:
+            return httpx2.AsyncHTTPTransport(limits=limits, proxy=proxy)
+
+        return DefaultAsyncHttpxClient(transport=PartyTransport(pool))
 
 
 def require_model(settings: ProviderSettings, slot: str) -> str:

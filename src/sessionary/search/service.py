@@ -122,7 +122,7 @@ class SearchService:
         worst = self.pricing.embedding(await embedder.count_tokens(texts), plain_text=plain_text)
         meter = await Meter.reserve(self.db, owner, worst, route=route)
         try:
-            batch = await embedder.embed(texts)
+            batch = await embedder.embed(texts, owner.party)
         except BaseException:
             await meter.release()
             raise
@@ -378,7 +378,7 @@ class SearchService:
     async def _embed_query(self, caller: Principal, plan: Plan) -> tuple[np.ndarray, int]:
         """The query's vector and the tokens it is billed for, remembered for next time."""
         embedder = self.providers.embedder()
-        batch = await embedder.embed([plan.text])
+        batch = await embedder.embed([plan.text], Owner.of(caller).party)
         vector = np.asarray(batch.vectors, dtype=np.float32)[0]
         self.query_vectors.put(
             cache_scope(caller.account_id, embedder.name), plan.text, vector, batch.input_tokens

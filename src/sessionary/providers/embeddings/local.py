@@ -125,7 +125,7 @@ class LocalEmbeddings:
             self._worker, self._count_sync, list(texts)
         )
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(self, texts: Sequence[str], party: str = "") -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch([], 0)
         with observed("embeddings", self.name):

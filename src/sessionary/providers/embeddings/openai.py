@@ -13,6 +13,7 @@ import numpy as np
 
 from sessionary.providers.base import EmbeddingBatch
 from sessionary.providers.errors import upstream_failure
+from sessionary.providers.party_transport import party_headers
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -53,19 +54,21 @@ class OpenAIEmbeddings:
         generous ceiling), never above the model's input limit per text."""
         return sum(min(math.ceil(len(t) / 2) + 2, self.max_input_tokens) for t in texts)
 
-    async def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def embed(self, texts: Sequence[str], party: str = "") -> EmbeddingBatch:
         with observed("embeddings", self.name):
-            batch = await self._embed(texts)
+            batch = await self._embed(texts, party)
         count_tokens("embeddings", self.name, batch.input_tokens)
         return batch
 
-    async def _embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+    async def _embed(self, texts: Sequence[str], party: str) -> EmbeddingBatch:
         vectors: list[list[float]] = []
         tokens = 0
         with upstream_errors(self.label, self.timeout):
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start : start + self.batch_size])
-                answer = await self.clients.get().embeddings.create(model=self.name, input=batch)
+                answer = await self.clients.get().embeddings.create(
+                    model=self.name, input=batch, extra_headers=party_headers(party)
+                )
                 rows = sorted(answer.data, key=lambda d: d.index)
                 if len(rows) != len(batch):
                     raise upstream_failure(

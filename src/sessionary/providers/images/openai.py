@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from sessionary.providers.base import ImageRequest, ImageResult
+from sessionary.providers.party_transport import party_headers
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import observed
@@ -25,6 +26,7 @@ class OpenAIImages:
 
     def _options(self, request: ImageRequest) -> dict[str, Any]:
         options: dict[str, Any] = {"model": self.name, "prompt": request.prompt, "n": request.n}
+        options["extra_headers"] = party_headers(request.party)
         for name, value in (
             ("size", request.size),
             ("quality", request.quality),

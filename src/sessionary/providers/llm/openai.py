@@ -43,6 +43,7 @@ from sessionary.providers.base import (
 from sessionary.providers.errors import upstream_failure
 from sessionary.providers.json_post import JsonPoster, storable
 from sessionary.providers.llm import openai_tools as tools
+from sessionary.providers.party_transport import party_headers
 from sessionary.providers.remote import LoopClients, require_model, upstream_errors
 from sessionary.providers.settings import ProviderSettings
 from sessionary.providers.telemetry import count_tokens, observed
@@ -215,15 +216,21 @@ class OpenAIChat:
         return await self.poster.post(path, body, party=party)
 
     async def _post(
-        self, path: str, body: dict[str, Any], cast_to: type[Any], stream_cls: Any = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        cast_to: type[Any],
+        stream_cls: Any = None,
+        party: str = "",
     ) -> Any:
         """The SDK's own request path (retries, error classes, response models), bearer auth
-        as its create methods send it; streamed when `stream_cls` is given."""
+        as its create methods send it, on `party`'s connections; streamed when `stream_cls` is
+        given."""
         return await self.clients.get().post(
             path,
             cast_to=cast_to,
             body={**body, "stream": True} if stream_cls else body,
-            options=BEARER,
+            options={**BEARER, "headers": party_headers(party)},
             stream=stream_cls is not None,
             stream_cls=stream_cls,
         )
@@ -361,6 +368,7 @@ class OpenAIChat:
             self._responses_kwargs(request),
             Response,
             AsyncStream[ResponseStreamEvent],
+            request.party,
         )
         pieces: list[str] = []
         usage: Usage | None = None
@@ -396,6 +404,7 @@ class OpenAIChat:
             {**self._chat_kwargs(request), "stream_options": {"include_usage": True}},
             ChatCompletion,
             AsyncStream[ChatCompletionChunk],
+            request.party,
         )
         pieces: list[str] = []
         usage: Usage | None = None
