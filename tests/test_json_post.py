@@ -20,9 +20,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def serve_answer(handler: Handler) -> tuple[web.AppRunner, int]:
-    """`handler` as /v1/answer on a free loopback port: (its runner, to clean up; the port)."""
+    """`handler` as /v1/answer (and /v1/embeddings) on a free loopback port: (its runner, to
+    clean up; the port)."""
     app = web.Application()
     app.router.add_post("/v1/answer", handler)
+    app.router.add_post("/v1/embeddings", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

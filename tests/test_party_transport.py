@@ -122,3 +122,38 @@ def test_a_pool_with_an_answer_still_being_read_is_not_closed(
         return kept_while_read, gone_after
 
     assert asyncio.run(main()) == (True, True)
+
+
+def test_the_sdk_goes_through_the_environments_proxy_and_honours_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client given its own transport reads no proxy from the environment: the pools do, for
+    the base URL, as the SDK's own client did."""
+    from aiohttp import web
+
+    from tests.test_json_post import serve_answer
+
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.host}{request.path}")
+        return web.Response(
+            body=_vectors(7).partition(b"\r\n\r\n")[2], content_type="application/json"
+        )
+
+    async def main() -> tuple[Any, Any]:
+        runner, port = await serve_answer(proxy)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "bypassed.test")
+        through = await _embeddings("http://upstream.test/v1").embed(["x"], "account:a")
+        try:
+            bypassed: Any = await _embeddings("http://bypassed.test:9/v1").embed(["x"], "a")
+        except Exception as exc:  # the test looks at it
+            bypassed = exc
+        await runner.cleanup()
+        return through, bypassed
+
+    through, bypassed = asyncio.run(main())
+    assert round(through.vectors[0][0] / through.vectors[0][1]) == 7
+    assert seen == ["POST upstream.test/v1/embeddings"]
+    assert isinstance(bypassed, Exception)  # straight to bypassed.test, which is no host
