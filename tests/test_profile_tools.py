@@ -146,6 +146,21 @@ def test_assistant_tools_are_stored_and_shown_as_given(client: TestClient, tenan
     assert updated.json()["tools"] == [WEATHER]
 
 
+def test_tools_are_stored_as_validated_not_as_sent(client: TestClient, tenant: Tenant) -> None:
+    """Found by an adversary: `"strict": "yes"` passed the check and came back as `"yes"`."""
+    sent = [
+        {"type": "function", "function": {"name": "ping", "strict": "yes"}},
+        {"type": "file_search", "file_search": {"ranking_options": {"score_threshold": "0.5"}}},
+    ]
+    created = client.post("/v1/assistants", json={"tools": sent}, headers=tenant.headers)
+    assert created.status_code == 200, created.text
+    shown = [
+        {"type": "function", "function": {"name": "ping", "strict": True}},
+        {"type": "file_search", "file_search": {"ranking_options": {"score_threshold": 0.5}}},
+    ]
+    assert created.json()["tools"] == shown and listed(client, tenant)[0]["tools"] == shown
+
+
 def test_a_profile_stored_before_the_check_still_reads(client: TestClient, tenant: Tenant) -> None:
     """Rows written while any tools were stored: tools nested 250 deep (a 500 on every read),
     and nested past what the json module reads back."""

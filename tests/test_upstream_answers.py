@@ -335,6 +335,17 @@ _DELTA = (
     b'{"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", '
     b'"output_index": 0, "content_index": 0, "logprobs": [], "delta": "partial"}'
 )
+_COMPLETED = (
+    b'{"type": "response.completed", "sequence_number": 9, "response": {"id": "r", "object": '
+    b'"response", "created_at": 0, "model": "m", "status": "completed", "output": [], '
+    b'"parallel_tool_calls": true, "tool_choice": "auto", "tools": [], '
+    b'"usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5, '
+    b'"input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}}'
+)
+_CHAT_FINISH = (
+    b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+    b'[{"index": 0, "delta": {}, "finish_reason": "stop"}]}'
+)
 _CHAT_DELTA = (
     b'{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
     b'[{"index": 0, "delta": {"role": "assistant", "content": "partial"}}]}'
@@ -351,8 +362,12 @@ _CHAT_DELTA = (
         ("chat", {"error": {"message": "boom", "type": "server_error"}}),
         ("chat", {"id": "c", "object": "chat.completion", "choices": []}),
         ("chat", {"id": "c", "object": "chat.completion"}),
+        ("chat", {"id": "c", "choices": [{"index": 0, "message": None, "finish_reason": None}]}),
+        ("chat", {"id": "c", "choices": [{"index": 0, "finish_reason": "error",
+                                          "message": {"role": "assistant", "content": None}}]}),
     ],
-    ids=["failed", "cancelled", "error-only", "chat-error", "no-choices", "choices-missing"],
+    ids=["failed", "cancelled", "error-only", "chat-error", "no-choices", "choices-missing",
+         "message-null", "finish-error"],
 )  # fmt: skip
 def test_a_failure_inside_a_200_is_a_502_and_costs_nothing(
     settings: Settings,
@@ -387,8 +402,14 @@ def test_a_failure_inside_a_200_is_a_502_and_costs_nothing(
         ("responses", [_DELTA]),
         ("chat", [_CHAT_DELTA]),
         ("chat", [_CHAT_DELTA, b"[DONE]"]),
+        ("responses", [_DELTA, _COMPLETED.replace(b'"completed", "output"', b'"failed", "output"')]),
+        ("responses", [_DELTA, _COMPLETED.replace(b'"output": []', b'"output": [], "error": '
+                                                  b'{"code": "server_error", "message": "boom"}')]),
+        ("chat", [_CHAT_DELTA, b'{"id": "c", "object": "chat.completion.chunk", "created": 0, '
+                  b'"model": "m", "choices": null}']),
     ],
-    ids=["failed", "error-event", "no-end", "chat-no-finish", "chat-done-no-finish"],
+    ids=["failed", "error-event", "no-end", "chat-no-finish", "chat-done-no-finish",
+         "completed-but-failed", "completed-with-error", "chat-choices-null"],
 )  # fmt: skip
 def test_a_stream_whose_upstream_failed_or_never_ended_ends_in_response_failed(
     settings: Settings,
@@ -415,6 +436,7 @@ def test_a_stream_whose_upstream_failed_or_never_ended_ends_in_response_failed(
         json.loads(line[6:])["type"] for line in text.splitlines() if line.startswith("data: {")
     ]
     assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+    assert "model provider failed" in text and "Internal server error" not in text
     assert len(charges(db, payer)) <= 1
     balance, ledger_sum, holds = money(db, payer)
     assert balance == ledger_sum and holds == 0
@@ -449,3 +471,53 @@ def test_each_payer_gets_sdk_connections_of_its_own_for_streams(
             with client.stream("POST", "/v1/responses", json=body, headers=tenant.headers) as got:
                 assert got.status_code == 200 and "response.completed" in got.read().decode()
     assert parties == [f"account:{payer.account_id}", f"account:{other.account_id}"]
+
+
+@pytest.mark.parametrize(
+    ("api", "events"),
+    [
+        ("responses", [_DELTA, _COMPLETED, _DELTA.replace(b'"partial"', b'"AFTER"')]),
+        ("chat", [_CHAT_DELTA, _CHAT_FINISH, _CHAT_DELTA.replace(b'"partial"', b'"AFTER"'),
+                  b"[DONE]"]),
+    ],
+    ids=["responses", "chat"],
+)  # fmt: skip
+def test_nothing_after_a_streams_final_event_is_the_answers(
+    settings: Settings,
+    db: Database,
+    payer: Tenant,
+    hostile: HostileUpstream,
+    api: str,
+    events: list[bytes],
+) -> None:
+    """Found by an adversary: deltas after `response.completed`, or content after a chat
+    stream's `finish_reason`, were delivered and stored as the answer's."""
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    body = {"input": "Hi.", "stream": True}
+    with (
+        _client(settings, hostile, api) as client,
+        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
+    ):
+        text = answer.read().decode()
+    done = [json.loads(line[6:]) for line in text.splitlines() if '"response.completed"' in line]
+    assert done and done[0]["response"]["output_text"] == "partial"
+    assert "AFTER" not in text
+
+
+def test_a_stream_without_usage_is_charged_at_least_four_characters_a_token(
+    settings: Settings, db: Database, payer: Tenant, hostile: HostileUpstream
+) -> None:
+    """Found by an adversary: 60,000 characters in three deltas, with no usage, were charged
+    as three tokens (a token a chunk); it is the whole hold now, as the whole answer's is."""
+    big = b'"' + b"x" * 20_000 + b'"'
+    events = [_CHAT_DELTA.replace(b'"partial"', big)] * 3 + [_CHAT_FINISH, b"[DONE]"]
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    body = {"input": "Hi.", "stream": True}
+    with (
+        _client(settings, hostile, "chat") as client,
+        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
+    ):
+        assert "response.completed" in answer.read().decode()
+    assert charges(db, payer) == held(db, payer)  # 15,000 tokens' worth, capped by the hold

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
@@ -31,9 +31,9 @@ def render_instructions(template: str | None, variables: dict[str, Any] | None) 
     return _VARIABLE.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
-def _parameters(raw: Any, param: str) -> dict[str, Any] | None:
-    """The function's parameters schema, if any, of a tool shaped as the Assistants API shapes
-    it; 400 (naming the field) for any other shape."""
+def _parameters(raw: Any, param: str) -> tuple[BaseModel, dict[str, Any] | None]:
+    """The tool as validated, and its function's parameters schema if any, of a tool shaped as
+    the Assistants API shapes it; 400 (naming the field) for any other shape."""
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise InvalidRequest("Each tool must be an object with a 'type'.", param=param)
     kind = TOOL_KINDS.get(raw["type"])
@@ -54,22 +54,25 @@ def _parameters(raw: Any, param: str) -> dict[str, Any] | None:
             f"Invalid tool: '{where}': {reason}.", param=f"{param}.{where}"
         ) from None
     if not isinstance(tool, FunctionTool) or tool.function.parameters is None:
-        return None
+        return tool, None
     schema = tool.function.parameters
     if schema.get("type", "object") != "object":
         raise InvalidRequest(
             "function.parameters must be a JSON Schema object ({'type': 'object', ...}).",
             param=f"{param}.function.parameters",
         )
-    return schema
+    return tool, schema
 
 
 def check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """The tools to store, held to the bounds `/v1/responses` holds its own to: stored, a schema
-    nested past what serializes made every later list of the account a 500."""
+    """The tools to store, as validated (`"strict": "yes"` is stored `true`), held to the bounds
+    `/v1/responses` holds its own to: stored, a schema nested past what serializes made every
+    later list of the account a 500."""
+    checked = []
     for index, raw in enumerate(tools or []):
         param = f"tools[{index}]"
-        schema = _parameters(raw, param)
+        tool, schema = _parameters(raw, param)
+        checked.append(tool.model_dump(exclude_unset=True))
         if schema is None:
             continue
         check_schema(schema, f"{param}.function.parameters")
@@ -78,14 +81,14 @@ def check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
                 f"function.parameters exceeds {MAX_SCHEMA_CHARS} characters.",
                 param=f"{param}.function.parameters",
             )
-    return tools or []
+    return checked
 
 
 def shows(tool: Any) -> bool:
     """Whether a stored tool can be shown: one kept before tools were checked may not be (its
     keywords are not checked again here, only its shape and bounds, a read being frequent)."""
     try:
-        schema = _parameters(tool, "tools")
+        _, schema = _parameters(tool, "tools")
         if schema is not None:
             check_bounds(schema, "tools")
     except InvalidRequest:

@@ -331,7 +331,9 @@ class OpenAIChat:
         if not completion.get("choices"):
             raise upstream_failure(self.label, "unusable answer (no choices)")
         choice = completion["choices"][0]
-        message = choice.get("message") or {}
+        message = choice.get("message")
+        if not isinstance(message, dict) or choice.get("finish_reason") == "error":
+            raise upstream_failure(self.label, "unusable answer (no message)")
         text = _text(message.get("content"))
         calls = tools.chat_calls_of(message.get("tool_calls"))
         usage = completion.get("usage")
@@ -355,12 +357,16 @@ class OpenAIChat:
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         with upstream_errors(self.label, self.timeout):
-            if await self._use_responses_for(request):
-                async for event in self._stream_responses(request):
+            try:
+                if await self._use_responses_for(request):
+                    async for event in self._stream_responses(request):
+                        yield event
+                    return
+                async for event in self._stream_chat(request):
                     yield event
-                return
-            async for event in self._stream_chat(request):
-                yield event
+            except (TypeError, AttributeError) as exc:  # an event the SDK built from nulls
+                detail = f"unusable answer ({type(exc).__name__})"
+                raise upstream_failure(self.label, detail) from exc
 
     async def _stream_responses(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         stream: AsyncStream[ResponseStreamEvent] = await self._post(
@@ -382,10 +388,13 @@ class OpenAIChat:
                     yield TextDelta(pieces[-1])
                 elif event.type in ("response.completed", "response.incomplete"):
                     final = event.response
+                    if final.error or final.status not in ("completed", "incomplete"):
+                        raise upstream_failure(self.label, "its final event reported a failure")
                     if final.usage:
                         usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
                     length = final.status == "incomplete"
                     ended = True
+                    break  # nothing after the final event is the answer's
                 elif event.type in ("response.failed", "error"):
                     raise upstream_failure(self.label, "it reported a failure mid-stream")
                 else:
@@ -416,7 +425,7 @@ class OpenAIChat:
             async for chunk in stream:
                 if chunk.usage:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices[:1]:
+                for choice in chunk.choices[:1] if not ended else ():  # after it: usage only
                     if choice.delta and choice.delta.content:
                         chunks += 1
                         pieces.append(storable(choice.delta.content))
@@ -444,8 +453,10 @@ class OpenAIChat:
         request: ChatRequest,
         calls: tuple[FunctionCall, ...] = (),
     ) -> ChatResult:
-        if usage is None:
-            usage = Usage(_estimate_tokens(request.messages), chunks)
+        if usage is None:  # about a token a chunk, and never under four characters a token
+            usage = Usage(
+                _estimate_tokens(request.messages), max(chunks, _written_tokens(text, calls))
+            )
         return ChatResult(
             text=text, usage=usage, finish_reason=finish, model=self.name, calls=calls
         )
