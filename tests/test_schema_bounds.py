@@ -153,3 +153,42 @@ def test_a_shared_definition_that_is_not_recursive_still_works(
     assert answer.status_code == 200, answer.text
     calls = [item for item in answer.json()["output"] if item["type"] == "function_call"]
     assert [c["name"] for c in calls] == ["f"]
+
+
+def test_a_schema_that_passed_is_remembered_per_account_and_a_failing_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kit/json_schema.py`: the meta-schema check (about 2 ms a function) runs once per schema
+    and account; a failure, another account, or a schema orjson cannot write is checked again."""
+    from sessionary.kit import json_schema
+    from sessionary.kit.errors import InvalidRequest
+
+    monkeypatch.setattr(json_schema, "_passed", json_schema.OrderedDict())
+    checked: list[Any] = []
+    real = json_schema._check
+
+    def counted(schema: dict[str, Any], param: str) -> None:
+        checked.append(schema)
+        real(schema, param)
+
+    monkeypatch.setattr(json_schema, "_check", counted)
+    tool = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    reordered = {"required": ["q"], "properties": {"q": {"type": "string"}}, "type": "object"}
+    json_schema.check_schema(tool, "tools", scope="acct_a")
+    json_schema.check_schema(reordered, "tools", scope="acct_a")  # the same schema
+    assert len(checked) == 1
+    json_schema.check_schema(tool, "tools", scope="acct_b")  # another account checks its own
+    assert len(checked) == 2
+    bad = {"type": "object", "properties": {"q": {"type": 5}}}
+    for _ in range(2):
+        with pytest.raises(InvalidRequest):
+            json_schema.check_schema(bad, "tools", scope="acct_a")
+    assert len(checked) == 4
+    huge = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 2**70}}}
+    json_schema.check_schema(huge, "tools", scope="acct_a")
+    json_schema.check_schema(huge, "tools", scope="acct_a")
+    assert len(checked) == 6
+    monkeypatch.setattr(json_schema, "_CHECKED", 1)  # past the limit, the oldest is forgotten
+    json_schema.check_schema({"type": "object"}, "tools", scope="acct_a")
+    json_schema.check_schema(tool, "tools", scope="acct_a")
+    assert len(checked) == 8

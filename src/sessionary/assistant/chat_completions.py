@@ -113,7 +113,7 @@ def plan_chat(
     files: FileInputSettings,
 ) -> ChatTurn:
     """The turn's prompt, model and parameters; every 400 before any charge."""
-    inputs = parse_request(body, files)
+    inputs = parse_request(body, files, caller.account_id)
     chat = providers.chat()
     model = providers.resolve_chat_model(body.model)
     messages = inputs.messages

@@ -246,7 +246,7 @@ def _assistant_text(content: Any, param: str) -> str:
     return text
 
 
-def parse_tools(raw: list[dict[str, Any]] | None) -> tuple[FunctionTool, ...]:
+def parse_tools(raw: list[dict[str, Any]] | None, scope: str) -> tuple[FunctionTool, ...]:
     tools: list[FunctionTool] = []
     for index, tool in enumerate(raw or []):
         param = f"tools[{index}]"
@@ -274,7 +274,7 @@ def parse_tools(raw: list[dict[str, Any]] | None) -> tuple[FunctionTool, ...]:
                 "function.parameters must be a JSON Schema object ({'type': 'object', ...}).",
                 f"{param}.function.parameters",
             )
-        check_schema(parameters, f"{param}.function.parameters")
+        check_schema(parameters, f"{param}.function.parameters", scope=scope)
         description = function.get("description")
         strict = function.get("strict")
         if description is not None and not isinstance(description, str):
@@ -329,7 +329,7 @@ def parse_tool_choice(
     )
 
 
-def parse_response_format(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def parse_response_format(raw: dict[str, Any] | None, scope: str) -> dict[str, Any] | None:
     """None for free text, {} for any JSON object, else the schema the answer must satisfy."""
     kind = (raw or {}).get("type", "text")
     if kind == "text":
@@ -352,7 +352,7 @@ def parse_response_format(raw: dict[str, Any] | None) -> dict[str, Any] | None:
             json.dumps(schema)
         except (TypeError, ValueError) as exc:
             raise _bad("json_schema.schema is not JSON.", "response_format.json_schema") from exc
-        check_schema(schema, "response_format.json_schema.schema")
+        check_schema(schema, "response_format.json_schema.schema", scope=scope)
         return schema or {"type": "object"}
     raise _bad(
         f"Unsupported response_format type {kind!r} (text, json_object or json_schema).",
@@ -382,12 +382,14 @@ def _include_usage(options: dict[str, Any] | None, streamed: bool) -> bool:
     return bool(options.get("include_usage"))
 
 
-def parse_request(body: ChatCompletionRequest, files: FileInputSettings) -> ChatInputs:
+def parse_request(body: ChatCompletionRequest, files: FileInputSettings, scope: str) -> ChatInputs:
+    """The request's inputs, every one checked (400 before any charge); `scope`: the caller's
+    account (`kit/json_schema.check_schema`)."""
     refuse_unsupported(body)
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise _bad("Give max_completion_tokens or max_tokens, not both.", "max_tokens")
     messages, with_files = parse_messages(body.messages, FileReader(files, MAX_TEXT_CHARS))
-    functions = parse_tools(body.tools)
+    functions = parse_tools(body.tools, scope)
     return ChatInputs(
         messages=messages,
         records=[
@@ -396,7 +398,7 @@ def parse_request(body: ChatCompletionRequest, files: FileInputSettings) -> Chat
         ],
         functions=functions,
         tool_choice=parse_tool_choice(body.tool_choice, functions),
-        json_schema=parse_response_format(body.response_format),
+        json_schema=parse_response_format(body.response_format, scope),
         stop=parse_stop(body.stop),
         max_output_tokens=body.max_completion_tokens or body.max_tokens,
         include_usage=_include_usage(body.stream_options, bool(body.stream)),

@@ -75,7 +75,7 @@ def _unsupported(kind: Any, param: str) -> InvalidRequest:
     )
 
 
-def _function(raw: dict[str, Any], param: str) -> FunctionTool:
+def _function(raw: dict[str, Any], param: str, scope: str) -> FunctionTool:
     name = raw.get("name")
     label = f"function '{name}'" if isinstance(name, str) else "a function tool"
     try:
@@ -98,7 +98,7 @@ def _function(raw: dict[str, Any], param: str) -> FunctionTool:
             f"The parameters of {label} must be a JSON Schema of type 'object'.",
             param=f"{param}.parameters",
         )
-    check_schema(schema, f"{param}.parameters")
+    check_schema(schema, f"{param}.parameters", scope=scope)
     return FunctionTool(definition.name, schema, definition.description, definition.strict)
 
 
@@ -135,9 +135,10 @@ def _named(raw: Any, param: str, functions: dict[str, FunctionTool], image: bool
     return name
 
 
-def plan_tools(request: TurnRequest) -> ToolPlan:
+def plan_tools(request: TurnRequest, scope: str) -> ToolPlan:
     """Validate `tools`, `tool_choice`, `parallel_tool_calls` and `max_tool_calls` (400 before
-    any charge) and say what the turn offers the model."""
+    any charge) and say what the turn offers the model. `scope`: the caller's account (whose
+    checked schemas are remembered, `kit/json_schema.py`)."""
     functions: dict[str, FunctionTool] = {}
     image_tool: dict[str, Any] | None = None
     echo: list[dict[str, Any]] = []
@@ -147,7 +148,7 @@ def plan_tools(request: TurnRequest) -> ToolPlan:
             raise InvalidRequest("Each tool must be an object with a 'type'.", param=param)
         kind = raw["type"]
         if kind == "function":
-            tool = _function(raw, param)
+            tool = _function(raw, param, scope)
             if tool.name in functions:
                 raise InvalidRequest(f"Two tools are named '{tool.name}'.", param=f"{param}.name")
             functions[tool.name] = tool

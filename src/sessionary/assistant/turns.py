@@ -117,7 +117,7 @@ def _refuse_workflow_overrides(
         )
 
 
-def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
+def json_schema_of(text: dict[str, Any] | None, scope: str) -> dict[str, Any] | None:
     fmt = (text or {}).get("format") or {}
     kind = fmt.get("type", "text")
     if kind == "text":
@@ -128,7 +128,7 @@ def json_schema_of(text: dict[str, Any] | None) -> dict[str, Any] | None:
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("text.format json_schema needs a 'schema' object.", param="text")
-        check_schema(schema, "text.format.schema")
+        check_schema(schema, "text.format.schema", scope=scope)
         return schema
     raise InvalidRequest(f"Unsupported text.format type '{kind}'.", param="text.format.type")
 
@@ -184,7 +184,7 @@ def plan_turn(
     _check_background(request, route)
     check_metadata(request.metadata)
     refuse_unhonoured(request)
-    tools = plan_tools(request)
+    tools = plan_tools(request, caller.account_id)
     inputs = normalise_input(request.input, files=files)
     account_prompt = AccountService(db).system_prompt(caller.account_id)
     user = (
@@ -274,7 +274,7 @@ def plan_turn(
         ),
         history=history,
         inputs=inputs,
-        json_schema=json_schema_of(request.text),
+        json_schema=json_schema_of(request.text, caller.account_id),
         image=image,
         truncation=request.truncation or default_truncation,
         tools=tools,

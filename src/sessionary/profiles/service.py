@@ -64,7 +64,7 @@ def _parameters(raw: Any, param: str) -> tuple[BaseModel, dict[str, Any] | None]
     return tool, schema
 
 
-def check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def check_tools(tools: list[dict[str, Any]] | None, scope: str) -> list[dict[str, Any]]:
     """The tools to store, as validated (`"strict": "yes"` is stored `true`), held to the bounds
     `/v1/responses` holds its own to: stored, a schema nested past what serializes made every
     later list of the account a 500."""
@@ -75,7 +75,7 @@ def check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         checked.append(tool.model_dump(exclude_unset=True))
         if schema is None:
             continue
-        check_schema(schema, f"{param}.function.parameters")
+        check_schema(schema, f"{param}.function.parameters", scope=scope)
         if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
             raise InvalidRequest(
                 f"function.parameters exceeds {MAX_SCHEMA_CHARS} characters.",
@@ -111,7 +111,7 @@ class ProfileService:
                 description=fields.description,
                 instructions=fields.instructions,
                 model=fields.model or default_model,
-                tools_json=json.dumps(check_tools(fields.tools)),
+                tools_json=json.dumps(check_tools(fields.tools, caller.account_id)),
                 temperature=fields.temperature,
                 top_p=fields.top_p,
                 metadata_json=dump(check_metadata(fields.metadata)),
@@ -138,7 +138,7 @@ class ProfileService:
         row = self.owned(caller, profile_id)
         given = fields.model_dump(exclude_unset=True)
         if "tools" in given:
-            row.tools_json = json.dumps(check_tools(fields.tools))
+            row.tools_json = json.dumps(check_tools(fields.tools, caller.account_id))
         for name in ("name", "description", "instructions", "model", "temperature", "top_p"):
             if name in given:
                 setattr(row, name, given[name])
