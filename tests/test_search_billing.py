@@ -76,11 +76,11 @@ def _watch_the_model(app: FastAPI, monkeypatch: pytest.MonkeyPatch, during: Any)
     model = app.state.providers.embeddings
     embed = model.embed
 
-    async def watched(texts: Any) -> Any:
+    async def watched(texts: Any, party: str = "") -> Any:
         if list(texts) == [SEARCH["search_term"]]:
             calls.append(list(texts))
             during()
-        return await embed(texts)
+        return await embed(texts, party)
 
     monkeypatch.setattr(model, "embed", watched)
     return calls

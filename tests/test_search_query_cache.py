@@ -35,9 +35,9 @@ def count_embeds(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[list[str
     model = app.state.providers.embeddings
     embed = model.embed
 
-    async def counted(texts: Any) -> Any:
+    async def counted(texts: Any, party: str = "") -> Any:
         calls.append(list(texts))
-        return await embed(texts)
+        return await embed(texts, party)
 
     monkeypatch.setattr(model, "embed", counted)
     return calls
