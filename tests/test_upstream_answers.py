@@ -335,6 +335,23 @@ _DELTA = (
     b'{"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", '
     b'"output_index": 0, "content_index": 0, "logprobs": [], "delta": "partial"}'
 )
+
+
+def _streamed(
+    settings: Settings, hostile: HostileUpstream, api: str, events: list[bytes], payer: Tenant
+) -> str:
+    """The text of a streamed `/v1/responses` turn whose upstream streams `events` (SSE)."""
+    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    hostile.media_type = "text/event-stream"
+    body = {"input": "Hi.", "stream": True}
+    with (
+        _client(settings, hostile, api) as client,
+        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
+    ):
+        assert answer.status_code == 200
+        return answer.read().decode()
+
+
 _COMPLETED = (
     b'{"type": "response.completed", "sequence_number": 9, "response": {"id": "r", "object": '
     b'"response", "created_at": 0, "model": "m", "status": "completed", "output": [], '
@@ -423,15 +440,7 @@ def test_a_stream_whose_upstream_failed_or_never_ended_ends_in_response_failed(
     that stopped without its final event ended the client's stream with `response.completed`,
     the partial text stored and charged as a whole answer. It ends as a cut stream does: with
     `response.failed`, what was delivered charged once, no hold left."""
-    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
-    hostile.media_type = "text/event-stream"
-    body = {"input": "Hi.", "stream": True}
-    with (
-        _client(settings, hostile, api) as client,
-        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
-    ):
-        assert answer.status_code == 200
-        text = answer.read().decode()
+    text = _streamed(settings, hostile, api, events, payer)
     kinds = [
         json.loads(line[6:])["type"] for line in text.splitlines() if line.startswith("data: {")
     ]
@@ -492,14 +501,7 @@ def test_nothing_after_a_streams_final_event_is_the_answers(
 ) -> None:
     """Found by an adversary: deltas after `response.completed`, or content after a chat
     stream's `finish_reason`, were delivered and stored as the answer's."""
-    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
-    hostile.media_type = "text/event-stream"
-    body = {"input": "Hi.", "stream": True}
-    with (
-        _client(settings, hostile, api) as client,
-        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
-    ):
-        text = answer.read().decode()
+    text = _streamed(settings, hostile, api, events, payer)
     done = [json.loads(line[6:]) for line in text.splitlines() if '"response.completed"' in line]
     assert done and done[0]["response"]["output_text"] == "partial"
     assert "AFTER" not in text
@@ -512,12 +514,5 @@ def test_a_stream_without_usage_is_charged_at_least_four_characters_a_token(
     as three tokens (a token a chunk); it is the whole hold now, as the whole answer's is."""
     big = b'"' + b"x" * 20_000 + b'"'
     events = [_CHAT_DELTA.replace(b'"partial"', big)] * 3 + [_CHAT_FINISH, b"[DONE]"]
-    hostile.raw = b"".join(b"data: " + event + b"\n\n" for event in events)
-    hostile.media_type = "text/event-stream"
-    body = {"input": "Hi.", "stream": True}
-    with (
-        _client(settings, hostile, "chat") as client,
-        client.stream("POST", "/v1/responses", json=body, headers=payer.headers) as answer,
-    ):
-        assert "response.completed" in answer.read().decode()
+    assert "response.completed" in _streamed(settings, hostile, "chat", events, payer)
     assert charges(db, payer) == held(db, payer)  # 15,000 tokens' worth, capped by the hold

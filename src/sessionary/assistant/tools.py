@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sessionary.assistant.schemas import TurnRequest
-from sessionary.kit.errors import InvalidRequest
+from sessionary.kit.errors import InvalidRequest, invalid_shape
 from sessionary.kit.json_schema import check_schema
 from sessionary.providers.base import FunctionTool, ToolChoice
 
@@ -81,12 +81,7 @@ def _function(raw: dict[str, Any], param: str, scope: str) -> FunctionTool:
     try:
         definition = FunctionDefinition.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InvalidRequest(
-            f"Invalid {label}: '{where}': {reason}.", param=f"{param}.{where}"
-        ) from None
+        raise invalid_shape(exc, label, param) from None
     schema = definition.parameters or {"type": "object", "properties": {}}
     if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
         raise InvalidRequest(

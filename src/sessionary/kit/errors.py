@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import DataError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -173,6 +174,15 @@ def _param_from_loc(loc: Sequence[Any]) -> str | None:
     if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
         parts = parts[1:]
     return ".".join(parts) or None
+
+
+def invalid_shape(exc: ValidationError, what: str, param: str) -> InvalidRequest:
+    """A 400 for a nested object (a tool) that its model refused: its first error, where it is
+    (`param` and the error's path), "unknown key" for a key the model does not take."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    return InvalidRequest(f"Invalid {what}: '{where}': {reason}.", param=f"{param}.{where}")
 
 
 def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:

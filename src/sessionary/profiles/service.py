@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from sessionary.accounts.identity import Principal
-from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound
+from sessionary.kit.errors import Forbidden, InvalidRequest, NotFound, invalid_shape
 from sessionary.kit.ids import new_id
 from sessionary.kit.json_schema import check_bounds, check_schema
 from sessionary.kit.metadata import check_metadata, dump
@@ -47,12 +47,7 @@ def _parameters(raw: Any, param: str) -> tuple[BaseModel, dict[str, Any] | None]
     try:
         tool = kind.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InvalidRequest(
-            f"Invalid tool: '{where}': {reason}.", param=f"{param}.{where}"
-        ) from None
+        raise invalid_shape(exc, "tool", param) from None
     if not isinstance(tool, FunctionTool) or tool.function.parameters is None:
         return tool, None
     schema = tool.function.parameters
